@@ -1,0 +1,102 @@
+//! Test-only helpers shared by kinesync's crates: where the fixtures are, and the reference
+//! benchmark rows. Never a dependency of a shipped crate, only a dev-dependency.
+
+use std::path::PathBuf;
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures"))
+}
+
+/// A file under `fixtures/`.
+pub fn fixture(relative: &str) -> PathBuf {
+    fixtures_dir().join(relative)
+}
+
+/// The reference benchmark rows as NDJSON lines, row `i` for `i` in `0..n`.
+///
+/// The same rows, byte for byte, as the shared benchmark's `gen_rows.py` writes (deterministic
+/// user rows: id, names, email, age, three tags, an RFC 3339 time, country, plan, score,
+/// active), so figures measured here compare with the engines measured on those rows.
+pub fn bench_rows(n: usize) -> impl Iterator<Item = String> {
+    const FIRST: [&str; 10] =
+        ["Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances", "Ken"];
+    const LAST: [&str; 10] = [
+        "Lovelace", "Hopper", "Turing", "Torvalds", "Liskov", "Dijkstra", "Hamilton", "Ritchie",
+        "Allen", "Thompson",
+    ];
+    const TAGS: [&str; 8] =
+        ["vip", "beta", "churn-risk", "newsletter", "trial", "enterprise", "mobile", "web"];
+    const COUNTRIES: [&str; 5] = ["US", "DE", "FR", "JP", "BR"];
+    const PLANS: [&str; 3] = ["free", "pro", "team"];
+    (0..n).map(|i| {
+        let first = FIRST[i % 10];
+        let last = LAST[(i * 7 + i / 10) % 10];
+        format!(
+            concat!(
+                r#"{{"id":{},"first_name":"{}","last_name":"{}","email":"{}.{}{}@example.com","#,
+                r#""age":{},"tags":["{}","{}","{}"],"created_at":"{}","country":"{}","plan":"{}","#,
+                r#""score":{},"active":{}}}"#
+            ),
+            i + 1,
+            first,
+            last,
+            first.to_lowercase(),
+            last.to_lowercase(),
+            i,
+            13 + (i * 31) % 60,
+            TAGS[i % 8],
+            TAGS[(i + 3) % 8],
+            TAGS[(i + 5) % 8],
+            rfc3339(1_704_067_200 + 37 * i as i64),
+            COUNTRIES[i % 5],
+            PLANS[i % 3],
+            format_args!("{:.1}", (i % 997) as f64 + 0.5),
+            i % 3 != 0,
+        )
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (proleptic Gregorian, UTC).
+pub fn rfc3339(epoch_seconds: i64) -> String {
+    let days = epoch_seconds.div_euclid(86_400);
+    let secs = epoch_seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Calendar date of a day count since 1970-01-01, by the era method (400-year cycles).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
+    let mp = (5 * doy + 2) / 153; // month from March = 0
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_cross_month_year_and_leap_day() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_709_164_800), "2024-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn first_rows_are_the_reference_rows() {
+        let first = bench_rows(1).next().unwrap();
+        assert_eq!(
+            first,
+            r#"{"id":1,"first_name":"Ada","last_name":"Lovelace","email":"ada.lovelace0@example.com","age":13,"tags":["vip","newsletter","enterprise"],"created_at":"2024-01-01T00:00:00Z","country":"US","plan":"free","score":0.5,"active":false}"#
+        );
+    }
+}
