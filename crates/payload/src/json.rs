@@ -89,58 +89,81 @@ fn write_float_content(f: f64, out: &mut Vec<u8>) {
     }
 }
 
+/// The scalar kinds JSON writes differently. Dispatching on `type_name` first means a string
+/// column is read with `to_kstr` (a borrow) without building liquid's `ScalarCow`.
+fn scalar_kind(v: &dyn ValueView) -> Option<&'static str> {
+    match v.type_name() {
+        kind @ ("string" | "whole number" | "fractional number" | "boolean") => Some(kind),
+        _ => None,
+    }
+}
+
+fn int_of(v: &dyn ValueView) -> i64 {
+    v.as_scalar().and_then(|s| s.to_integer()).unwrap_or_default()
+}
+
+fn float_of(v: &dyn ValueView) -> f64 {
+    v.as_scalar().and_then(|s| s.to_float()).unwrap_or(f64::NAN)
+}
+
 /// Appends any Liquid value (a column, or what a filter made of one) as a JSON value:
 /// nil → `null`, numbers and booleans bare, strings quoted, arrays and objects as JSON.
 pub(crate) fn write_view_json(v: &dyn ValueView, out: &mut Vec<u8>) {
-    if let Some(scalar) = v.as_scalar() {
-        match scalar.type_name() {
-            "whole number" => write_int(scalar.to_integer().unwrap_or_default(), out),
-            "fractional number" => write_float(scalar.to_float().unwrap_or(f64::NAN), out),
-            "boolean" => {
-                out.extend_from_slice(if scalar.to_bool().unwrap_or(false) { b"true" } else { b"false" })
+    match scalar_kind(v) {
+        Some("string") => write_str(&v.to_kstr(), out),
+        Some("whole number") => write_int(int_of(v), out),
+        Some("fractional number") => write_float(float_of(v), out),
+        Some(_) => out.extend_from_slice(if v.query_state(liquid_core::model::State::Truthy) {
+            b"true"
+        } else {
+            b"false"
+        }),
+        None => {
+            if let Some(array) = v.as_array() {
+                out.push(b'[');
+                for (i, item) in array.values().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_view_json(item, out);
+                }
+                out.push(b']');
+            } else if let Some(object) = v.as_object() {
+                out.push(b'{');
+                for (i, (k, item)) in object.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(&k, out);
+                    out.push(b':');
+                    write_view_json(item, out);
+                }
+                out.push(b'}');
+            } else if v.as_scalar().is_some() {
+                // Dates and times, as liquid renders them.
+                write_str(&v.to_kstr(), out);
+            } else {
+                // nil, and liquid's special states (`empty`, `blank`), which have no JSON form.
+                out.extend_from_slice(b"null");
             }
-            // Strings, and dates and times as liquid renders them.
-            _ => write_str(&scalar.into_cow_str(), out),
         }
-    } else if let Some(array) = v.as_array() {
-        out.push(b'[');
-        for (i, item) in array.values().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_view_json(item, out);
-        }
-        out.push(b']');
-    } else if let Some(object) = v.as_object() {
-        out.push(b'{');
-        for (i, (k, item)) in object.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(&k, out);
-            out.push(b':');
-            write_view_json(item, out);
-        }
-        out.push(b'}');
-    } else {
-        // nil, and liquid's special states (`empty`, `blank`), which have no JSON form.
-        out.extend_from_slice(b"null");
     }
 }
 
 /// Appends any Liquid value as JSON string content: nil as nothing, scalars as their text,
 /// arrays and objects as their JSON text (escaped, since it sits inside a string).
 pub(crate) fn write_view_str_content(v: &dyn ValueView, out: &mut Vec<u8>) {
-    if let Some(scalar) = v.as_scalar() {
-        if scalar.type_name() == "fractional number" {
-            write_float_content(scalar.to_float().unwrap_or(f64::NAN), out);
-        } else {
-            write_str_content(&scalar.into_cow_str(), out);
+    match scalar_kind(v) {
+        Some("whole number") => write_int(int_of(v), out),
+        Some("fractional number") => write_float_content(float_of(v), out),
+        Some(_) => write_str_content(&v.to_kstr(), out),
+        None if v.as_array().is_some() || v.as_object().is_some() => {
+            let mut nested = Vec::new();
+            write_view_json(v, &mut nested);
+            write_str_content(std::str::from_utf8(&nested).expect("JSON writer writes UTF-8"), out);
         }
-    } else if v.as_array().is_some() || v.as_object().is_some() {
-        let mut nested = Vec::new();
-        write_view_json(v, &mut nested);
-        write_str_content(std::str::from_utf8(&nested).expect("JSON writer writes UTF-8"), out);
+        None if v.as_scalar().is_some() => write_str_content(&v.to_kstr(), out),
+        None => {}
     }
 }
 

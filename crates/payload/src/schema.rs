@@ -79,7 +79,13 @@ impl Schema {
 
     /// The position of the column called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
+        // Templates look columns up by name on every row. For the usual model width a scan
+        // that compares lengths first beats hashing the name; wide models use the index.
+        if self.columns.len() <= 32 {
+            self.columns.iter().position(|c| c.len() == name.len() && c == name)
+        } else {
+            self.index.get(name).copied()
+        }
     }
 
     /// The position of the primary key column.
@@ -229,10 +235,10 @@ impl ObjectView for RowView<'_> {
         )
     }
     fn contains_key(&self, index: &str) -> bool {
-        self.schema.index.contains_key(index)
+        self.schema.index_of(index).is_some()
     }
     fn get<'s>(&'s self, index: &str) -> Option<&'s dyn ValueView> {
-        self.schema.index.get(index).map(|&i| self.row.get(i) as &dyn ValueView)
+        self.schema.index_of(index).map(|i| self.row.get(i) as &dyn ValueView)
     }
 }
 

@@ -69,7 +69,7 @@ fn language(json_tags: bool) -> Language {
         lang.filters.register(name, Box::new(f));
     }
     let mut lang = Language::empty();
-    // The same set as `liquid::ParserBuilder::with_stdlib()`.
+    // The same set as `liquid::ParserBuilder::with_stdlib()`, with kinesync's `for`.
     tag(&mut lang, stdlib::AssignTag);
     tag(&mut lang, stdlib::BreakTag);
     tag(&mut lang, stdlib::ContinueTag);
@@ -82,7 +82,7 @@ fn language(json_tags: bool) -> Language {
     block(&mut lang, stdlib::IfBlock);
     block(&mut lang, stdlib::UnlessBlock);
     block(&mut lang, stdlib::IfChangedBlock);
-    block(&mut lang, stdlib::ForBlock);
+    block(&mut lang, crate::for_loop::ForBlock);
     block(&mut lang, stdlib::TableRowBlock);
     block(&mut lang, stdlib::CommentBlock);
     block(&mut lang, stdlib::CaptureBlock);
@@ -214,31 +214,29 @@ impl CompiledTemplate {
 
     /// Renders into `out`, which the caller has cleared.
     pub(crate) fn render(&self, globals: &dyn ObjectView, out: &mut Vec<u8>) -> Result<(), String> {
-        use liquid_core::runtime::{GlobalFrame, RuntimeCore};
-        // The stack `liquid::Template::render_to` builds, with `RowFrame` in place of liquid's
-        // `StackFrame` (globals) and `IndexFrame` (counters), which are not public.
-        let runtime = GlobalFrame::new(RowFrame {
-            parent: RuntimeCore::new(),
-            globals,
+        // The stack `liquid::Template::render_to` builds, with `Frame` in place of liquid's
+        // `StackFrame` for the globals and `Scratch` for its `GlobalFrame` and `IndexFrame`.
+        let runtime = Scratch {
+            parent: Frame { parent: liquid_core::runtime::RuntimeCore::new(), names: globals },
+            assigned: RefCell::default(),
             counters: RefCell::default(),
-        });
+        };
         self.template.render_to(out, &runtime).map_err(|e| clean_message(&e.to_string()))
     }
 }
 
-/// The frame that holds `row`, `event` and `previous`, and the `increment` counters.
+/// A frame of names (the template's globals, or a loop's variable and `forloop`).
 ///
 /// Liquid's own `StackFrame` answers every `get` with an owned copy of the value found, so a
 /// template reading ten string columns clones ten strings per row. The row outlives the
-/// render, so this frame lends the values instead. Lookups otherwise behave as liquid's:
-/// globals first, then counters, then the parent.
-struct RowFrame<'g, P> {
-    parent: P,
-    globals: &'g dyn ObjectView,
-    counters: RefCell<liquid_core::Object>,
+/// render, so this frame lends the values instead. Lookups otherwise behave as liquid's: this
+/// frame's names first, then the parent's.
+pub(crate) struct Frame<'g, P> {
+    pub(crate) parent: P,
+    pub(crate) names: &'g dyn ObjectView,
 }
 
-impl<P: Runtime> Runtime for RowFrame<'_, P> {
+impl<P: Runtime> Runtime for Frame<'_, P> {
     fn partials(&self) -> &dyn liquid_core::runtime::PartialStore {
         self.parent.partials()
     }
@@ -247,33 +245,96 @@ impl<P: Runtime> Runtime for RowFrame<'_, P> {
     }
     fn roots(&self) -> std::collections::BTreeSet<liquid_core::model::KStringCow<'_>> {
         let mut roots = self.parent.roots();
-        roots.extend(self.globals.keys());
+        roots.extend(self.names.keys());
         roots
     }
     fn try_get(&self, path: &[ScalarCow<'_>]) -> Option<ValueCow<'_>> {
-        let key = path.first()?.to_kstr();
-        if self.globals.contains_key(key.as_str()) {
-            liquid_core::model::try_find(self.globals.as_value(), path)
-        } else if self.counters.borrow().contains_key(key.as_str()) {
-            let counters = self.counters.borrow();
-            liquid_core::model::try_find(counters.as_value(), path).map(|v| ValueCow::Owned(v.into_owned()))
-        } else {
-            self.parent.try_get(path)
+        let (first, rest) = path.split_first()?;
+        match self.names.get(first.to_kstr().as_str()) {
+            Some(value) => liquid_core::model::try_find(value, rest),
+            None => self.parent.try_get(path),
         }
     }
     fn get(&self, path: &[ScalarCow<'_>]) -> liquid_core::Result<ValueCow<'_>> {
-        let Some(key) = path.first().map(ValueView::to_kstr) else { return self.parent.get(path) };
-        if self.globals.contains_key(key.as_str()) {
-            liquid_core::model::find(self.globals.as_value(), path)
-        } else if self.counters.borrow().contains_key(key.as_str()) {
-            let counters = self.counters.borrow();
-            liquid_core::model::find(counters.as_value(), path).map(|v| ValueCow::Owned(v.into_owned()))
-        } else {
-            self.parent.get(path)
+        let Some((first, rest)) = path.split_first() else { return self.parent.get(path) };
+        match self.names.get(first.to_kstr().as_str()) {
+            // Through the frame's own object, so a missing index gets liquid's own message.
+            Some(_) if !rest.is_empty() => liquid_core::model::find(self.names.as_value(), path),
+            Some(value) => Ok(ValueCow::Borrowed(value)),
+            None => self.parent.get(path),
         }
     }
     fn set_global(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
         self.parent.set_global(name, val)
+    }
+    fn set_index(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
+        self.parent.set_index(name, val)
+    }
+    fn get_index<'a>(&'a self, name: &str) -> Option<ValueCow<'a>> {
+        self.parent.get_index(name)
+    }
+    fn registers(&self) -> &liquid_core::runtime::Registers {
+        self.parent.registers()
+    }
+}
+
+/// The top frame: what `{% assign %}`, `{% capture %}`, `{% increment %}` and
+/// `{% decrement %}` store while a row renders. It stands where liquid's `GlobalFrame` does,
+/// above the globals, so an assigned name shadows a global one as in liquid; and it holds the
+/// counters too (liquid keeps them in a frame that is not public). Most templates store
+/// nothing, so a lookup costs one emptiness check here.
+#[derive(Default)]
+struct Scratch<P> {
+    parent: P,
+    assigned: RefCell<liquid_core::Object>,
+    counters: RefCell<liquid_core::Object>,
+}
+
+impl<P: Runtime> Scratch<P> {
+    /// The stored value at `path`, if its first name was stored.
+    fn find(&self, path: &[ScalarCow<'_>]) -> Option<liquid_core::Result<ValueCow<'static>>> {
+        for store in [&self.assigned, &self.counters] {
+            let store = store.borrow();
+            if store.is_empty() {
+                continue;
+            }
+            if let Some(key) = path.first() {
+                if store.contains_key(key.to_kstr().as_str()) {
+                    let found = liquid_core::model::find(store.as_value(), path);
+                    return Some(found.map(|v| ValueCow::Owned(v.into_owned())));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<P: Runtime> Runtime for Scratch<P> {
+    fn partials(&self) -> &dyn liquid_core::runtime::PartialStore {
+        self.parent.partials()
+    }
+    fn name(&self) -> Option<liquid_core::model::KStringRef<'_>> {
+        self.parent.name()
+    }
+    fn roots(&self) -> std::collections::BTreeSet<liquid_core::model::KStringCow<'_>> {
+        let mut roots = self.parent.roots();
+        roots.extend(self.assigned.borrow().keys().map(|k| k.clone().into()));
+        roots
+    }
+    fn try_get(&self, path: &[ScalarCow<'_>]) -> Option<ValueCow<'_>> {
+        match self.find(path) {
+            Some(found) => found.ok(),
+            None => self.parent.try_get(path),
+        }
+    }
+    fn get(&self, path: &[ScalarCow<'_>]) -> liquid_core::Result<ValueCow<'_>> {
+        match self.find(path) {
+            Some(found) => found,
+            None => self.parent.get(path),
+        }
+    }
+    fn set_global(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
+        self.assigned.borrow_mut().insert(name, val)
     }
     fn set_index(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
         self.counters.borrow_mut().insert(name, val)
