@@ -74,7 +74,9 @@ pub enum KeyError {
         text: String,
     },
     /// The explicit hash key is a well-formed decimal, but above 2^128-1 or below zero.
-    #[error("explicit hash key {text} is outside 0..=2^128-1 (340282366920938463463374607431768211455)")]
+    #[error(
+        "explicit hash key {text} is outside 0..=2^128-1 (340282366920938463463374607431768211455)"
+    )]
     ExplicitHashKeyOutOfRange {
         /// The refused value, as text.
         text: String,
@@ -95,7 +97,9 @@ impl PartitionKey {
         // Counting stops at 257: a 10 MB string costs no more than a short one.
         let chars = key.chars().take(MAX_PARTITION_KEY_CHARS + 1).count();
         if chars > MAX_PARTITION_KEY_CHARS {
-            return Err(KeyError::PartitionKeyTooLong { chars: key.chars().count() });
+            return Err(KeyError::PartitionKeyTooLong {
+                chars: key.chars().count(),
+            });
         }
         Ok(Self(key))
     }
@@ -106,9 +110,10 @@ impl PartitionKey {
             KeyInput::Null => Err(KeyError::NullPartitionKey),
             KeyInput::Integer(i) => Self::new(i.to_string()),
             KeyInput::Text(s) => Self::new(s),
-            KeyInput::Unsupported(what) => {
-                Err(KeyError::UnsupportedType { what, role: "partition key" })
-            }
+            KeyInput::Unsupported(what) => Err(KeyError::UnsupportedType {
+                what,
+                role: "partition key",
+            }),
         }
     }
 
@@ -182,13 +187,18 @@ impl ExplicitHashKey {
     pub fn from_input(input: KeyInput<'_>) -> Result<Self, KeyError> {
         match input {
             KeyInput::Null => Err(KeyError::NullExplicitHashKey),
-            KeyInput::Integer(i) => u128::try_from(i)
-                .map(Self)
-                .map_err(|_| KeyError::ExplicitHashKeyOutOfRange { text: i.to_string() }),
-            KeyInput::Text(s) => s.parse(),
-            KeyInput::Unsupported(what) => {
-                Err(KeyError::UnsupportedType { what, role: "explicit hash key" })
+            KeyInput::Integer(i) => {
+                u128::try_from(i)
+                    .map(Self)
+                    .map_err(|_| KeyError::ExplicitHashKeyOutOfRange {
+                        text: i.to_string(),
+                    })
             }
+            KeyInput::Text(s) => s.parse(),
+            KeyInput::Unsupported(what) => Err(KeyError::UnsupportedType {
+                what,
+                role: "explicit hash key",
+            }),
         }
     }
 }
@@ -198,7 +208,9 @@ impl FromStr for ExplicitHashKey {
 
     /// Accepts exactly the service's pattern `0|([1-9]\d{0,38})` with a value ≤ 2^128-1.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed = || KeyError::MalformedExplicitHashKey { text: s.chars().take(60).collect() };
+        let malformed = || KeyError::MalformedExplicitHashKey {
+            text: s.chars().take(60).collect(),
+        };
         let bytes = s.as_bytes();
         let well_formed = !bytes.is_empty()
             && bytes.len() <= 39
@@ -263,7 +275,11 @@ pub struct ShardRange {
 impl ShardRange {
     /// A shard owning `start..=end`.
     pub fn new(id: impl Into<String>, start: u128, end: u128) -> Self {
-        Self { id: id.into(), start, end }
+        Self {
+            id: id.into(),
+            start,
+            end,
+        }
     }
 
     /// The shard id, as the service writes it (`shardId-000000000000`).
@@ -304,7 +320,9 @@ pub enum ShardMapError {
         id: String,
     },
     /// The ranges leave a hole or overlap, so some hash key has no shard or two.
-    #[error("the open shards do not tile 0..=2^128-1: after shard {after} the next range starts at {next_start}")]
+    #[error(
+        "the open shards do not tile 0..=2^128-1: after shard {after} the next range starts at {next_start}"
+    )]
     NotContiguous {
         /// The shard before the gap or overlap.
         after: String,
@@ -421,11 +439,20 @@ mod tests {
         assert_eq!(two.shards()[1].start(), 1u128 << 127);
         assert_eq!(two.shards()[1].end(), u128::MAX);
         let one = ShardMap::even(1).unwrap();
-        assert_eq!((one.shards()[0].start(), one.shards()[0].end()), (0, u128::MAX));
+        assert_eq!(
+            (one.shards()[0].start(), one.shards()[0].end()),
+            (0, u128::MAX)
+        );
         // 2^128 / 3 = 113427455640312821154458202477256070485.33..
         let three = ShardMap::even(3).unwrap();
-        assert_eq!(three.shards()[1].start(), 113_427_455_640_312_821_154_458_202_477_256_070_485);
-        assert_eq!(three.shards()[2].start(), 226_854_911_280_625_642_308_916_404_954_512_140_970);
+        assert_eq!(
+            three.shards()[1].start(),
+            113_427_455_640_312_821_154_458_202_477_256_070_485
+        );
+        assert_eq!(
+            three.shards()[2].start(),
+            226_854_911_280_625_642_308_916_404_954_512_140_970
+        );
         assert_eq!(three.shards()[2].id(), "shardId-000000000002");
     }
 
@@ -436,11 +463,23 @@ mod tests {
 
     #[test]
     fn from_ranges_refuses_gaps_and_partial_cover() {
-        let gap = vec![ShardRange::new("a", 0, 10), ShardRange::new("b", 12, u128::MAX)];
-        assert!(matches!(ShardMap::from_ranges(gap), Err(ShardMapError::NotContiguous { .. })));
+        let gap = vec![
+            ShardRange::new("a", 0, 10),
+            ShardRange::new("b", 12, u128::MAX),
+        ];
+        assert!(matches!(
+            ShardMap::from_ranges(gap),
+            Err(ShardMapError::NotContiguous { .. })
+        ));
         let short = vec![ShardRange::new("a", 0, 10)];
-        assert_eq!(ShardMap::from_ranges(short), Err(ShardMapError::NotCovering));
-        let shuffled = vec![ShardRange::new("b", 11, u128::MAX), ShardRange::new("a", 0, 10)];
+        assert_eq!(
+            ShardMap::from_ranges(short),
+            Err(ShardMapError::NotCovering)
+        );
+        let shuffled = vec![
+            ShardRange::new("b", 11, u128::MAX),
+            ShardRange::new("a", 0, 10),
+        ];
         let map = ShardMap::from_ranges(shuffled).unwrap();
         assert_eq!(map.shard_for(HashKey(10)).id(), "a");
         assert_eq!(map.shard_for(HashKey(11)).id(), "b");
@@ -449,13 +488,24 @@ mod tests {
     #[test]
     fn partition_key_edges() {
         assert_eq!(PartitionKey::new(""), Err(KeyError::EmptyPartitionKey));
-        assert!(PartitionKey::new("é".repeat(256)).is_ok(), "256 two-byte characters fit");
+        assert!(
+            PartitionKey::new("é".repeat(256)).is_ok(),
+            "256 two-byte characters fit"
+        );
         assert_eq!(
             PartitionKey::new("é".repeat(257)),
             Err(KeyError::PartitionKeyTooLong { chars: 257 })
         );
-        assert_eq!(PartitionKey::from_input(KeyInput::Integer(-7)).unwrap().as_str(), "-7");
-        assert_eq!(PartitionKey::from_input(KeyInput::Null), Err(KeyError::NullPartitionKey));
+        assert_eq!(
+            PartitionKey::from_input(KeyInput::Integer(-7))
+                .unwrap()
+                .as_str(),
+            "-7"
+        );
+        assert_eq!(
+            PartitionKey::from_input(KeyInput::Null),
+            Err(KeyError::NullPartitionKey)
+        );
         assert!(matches!(
             PartitionKey::from_input(KeyInput::Unsupported("float")),
             Err(KeyError::UnsupportedType { what: "float", .. })
@@ -470,8 +520,21 @@ mod tests {
             "340282366920938463463374607431768211456".parse::<ExplicitHashKey>(),
             Err(KeyError::ExplicitHashKeyOutOfRange { .. })
         ));
-        for bad in ["", "01", "-1", "+1", " 1", "1.0", "1e3", "0x10", "1000000000000000000000000000000000000000"] {
-            assert!(bad.parse::<ExplicitHashKey>().is_err(), "{bad:?} must be refused");
+        for bad in [
+            "",
+            "01",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "1e3",
+            "0x10",
+            "1000000000000000000000000000000000000000",
+        ] {
+            assert!(
+                bad.parse::<ExplicitHashKey>().is_err(),
+                "{bad:?} must be refused"
+            );
         }
         assert_eq!("0".parse::<ExplicitHashKey>().unwrap().get(), 0);
         assert!(matches!(

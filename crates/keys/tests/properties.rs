@@ -6,9 +6,14 @@ use kinesync_keys::{
 use proptest::prelude::*;
 
 fn vectors() -> Vec<serde_json::Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/keys/md5-vectors.jsonl");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/keys/md5-vectors.jsonl"
+    );
     let text = std::fs::read_to_string(path).expect("fixtures/keys/md5-vectors.jsonl is readable");
-    text.lines().map(|l| serde_json::from_str(l).expect("each vector line is JSON")).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("each vector line is JSON"))
+        .collect()
 }
 
 #[test]
@@ -18,7 +23,11 @@ fn hash_keys_match_independently_computed_md5_vectors() {
     for v in vectors {
         let key = PartitionKey::new(v["partition_key"].as_str().unwrap()).unwrap();
         let expected: u128 = v["hash_key"].as_str().unwrap().parse().unwrap();
-        assert_eq!(HashKey::of_partition_key(&key).0, expected, "hash of {key:?}");
+        assert_eq!(
+            HashKey::of_partition_key(&key).0,
+            expected,
+            "hash of {key:?}"
+        );
         for (shards, shard_id) in v["shard_of_even"].as_object().unwrap() {
             let map = ShardMap::even(shards.parse().unwrap()).unwrap();
             assert_eq!(
@@ -111,8 +120,18 @@ fn limits_hold_at_their_exact_edges() {
         PartitionKey::new("k".repeat(257)),
         Err(KeyError::PartitionKeyTooLong { chars: 257 })
     );
-    assert!(PartitionKey::new("🦀".repeat(256)).is_ok(), "1024 bytes, 256 characters");
-    assert_eq!(u128::MAX.to_string().parse::<ExplicitHashKey>().unwrap().get(), u128::MAX);
+    assert!(
+        PartitionKey::new("🦀".repeat(256)).is_ok(),
+        "1024 bytes, 256 characters"
+    );
+    assert_eq!(
+        u128::MAX
+            .to_string()
+            .parse::<ExplicitHashKey>()
+            .unwrap()
+            .get(),
+        u128::MAX
+    );
     assert!(matches!(
         "340282366920938463463374607431768211456".parse::<ExplicitHashKey>(),
         Err(KeyError::ExplicitHashKeyOutOfRange { .. })

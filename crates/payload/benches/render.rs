@@ -4,11 +4,16 @@
 //! renders 10,000 reference rows into one reused buffer, as the sync engine does; criterion
 //! reports rows per second ("elem/s").
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kinesync_payload::{Event, FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+use kinesync_payload::{
+    Event, FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value,
+};
 
 const ROWS: usize = 10_000;
 
@@ -19,7 +24,8 @@ fn reference_rows() -> (Arc<Schema>, Vec<Row>) {
             let Value::Object(object) = serde_json::from_str::<Value>(&line).unwrap() else {
                 panic!("reference rows are objects")
             };
-            columns.get_or_insert_with(|| object.0.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
+            columns
+                .get_or_insert_with(|| object.0.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
             Row::new(object.0.into_iter().map(|(_, v)| v).collect())
         })
         .collect();
@@ -35,7 +41,9 @@ fn bench_mode(c: &mut Criterion, name: &str, spec: PayloadSpec) {
     group.bench_function(name, |b| {
         b.iter(|| {
             for row in &rows {
-                payload.render_into(RenderInput::new(row, Event::Added), &mut out).unwrap();
+                payload
+                    .render_into(RenderInput::new(row, Event::Added), &mut out)
+                    .unwrap();
                 black_box(&out);
             }
         })
@@ -44,7 +52,8 @@ fn bench_mode(c: &mut Criterion, name: &str, spec: PayloadSpec) {
 }
 
 fn modes(c: &mut Criterion) {
-    let template = std::fs::read_to_string(kinesync_testkit::fixture("bench/reference.liquid")).unwrap();
+    let template =
+        std::fs::read_to_string(kinesync_testkit::fixture("bench/reference.liquid")).unwrap();
     bench_mode(c, "template_reference", PayloadSpec::template(template));
     bench_mode(c, "row", PayloadSpec::Row);
     let fields = [
@@ -63,7 +72,12 @@ fn modes(c: &mut Criterion) {
     bench_mode(
         c,
         "mapping",
-        PayloadSpec::Mapping { fields: fields.iter().map(|(f, t)| FieldMapping::new(*f, *t)).collect() },
+        PayloadSpec::Mapping {
+            fields: fields
+                .iter()
+                .map(|(f, t)| FieldMapping::new(*f, *t))
+                .collect(),
+        },
     );
 }
 

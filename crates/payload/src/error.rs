@@ -31,12 +31,20 @@ impl Location {
 
     /// The location of a 1-based line and character column in `source`.
     pub fn from_line_column(source: &str, line: usize, column: usize) -> Self {
-        let line_start: usize = source.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+        let line_start: usize = source
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum();
         let offset = source[line_start..]
             .char_indices()
             .nth(column.saturating_sub(1))
             .map_or(source.len(), |(i, _)| line_start + i);
-        Self { line, column, offset }
+        Self {
+            line,
+            column,
+            offset,
+        }
     }
 }
 
@@ -193,7 +201,10 @@ impl CompileErrors {
                     out.push_str(&format!("{gutter} = help: {}\n", error.help()));
                 }
                 _ => {
-                    out.push_str(&format!("error: {message}\n  --> {origin}\n   = help: {}\n", error.help()));
+                    out.push_str(&format!(
+                        "error: {message}\n  --> {origin}\n   = help: {}\n",
+                        error.help()
+                    ));
                 }
             }
         }

@@ -12,10 +12,7 @@
 use std::fmt;
 use std::io::Write;
 
-use liquid_core::model::{
-    DisplayCow, KStringCow, ObjectRender, ObjectSource, ObjectView, Scalar, State, ValueCow,
-    ValueView,
-};
+use liquid_core::model::{KStringCow, ObjectView, Scalar, ValueCow, ValueView};
 use liquid_core::parser::{BlockElement, TryMatchToken};
 use liquid_core::runtime::{Interrupt, InterruptRegister};
 use liquid_core::{
@@ -24,6 +21,7 @@ use liquid_core::{
 };
 
 use crate::template::Frame;
+use crate::view::object_value_view;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ForBlock;
@@ -78,10 +76,22 @@ impl ParseBlock for ForBlock {
                 }
                 "limit" => &mut limit,
                 "offset" => &mut offset,
-                _ => return Err(token.raise_custom_error("expected `limit:`, `offset:` or `reversed`")),
+                _ => {
+                    return Err(
+                        token.raise_custom_error("expected `limit:`, `offset:` or `reversed`")
+                    );
+                }
             };
-            arguments.expect_next("`:`")?.expect_str(":").into_result_custom_msg("expected `:`")?;
-            *slot = Some(arguments.expect_next("a number")?.expect_value().into_result()?);
+            arguments
+                .expect_next("`:`")?
+                .expect_str(":")
+                .into_result_custom_msg("expected `:`")?;
+            *slot = Some(
+                arguments
+                    .expect_next("a number")?
+                    .expect_value()
+                    .into_result()?,
+            );
         }
         arguments.expect_nothing()?;
 
@@ -131,7 +141,12 @@ fn whole_number(expr: &Expression, runtime: &dyn Runtime, what: &str) -> Result<
     value
         .as_scalar()
         .and_then(|s| s.to_integer())
-        .ok_or_else(|| Error::with_msg(format!("{what} must be a whole number, found {}", value.source())))
+        .ok_or_else(|| {
+            Error::with_msg(format!(
+                "{what} must be a whole number, found {}",
+                value.source()
+            ))
+        })
 }
 
 impl Renderable for For {
@@ -144,7 +159,9 @@ impl Renderable for For {
             (Source::Range(start, end), _) => {
                 let start = whole_number(start, runtime, "a range's start")?;
                 let end = whole_number(end, runtime, "a range's end")?;
-                (start..=end).map(|i| ValueCow::Owned(liquid_core::Value::scalar(i))).collect()
+                (start..=end)
+                    .map(|i| ValueCow::Owned(liquid_core::Value::scalar(i)))
+                    .collect()
             }
             (Source::List(_), Some(list)) => {
                 let list = list.as_view();
@@ -197,7 +214,10 @@ impl Renderable for For {
                 item: item.as_view(),
                 forloop: Forloop::new(index, length, parent.as_ref().map(ValueCow::as_view)),
             };
-            let frame = Frame { parent: runtime, names: &scope };
+            let frame = Frame {
+                parent: runtime,
+                names: &scope,
+            };
             self.body.render_to(writer, &frame)?;
             let interrupt = frame.registers().get_mut::<InterruptRegister>().reset();
             if interrupt == Some(Interrupt::Break) {
@@ -217,7 +237,9 @@ struct LoopScope<'a> {
 
 impl fmt::Debug for LoopScope<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoopScope").field("variable", &self.variable).finish_non_exhaustive()
+        f.debug_struct("LoopScope")
+            .field("variable", &self.variable)
+            .finish_non_exhaustive()
     }
 }
 
@@ -229,12 +251,23 @@ struct Forloop<'a> {
 }
 
 impl<'a> Forloop<'a> {
-    const KEYS: [&'static str; 8] =
-        ["length", "index", "index0", "rindex", "rindex0", "first", "last", "parentloop"];
+    const KEYS: [&'static str; 8] = [
+        "length",
+        "index",
+        "index0",
+        "rindex",
+        "rindex0",
+        "first",
+        "last",
+        "parentloop",
+    ];
 
     fn new(index: usize, length: usize, parent: Option<&'a dyn ValueView>) -> Self {
         let (i, n) = (index as i64, length as i64);
-        let (int, boolean) = (liquid_core::Value::scalar::<i64>, liquid_core::Value::scalar::<bool>);
+        let (int, boolean) = (
+            liquid_core::Value::scalar::<i64>,
+            liquid_core::Value::scalar::<bool>,
+        );
         Self {
             values: [
                 int(n),
@@ -257,39 +290,6 @@ impl<'a> Forloop<'a> {
     }
 }
 
-/// Implements `ValueView` for an object type in terms of its `ObjectView`.
-macro_rules! object_value_view {
-    ($t:ty) => {
-        impl ValueView for $t {
-            fn as_debug(&self) -> &dyn fmt::Debug {
-                self
-            }
-            fn render(&self) -> DisplayCow<'_> {
-                DisplayCow::Owned(Box::new(ObjectRender::new(self)))
-            }
-            fn source(&self) -> DisplayCow<'_> {
-                DisplayCow::Owned(Box::new(ObjectSource::new(self)))
-            }
-            fn type_name(&self) -> &'static str {
-                "object"
-            }
-            fn query_state(&self, state: State) -> bool {
-                matches!(state, State::Truthy)
-            }
-            fn to_kstr(&self) -> KStringCow<'_> {
-                self.render().to_string().into()
-            }
-            fn to_value(&self) -> liquid_core::Value {
-                liquid_core::Value::Object(
-                    self.iter().map(|(k, v)| (k.into_owned().into(), v.to_value())).collect(),
-                )
-            }
-            fn as_object(&self) -> Option<&dyn ObjectView> {
-                Some(self)
-            }
-        }
-    };
-}
 object_value_view!(Forloop<'_>);
 object_value_view!(LoopScope<'_>);
 
@@ -307,7 +307,11 @@ impl ObjectView for Forloop<'_> {
         Box::new(self.iter().map(|(_, v)| v))
     }
     fn iter<'k>(&'k self) -> Box<dyn Iterator<Item = (KStringCow<'k>, &'k dyn ValueView)> + 'k> {
-        Box::new(Self::KEYS.iter().filter_map(|k| Some((KStringCow::from_static(k), self.value(k)?))))
+        Box::new(
+            Self::KEYS
+                .iter()
+                .filter_map(|k| Some((KStringCow::from_static(k), self.value(k)?))),
+        )
     }
     fn contains_key(&self, index: &str) -> bool {
         self.value(index).is_some()
@@ -325,7 +329,13 @@ impl ObjectView for LoopScope<'_> {
         2
     }
     fn keys<'k>(&'k self) -> Box<dyn Iterator<Item = KStringCow<'k>> + 'k> {
-        Box::new([KStringCow::from_ref(self.variable), KStringCow::from_static("forloop")].into_iter())
+        Box::new(
+            [
+                KStringCow::from_ref(self.variable),
+                KStringCow::from_static("forloop"),
+            ]
+            .into_iter(),
+        )
     }
     fn values<'k>(&'k self) -> Box<dyn Iterator<Item = &'k dyn ValueView> + 'k> {
         Box::new([self.item, &self.forloop as &dyn ValueView].into_iter())

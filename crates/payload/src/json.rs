@@ -99,7 +99,9 @@ fn scalar_kind(v: &dyn ValueView) -> Option<&'static str> {
 }
 
 fn int_of(v: &dyn ValueView) -> i64 {
-    v.as_scalar().and_then(|s| s.to_integer()).unwrap_or_default()
+    v.as_scalar()
+        .and_then(|s| s.to_integer())
+        .unwrap_or_default()
 }
 
 fn float_of(v: &dyn ValueView) -> f64 {
@@ -160,7 +162,10 @@ pub(crate) fn write_view_str_content(v: &dyn ValueView, out: &mut Vec<u8>) {
         None if v.as_array().is_some() || v.as_object().is_some() => {
             let mut nested = Vec::new();
             write_view_json(v, &mut nested);
-            write_str_content(std::str::from_utf8(&nested).expect("JSON writer writes UTF-8"), out);
+            write_str_content(
+                std::str::from_utf8(&nested).expect("JSON writer writes UTF-8"),
+                out,
+            );
         }
         None if v.as_scalar().is_some() => write_str_content(&v.to_kstr(), out),
         None => {}
@@ -195,8 +200,16 @@ pub(crate) fn finish(out: &mut Vec<u8>, whitespace: Whitespace) -> Result<(), In
         let offset = offset_of(out, e.line(), e.column());
         let reason = e.to_string();
         // serde_json appends " at line L column C"; the offset says it better.
-        let reason = reason.split(" at line ").next().unwrap_or(&reason).to_owned();
-        return Err(InvalidJson { offset, reason, excerpt: excerpt(out, offset) });
+        let reason = reason
+            .split(" at line ")
+            .next()
+            .unwrap_or(&reason)
+            .to_owned();
+        return Err(InvalidJson {
+            offset,
+            reason,
+            excerpt: excerpt(out, offset),
+        });
     }
     if whitespace == Whitespace::Possible {
         compact(out);
@@ -206,7 +219,9 @@ pub(crate) fn finish(out: &mut Vec<u8>, whitespace: Whitespace) -> Result<(), In
 
 /// Removes whitespace outside strings from valid JSON, in place.
 fn compact(out: &mut Vec<u8>) {
-    let needs = out.iter().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+    let needs = out
+        .iter()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
     if !needs {
         return;
     }
@@ -276,13 +291,19 @@ mod tests {
         assert_eq!(err.offset, 7);
         assert_eq!(err.excerpt, "{\"a\":1,}");
         let mut two = b"1 2".to_vec();
-        assert!(finish(&mut two, Whitespace::Possible).is_err(), "two values are not one message");
+        assert!(
+            finish(&mut two, Whitespace::Possible).is_err(),
+            "two values are not one message"
+        );
     }
 
     #[test]
     fn control_characters_escape() {
         let mut out = Vec::new();
         write_str("a\u{1}\u{1f}\"\\\n\u{7f}é", &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\u0001\\u001f\\\"\\\\\\n\u{7f}é\"");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\u0001\\u001f\\\"\\\\\\n\u{7f}é\""
+        );
     }
 }

@@ -48,13 +48,12 @@ mod json;
 mod schema;
 mod template;
 mod value;
+mod view;
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use liquid_core::model::{
-    DisplayCow, KStringCow, ObjectRender, ObjectSource, ObjectView, State, ValueView,
-};
+use liquid_core::model::{KStringCow, ObjectView, ValueView};
 
 pub use error::{CompileError, CompileErrors, Location, RenderError, RenderErrorKind};
 pub use json::InvalidJson;
@@ -64,6 +63,7 @@ pub use value::{Object, Value};
 
 use schema::RowView;
 use template::CompiledTemplate;
+use view::object_value_view;
 
 /// Which change a row's message reports. Templates see it as `event`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,7 +103,9 @@ impl std::str::FromStr for Event {
             "added" => Ok(Event::Added),
             "changed" => Ok(Event::Changed),
             "removed" => Ok(Event::Removed),
-            other => Err(format!("unknown event {other:?}: expected added, changed or removed")),
+            other => Err(format!(
+                "unknown event {other:?}: expected added, changed or removed"
+            )),
         }
     }
 }
@@ -120,7 +122,10 @@ pub struct FieldMapping {
 impl FieldMapping {
     /// Maps column `from` to key `to`.
     pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
-        Self { from: from.into(), to: to.into() }
+        Self {
+            from: from.into(),
+            to: to.into(),
+        }
     }
 }
 
@@ -153,7 +158,10 @@ pub enum PayloadSpec {
 impl PayloadSpec {
     /// A JSON-safe template.
     pub fn template(source: impl Into<String>) -> Self {
-        PayloadSpec::Template { source: source.into(), escape: Escape::Json }
+        PayloadSpec::Template {
+            source: source.into(),
+            escape: Escape::Json,
+        }
     }
 }
 
@@ -171,12 +179,19 @@ pub struct RenderInput<'a> {
 impl<'a> RenderInput<'a> {
     /// `row` reported as `event`, without a previous version.
     pub fn new(row: &'a Row, event: Event) -> Self {
-        Self { row, event, previous: None }
+        Self {
+            row,
+            event,
+            previous: None,
+        }
     }
 
     /// The same input with `previous` set.
     pub fn with_previous(self, previous: &'a Row) -> Self {
-        Self { previous: Some(previous), ..self }
+        Self {
+            previous: Some(previous),
+            ..self
+        }
     }
 }
 
@@ -189,10 +204,16 @@ pub struct Payload {
 
 enum Mode {
     /// Pre-escaped `{"col":` / `,"col":` prefixes, one per column.
-    Row { prefixes: Vec<Vec<u8>> },
-    Column { index: usize },
+    Row {
+        prefixes: Vec<Vec<u8>>,
+    },
+    Column {
+        index: usize,
+    },
     /// Column positions with their pre-escaped key prefixes.
-    Mapping { fields: Vec<(usize, Vec<u8>)> },
+    Mapping {
+        fields: Vec<(usize, Vec<u8>)>,
+    },
     Template(Box<CompiledTemplate>),
 }
 
@@ -201,7 +222,10 @@ impl fmt::Debug for Mode {
         match self {
             Mode::Row { .. } => f.write_str("Row"),
             Mode::Column { index } => f.debug_struct("Column").field("index", index).finish(),
-            Mode::Mapping { fields } => f.debug_struct("Mapping").field("fields", &fields.len()).finish(),
+            Mode::Mapping { fields } => f
+                .debug_struct("Mapping")
+                .field("fields", &fields.len())
+                .finish(),
             Mode::Template(t) => t.fmt(f),
         }
     }
@@ -220,7 +244,12 @@ impl Payload {
     pub fn compile(spec: &PayloadSpec, schema: Arc<Schema>) -> Result<Self, CompileErrors> {
         let mode = match spec {
             PayloadSpec::Row => Mode::Row {
-                prefixes: schema.columns().iter().enumerate().map(|(i, c)| key_prefix(i == 0, c)).collect(),
+                prefixes: schema
+                    .columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| key_prefix(i == 0, c))
+                    .collect(),
             },
             PayloadSpec::Column { column } => match schema.index_of(column) {
                 Some(index) => Mode::Column { index },
@@ -232,10 +261,12 @@ impl Payload {
                     }]));
                 }
             },
-            PayloadSpec::Mapping { fields } => Mode::Mapping { fields: compile_mapping(fields, &schema)? },
-            PayloadSpec::Template { source, escape } => {
-                Mode::Template(Box::new(CompiledTemplate::compile(source, *escape, &schema)?))
-            }
+            PayloadSpec::Mapping { fields } => Mode::Mapping {
+                fields: compile_mapping(fields, &schema)?,
+            },
+            PayloadSpec::Template { source, escape } => Mode::Template(Box::new(
+                CompiledTemplate::compile(source, *escape, &schema)?,
+            )),
         };
         Ok(Self { schema, mode })
     }
@@ -254,7 +285,11 @@ impl Payload {
 
     /// Renders one message into `out`, replacing what it held: a caller rendering many rows
     /// reuses one buffer. On error `out` holds no message.
-    pub fn render_into(&self, input: RenderInput<'_>, out: &mut Vec<u8>) -> Result<(), RenderError> {
+    pub fn render_into(
+        &self,
+        input: RenderInput<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RenderError> {
         out.clear();
         let result = self.render_unchecked(input, out).and_then(|()| {
             json::finish(out, self.whitespace()).map_err(|e| match &self.mode {
@@ -268,7 +303,10 @@ impl Payload {
         result.map_err(|kind| {
             out.clear();
             RenderError {
-                primary_key: input.row.get(self.schema.primary_key_index()).to_json_string(),
+                primary_key: input
+                    .row
+                    .get(self.schema.primary_key_index())
+                    .to_json_string(),
                 kind,
             }
         })
@@ -283,7 +321,11 @@ impl Payload {
         }
     }
 
-    fn render_unchecked(&self, input: RenderInput<'_>, out: &mut Vec<u8>) -> Result<(), RenderErrorKind> {
+    fn render_unchecked(
+        &self,
+        input: RenderInput<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RenderErrorKind> {
         let row = input.row;
         match &self.mode {
             Mode::Row { prefixes } => {
@@ -317,25 +359,36 @@ impl Payload {
                     other => {
                         return Err(RenderErrorKind::ColumnNotJson {
                             column: column(),
-                            reason: format!("it holds a {}", other.kind_name()),
+                            reason: format!("found {}", other.kind_name()),
                         });
                     }
                 }
             }
             Mode::Template(template) => {
                 let globals = Globals {
-                    row: RowView { schema: &self.schema, row },
-                    previous: input.previous.map(|row| RowView { schema: &self.schema, row }),
+                    row: RowView {
+                        schema: &self.schema,
+                        row,
+                    },
+                    previous: input.previous.map(|row| RowView {
+                        schema: &self.schema,
+                        row,
+                    }),
                     event: &EVENT_NAMES[input.event as usize],
                 };
-                template.render(&globals, out).map_err(RenderErrorKind::Template)?;
+                template
+                    .render(&globals, out)
+                    .map_err(RenderErrorKind::Template)?;
             }
         }
         Ok(())
     }
 }
 
-fn compile_mapping(fields: &[FieldMapping], schema: &Schema) -> Result<Vec<(usize, Vec<u8>)>, CompileErrors> {
+fn compile_mapping(
+    fields: &[FieldMapping],
+    schema: &Schema,
+) -> Result<Vec<(usize, Vec<u8>)>, CompileErrors> {
     let mut errors = Vec::new();
     if fields.is_empty() {
         errors.push(CompileError::EmptyMapping);
@@ -351,12 +404,23 @@ fn compile_mapping(fields: &[FieldMapping], schema: &Schema) -> Result<Vec<(usiz
             }),
         }
         if field.to.is_empty() {
-            errors.push(CompileError::EmptyTarget { index: i, from: field.from.clone() });
+            errors.push(CompileError::EmptyTarget {
+                index: i,
+                from: field.from.clone(),
+            });
         } else if let Some(first) = fields[..i].iter().position(|f| f.to == field.to) {
-            errors.push(CompileError::DuplicateTarget { index: i, first, to: field.to.clone() });
+            errors.push(CompileError::DuplicateTarget {
+                index: i,
+                first,
+                to: field.to.clone(),
+            });
         }
     }
-    if errors.is_empty() { Ok(compiled) } else { Err(CompileErrors(errors)) }
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(CompileErrors(errors))
+    }
 }
 
 /// The event names as Liquid values, made once.
@@ -390,34 +454,7 @@ impl Globals<'_> {
     }
 }
 
-impl ValueView for Globals<'_> {
-    fn as_debug(&self) -> &dyn fmt::Debug {
-        self
-    }
-    fn render(&self) -> DisplayCow<'_> {
-        DisplayCow::Owned(Box::new(ObjectRender::new(self)))
-    }
-    fn source(&self) -> DisplayCow<'_> {
-        DisplayCow::Owned(Box::new(ObjectSource::new(self)))
-    }
-    fn type_name(&self) -> &'static str {
-        "object"
-    }
-    fn query_state(&self, state: State) -> bool {
-        matches!(state, State::Truthy)
-    }
-    fn to_kstr(&self) -> KStringCow<'_> {
-        self.render().to_string().into()
-    }
-    fn to_value(&self) -> liquid_core::Value {
-        liquid_core::Value::Object(
-            self.iter().map(|(k, v)| (k.into_owned().into(), v.to_value())).collect(),
-        )
-    }
-    fn as_object(&self) -> Option<&dyn ObjectView> {
-        Some(self)
-    }
-}
+object_value_view!(Globals<'_>);
 
 impl ObjectView for Globals<'_> {
     fn as_value(&self) -> &dyn ValueView {
@@ -433,7 +470,11 @@ impl ObjectView for Globals<'_> {
         Box::new(Self::KEYS.iter().filter_map(|k| self.value(k)))
     }
     fn iter<'k>(&'k self) -> Box<dyn Iterator<Item = (KStringCow<'k>, &'k dyn ValueView)> + 'k> {
-        Box::new(Self::KEYS.iter().filter_map(|k| Some((KStringCow::from_static(k), self.value(k)?))))
+        Box::new(
+            Self::KEYS
+                .iter()
+                .filter_map(|k| Some((KStringCow::from_static(k), self.value(k)?))),
+        )
     }
     fn contains_key(&self, index: &str) -> bool {
         Self::KEYS.contains(&index)

@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use liquid_core::model::{
-    DisplayCow, KStringCow, ObjectRender, ObjectSource, ObjectView, State, ValueView,
-};
+use liquid_core::model::{KStringCow, ObjectView, ValueView};
 
 use crate::Value;
+use crate::view::object_value_view;
 
 /// Why a schema cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +33,10 @@ pub enum SchemaError {
 }
 
 pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
-    suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default()
+    suggestion
+        .as_ref()
+        .map(|s| format!("; did you mean {s:?}?"))
+        .unwrap_or_default()
 }
 
 /// The columns of a model, in order, and which one is the primary key.
@@ -65,11 +67,18 @@ impl Schema {
                 return Err(SchemaError::DuplicateColumn { name: name.clone() });
             }
         }
-        let primary_key = *index.get(primary_key).ok_or_else(|| SchemaError::UnknownPrimaryKey {
-            name: primary_key.to_owned(),
-            suggestion: closest(primary_key, &columns),
-        })?;
-        Ok(Arc::new(Self { columns, index, primary_key }))
+        let primary_key =
+            *index
+                .get(primary_key)
+                .ok_or_else(|| SchemaError::UnknownPrimaryKey {
+                    name: primary_key.to_owned(),
+                    suggestion: closest(primary_key, &columns),
+                })?;
+        Ok(Arc::new(Self {
+            columns,
+            index,
+            primary_key,
+        }))
     }
 
     /// Column names, in order.
@@ -82,7 +91,9 @@ impl Schema {
         // Templates look columns up by name on every row. For the usual model width a scan
         // that compares lengths first beats hashing the name; wide models use the index.
         if self.columns.len() <= 32 {
-            self.columns.iter().position(|c| c.len() == name.len() && c == name)
+            self.columns
+                .iter()
+                .position(|c| c.len() == name.len() && c == name)
         } else {
             self.index.get(name).copied()
         }
@@ -116,12 +127,23 @@ impl fmt::Debug for Schema {
 /// The candidate nearest to `name` by edit distance, if it is near enough to be a typo.
 pub(crate) fn closest(name: &str, candidates: &[String]) -> Option<String> {
     let lower = name.to_lowercase();
-    candidates
+    let near = candidates
         .iter()
         .map(|c| (edit_distance(&lower, &c.to_lowercase()), c))
         .filter(|(d, c)| *d <= 2.max(c.chars().count() / 3))
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.clone())
+        .map(|(_, c)| c.clone());
+    // Failing that, a column the name is the start of (`event` for `event_json`).
+    near.or_else(|| {
+        (lower.chars().count() >= 3)
+            .then(|| {
+                candidates
+                    .iter()
+                    .find(|c| c.to_lowercase().starts_with(&lower))
+                    .cloned()
+            })
+            .flatten()
+    })
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -180,37 +202,7 @@ pub(crate) struct RowView<'a> {
     pub(crate) row: &'a Row,
 }
 
-impl ValueView for RowView<'_> {
-    fn as_debug(&self) -> &dyn fmt::Debug {
-        self
-    }
-    fn render(&self) -> DisplayCow<'_> {
-        DisplayCow::Owned(Box::new(ObjectRender::new(self)))
-    }
-    fn source(&self) -> DisplayCow<'_> {
-        DisplayCow::Owned(Box::new(ObjectSource::new(self)))
-    }
-    fn type_name(&self) -> &'static str {
-        "object"
-    }
-    fn query_state(&self, state: State) -> bool {
-        match state {
-            State::Truthy => true,
-            State::DefaultValue | State::Empty | State::Blank => self.schema.columns.is_empty(),
-        }
-    }
-    fn to_kstr(&self) -> KStringCow<'_> {
-        self.render().to_string().into()
-    }
-    fn to_value(&self) -> liquid_core::Value {
-        liquid_core::Value::Object(
-            self.iter().map(|(k, v)| (k.into_owned().into(), v.to_value())).collect(),
-        )
-    }
-    fn as_object(&self) -> Option<&dyn ObjectView> {
-        Some(self)
-    }
-}
+object_value_view!(RowView<'_>);
 
 impl ObjectView for RowView<'_> {
     fn as_value(&self) -> &dyn ValueView {
@@ -238,7 +230,9 @@ impl ObjectView for RowView<'_> {
         self.schema.index_of(index).is_some()
     }
     fn get<'s>(&'s self, index: &str) -> Option<&'s dyn ValueView> {
-        self.schema.index_of(index).map(|i| self.row.get(i) as &dyn ValueView)
+        self.schema
+            .index_of(index)
+            .map(|i| self.row.get(i) as &dyn ValueView)
     }
 }
 
@@ -253,6 +247,9 @@ mod tests {
             SchemaError::DuplicateColumn { name: "id".into() }
         );
         let err = Schema::new(["user_id", "email"], "userid").unwrap_err();
-        assert_eq!(err.to_string(), "primary key \"userid\" is not a column of the model; did you mean \"user_id\"?");
+        assert_eq!(
+            err.to_string(),
+            "primary key \"userid\" is not a column of the model; did you mean \"user_id\"?"
+        );
     }
 }

@@ -28,8 +28,8 @@ use std::sync::LazyLock;
 use liquid_core::model::{ObjectView, ScalarCow, ValueCow};
 use liquid_core::parser::FilterChain;
 use liquid_core::{
-    Filter, FilterReflection, Language, ParseFilter, ParseTag, Renderable, Runtime,
-    TagReflection, TagTokenIter, ValueView,
+    Filter, FilterReflection, Language, ParseFilter, ParseTag, Renderable, Runtime, TagReflection,
+    TagTokenIter, ValueView,
 };
 
 use crate::error::{CompileError, Location};
@@ -137,7 +137,11 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::Where);
     filter(&mut lang, JsonFilterParser);
     if json_tags {
-        for context in [OutputContext::StringContent, OutputContext::Value, OutputContext::Raw] {
+        for context in [
+            OutputContext::StringContent,
+            OutputContext::Value,
+            OutputContext::Raw,
+        ] {
             tag(&mut lang, JsonOutputTag(context));
         }
     }
@@ -155,7 +159,11 @@ struct Languages {
 static LANGUAGES: LazyLock<Languages> = LazyLock::new(|| {
     let plain = language(false);
     let filters = plain.filters.plugin_names().map(str::to_owned).collect();
-    Languages { plain, rewritten: language(true), filters }
+    Languages {
+        plain,
+        rewritten: language(true),
+        filters,
+    }
 });
 
 fn parse(text: &str, lang: &Language) -> liquid_core::Result<liquid_core::runtime::Template> {
@@ -188,7 +196,9 @@ impl CompiledTemplate {
             Escape::Json => json_contexts(source, &segments, &mut errors),
             Escape::None => (Vec::new(), json::Whitespace::Possible),
         };
-        let filter_errors_found = errors.iter().any(|e| matches!(e, CompileError::UnknownFilter { .. }));
+        let filter_errors_found = errors
+            .iter()
+            .any(|e| matches!(e, CompileError::UnknownFilter { .. }));
         if let Err(e) = parse(source, &langs.plain) {
             let message = e.to_string();
             // Unknown filters are already reported above, with their place.
@@ -197,6 +207,7 @@ impl CompiledTemplate {
             }
         }
         if !errors.is_empty() {
+            errors.sort_by_key(|e| e.location().map(|l| l.offset));
             return Err(errors);
         }
         let template = match escape {
@@ -204,7 +215,10 @@ impl CompiledTemplate {
             Escape::Json => parse(&rewrite(source, &segments, &contexts), &langs.rewritten),
         }
         .map_err(|e| vec![liquid_error(source, &segments, &e.to_string())])?;
-        Ok(Self { template, whitespace })
+        Ok(Self {
+            template,
+            whitespace,
+        })
     }
 
     /// Whether rendered output may need compacting.
@@ -217,11 +231,16 @@ impl CompiledTemplate {
         // The stack `liquid::Template::render_to` builds, with `Frame` in place of liquid's
         // `StackFrame` for the globals and `Scratch` for its `GlobalFrame` and `IndexFrame`.
         let runtime = Scratch {
-            parent: Frame { parent: liquid_core::runtime::RuntimeCore::new(), names: globals },
+            parent: Frame {
+                parent: liquid_core::runtime::RuntimeCore::new(),
+                names: globals,
+            },
             assigned: RefCell::default(),
             counters: RefCell::default(),
         };
-        self.template.render_to(out, &runtime).map_err(|e| clean_message(&e.to_string()))
+        self.template
+            .render_to(out, &runtime)
+            .map_err(|e| clean_message(&e.to_string()))
     }
 }
 
@@ -256,7 +275,9 @@ impl<P: Runtime> Runtime for Frame<'_, P> {
         }
     }
     fn get(&self, path: &[ScalarCow<'_>]) -> liquid_core::Result<ValueCow<'_>> {
-        let Some((first, rest)) = path.split_first() else { return self.parent.get(path) };
+        let Some((first, rest)) = path.split_first() else {
+            return self.parent.get(path);
+        };
         match self.names.get(first.to_kstr().as_str()) {
             // Through the frame's own object, so a missing index gets liquid's own message.
             Some(_) if !rest.is_empty() => liquid_core::model::find(self.names.as_value(), path),
@@ -264,10 +285,18 @@ impl<P: Runtime> Runtime for Frame<'_, P> {
             None => self.parent.get(path),
         }
     }
-    fn set_global(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
+    fn set_global(
+        &self,
+        name: liquid_core::model::KString,
+        val: liquid_core::Value,
+    ) -> Option<liquid_core::Value> {
         self.parent.set_global(name, val)
     }
-    fn set_index(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
+    fn set_index(
+        &self,
+        name: liquid_core::model::KString,
+        val: liquid_core::Value,
+    ) -> Option<liquid_core::Value> {
         self.parent.set_index(name, val)
     }
     fn get_index<'a>(&'a self, name: &str) -> Option<ValueCow<'a>> {
@@ -333,14 +362,25 @@ impl<P: Runtime> Runtime for Scratch<P> {
             None => self.parent.get(path),
         }
     }
-    fn set_global(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
+    fn set_global(
+        &self,
+        name: liquid_core::model::KString,
+        val: liquid_core::Value,
+    ) -> Option<liquid_core::Value> {
         self.assigned.borrow_mut().insert(name, val)
     }
-    fn set_index(&self, name: liquid_core::model::KString, val: liquid_core::Value) -> Option<liquid_core::Value> {
+    fn set_index(
+        &self,
+        name: liquid_core::model::KString,
+        val: liquid_core::Value,
+    ) -> Option<liquid_core::Value> {
         self.counters.borrow_mut().insert(name, val)
     }
     fn get_index<'a>(&'a self, name: &str) -> Option<ValueCow<'a>> {
-        self.counters.borrow().get(name).map(|v| ValueCow::Owned(v.clone()))
+        self.counters
+            .borrow()
+            .get(name)
+            .map(|v| ValueCow::Owned(v.clone()))
     }
     fn registers(&self) -> &liquid_core::runtime::Registers {
         self.parent.registers()
@@ -361,7 +401,11 @@ fn clean_message(message: &str) -> String {
                 || l.starts_with('|')
                 || l.chars().next().is_some_and(|c| c.is_ascii_digit()))
         })
-        .map(|l| l.trim_start_matches("liquid:").trim_start_matches("= ").trim())
+        .map(|l| {
+            l.trim_start_matches("liquid:")
+                .trim_start_matches("= ")
+                .trim()
+        })
         .filter(|l| !l.is_empty() && !l.starts_with("-->"))
         .collect();
     let mut text = parts.join("; ").replace(".;", ";");
@@ -381,21 +425,61 @@ fn clean_message(message: &str) -> String {
 /// is found in the source; anything else points at the template's start.
 fn liquid_error(source: &str, segments: &[Segment], message: &str) -> CompileError {
     let from_pest = message.split_once("--> ").and_then(|(_, rest)| {
-        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ':')).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == ':'))
+            .unwrap_or(rest.len());
         let (line, column) = rest[..end].split_once(':')?;
-        Some(Location::from_line_column(source, line.parse().ok()?, column.parse().ok()?))
+        Some(Location::from_line_column(
+            source,
+            line.parse().ok()?,
+            column.parse().ok()?,
+        ))
     });
     let from_filter = || {
         let (_, rest) = message.split_once("filter=")?;
-        let name = rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next()?;
-        filter_offsets(source, segments).find(|(n, _)| *n == name).map(|(_, at)| Location::at(source, at))
+        let name = rest
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()?;
+        filter_offsets(source, segments)
+            .find(|(n, _)| *n == name)
+            .map(|(_, at)| Location::at(source, at))
     };
-    let location = from_pest.or_else(from_filter).unwrap_or_else(|| Location::at(source, 0));
-    CompileError::TemplateSyntax { location, message: clean_message(message) }
+    let location = from_pest
+        .filter(|_| !message.contains("Unclosed block"))
+        .or_else(|| unclosed_block(source, segments, message))
+        .or_else(from_filter)
+        .unwrap_or_else(|| Location::at(source, 0));
+    CompileError::TemplateSyntax {
+        location,
+        message: clean_message(message),
+    }
+}
+
+/// For liquid's "Unclosed block. {% endX %} tag expected." (which it places at the end of the
+/// template), the opening tag that was never closed.
+fn unclosed_block(source: &str, segments: &[Segment], message: &str) -> Option<Location> {
+    let (_, rest) = message.split_once("{% end")?;
+    let block = rest
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()?;
+    let end = format!("end{block}");
+    let mut open = Vec::new();
+    for segment in segments.iter().filter(|s| s.kind == Kind::Tag) {
+        let name = segment.tag_name(source);
+        if name == block {
+            open.push(segment.start);
+        } else if name == end {
+            open.pop();
+        }
+    }
+    open.last().map(|&at| Location::at(source, at))
 }
 
 /// Every filter name used in the template, with its byte offset.
-fn filter_offsets<'s>(source: &'s str, segments: &[Segment]) -> impl Iterator<Item = (&'s str, usize)> {
+fn filter_offsets<'s>(
+    source: &'s str,
+    segments: &[Segment],
+) -> impl Iterator<Item = (&'s str, usize)> {
     segments
         .iter()
         .filter(|s| matches!(s.kind, Kind::Output | Kind::Tag))
@@ -442,7 +526,9 @@ impl Segment {
 
     fn tag_name<'s>(&self, source: &'s str) -> &'s str {
         let inner = self.inner(source).trim_start();
-        let end = inner.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(inner.len());
+        let end = inner
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(inner.len());
         &inner[..end]
     }
 }
@@ -468,22 +554,32 @@ fn lex(source: &str) -> Result<Vec<Segment>, CompileError> {
         }
         let segment = delimited(source, open)?;
         pos = segment.end;
-        let name = if segment.kind == Kind::Tag { segment.tag_name(source) } else { "" };
+        let name = if segment.kind == Kind::Tag {
+            segment.tag_name(source)
+        } else {
+            ""
+        };
         match name {
             "raw" => {
-                let (body_end, close) = find_end_tag(source, pos, "raw", "endraw").ok_or_else(
-                    || CompileError::unclosed_block(source, segment.start, "raw", "endraw"),
-                )?;
+                let (body_end, close) =
+                    find_end_tag(source, pos, "raw", "endraw").ok_or_else(|| {
+                        CompileError::unclosed_block(source, segment.start, "raw", "endraw")
+                    })?;
                 segments.push(segment);
                 segments.push(text(pos, body_end));
                 segments.push(close.clone());
                 pos = close.end;
             }
             "comment" => {
-                let (_, close) = find_end_tag(source, pos, "comment", "endcomment").ok_or_else(
-                    || CompileError::unclosed_block(source, segment.start, "comment", "endcomment"),
-                )?;
-                segments.push(Segment { kind: Kind::Comment, end: close.end, ..segment });
+                let (_, close) =
+                    find_end_tag(source, pos, "comment", "endcomment").ok_or_else(|| {
+                        CompileError::unclosed_block(source, segment.start, "comment", "endcomment")
+                    })?;
+                segments.push(Segment {
+                    kind: Kind::Comment,
+                    end: close.end,
+                    ..segment
+                });
                 pos = close.end;
             }
             _ => segments.push(segment),
@@ -536,7 +632,11 @@ fn delimited(source: &str, open: usize) -> Result<Segment, CompileError> {
         location: Location::at(source, open),
         message: format!(
             "this {} is never closed with `{}`",
-            if is_output { "output tag `{{`" } else { "tag `{%`" },
+            if is_output {
+                "output tag `{{`"
+            } else {
+                "tag `{%`"
+            },
             if is_output { "}}" } else { "%}" }
         ),
     })
@@ -548,10 +648,12 @@ fn find_end_tag(source: &str, from: usize, open: &str, close: &str) -> Option<(u
     let bytes = source.as_bytes();
     let mut depth = 0usize;
     let mut pos = from;
-    while let Some(at) = (pos..bytes.len().saturating_sub(1))
-        .find(|&i| bytes[i] == b'{' && bytes[i + 1] == b'%')
+    while let Some(at) =
+        (pos..bytes.len().saturating_sub(1)).find(|&i| bytes[i] == b'{' && bytes[i + 1] == b'%')
     {
-        let Ok(tag) = delimited(source, at) else { return None };
+        let Ok(tag) = delimited(source, at) else {
+            return None;
+        };
         let name = tag.tag_name(source);
         if name == close {
             if depth == 0 {
@@ -587,7 +689,9 @@ fn tokens(source: &str, start: usize, end: usize) -> Vec<(Tok<'_>, usize)> {
             i += 1;
         } else if b.is_ascii_alphabetic() || b == b'_' {
             let s = i;
-            while i < end && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'-') {
+            while i < end
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'-')
+            {
                 i += 1;
             }
             if i < end && bytes[i] == b'?' {
@@ -604,7 +708,10 @@ fn tokens(source: &str, start: usize, end: usize) -> Vec<(Tok<'_>, usize)> {
             i += 1;
         } else if b.is_ascii_digit() {
             let s = i;
-            while i < end && (bytes[i].is_ascii_digit() || (bytes[i] == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))) {
+            while i < end
+                && (bytes[i].is_ascii_digit()
+                    || (bytes[i] == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
+            {
                 i += 1;
             }
             out.push((Tok::Other, s));
@@ -647,7 +754,9 @@ fn check_references(
         };
         let toks = tokens(source, segment.inner_start, segment.inner_end);
         for i in skip..toks.len() {
-            let Tok::Ident(root) = toks[i].0 else { continue };
+            let Tok::Ident(root) = toks[i].0 else {
+                continue;
+            };
             let prev = i.checked_sub(1).map(|p| toks[p].0);
             let next = |k: usize| toks.get(i + k).map(|t| t.0);
             let is_root = ROOTS_WITH_COLUMNS.contains(&root)
@@ -658,7 +767,10 @@ fn check_references(
             }
             let column = match (next(1), next(2), next(3)) {
                 (Some(Tok::Punct(b'.')), Some(Tok::Ident(c)), _) => Some((c, toks[i + 2].1)),
-                (Some(Tok::Punct(b'[')), Some(Tok::Str(c)), Some(Tok::Punct(b']'))) => Some((c, toks[i + 2].1)),
+                // Point past the opening quote, at the name itself.
+                (Some(Tok::Punct(b'[')), Some(Tok::Str(c)), Some(Tok::Punct(b']'))) => {
+                    Some((c, toks[i + 2].1 + 1))
+                }
                 _ => None,
             };
             if let Some((name, offset)) = column {
@@ -711,7 +823,10 @@ fn json_contexts(
     for segment in segments {
         match segment.kind {
             Kind::Text => {
-                for (i, b) in source.as_bytes()[segment.start..segment.end].iter().enumerate() {
+                for (i, b) in source.as_bytes()[segment.start..segment.end]
+                    .iter()
+                    .enumerate()
+                {
                     if in_string {
                         if escaped {
                             escaped = false;
@@ -742,7 +857,9 @@ fn json_contexts(
         }
     }
     if in_string {
-        errors.push(CompileError::UnterminatedString { location: Location::at(source, opened_at) });
+        errors.push(CompileError::UnterminatedString {
+            location: Location::at(source, opened_at),
+        });
     }
     (contexts, whitespace)
 }
@@ -771,7 +888,7 @@ fn rewrite(source: &str, segments: &[Segment], contexts: &[OutputContext]) -> St
         out.push_str(if trim_left { "{%- " } else { "{% " });
         out.push_str(context.tag());
         out.push(' ');
-        out.push_str(segment.inner(source));
+        out.push_str(segment.inner(source).trim());
         out.push_str(if trim_right { " -%}" } else { " %}" });
     }
     out
@@ -806,7 +923,11 @@ impl ParseTag for JsonOutputTag {
         let text = token.as_str().to_owned();
         let chain = token.expect_filter_chain(options).into_result()?;
         arguments.expect_nothing()?;
-        Ok(Box::new(JsonOutput { chain, path: literal_path(&text), context: self.0 }))
+        Ok(Box::new(JsonOutput {
+            chain,
+            path: literal_path(&text),
+            context: self.0,
+        }))
     }
     fn reflection(&self) -> &dyn TagReflection {
         self
@@ -829,7 +950,10 @@ impl JsonOutput {
     /// known at compile time, and `try_get` borrows the value from the row. Anything else, or
     /// a variable not found that way, goes through the chain, which also gives liquid's own
     /// error for a missing variable.
-    fn value<'r>(&'r self, runtime: &'r dyn Runtime) -> liquid_core::Result<liquid_core::ValueCow<'r>> {
+    fn value<'r>(
+        &'r self,
+        runtime: &'r dyn Runtime,
+    ) -> liquid_core::Result<liquid_core::ValueCow<'r>> {
         if let Some(found) = self.path.as_deref().and_then(|path| runtime.try_get(path)) {
             return Ok(found);
         }
@@ -845,15 +969,23 @@ fn literal_path(text: &str) -> Option<Vec<liquid_core::model::Scalar>> {
     let mut path = Vec::new();
     let mut i = 0;
     match toks.first() {
-        Some((Tok::Ident(root), _)) if !matches!(*root, "true" | "false" | "nil" | "empty" | "blank") => {
+        Some((Tok::Ident(root), _))
+            if !matches!(*root, "true" | "false" | "nil" | "empty" | "blank") =>
+        {
             path.push(Scalar::new(root.to_string()));
             i += 1;
         }
         _ => return None,
     }
     while i < toks.len() {
-        match (toks[i].0, toks.get(i + 1).map(|t| t.0), toks.get(i + 2).map(|t| t.0)) {
-            (Tok::Punct(b'.'), Some(Tok::Ident(name)), _) => path.push(Scalar::new(name.to_string())),
+        match (
+            toks[i].0,
+            toks.get(i + 1).map(|t| t.0),
+            toks.get(i + 2).map(|t| t.0),
+        ) {
+            (Tok::Punct(b'.'), Some(Tok::Ident(name)), _) => {
+                path.push(Scalar::new(name.to_string()))
+            }
             (Tok::Punct(b'['), Some(Tok::Str(name)), Some(Tok::Punct(b']'))) => {
                 path.push(Scalar::new(name.to_string()));
                 i += 1;
@@ -916,7 +1048,9 @@ impl ParseFilter for JsonFilterParser {
         mut arguments: liquid_core::parser::FilterArguments<'_>,
     ) -> liquid_core::Result<Box<dyn Filter>> {
         if arguments.positional.next().is_some() || arguments.keyword.next().is_some() {
-            return Err(liquid_core::Error::with_msg("the json filter takes no arguments"));
+            return Err(liquid_core::Error::with_msg(
+                "the json filter takes no arguments",
+            ));
         }
         Ok(Box::new(JsonFilter))
     }
@@ -952,7 +1086,11 @@ mod tests {
     use super::*;
 
     fn kinds(source: &str) -> Vec<(Kind, &str)> {
-        lex(source).unwrap().into_iter().map(|s| (s.kind.clone(), &source[s.start..s.end])).collect()
+        lex(source)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.kind.clone(), &source[s.start..s.end]))
+            .collect()
     }
 
     #[test]
@@ -972,7 +1110,10 @@ mod tests {
                 (Kind::Tag, "{% raw %}"),
                 (Kind::Text, "{{ not }}"),
                 (Kind::Tag, "{% endraw %}"),
-                (Kind::Comment, "{% comment %}{% comment %}x{% endcomment %}{{ y }}{% endcomment %}"),
+                (
+                    Kind::Comment,
+                    "{% comment %}{% comment %}x{% endcomment %}{{ y }}{% endcomment %}"
+                ),
                 (Kind::Text, "1"),
             ]
         );
@@ -980,7 +1121,8 @@ mod tests {
 
     #[test]
     fn rewrite_chooses_the_tag_by_json_context() {
-        let source = r#"{"a": "{{- row.a }} \"{{ row.b }}", "b": {{ row.b -}}, "c": {{ row.c | json }}}"#;
+        let source =
+            r#"{"a": "{{- row.a }} \"{{ row.b }}", "b": {{ row.b -}}, "c": {{ row.c | json }}}"#;
         let segments = lex(source).unwrap();
         let mut errors = Vec::new();
         let (contexts, whitespace) = json_contexts(source, &segments, &mut errors);

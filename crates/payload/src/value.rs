@@ -102,9 +102,9 @@ impl From<serde_json::Value> for Value {
             },
             serde_json::Value::String(s) => Value::String(s),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Object(Object(o.into_iter().map(|(k, v)| (k, Value::from(v))).collect()))
-            }
+            serde_json::Value::Object(o) => Value::Object(Object(
+                o.into_iter().map(|(k, v)| (k, Value::from(v))).collect(),
+            )),
         }
     }
 }
@@ -350,7 +350,8 @@ impl ValueView for Value {
 }
 
 fn owned_scalar(v: &Value) -> liquid_core::model::Scalar {
-    v.scalar().map_or_else(|| ScalarCow::new(""), ScalarCow::into_owned)
+    v.scalar()
+        .map_or_else(|| ScalarCow::new(""), ScalarCow::into_owned)
 }
 
 /// Liquid's rendering of a scalar, owned so a row's value can hand it out.
@@ -395,7 +396,10 @@ impl ValueView for Object {
     }
     fn to_value(&self) -> liquid_core::Value {
         liquid_core::Value::Object(
-            self.0.iter().map(|(k, v)| (k.clone().into(), v.to_value())).collect(),
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.to_value()))
+                .collect(),
         )
     }
     fn as_object(&self) -> Option<&dyn ObjectView> {
@@ -417,7 +421,11 @@ impl ObjectView for Object {
         Box::new(self.0.iter().map(|(_, v)| v as &dyn ValueView))
     }
     fn iter<'k>(&'k self) -> Box<dyn Iterator<Item = (KStringCow<'k>, &'k dyn ValueView)> + 'k> {
-        Box::new(self.0.iter().map(|(k, v)| (KStringCow::from_ref(k), v as &dyn ValueView)))
+        Box::new(
+            self.0
+                .iter()
+                .map(|(k, v)| (KStringCow::from_ref(k), v as &dyn ValueView)),
+        )
     }
     fn contains_key(&self, index: &str) -> bool {
         self.get(index).is_some()

@@ -19,14 +19,24 @@ pub fn fixture(relative: &str) -> PathBuf {
 /// user rows: id, names, email, age, three tags, an RFC 3339 time, country, plan, score,
 /// active), so figures measured here compare with the engines measured on those rows.
 pub fn bench_rows(n: usize) -> impl Iterator<Item = String> {
-    const FIRST: [&str; 10] =
-        ["Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances", "Ken"];
+    const FIRST: [&str; 10] = [
+        "Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances",
+        "Ken",
+    ];
     const LAST: [&str; 10] = [
         "Lovelace", "Hopper", "Turing", "Torvalds", "Liskov", "Dijkstra", "Hamilton", "Ritchie",
         "Allen", "Thompson",
     ];
-    const TAGS: [&str; 8] =
-        ["vip", "beta", "churn-risk", "newsletter", "trial", "enterprise", "mobile", "web"];
+    const TAGS: [&str; 8] = [
+        "vip",
+        "beta",
+        "churn-risk",
+        "newsletter",
+        "trial",
+        "enterprise",
+        "mobile",
+        "web",
+    ];
     const COUNTRIES: [&str; 5] = ["US", "DE", "FR", "JP", "BR"];
     const PLANS: [&str; 3] = ["free", "pro", "team"];
     (0..n).map(|i| {
@@ -62,7 +72,12 @@ pub fn rfc3339(epoch_seconds: i64) -> String {
     let days = epoch_seconds.div_euclid(86_400);
     let secs = epoch_seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Calendar date of a day count since 1970-01-01, by the era method (400-year cycles).
