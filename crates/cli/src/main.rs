@@ -1,1 +1,112 @@
-fn main() {}
+//! The `kinesync` command.
+//!
+//! Exit codes: 0 when every row became a record, 2 when some rows are in error (each is
+//! printed), 1 for a configuration or other fatal error.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kinesync::Config;
+use kinesync::payload::Event;
+use kinesync::preview::{Preview, PreviewOptions};
+
+/// Stream the rows of a data model into Amazon Kinesis.
+#[derive(Debug, Parser)]
+#[command(name = "kinesync", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the record each row would become, one JSON line per row, without sending
+    /// anything: primary key, partition key, explicit hash key, shard and message (or the
+    /// row's error).
+    Preview {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Rows to preview (.ndjson, .jsonl or .csv); the config's [source] when not given.
+        #[arg(long)]
+        rows: Option<PathBuf>,
+        /// Preview at most this many rows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Shards of the simulated, evenly split stream.
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
+        /// The event templates see: added, changed or removed.
+        #[arg(long, default_value = "added", value_parser = parse_event)]
+        event: Event,
+    },
+}
+
+fn parse_event(s: &str) -> Result<Event, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Preview {
+            config,
+            rows,
+            limit,
+            shards,
+            event,
+        } => preview(
+            &config,
+            rows.as_deref(),
+            limit,
+            PreviewOptions { shards, event },
+        ),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn preview(
+    config: &std::path::Path,
+    rows: Option<&std::path::Path>,
+    limit: Option<usize>,
+    options: PreviewOptions,
+) -> Result<ExitCode, kinesync::Error> {
+    let config = Config::from_file(config)?;
+    let (preview, source) = Preview::open(&config, rows, options)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut errors = 0usize;
+    for item in source.take(limit.unwrap_or(usize::MAX)) {
+        let line = match item {
+            Ok(row) => preview.json_line(&row.row),
+            Err(e) => {
+                // A line that is not a row at all: say so, and go on with the next.
+                errors += 1;
+                eprintln!("{e}");
+                continue;
+            }
+        };
+        errors += usize::from(line.is_error);
+        if writeln!(out, "{}", line.text).is_err() {
+            // stdout closed (`| head`): stop quietly.
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if out.flush().is_err() {
+        // stdout closed before the end: nothing more to say.
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -81,9 +81,39 @@ fn modes(c: &mut Criterion) {
     );
 }
 
+/// The baseline the shared benchmark README describes: the `liquid` crate used plainly, each
+/// row converted to a `liquid::Object`, no JSON safety and no validation. Measured in the same
+/// run so the ratio to kinesync's own rate holds whatever the machine is doing.
+fn plain_liquid(c: &mut Criterion) {
+    use liquid_core::ValueView;
+    let (schema, rows) = reference_rows();
+    let source =
+        std::fs::read_to_string(kinesync_testkit::fixture("bench/reference.liquid")).unwrap();
+    let template = liquid::ParserBuilder::with_stdlib()
+        .build()
+        .unwrap()
+        .parse(&source)
+        .unwrap();
+    let mut group = c.benchmark_group("render");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_function("baseline_plain_liquid", |b| {
+        b.iter(|| {
+            for row in &rows {
+                let mut object = liquid::Object::new();
+                for (name, value) in schema.columns().iter().zip(row.values()) {
+                    object.insert(name.clone().into(), value.to_value());
+                }
+                let globals = liquid::object!({ "row": object });
+                black_box(template.render(&globals).unwrap());
+            }
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(5));
-    targets = modes
+    targets = modes, plain_liquid
 }
 criterion_main!(benches);

@@ -182,20 +182,28 @@ impl CompileErrors {
     }
 
     /// A compiler-style report: for each problem, `origin:line:column`, the message, the
-    /// template's line with a caret under the place, and the fix. `origin` names where the
-    /// template lives (a file, or `config.toml [payload.template]`); `line_offset` is added to
-    /// template line numbers when the template sits inside a larger file.
-    pub fn render(&self, origin: &str, source: Option<&str>, line_offset: usize) -> String {
+    /// template's line with a caret under the place, and the fix. `origin` names the file the
+    /// template lives in; when the template sits inside a larger file (an inline template in a
+    /// config file), `line_offset` lines and, on its first line, `column_offset` characters
+    /// come before it there.
+    pub fn render(
+        &self,
+        origin: &str,
+        source: Option<&str>,
+        line_offset: usize,
+        column_offset: usize,
+    ) -> String {
         let mut out = String::new();
         for error in &self.0 {
             let message = strip_location(error);
             match (error.location(), source) {
                 (Some(loc), Some(source)) => {
                     let line_no = loc.line + line_offset;
+                    let column = loc.column + if loc.line == 1 { column_offset } else { 0 };
                     let text = source.lines().nth(loc.line - 1).unwrap_or("");
                     let gutter = " ".repeat(line_no.to_string().len());
                     out.push_str(&format!("error: {message}\n"));
-                    out.push_str(&format!("{gutter}--> {origin}:{line_no}:{}\n", loc.column));
+                    out.push_str(&format!("{gutter}--> {origin}:{line_no}:{column}\n"));
                     out.push_str(&format!("{gutter} |\n{line_no} | {text}\n"));
                     out.push_str(&format!("{gutter} | {}^\n", " ".repeat(loc.column - 1)));
                     out.push_str(&format!("{gutter} = help: {}\n", error.help()));

@@ -371,7 +371,7 @@ fn every_problem_is_reported_at_once_and_rendered_like_a_compiler() {
     let source = "{\"a\": {{ row.nmae }},\n \"b\": {{ row.id | nosuch }}}";
     let errors = Payload::compile(&PayloadSpec::template(source), schema()).unwrap_err();
     assert_eq!(errors.errors().len(), 2);
-    let report = errors.render("user.liquid", Some(source), 0);
+    let report = errors.render("user.liquid", Some(source), 0, 0);
     assert_eq!(
         report,
         "error: `row` has no column `nmae`; did you mean \"name\"?\n --> user.liquid:1:14\n  |\n1 | {\"a\": {{ row.nmae }},\n  |              ^\n  = help: use `name`; column names are case-sensitive; for names with spaces write row['nmae']\n\

@@ -3,9 +3,16 @@
 
 use std::path::PathBuf;
 
-/// The repository's `fixtures/` directory.
+/// The repository's `fixtures/` directory (an absolute path without `..`).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures"))
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures"));
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// `text` with the fixtures directory's absolute path written as `fixtures`, so that
+/// messages naming fixture files read the same on every machine.
+pub fn machine_independent(text: &str) -> String {
+    text.replace(&fixtures_dir().display().to_string(), "fixtures")
 }
 
 /// A file under `fixtures/`.

@@ -1,0 +1,302 @@
+//! The configuration file (TOML), read strictly: an unknown key is an error, not ignored.
+//!
+//! ```toml
+//! [source]
+//! path = "rows.ndjson"        # or .csv; relative to this file
+//! primary_key = "id"
+//!
+//! [payload]
+//! mode = "template"           # row | column | mapping | template
+//! template = '''{"name": "{{ row.full_name }}"}'''   # or template_file = "x.liquid"
+//! # escape = "none"
+//! # column = "event_json"                             # mode = "column"
+//! # [[payload.fields]]                                # mode = "mapping", in order
+//! # from = "first_name"
+//! # to = "customer_first_name"
+//!
+//! [keys]
+//! partition_key = "user_id"   # default: the primary key
+//! # explicit_hash_key = "hash_key"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use kinesync_payload::{Escape, FieldMapping, PayloadSpec};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the model's rows come from.
+    pub source: SourceConfig,
+    /// How a row becomes a message.
+    pub payload: PayloadConfig,
+    /// How a record's keys are chosen.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// The directory relative paths are resolved against (the config file's own).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file, for error messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The config file's text, for pointing into it.
+    #[serde(skip)]
+    pub text: String,
+}
+
+/// `[source]`: a model file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// An `.ndjson`, `.jsonl` or `.csv` file.
+    pub path: PathBuf,
+    /// The column that identifies a row.
+    pub primary_key: String,
+}
+
+/// `[payload]`: one of the four modes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PayloadConfig {
+    /// The whole row as a JSON object. (A struct variant, so that `deny_unknown_fields`
+    /// applies to it too.)
+    Row {},
+    /// One column that already holds JSON.
+    Column {
+        /// The column.
+        column: String,
+    },
+    /// Chosen columns, renamed.
+    Mapping {
+        /// The fields, in order.
+        fields: Vec<FieldConfig>,
+    },
+    /// A Liquid template.
+    Template {
+        /// The template text, inline.
+        template: Option<String>,
+        /// Or a file holding it, relative to the config file.
+        template_file: Option<PathBuf>,
+        /// `"json"` (default) or `"none"`.
+        #[serde(default)]
+        escape: EscapeConfig,
+    },
+}
+
+/// One `[[payload.fields]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// The source column.
+    pub from: String,
+    /// The name written.
+    pub to: String,
+}
+
+/// `escape = "json" | "none"`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapeConfig {
+    /// JSON-safe output tags.
+    #[default]
+    Json,
+    /// Plain Liquid.
+    None,
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The column whose value is the partition key; the primary key when unset.
+    pub partition_key: Option<String>,
+    /// The column whose value is the explicit hash key, if any.
+    pub explicit_hash_key: Option<String>,
+}
+
+/// Where a template's text came from, so errors can point into the right file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateOrigin {
+    /// The file to name: the template file, or the config file for an inline template.
+    pub file: PathBuf,
+    /// Lines before the template's first line in that file.
+    pub line_offset: usize,
+    /// Characters before the template's first character on its first line.
+    pub column_offset: usize,
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: "read the config file",
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses config text; `path` names it in errors and anchors relative paths.
+    pub fn from_toml(text: &str, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        config.path = path.to_owned();
+        config.text = text.to_owned();
+        Ok(config)
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, relative: &Path) -> PathBuf {
+        if relative.is_absolute() {
+            relative.to_owned()
+        } else {
+            self.base_dir.join(relative)
+        }
+    }
+
+    /// The payload spec, with a template file read, and where a template's text came from.
+    pub fn payload_spec(&self) -> Result<(PayloadSpec, Option<(String, TemplateOrigin)>), Error> {
+        let invalid = |message: &str| Error::Config {
+            path: self.path.clone(),
+            message: message.to_owned(),
+        };
+        Ok(match &self.payload {
+            PayloadConfig::Row {} => (PayloadSpec::Row, None),
+            PayloadConfig::Column { column } => (
+                PayloadSpec::Column {
+                    column: column.clone(),
+                },
+                None,
+            ),
+            PayloadConfig::Mapping { fields } => (
+                PayloadSpec::Mapping {
+                    fields: fields
+                        .iter()
+                        .map(|f| FieldMapping::new(&f.from, &f.to))
+                        .collect(),
+                },
+                None,
+            ),
+            PayloadConfig::Template {
+                template,
+                template_file,
+                escape,
+            } => {
+                let (source, origin) = match (template, template_file) {
+                    (Some(text), None) => (text.clone(), self.inline_template_origin()),
+                    (None, Some(file)) => {
+                        let file = self.resolve(file);
+                        let text = std::fs::read_to_string(&file).map_err(|source| Error::Io {
+                            what: "read the template file",
+                            path: file.clone(),
+                            source,
+                        })?;
+                        (
+                            text,
+                            TemplateOrigin {
+                                file,
+                                line_offset: 0,
+                                column_offset: 0,
+                            },
+                        )
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "[payload] sets both `template` and `template_file`; keep one",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            "[payload] mode = \"template\" needs `template` or `template_file`",
+                        ));
+                    }
+                };
+                let escape = match escape {
+                    EscapeConfig::Json => Escape::Json,
+                    EscapeConfig::None => Escape::None,
+                };
+                (
+                    PayloadSpec::Template {
+                        source: source.clone(),
+                        escape,
+                    },
+                    Some((source, origin)),
+                )
+            }
+        })
+    }
+
+    /// Where an inline `template = ...` value starts in the config file. TOML drops a newline
+    /// right after an opening `'''` or `"""`, so such a template starts on the next line.
+    fn inline_template_origin(&self) -> TemplateOrigin {
+        let mut origin = TemplateOrigin {
+            file: self.path.clone(),
+            line_offset: 0,
+            column_offset: 0,
+        };
+        for (index, line) in self.text.lines().enumerate() {
+            let Some(rest) = line.trim_start().strip_prefix("template") else {
+                continue;
+            };
+            let Some(value) = rest.trim_start().strip_prefix('=') else {
+                continue;
+            };
+            let value = value.trim_start();
+            let before_value = line.len() - value.len();
+            let triple = value.starts_with("'''") || value.starts_with("\"\"\"");
+            if triple && value.len() == 3 {
+                origin.line_offset = index + 1;
+            } else {
+                origin.line_offset = index;
+                let delimiter = if triple { 3 } else { 1 };
+                origin.column_offset = line[..before_value + delimiter].chars().count();
+            }
+            break;
+        }
+        origin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_place() {
+        let err = Config::from_toml(
+            "[source]\npath = \"x.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"row\"\ncolour = 1\n",
+            "k.toml",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("k.toml") && text.contains("colour"), "{text}");
+        let err = Config::from_toml(
+            "[source]\npath = \"x.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"rows\"\n",
+            "k.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("rows"), "{err}");
+    }
+
+    #[test]
+    fn inline_templates_know_their_line_in_the_file() {
+        let text = "[source]\npath = \"x.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"template\"\ntemplate = '''\n{\"a\": 1}\n'''\n";
+        let config = Config::from_toml(text, "k.toml").unwrap();
+        let (_, origin) = config.payload_spec().unwrap();
+        assert_eq!(origin.unwrap().1.line_offset, 6);
+        let text = "[source]\npath = \"x.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"template\"\ntemplate = '{\"a\": 1}'\n";
+        let config = Config::from_toml(text, "k.toml").unwrap();
+        let (_, origin) = config.payload_spec().unwrap();
+        let origin = origin.unwrap().1;
+        assert_eq!((origin.line_offset, origin.column_offset), (5, 12));
+    }
+}

@@ -1,0 +1,192 @@
+//! See the records a model would become, before anything is sent: one JSON line per row
+//! (`kinesync preview`), or one readable text for snapshot tests.
+//!
+//! A template author's own crate can keep its templates under test with insta:
+//!
+//! ```no_run
+//! #[test]
+//! fn signup_template() {
+//!     let text = kinesync::preview::snapshot_files("kinesync.toml", "fixtures/users.ndjson").unwrap();
+//!     insta::assert_snapshot!(text);
+//! }
+//! ```
+
+use std::path::Path;
+
+use kinesync_keys::ShardMap;
+use kinesync_payload::{Event, Payload, RenderInput, Row, Value};
+use kinesync_source::RowSource;
+
+use crate::Error;
+use crate::config::Config;
+use crate::records::{KeySpec, Record, RecordBuilder, RowError};
+
+/// How to preview: the simulated stream's shard count and the event rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviewOptions {
+    /// Shards of the simulated, evenly split stream.
+    pub shards: u32,
+    /// The event templates see. For `changed`, `previous` is the row itself (there is no
+    /// earlier version in a preview); for `added` and `removed` there is no `previous`.
+    pub event: Event,
+}
+
+impl Default for PreviewOptions {
+    fn default() -> Self {
+        Self {
+            shards: 4,
+            event: Event::Added,
+        }
+    }
+}
+
+/// One line of `kinesync preview` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewLine {
+    /// The JSON text.
+    pub text: String,
+    /// Whether it describes a row error rather than a record.
+    pub is_error: bool,
+}
+
+/// Rows to records, on a simulated stream.
+#[derive(Debug)]
+pub struct Preview {
+    builder: RecordBuilder,
+    shards: ShardMap,
+    event: Event,
+}
+
+impl Preview {
+    /// A preview of `builder`'s records on `shards`, rendered as `event`.
+    pub fn new(builder: RecordBuilder, shards: ShardMap, event: Event) -> Self {
+        Self {
+            builder,
+            shards,
+            event,
+        }
+    }
+
+    /// Opens the rows (`rows`, or the config's source) and compiles the config's payload and
+    /// keys against their schema. Every compile problem is reported at once.
+    pub fn open(
+        config: &Config,
+        rows: Option<&Path>,
+        options: PreviewOptions,
+    ) -> Result<(Self, Box<dyn RowSource>), Error> {
+        let rows_path = rows.map_or_else(|| config.resolve(&config.source.path), Path::to_owned);
+        let source = kinesync_source::open(&rows_path, &config.source.primary_key)?;
+        let schema = source.schema().clone();
+        let (spec, template) = config.payload_spec()?;
+        let payload = Payload::compile(&spec, schema.clone()).map_err(|errors| Error::Compile {
+            errors,
+            template: template.clone(),
+            config: config.path.clone(),
+        })?;
+        let keys = KeySpec::new(
+            &schema,
+            config.keys.partition_key.as_deref(),
+            config.keys.explicit_hash_key.as_deref(),
+        )?;
+        let shards = ShardMap::even(options.shards).map_err(Error::Shards)?;
+        Ok((
+            Self::new(RecordBuilder::new(payload, keys), shards, options.event),
+            source,
+        ))
+    }
+
+    fn record(&self, row: &Row) -> Result<Record, RowError> {
+        let input = match self.event {
+            Event::Changed => RenderInput::new(row, Event::Changed).with_previous(row),
+            event => RenderInput::new(row, event),
+        };
+        self.builder.build(input)
+    }
+
+    fn primary_key(&self, row: &Row) -> String {
+        row.get(self.builder.schema().primary_key_index())
+            .to_json_string()
+    }
+
+    /// One line of JSON describing `row`'s record (or its error), as `kinesync preview`
+    /// prints it: `{"primary_key":…,"partition_key":"…","explicit_hash_key":null|"…",
+    /// "shard":"shardId-…","data":<message>}` or `{"primary_key":…,"error":{"kind":…,"message":…}}`.
+    pub fn json_line(&self, row: &Row) -> PreviewLine {
+        let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
+        let primary_key = self.primary_key(row);
+        let record = self.record(row);
+        let is_error = record.is_err();
+        let text = match record {
+            Ok(record) => format!(
+                r#"{{"primary_key":{primary_key},"partition_key":{},"explicit_hash_key":{},"shard":{},"data":{}}}"#,
+                quote(record.partition_key.as_str()),
+                record
+                    .explicit_hash_key
+                    .map_or_else(|| "null".to_owned(), |k| quote(&k.to_string())),
+                quote(self.shards.shard_for(record.hash_key).id()),
+                String::from_utf8_lossy(&record.data),
+            ),
+            Err(e) => format!(
+                r#"{{"primary_key":{primary_key},"error":{{"kind":{},"message":{}}}}}"#,
+                quote(e.kind()),
+                quote(&e.reason()),
+            ),
+        };
+        PreviewLine { text, is_error }
+    }
+
+    /// A stable, readable text of every row's record, for `insta::assert_snapshot!`: per row,
+    /// its primary key, partition key, explicit hash key, shard, and the message pretty-printed
+    /// (keys in the order the payload wrote them), or the row's error.
+    pub fn snapshot<I: IntoIterator<Item = Row>>(&self, rows: I) -> String {
+        let mut out = String::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            let primary_key = self.primary_key(&row);
+            match self.record(&row) {
+                Ok(record) => {
+                    out.push_str(&format!(
+                        "row {primary_key} · partition key {:?} · shard {}",
+                        record.partition_key.as_str(),
+                        self.shards.shard_for(record.hash_key).id()
+                    ));
+                    if let Some(explicit) = record.explicit_hash_key {
+                        out.push_str(&format!(" · explicit hash key {explicit}"));
+                    }
+                    let message: Value =
+                        serde_json::from_slice(&record.data).expect("messages are valid JSON");
+                    let pretty = serde_json::to_string_pretty(&message).expect("values serialize");
+                    out.push_str(&format!("\n{pretty}\n"));
+                }
+                Err(e) => out.push_str(&format!(
+                    "row {primary_key} · error ({}): {}\n",
+                    e.kind(),
+                    e.reason()
+                )),
+            }
+        }
+        out
+    }
+}
+
+/// The snapshot text of every row of `rows` under the config file `config` (with the default
+/// preview options: 4 shards, `added`): the one-liner for a template author's insta test.
+pub fn snapshot_files(config: impl AsRef<Path>, rows: impl AsRef<Path>) -> Result<String, Error> {
+    snapshot(config.as_ref(), Some(rows.as_ref()))
+}
+
+/// The snapshot text of every row of the config's own `[source]`.
+pub fn snapshot_config(config: impl AsRef<Path>) -> Result<String, Error> {
+    snapshot(config.as_ref(), None)
+}
+
+fn snapshot(config: &Path, rows: Option<&Path>) -> Result<String, Error> {
+    let config = Config::from_file(config)?;
+    let (preview, source) = Preview::open(&config, rows, PreviewOptions::default())?;
+    let rows = source
+        .map(|r| r.map(|r| r.row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(preview.snapshot(rows))
+}

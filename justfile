@@ -1,0 +1,28 @@
+# Everyday recipes. `just --list` shows them; each is a plain cargo command you can run by hand.
+
+# Run every test (the README's test command, the one CI runs).
+test:
+    cargo test --workspace
+
+# Format, lint, test: what CI runs.
+ci:
+    bash .ci/run
+
+# Preview the example model's records without sending anything.
+preview-example:
+    cargo run -q -p kinesync-cli -- preview --config examples/users/kinesync.toml
+
+# Render rate of each payload mode over the reference rows (criterion).
+bench-payload:
+    cargo bench -p kinesync-payload --bench render
+
+# All benchmarks.
+bench: bench-payload
+
+# Review changed template snapshots (needs `cargo install cargo-insta`).
+snapshots:
+    cargo insta review
+
+# Write the reference benchmark rows as NDJSON: `just gen-rows 1000000 rows.ndjson`.
+gen-rows n out:
+    cargo run -q --release -p kinesync-testkit --example gen_rows -- {{n}} {{out}}
