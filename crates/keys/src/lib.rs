@@ -389,10 +389,14 @@ impl ShardMap {
 
     /// The shard that owns `hash`. Every hash key has exactly one.
     pub fn shard_for(&self, hash: HashKey) -> &ShardRange {
+        &self.shards[self.index_for(hash)]
+    }
+
+    /// The position in [`ShardMap::shards`] of the shard that owns `hash`.
+    pub fn index_for(&self, hash: HashKey) -> usize {
         // The ranges tile the space in order, so the owner is the last shard starting at or
         // below the hash; index 0 starts at 0, so there always is one.
-        let index = self.shards.partition_point(|s| s.start <= hash.0) - 1;
-        &self.shards[index]
+        self.shards.partition_point(|s| s.start <= hash.0) - 1
     }
 
     /// The shards, sorted by starting hash key.

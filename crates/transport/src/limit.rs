@@ -1,0 +1,204 @@
+//! The per-shard write limits of the service, around any sink, on a clock the caller controls.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kinesync_keys::{HashKey, ShardMap};
+
+use crate::{
+    KinesisSink, PutRecord, RecordFailure, RecordOutcome, StreamDescription, StreamName,
+    TransportError, validate_batch,
+};
+
+/// Where time comes from, so tests can step it.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Time since some fixed start.
+    fn now(&self) -> Duration;
+}
+
+/// tokio's clock: real time, or paused and advanced in tests with `tokio::time::pause`.
+#[derive(Debug)]
+pub struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self { start: tokio::time::Instant::now() }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<Mutex<Duration>>);
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A shard's write limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShardLimits {
+    /// Records per second.
+    pub records_per_second: f64,
+    /// Bytes (data plus partition key) per second.
+    pub bytes_per_second: f64,
+}
+
+impl Default for ShardLimits {
+    /// The service's: 1,000 records/s and 1 MiB/s per shard.
+    fn default() -> Self {
+        Self { records_per_second: 1000.0, bytes_per_second: 1024.0 * 1024.0 }
+    }
+}
+
+/// One shard's allowance: up to a second's worth, refilled continuously.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    records: f64,
+    bytes: f64,
+    at: Duration,
+}
+
+/// Wraps a sink with the service's per-shard write limits: records over a shard's allowance
+/// fail with `ProvisionedThroughputExceededException`, exactly as the service fails them
+/// (inside a successful call, the rest of the call going through).
+pub struct LimitSink<S> {
+    inner: S,
+    clock: Arc<dyn Clock>,
+    limits: ShardLimits,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Default)]
+struct LimitState {
+    described: HashMap<String, (ShardMap, usize)>,
+    buckets: HashMap<(String, usize), Bucket>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for LimitSink<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitSink").field("inner", &self.inner).field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl<S: fmt::Display> fmt::Display for LimitSink<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (shard limits)", self.inner)
+    }
+}
+
+impl<S: KinesisSink> LimitSink<S> {
+    /// The service's limits on `clock`.
+    pub fn new(inner: S, clock: Arc<dyn Clock>) -> Self {
+        Self::with_limits(inner, clock, ShardLimits::default())
+    }
+
+    /// Custom limits on `clock`.
+    pub fn with_limits(inner: S, clock: Arc<dyn Clock>, limits: ShardLimits) -> Self {
+        Self { inner, clock, limits, state: Mutex::new(LimitState::default()) }
+    }
+
+    /// The wrapped sink.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Takes `record`'s allowance from its shard's bucket, if there is enough.
+    fn admit(&self, state: &mut LimitState, stream: &str, shard: usize, size: usize) -> bool {
+        let now = self.clock.now();
+        let limits = self.limits;
+        let bucket = state.buckets.entry((stream.to_owned(), shard)).or_insert(Bucket {
+            records: limits.records_per_second,
+            bytes: limits.bytes_per_second,
+            at: now,
+        });
+        let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
+        bucket.records = (bucket.records + elapsed * limits.records_per_second).min(limits.records_per_second);
+        bucket.bytes = (bucket.bytes + elapsed * limits.bytes_per_second).min(limits.bytes_per_second);
+        bucket.at = now;
+        let size = size as f64;
+        if bucket.records >= 1.0 && bucket.bytes >= size {
+            bucket.records -= 1.0;
+            bucket.bytes -= size;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[async_trait]
+impl<S: KinesisSink> KinesisSink for LimitSink<S> {
+    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
+        let known = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).described.get(stream.as_str()).cloned();
+        let (map, max_record_bytes) = match known {
+            Some(found) => found,
+            None => {
+                let d = self.inner.describe_stream(stream).await?;
+                let entry = (d.shards, d.max_record_bytes);
+                self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).described.insert(stream.as_str().to_owned(), entry.clone());
+                entry
+            }
+        };
+        validate_batch(stream, records, max_record_bytes)?;
+        let mut admitted = Vec::with_capacity(records.len());
+        let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+        {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (i, record) in records.iter().enumerate() {
+                let shard = map.index_for(HashKey::for_record(&record.partition_key, record.explicit_hash_key));
+                if self.admit(&mut state, stream.as_str(), shard, record.size()) {
+                    admitted.push(i);
+                } else {
+                    outcomes[i] = Some(RecordOutcome::Failed {
+                        failure: RecordFailure::Throttled,
+                        message: format!(
+                            "Rate exceeded for shard {} in stream {stream} under account 000000000000.",
+                            map.shards()[shard].id()
+                        ),
+                    });
+                }
+            }
+        }
+        if !admitted.is_empty() {
+            let batch: Vec<PutRecord> = admitted.iter().map(|&i| records[i].clone()).collect();
+            let inner = self.inner.put_records(stream, &batch).await?;
+            for (&i, outcome) in admitted.iter().zip(inner) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+    }
+
+    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+        self.inner.describe_stream(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
+        self.inner.list_streams().await
+    }
+}

@@ -1,0 +1,178 @@
+//! A simulated Kinesis stream that behaves like the service.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use kinesync_keys::{ExplicitHashKey, HashKey, PartitionKey, ShardMap};
+
+use crate::{
+    CapacityMode, DEFAULT_MAX_RECORD_BYTES, Encryption, ErrorKind, KinesisSink, Operation, PutRecord,
+    RecordOutcome, StreamDescription, StreamName, StreamStatus, TransportError, validate_batch,
+};
+
+/// How a simulated stream is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Open shards, split evenly over the hash key space.
+    pub shards: u32,
+    /// The largest record (partition key plus data), in bytes.
+    pub max_record_bytes: usize,
+    /// Reported by describe.
+    pub capacity_mode: CapacityMode,
+    /// Reported by describe.
+    pub encryption: Encryption,
+}
+
+impl StreamConfig {
+    /// A provisioned, unencrypted stream of `shards` shards with the default 1 MiB records.
+    pub fn with_shards(shards: u32) -> Self {
+        Self {
+            shards,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            capacity_mode: CapacityMode::Provisioned,
+            encryption: Encryption::None,
+        }
+    }
+}
+
+/// A record as stored in a simulated shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The shard it is on.
+    pub shard_id: String,
+    /// Its sequence number (grows within a shard).
+    pub sequence_number: String,
+    /// Its partition key.
+    pub partition_key: PartitionKey,
+    /// Its explicit hash key, if it had one.
+    pub explicit_hash_key: Option<ExplicitHashKey>,
+    /// Its data.
+    pub data: bytes::Bytes,
+}
+
+struct SimStream {
+    config: StreamConfig,
+    map: ShardMap,
+    /// Per shard, in the map's order: the records in arrival order.
+    shards: Vec<Vec<StoredRecord>>,
+}
+
+/// A faithful simulated stream: shards with hash ranges, per-shard sequence numbers, the
+/// service's validation and limits, and read-back. Throughput limits and faults are not here:
+/// wrap it in [`crate::LimitSink`] and [`crate::FaultySink`].
+pub struct InMemorySink {
+    // A std mutex: it is never held across an await, and every operation is short.
+    streams: Mutex<BTreeMap<String, SimStream>>,
+}
+
+impl Default for InMemorySink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for InMemorySink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        f.debug_struct("InMemorySink").field("streams", &names).finish()
+    }
+}
+
+impl fmt::Display for InMemorySink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("in-memory Kinesis")
+    }
+}
+
+impl InMemorySink {
+    /// A sink with no streams.
+    pub fn new() -> Self {
+        Self { streams: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SimStream>> {
+        // A panic while holding the lock cannot leave a stream half-written (every write is a
+        // single push), so a poisoned lock is still consistent.
+        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates (or replaces) a stream.
+    pub fn create_stream(&self, name: &StreamName, config: StreamConfig) {
+        let map = ShardMap::even(config.shards.max(1)).expect("1..=100000 shards");
+        let shards = vec![Vec::new(); map.len()];
+        self.lock().insert(name.as_str().to_owned(), SimStream { config, map, shards });
+    }
+
+    /// Every record of `stream`, shard by shard (in hash range order), each shard in arrival
+    /// order. `None` for an unknown stream.
+    pub fn records(&self, stream: &StreamName) -> Option<Vec<StoredRecord>> {
+        self.lock().get(stream.as_str()).map(|s| s.shards.iter().flatten().cloned().collect())
+    }
+
+    /// The records of one shard, in arrival order.
+    pub fn shard_records(&self, stream: &StreamName, shard_id: &str) -> Option<Vec<StoredRecord>> {
+        let streams = self.lock();
+        let s = streams.get(stream.as_str())?;
+        let index = s.map.shards().iter().position(|r| r.id() == shard_id)?;
+        Some(s.shards[index].clone())
+    }
+
+    fn not_found(operation: Operation, stream: &StreamName) -> TransportError {
+        TransportError::new(
+            ErrorKind::StreamNotFound,
+            operation,
+            format!("Stream {stream} under account 000000000000 not found."),
+        )
+        .with_stream(stream.as_str())
+        .with_code("ResourceNotFoundException")
+    }
+}
+
+#[async_trait]
+impl KinesisSink for InMemorySink {
+    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
+        let mut streams = self.lock();
+        let sim = streams.get_mut(stream.as_str()).ok_or_else(|| Self::not_found(Operation::PutRecords, stream))?;
+        validate_batch(stream, records, sim.config.max_record_bytes)?;
+        let outcomes = records
+            .iter()
+            .map(|record| {
+                let hash = HashKey::for_record(&record.partition_key, record.explicit_hash_key);
+                let index = sim.map.index_for(hash);
+                let shard_id = sim.map.shards()[index].id().to_owned();
+                let shard = &mut sim.shards[index];
+                // 56 digits like the service's: shard index, then arrival count.
+                let sequence_number = format!("49{index:06}{:048}", shard.len());
+                shard.push(StoredRecord {
+                    shard_id: shard_id.clone(),
+                    sequence_number: sequence_number.clone(),
+                    partition_key: record.partition_key.clone(),
+                    explicit_hash_key: record.explicit_hash_key,
+                    data: record.data.clone(),
+                });
+                RecordOutcome::Accepted { shard_id, sequence_number }
+            })
+            .collect();
+        Ok(outcomes)
+    }
+
+    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+        let streams = self.lock();
+        let sim = streams.get(stream.as_str()).ok_or_else(|| Self::not_found(Operation::DescribeStreamSummary, stream))?;
+        Ok(StreamDescription {
+            name: stream.as_str().to_owned(),
+            arn: Some(format!("arn:aws:kinesis:local:000000000000:stream/{stream}")),
+            status: StreamStatus::Active,
+            shards: sim.map.clone(),
+            max_record_bytes: sim.config.max_record_bytes,
+            encryption: sim.config.encryption.clone(),
+            capacity_mode: sim.config.capacity_mode.clone(),
+        })
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
+        Ok(self.lock().keys().cloned().collect())
+    }
+}
