@@ -46,9 +46,10 @@ mod error;
 mod faults;
 mod limit;
 mod memory;
+mod observe;
 
 #[cfg(feature = "aws")]
-pub mod aws;
+mod aws;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
@@ -57,12 +58,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 pub use bytes::Bytes;
-use kinesync_keys::{ExplicitHashKey, PartitionKey, ShardMap, ShardRange};
+use kinesync_keys::{ExplicitHashKey, PartitionKey, ShardMap};
 
 pub use error::{ErrorKind, KmsProblem, Operation, TransportError};
 pub use faults::{Fault, FaultySink, RandomFaults};
 pub use limit::{Clock, LimitSink, ManualClock, ShardLimits, TokioClock};
 pub use memory::{InMemorySink, StoredRecord, StreamConfig};
+pub use observe::{CallObserver, CallRecord};
+#[cfg(feature = "aws")]
+pub use aws::{AssumeRole, AwsKinesisSink, AwsKinesisSinkBuilder, BuildError, Credentials, Secret};
 
 /// The most records one `PutRecords` call may carry.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -313,11 +317,6 @@ pub(crate) fn validate_batch(stream: &StreamName, records: &[PutRecord], max_rec
         return Err(invalid(format!("the call carries {total} bytes, over the {MAX_BYTES_PER_CALL}-byte limit")));
     }
     Ok(())
-}
-
-/// The shards of an evenly split stream, as [`ShardRange`]s (re-exported for describe).
-pub fn even_shards(count: u32) -> Vec<ShardRange> {
-    ShardMap::even(count).map(|m| m.shards().to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
