@@ -1,7 +1,12 @@
-//! Test-only helpers shared by kinesync's crates: where the fixtures are, and the reference
-//! benchmark rows. Never a dependency of a shipped crate, only a dev-dependency.
+//! Test-only helpers shared by kinesync's crates: local servers (kinesalite, moto, a
+//! fault-injecting Kinesis endpoint) and a probe that reads streams back; where the fixtures
+//! are; the reference benchmark rows. Never a dependency of a shipped crate.
 
 use std::path::PathBuf;
+
+pub mod fake_kinesis;
+pub mod probe;
+pub mod servers;
 
 /// The repository's `fixtures/` directory (an absolute path without `..`).
 pub fn fixtures_dir() -> PathBuf {

@@ -157,3 +157,24 @@ async fn probes_see_what_the_sink_wrote() {
     assert_eq!(memory.read_back(&stream).await.len(), 1);
     assert_eq!(memory.shard_records(&stream, "shardId-000000000000").unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn record_size_counts_the_partition_key_as_the_service_does() {
+    let sink = InMemorySink::new();
+    let stream = StreamName::new("sizes").unwrap();
+    sink.create_stream(&stream, StreamConfig::with_shards(1));
+    let exactly = record("abc", 1024 * 1024 - 3);
+    assert!(sink.put_records(&stream, &[exactly]).await.unwrap()[0].is_accepted(), "key plus data at exactly 1 MiB fits");
+    let over = record("abcd", 1024 * 1024 - 3);
+    assert_eq!(sink.put_records(&stream, &[over]).await.unwrap_err().kind(), ErrorKind::InvalidRequest);
+    let mut bigger = StreamConfig::with_shards(1);
+    bigger.max_record_bytes = 2 * 1024 * 1024;
+    sink.create_stream(&stream, bigger);
+    assert!(sink.put_records(&stream, &[record("k", 1024 * 1024 + 100)]).await.unwrap()[0].is_accepted(), "a stream's own maximum applies");
+    // 10 MiB a call, keys included.
+    let ten: Vec<PutRecord> = (0..10).map(|i| record(&format!("{i}"), 1024 * 1024 - 1)).collect();
+    assert!(sink.put_records(&stream, &ten).await.is_ok(), "exactly 10 MiB fits");
+    let mut over_ten = ten.clone();
+    over_ten[0] = record("00", 1024 * 1024 - 1);
+    assert_eq!(sink.put_records(&stream, &over_ten).await.unwrap_err().kind(), ErrorKind::InvalidRequest);
+}
