@@ -34,11 +34,23 @@ pub enum HttpFault {
     Delay(Duration),
 }
 
+/// What the endpoint saw of one request (never the secret: only the access key id that the
+/// SigV4 `Authorization` header names, and whether a session token came along).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// The operation (`PutRecords`, ...).
+    pub operation: String,
+    /// The access key id the request was signed with.
+    pub access_key_id: Option<String>,
+    /// Whether an `x-amz-security-token` header (temporary credentials) was sent.
+    pub session_token: bool,
+}
+
 #[derive(Debug)]
 struct State {
     sink: Arc<dyn KinesisSink>,
     faults: Mutex<VecDeque<HttpFault>>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<SeenRequest>>,
 }
 
 /// The running endpoint; it stops when its tokio runtime does.
@@ -76,6 +88,11 @@ impl FakeKinesis {
 
     /// The `X-Amz-Target` operation of every request received, in order.
     pub fn requests(&self) -> Vec<String> {
+        self.seen().into_iter().map(|r| r.operation).collect()
+    }
+
+    /// Every request received, in order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
         self.state.requests.lock().expect("request log").clone()
     }
 }
@@ -122,7 +139,13 @@ async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Respons
         .and_then(|v| v.strip_prefix("Kinesis_20131202."))
         .unwrap_or("")
         .to_owned();
-    state.requests.lock().expect("request log").push(target.clone());
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let access_key_id = header("authorization").and_then(|auth| {
+        let (_, rest) = auth.split_once("Credential=")?;
+        rest.split('/').next().map(str::to_owned)
+    });
+    let session_token = header("x-amz-security-token").is_some();
+    state.requests.lock().expect("request log").push(SeenRequest { operation: target.clone(), access_key_id, session_token });
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Err(Dropped),

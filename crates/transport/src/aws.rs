@@ -409,14 +409,15 @@ where
             TransportError::new(ErrorKind::Credentials, operation, format!("no usable credentials; looked in {credentials}"))
         }
         SdkError::DispatchFailure(failure) => {
-            let what = if failure.is_timeout() {
-                "the connection timed out"
-            } else if failure.is_io() {
-                "the connection failed (refused, reset or closed)"
+            // Anything but a fault in the request itself is the network's: timeouts, refused
+            // and reset connections, and connections closed before the answer came.
+            let (kind, what) = if failure.is_user() {
+                (ErrorKind::Other, "the request could not be sent (a client configuration problem)")
+            } else if failure.is_timeout() {
+                (ErrorKind::Transient, "the connection timed out")
             } else {
-                "the request could not be sent"
+                (ErrorKind::Transient, "the connection failed (refused, reset, or closed before the answer)")
             };
-            let kind = if failure.is_timeout() || failure.is_io() { ErrorKind::Transient } else { ErrorKind::Other };
             TransportError::new(kind, operation, what.to_owned())
         }
         SdkError::ResponseError(context) => {
