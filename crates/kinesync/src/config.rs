@@ -26,17 +26,20 @@ use serde::Deserialize;
 
 use crate::Error;
 
-/// A whole configuration file.
+/// A whole configuration file. Each command reads the sections it needs: `preview` the
+/// source, payload and keys; `check` the destination; `sync` all of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the model's rows come from.
-    pub source: SourceConfig,
+    pub source: Option<SourceConfig>,
     /// How a row becomes a message.
-    pub payload: PayloadConfig,
+    pub payload: Option<PayloadConfig>,
     /// How a record's keys are chosen.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// The stream records go to.
+    pub destination: Option<DestinationConfig>,
     /// The directory relative paths are resolved against (the config file's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -56,6 +59,71 @@ pub struct SourceConfig {
     pub path: PathBuf,
     /// The column that identifies a row.
     pub primary_key: String,
+}
+
+/// `[destination]`: a Kinesis stream, or a simulated one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The stream's name (case-sensitive).
+    pub stream: String,
+    /// The stream's region; required for a real stream.
+    pub region: Option<String>,
+    /// Send calls here instead of the region's endpoint (a VPC endpoint, or kinesalite).
+    pub endpoint_url: Option<String>,
+    /// Send STS calls (for `assume_role`) here instead of the region's STS endpoint.
+    pub sts_endpoint_url: Option<String>,
+    /// An in-memory stream instead of a real one: `simulated = { shards = 4 }`.
+    pub simulated: Option<SimulatedConfig>,
+    /// Where credentials come from.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `simulated = { shards = N }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedConfig {
+    /// Evenly split shards.
+    pub shards: u32,
+}
+
+/// `[destination.auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `default`, `profile`, `access_key` or `assume_role`.
+    #[serde(default)]
+    pub kind: AuthKind,
+    /// The profile (`kind = "profile"`, or the base of `assume_role`).
+    pub profile: Option<String>,
+    /// The environment variable holding the access key id.
+    pub access_key_id_env: Option<String>,
+    /// The environment variable holding the secret access key.
+    pub secret_access_key_env: Option<String>,
+    /// The environment variable holding a session token, for temporary keys.
+    pub session_token_env: Option<String>,
+    /// The role to assume (`kind = "assume_role"`).
+    pub role_arn: Option<String>,
+    /// The external ID the role's trust policy requires.
+    pub external_id: Option<String>,
+    /// The session name (default `kinesync`).
+    pub session_name: Option<String>,
+}
+
+/// How credentials are found.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// The SDK's default chain.
+    #[default]
+    Default,
+    /// A named profile.
+    Profile,
+    /// An access key pair from environment variables.
+    AccessKey,
+    /// A role assumed with the default chain, a profile or an access key pair.
+    AssumeRole,
 }
 
 /// `[payload]`: one of the four modes.
@@ -163,13 +231,35 @@ impl Config {
         }
     }
 
+    /// An error about this config file.
+    pub(crate) fn invalid(&self, message: impl Into<String>) -> Error {
+        Error::Config {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The `[source]` section, which this command needs.
+    pub fn source(&self) -> Result<&SourceConfig, Error> {
+        self.source.as_ref().ok_or_else(|| {
+            self.invalid("there is no [source] section (path and primary_key of the model)")
+        })
+    }
+
+    /// The `[destination]` section, which this command needs.
+    pub fn destination(&self) -> Result<&DestinationConfig, Error> {
+        self.destination.as_ref().ok_or_else(|| {
+            self.invalid("there is no [destination] section (stream and region, or simulated = { shards = N })")
+        })
+    }
+
     /// The payload spec, with a template file read, and where a template's text came from.
     pub fn payload_spec(&self) -> Result<(PayloadSpec, Option<(String, TemplateOrigin)>), Error> {
-        let invalid = |message: &str| Error::Config {
-            path: self.path.clone(),
-            message: message.to_owned(),
-        };
-        Ok(match &self.payload {
+        let invalid = |message: &str| self.invalid(message);
+        let payload = self.payload.as_ref().ok_or_else(|| {
+            invalid("there is no [payload] section (mode = row | column | mapping | template)")
+        })?;
+        Ok(match payload {
             PayloadConfig::Row {} => (PayloadSpec::Row, None),
             PayloadConfig::Column { column } => (
                 PayloadSpec::Column {

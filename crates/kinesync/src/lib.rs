@@ -6,10 +6,12 @@
 //! sent: message bytes, partition key, explicit hash key and hash key. [`preview`] shows those
 //! records, as JSON lines or as snapshot text for template tests.
 //!
-//! The data path, in order: source → payload → keys → (batcher → sender → sink, in the engine
-//! to come). Each stage is its own crate with one job; this one only wires them together.
+//! [`destination`] turns `[destination]` into a connected `KinesisSink` and runs `kinesync
+//! check`. The data path, in order: source → payload → keys → (batcher → sender, in the
+//! engine to come) → sink. Each stage is its own crate with one job; this one wires them.
 
 pub mod config;
+pub mod destination;
 pub mod preview;
 mod records;
 
@@ -19,6 +21,7 @@ pub use config::Config;
 pub use kinesync_keys as keys;
 pub use kinesync_payload as payload;
 pub use kinesync_source as source;
+pub use kinesync_transport as transport;
 pub use records::{KeySpec, Record, RecordBuilder, RowError};
 
 use config::TemplateOrigin;
@@ -71,6 +74,9 @@ pub enum Error {
     /// The simulated stream's shard count is unusable.
     #[error("cannot simulate the stream: {0}")]
     Shards(kinesync_keys::ShardMapError),
+    /// A call to the stream failed; the message says what to check.
+    #[error(transparent)]
+    Transport(#[from] kinesync_transport::TransportError),
 }
 
 fn render_compile_errors(

@@ -74,8 +74,9 @@ impl Preview {
         rows: Option<&Path>,
         options: PreviewOptions,
     ) -> Result<(Self, Box<dyn RowSource>), Error> {
-        let rows_path = rows.map_or_else(|| config.resolve(&config.source.path), Path::to_owned);
-        let source = kinesync_source::open(&rows_path, &config.source.primary_key)?;
+        let source_config = config.source()?;
+        let rows_path = rows.map_or_else(|| config.resolve(&source_config.path), Path::to_owned);
+        let source = kinesync_source::open(&rows_path, &source_config.primary_key)?;
         let schema = source.schema().clone();
         let (spec, template) = config.payload_spec()?;
         let payload = Payload::compile(&spec, schema.clone()).map_err(|errors| Error::Compile {

@@ -327,11 +327,11 @@ impl<P: Runtime> Scratch<P> {
             if store.is_empty() {
                 continue;
             }
-            if let Some(key) = path.first() {
-                if store.contains_key(key.to_kstr().as_str()) {
-                    let found = liquid_core::model::find(store.as_value(), path);
-                    return Some(found.map(|v| ValueCow::Owned(v.into_owned())));
-                }
+            if let Some(key) = path.first()
+                && store.contains_key(key.to_kstr().as_str())
+            {
+                let found = liquid_core::model::find(store.as_value(), path);
+                return Some(found.map(|v| ValueCow::Owned(v.into_owned())));
             }
         }
         None
@@ -773,15 +773,16 @@ fn check_references(
                 }
                 _ => None,
             };
-            if let Some((name, offset)) = column {
-                if schema.index_of(name).is_none() && name != "size" {
-                    errors.push(CompileError::UnknownColumn {
-                        location: Location::at(source, offset),
-                        scope: root.to_owned(),
-                        name: name.to_owned(),
-                        suggestion: schema.closest_column(name),
-                    });
-                }
+            if let Some((name, offset)) = column
+                && schema.index_of(name).is_none()
+                && name != "size"
+            {
+                errors.push(CompileError::UnknownColumn {
+                    location: Location::at(source, offset),
+                    scope: root.to_owned(),
+                    name: name.to_owned(),
+                    suggestion: schema.closest_column(name),
+                });
             }
         }
     }

@@ -20,7 +20,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use kinesync_keys::{ExplicitHashKey, PartitionKey};
-use kinesync_transport::{ErrorKind, KinesisSink, PutRecord, RecordOutcome, StreamName, TransportError};
+use kinesync_transport::{
+    ErrorKind, KinesisSink, PutRecord, RecordOutcome, StreamName, TransportError,
+};
 use serde_json::{Value, json};
 
 /// What the endpoint does to one request, before the sink sees it.
@@ -64,9 +66,15 @@ pub struct FakeKinesis {
 impl FakeKinesis {
     /// Starts serving `sink` on a free loopback port, on the current tokio runtime.
     pub async fn start(sink: Arc<dyn KinesisSink>) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind a loopback port");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind a loopback port");
         let endpoint = format!("http://{}", listener.local_addr().expect("a bound address"));
-        let state = Arc::new(State { sink, faults: Mutex::new(VecDeque::new()), requests: Mutex::new(Vec::new()) });
+        let state = Arc::new(State {
+            sink,
+            faults: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(Vec::new()),
+        });
         let serving = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -74,7 +82,9 @@ impl FakeKinesis {
                 tokio::spawn(async move {
                     let service = service_fn(move |request| handle(request, state.clone()));
                     // A dropped connection ends here with an error; that is the point.
-                    let _ignored = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ignored = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -83,7 +93,11 @@ impl FakeKinesis {
 
     /// Queues a fault for the next request that has none.
     pub fn push_fault(&self, fault: HttpFault) {
-        self.state.faults.lock().expect("fault queue").push_back(fault);
+        self.state
+            .faults
+            .lock()
+            .expect("fault queue")
+            .push_back(fault);
     }
 
     /// The `X-Amz-Target` operation of every request received, in order.
@@ -119,7 +133,9 @@ fn answer(status: u16, body: Value) -> Response<Full<Bytes>> {
 
 fn error_answer(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
     let mut response = answer(status, json!({ "__type": code, "message": message }));
-    response.headers_mut().insert("x-amzn-errortype", code.parse().expect("a header value"));
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", code.parse().expect("a header value"));
     response
 }
 
@@ -131,7 +147,10 @@ fn transport_error_answer(e: &TransportError) -> Response<Full<Bytes>> {
     error_answer(status, e.code().unwrap_or("InternalFailure"), e.message())
 }
 
-async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(
+    request: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let target = request
         .headers()
         .get("x-amz-target")
@@ -139,13 +158,27 @@ async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Respons
         .and_then(|v| v.strip_prefix("Kinesis_20131202."))
         .unwrap_or("")
         .to_owned();
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let access_key_id = header("authorization").and_then(|auth| {
         let (_, rest) = auth.split_once("Credential=")?;
         rest.split('/').next().map(str::to_owned)
     });
     let session_token = header("x-amz-security-token").is_some();
-    state.requests.lock().expect("request log").push(SeenRequest { operation: target.clone(), access_key_id, session_token });
+    state
+        .requests
+        .lock()
+        .expect("request log")
+        .push(SeenRequest {
+            operation: target.clone(),
+            access_key_id,
+            session_token,
+        });
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Err(Dropped),
@@ -153,30 +186,40 @@ async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Respons
     let fault = state.faults.lock().expect("fault queue").pop_front();
     match fault {
         Some(HttpFault::Drop) => return Err(Dropped),
-        Some(HttpFault::Status(status, code)) => return Ok(error_answer(status, code, "injected by the fake endpoint")),
+        Some(HttpFault::Status(status, code)) => {
+            return Ok(error_answer(status, code, "injected by the fake endpoint"));
+        }
         Some(HttpFault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
     let Ok(input) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(error_answer(400, "SerializationException", "the body is not JSON"));
+        return Ok(error_answer(
+            400,
+            "SerializationException",
+            "the body is not JSON",
+        ));
     };
-    let stream = input["StreamName"].as_str().and_then(|s| StreamName::new(s).ok());
+    let stream = input["StreamName"]
+        .as_str()
+        .and_then(|s| StreamName::new(s).ok());
     Ok(match (target.as_str(), stream) {
         ("PutRecords", Some(stream)) => put_records(&state, &stream, &input).await,
-        ("DescribeStreamSummary", Some(stream)) => match state.sink.describe_stream(&stream).await {
-            Ok(d) => answer(
-                200,
-                json!({ "StreamDescriptionSummary": {
-                    "StreamName": d.name, "StreamARN": d.arn, "StreamStatus": "ACTIVE",
-                    "StreamModeDetails": { "StreamMode": "PROVISIONED" },
-                    "RetentionPeriodHours": 24, "StreamCreationTimestamp": 1_700_000_000.0,
-                    "EnhancedMonitoring": [], "EncryptionType": "NONE",
-                    "OpenShardCount": d.shards.len(), "ConsumerCount": 0,
-                    "MaxRecordSizeInKiB": d.max_record_bytes / 1024,
-                }}),
-            ),
-            Err(e) => transport_error_answer(&e),
-        },
+        ("DescribeStreamSummary", Some(stream)) => {
+            match state.sink.describe_stream(&stream).await {
+                Ok(d) => answer(
+                    200,
+                    json!({ "StreamDescriptionSummary": {
+                        "StreamName": d.name, "StreamARN": d.arn, "StreamStatus": "ACTIVE",
+                        "StreamModeDetails": { "StreamMode": "PROVISIONED" },
+                        "RetentionPeriodHours": 24, "StreamCreationTimestamp": 1_700_000_000.0,
+                        "EnhancedMonitoring": [], "EncryptionType": "NONE",
+                        "OpenShardCount": d.shards.len(), "ConsumerCount": 0,
+                        "MaxRecordSizeInKiB": d.max_record_bytes / 1024,
+                    }}),
+                ),
+                Err(e) => transport_error_answer(&e),
+            }
+        }
         ("ListShards", Some(stream)) => match state.sink.describe_stream(&stream).await {
             Ok(d) => answer(
                 200,
@@ -189,21 +232,41 @@ async fn handle(request: Request<Incoming>, state: Arc<State>) -> Result<Respons
             Err(e) => transport_error_answer(&e),
         },
         ("ListStreams", _) => match state.sink.list_streams().await {
-            Ok(names) => answer(200, json!({ "StreamNames": names, "HasMoreStreams": false })),
+            Ok(names) => answer(
+                200,
+                json!({ "StreamNames": names, "HasMoreStreams": false }),
+            ),
             Err(e) => transport_error_answer(&e),
         },
-        (_, None) => error_answer(400, "ValidationException", "StreamName is missing or invalid"),
-        _ => error_answer(400, "UnknownOperationException", "the fake endpoint does not serve this operation"),
+        (_, None) => error_answer(
+            400,
+            "ValidationException",
+            "StreamName is missing or invalid",
+        ),
+        _ => error_answer(
+            400,
+            "UnknownOperationException",
+            "the fake endpoint does not serve this operation",
+        ),
     })
 }
 
 async fn put_records(state: &State, stream: &StreamName, input: &Value) -> Response<Full<Bytes>> {
     let mut records = Vec::new();
-    for entry in input["Records"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let data = base64::engine::general_purpose::STANDARD.decode(entry["Data"].as_str().unwrap_or_default());
+    for entry in input["Records"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(entry["Data"].as_str().unwrap_or_default());
         let key = PartitionKey::new(entry["PartitionKey"].as_str().unwrap_or_default());
         let (Ok(data), Ok(key)) = (data, key) else {
-            return error_answer(400, "ValidationException", "a record's Data or PartitionKey is invalid");
+            return error_answer(
+                400,
+                "ValidationException",
+                "a record's Data or PartitionKey is invalid",
+            );
         };
         let mut record = PutRecord::new(key, data);
         if let Some(hash) = entry["ExplicitHashKey"].as_str() {
@@ -220,13 +283,21 @@ async fn put_records(state: &State, stream: &StreamName, input: &Value) -> Respo
             let results: Vec<Value> = outcomes
                 .iter()
                 .map(|o| match o {
-                    RecordOutcome::Accepted { shard_id, sequence_number } => {
+                    RecordOutcome::Accepted {
+                        shard_id,
+                        sequence_number,
+                    } => {
                         json!({ "ShardId": shard_id, "SequenceNumber": sequence_number })
                     }
-                    RecordOutcome::Failed { failure, message } => json!({ "ErrorCode": failure.code(), "ErrorMessage": message }),
+                    RecordOutcome::Failed { failure, message } => {
+                        json!({ "ErrorCode": failure.code(), "ErrorMessage": message })
+                    }
                 })
                 .collect();
-            answer(200, json!({ "FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE" }))
+            answer(
+                200,
+                json!({ "FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE" }),
+            )
         }
         Err(e) => transport_error_answer(&e),
     }

@@ -25,7 +25,13 @@ pub fn test_credentials() -> Credentials {
 pub async fn sdk_client(endpoint: &str) -> aws_sdk_kinesis::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(TEST_REGION))
-        .credentials_provider(aws_credential_types::Credentials::new("AKIDKINESYNCTEST", "secret", None, None, "test"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDKINESYNCTEST",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
         .endpoint_url(endpoint)
         .load()
         .await;
@@ -53,7 +59,9 @@ pub struct KinesisProbe {
 impl KinesisProbe {
     /// A probe of the server at `endpoint`.
     pub async fn new(endpoint: &str) -> Self {
-        Self { client: sdk_client(endpoint).await }
+        Self {
+            client: sdk_client(endpoint).await,
+        }
     }
 }
 
@@ -66,16 +74,31 @@ impl StreamProbe for KinesisProbe {
             .shard_count(i32::try_from(shards).expect("a test's shard count fits"))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("CreateStream {name}: {}", aws_sdk_kinesis::error::DisplayErrorContext(e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CreateStream {name}: {}",
+                    aws_sdk_kinesis::error::DisplayErrorContext(e)
+                )
+            });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let summary = self.client.describe_stream_summary().stream_name(name.as_str()).send().await;
-            if let Ok(out) = summary {
-                if out.stream_description_summary().is_some_and(|s| s.stream_status() == &StreamStatus::Active) {
-                    return;
-                }
+            let summary = self
+                .client
+                .describe_stream_summary()
+                .stream_name(name.as_str())
+                .send()
+                .await;
+            if let Ok(out) = summary
+                && out
+                    .stream_description_summary()
+                    .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "stream {name} did not become active in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "stream {name} did not become active in 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -87,7 +110,12 @@ impl StreamProbe for KinesisProbe {
             .stream_name(name.as_str())
             .send()
             .await
-            .unwrap_or_else(|e| panic!("ListShards {name}: {}", aws_sdk_kinesis::error::DisplayErrorContext(e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "ListShards {name}: {}",
+                    aws_sdk_kinesis::error::DisplayErrorContext(e)
+                )
+            });
         let mut records = Vec::new();
         for shard in shards.shards() {
             let mut iterator = self
@@ -98,7 +126,12 @@ impl StreamProbe for KinesisProbe {
                 .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("GetShardIterator: {}", aws_sdk_kinesis::error::DisplayErrorContext(e)))
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "GetShardIterator: {}",
+                        aws_sdk_kinesis::error::DisplayErrorContext(e)
+                    )
+                })
                 .shard_iterator()
                 .map(str::to_owned);
             while let Some(it) = iterator {
@@ -109,19 +142,29 @@ impl StreamProbe for KinesisProbe {
                     .limit(10_000)
                     .send()
                     .await
-                    .unwrap_or_else(|e| panic!("GetRecords: {}", aws_sdk_kinesis::error::DisplayErrorContext(e)));
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "GetRecords: {}",
+                            aws_sdk_kinesis::error::DisplayErrorContext(e)
+                        )
+                    });
                 for r in page.records() {
                     records.push(StoredRecord {
                         shard_id: shard.shard_id().to_owned(),
                         sequence_number: r.sequence_number().to_owned(),
-                        partition_key: PartitionKey::new(r.partition_key().unwrap_or_default()).expect("the server stored a valid key"),
+                        partition_key: PartitionKey::new(r.partition_key().unwrap_or_default())
+                            .expect("the server stored a valid key"),
                         explicit_hash_key: None::<ExplicitHashKey>,
                         data: bytes::Bytes::copy_from_slice(r.data().as_ref()),
                     });
                 }
                 let caught_up = page.records().is_empty()
                     || (page.millis_behind_latest() == Some(0) && page.records().len() < 10_000);
-                iterator = if caught_up { None } else { page.next_shard_iterator().map(str::to_owned) };
+                iterator = if caught_up {
+                    None
+                } else {
+                    page.next_shard_iterator().map(str::to_owned)
+                };
             }
         }
         records

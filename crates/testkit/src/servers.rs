@@ -39,8 +39,16 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn require_tool(tool: &str, hint: &str) {
-    let ok = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    assert!(ok, "the tests need `{tool}`, which was not found or does not run: {hint}");
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the tests need `{tool}`, which was not found or does not run: {hint}"
+    );
 }
 
 /// Runs `install` once across every test process, under a file lock, unless `marker` exists.
@@ -49,19 +57,28 @@ fn install_once(dir: &Path, what: &str, install: impl FnOnce(&Path)) {
     if marker.exists() {
         return;
     }
-    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create the test cache {}: {e}", dir.display()));
-    let lock = File::create(dir.with_extension("lock")).unwrap_or_else(|e| panic!("cannot create the install lock: {e}"));
-    lock.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", dir.display()));
+    fs::create_dir_all(dir)
+        .unwrap_or_else(|e| panic!("cannot create the test cache {}: {e}", dir.display()));
+    let lock = File::create(dir.with_extension("lock"))
+        .unwrap_or_else(|e| panic!("cannot create the install lock: {e}"));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", dir.display()));
     if !marker.exists() {
-        eprintln!("kinesync-testkit: installing {what} into {} (first use only)", dir.display());
+        eprintln!(
+            "kinesync-testkit: installing {what} into {} (first use only)",
+            dir.display()
+        );
         install(dir);
-        fs::write(&marker, what).unwrap_or_else(|e| panic!("cannot write {}: {e}", marker.display()));
+        fs::write(&marker, what)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", marker.display()));
     }
     // The lock is released when `lock` drops.
 }
 
 fn run(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -85,8 +102,12 @@ fn start(mut command: Command, what: &str) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
-        let port = lines.next().and_then(Result::ok).and_then(|l| l.strip_prefix("LISTENING ").and_then(|p| p.trim().parse::<u16>().ok()));
-        let _ = tx.send(port);
+        let port = lines.next().and_then(Result::ok).and_then(|l| {
+            l.strip_prefix("LISTENING ")
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        });
+        // The receiver only goes away once it gave up waiting; nothing to do then.
+        tx.send(port).ok();
         // Keep draining so the server never blocks on a full pipe.
         for _ in lines {}
     });
@@ -94,14 +115,24 @@ fn start(mut command: Command, what: &str) -> Server {
         .recv_timeout(Duration::from_secs(60))
         .ok()
         .flatten()
-        .unwrap_or_else(|| panic!("{what} did not report its port within 60 s (see its output above)"));
+        .unwrap_or_else(|| {
+            panic!("{what} did not report its port within 60 s (see its output above)")
+        });
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "{what} reported port {port} but does not accept connections after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} reported port {port} but does not accept connections after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { endpoint: format!("http://127.0.0.1:{port}"), port, _stdin: Mutex::new(stdin), _child: Mutex::new(child) }
+    Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        port,
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+    }
 }
 
 const KINESALITE_LAUNCHER: &str = r#"
@@ -123,7 +154,13 @@ pub fn kinesalite() -> &'static Server {
         install_once(&dir, &format!("kinesalite@{KINESALITE_VERSION}"), |dir| {
             run(
                 Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                        "--prefix",
+                    ])
                     .arg(dir)
                     .arg(format!("kinesalite@{KINESALITE_VERSION}")),
                 "npm install kinesalite",

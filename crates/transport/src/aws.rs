@@ -35,8 +35,9 @@ use kinesync_keys::{ShardMap, ShardRange};
 
 use crate::observe::{CallObserver, CallRecord};
 use crate::{
-    CapacityMode, DEFAULT_MAX_RECORD_BYTES, Encryption, ErrorKind, KinesisSink, Operation, PutRecord,
-    RecordFailure, RecordOutcome, StreamDescription, StreamName, StreamStatus, TransportError,
+    CapacityMode, DEFAULT_MAX_RECORD_BYTES, Encryption, ErrorKind, KinesisSink, Operation,
+    PutRecord, RecordFailure, RecordOutcome, StreamDescription, StreamName, StreamStatus,
+    TransportError,
 };
 
 /// A secret (a secret access key, a session token). `Debug` and `Display` never show it.
@@ -87,7 +88,11 @@ impl fmt::Debug for Credentials {
         match self {
             Credentials::DefaultChain => f.write_str("DefaultChain"),
             Credentials::Profile(name) => f.debug_tuple("Profile").field(name).finish(),
-            Credentials::AccessKey { access_key_id, session_token, .. } => f
+            Credentials::AccessKey {
+                access_key_id,
+                session_token,
+                ..
+            } => f
                 .debug_struct("AccessKey")
                 .field("access_key_id", access_key_id)
                 .field("secret_access_key", &"***")
@@ -124,7 +129,9 @@ pub struct AssumeRole {
 #[non_exhaustive]
 pub enum BuildError {
     /// No region was given.
-    #[error("a region is required (for example region = \"us-east-1\"); kinesync does not guess it")]
+    #[error(
+        "a region is required (for example region = \"us-east-1\"); kinesync does not guess it"
+    )]
     MissingRegion,
     /// The region is not a region name.
     #[error("{0:?} is not an AWS region name (for example \"us-east-1\", \"eu-west-2\")")]
@@ -228,15 +235,18 @@ impl AwsKinesisSinkBuilder {
         if !is_region_name(&region) {
             return Err(BuildError::InvalidRegion(region));
         }
-        for url in [&self.endpoint_url, &self.sts_endpoint_url].into_iter().flatten() {
+        for url in [&self.endpoint_url, &self.sts_endpoint_url]
+            .into_iter()
+            .flatten()
+        {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(BuildError::InvalidEndpoint(url.clone()));
             }
         }
-        if let Some(role) = &self.assume_role {
-            if !(role.role_arn.starts_with("arn:") && role.role_arn.contains(":role/")) {
-                return Err(BuildError::InvalidRoleArn(role.role_arn.clone()));
-            }
+        if let Some(role) = &self.assume_role
+            && !(role.role_arn.starts_with("arn:") && role.role_arn.contains(":role/"))
+        {
+            return Err(BuildError::InvalidRoleArn(role.role_arn.clone()));
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.clone()))
@@ -250,15 +260,17 @@ impl AwsKinesisSinkBuilder {
         loader = match &self.credentials {
             Credentials::DefaultChain => loader,
             Credentials::Profile(name) => loader.profile_name(name),
-            Credentials::AccessKey { access_key_id, secret_access_key, session_token } => {
-                loader.credentials_provider(aws_credential_types::Credentials::new(
-                    access_key_id,
-                    secret_access_key.expose(),
-                    session_token.as_ref().map(|t| t.expose().to_owned()),
-                    None,
-                    "kinesync",
-                ))
-            }
+            Credentials::AccessKey {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => loader.credentials_provider(aws_credential_types::Credentials::new(
+                access_key_id,
+                secret_access_key.expose(),
+                session_token.as_ref().map(|t| t.expose().to_owned()),
+                None,
+                "kinesync",
+            )),
         };
         let base: SdkConfig = loader.load().await;
         let mut config = aws_sdk_kinesis::config::Builder::from(&base);
@@ -268,7 +280,11 @@ impl AwsKinesisSinkBuilder {
                 sts = sts.endpoint_url(url);
             }
             let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
-                .session_name(role.session_name.clone().unwrap_or_else(|| "kinesync".into()))
+                .session_name(
+                    role.session_name
+                        .clone()
+                        .unwrap_or_else(|| "kinesync".into()),
+                )
                 .configure(&sts.build());
             if let Some(id) = &role.external_id {
                 provider = provider.external_id(id);
@@ -293,8 +309,14 @@ impl AwsKinesisSinkBuilder {
 fn is_region_name(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The real sink, on `aws-sdk-kinesis`. One HTTP attempt per call (see the module docs).
@@ -344,7 +366,12 @@ impl AwsKinesisSink {
         }
     }
 
-    fn call_record(&self, operation: Operation, stream: Option<&StreamName>, started: (SystemTime, Instant)) -> CallRecord {
+    fn call_record(
+        &self,
+        operation: Operation,
+        stream: Option<&StreamName>,
+        started: (SystemTime, Instant),
+    ) -> CallRecord {
         CallRecord {
             started: started.0,
             operation,
@@ -382,7 +409,11 @@ impl AwsKinesisSink {
 
 /// Sorts an SDK error into a [`TransportError`] by its typed variant and the service's error
 /// code (never by message text); also gives the HTTP status, when there was an answer.
-pub(crate) fn map_sdk_error<E>(err: SdkError<E, HttpResponse>, operation: Operation, credentials: &str) -> (TransportError, Option<u16>)
+pub(crate) fn map_sdk_error<E>(
+    err: SdkError<E, HttpResponse>,
+    operation: Operation,
+    credentials: &str,
+) -> (TransportError, Option<u16>)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -392,7 +423,10 @@ where
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             let code = context.err().code().map(str::to_owned);
-            let kind = code.as_deref().and_then(ErrorKind::from_code).unwrap_or_else(|| ErrorKind::from_http_status(status));
+            let kind = code
+                .as_deref()
+                .and_then(ErrorKind::from_code)
+                .unwrap_or_else(|| ErrorKind::from_http_status(status));
             let message = context
                 .err()
                 .message()
@@ -404,30 +438,50 @@ where
             }
             e
         }
-        SdkError::TimeoutError(_) => TransportError::new(ErrorKind::Transient, operation, "the call timed out"),
-        SdkError::DispatchFailure(_) if has_credentials_error(&err) => {
-            TransportError::new(ErrorKind::Credentials, operation, format!("no usable credentials; looked in {credentials}"))
+        SdkError::TimeoutError(_) => {
+            TransportError::new(ErrorKind::Transient, operation, "the call timed out")
         }
+        SdkError::DispatchFailure(_) if has_credentials_error(&err) => TransportError::new(
+            ErrorKind::Credentials,
+            operation,
+            format!("no usable credentials; looked in {credentials}"),
+        ),
         SdkError::DispatchFailure(failure) => {
             // Anything but a fault in the request itself is the network's: timeouts, refused
             // and reset connections, and connections closed before the answer came.
             let (kind, what) = if failure.is_user() {
-                (ErrorKind::Other, "the request could not be sent (a client configuration problem)")
+                (
+                    ErrorKind::Other,
+                    "the request could not be sent (a client configuration problem)",
+                )
             } else if failure.is_timeout() {
                 (ErrorKind::Transient, "the connection timed out")
             } else {
-                (ErrorKind::Transient, "the connection failed (refused, reset, or closed before the answer)")
+                (
+                    ErrorKind::Transient,
+                    "the connection failed (refused, reset, or closed before the answer)",
+                )
             };
             TransportError::new(kind, operation, what.to_owned())
         }
         SdkError::ResponseError(context) => {
             let status = context.raw().status().as_u16();
-            TransportError::new(ErrorKind::from_http_status(status), operation, format!("unreadable answer with HTTP {status}"))
+            TransportError::new(
+                ErrorKind::from_http_status(status),
+                operation,
+                format!("unreadable answer with HTTP {status}"),
+            )
         }
-        _ if has_credentials_error(&err) => {
-            TransportError::new(ErrorKind::Credentials, operation, format!("no usable credentials; looked in {credentials}"))
-        }
-        _ => TransportError::new(ErrorKind::Other, operation, "the request could not be built"),
+        _ if has_credentials_error(&err) => TransportError::new(
+            ErrorKind::Credentials,
+            operation,
+            format!("no usable credentials; looked in {credentials}"),
+        ),
+        _ => TransportError::new(
+            ErrorKind::Other,
+            operation,
+            "the request could not be built",
+        ),
     };
     if let Some(id) = request_id {
         error = error.with_request_id(id);
@@ -439,7 +493,9 @@ where
 fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
-        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>().is_some() {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
             return true;
         }
         current = e.source();
@@ -448,22 +504,31 @@ fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The outcomes of a successful `PutRecords` answer, in input order.
-pub(crate) fn outcomes_of(output: &aws_sdk_kinesis::operation::put_records::PutRecordsOutput, sent: usize) -> Result<Vec<RecordOutcome>, String> {
+pub(crate) fn outcomes_of(
+    output: &aws_sdk_kinesis::operation::put_records::PutRecordsOutput,
+    sent: usize,
+) -> Result<Vec<RecordOutcome>, String> {
     let records = output.records();
     if records.len() != sent {
-        return Err(format!("the answer has {} results for {sent} records", records.len()));
+        return Err(format!(
+            "the answer has {} results for {sent} records",
+            records.len()
+        ));
     }
     Ok(records
         .iter()
-        .map(|r| match (r.error_code(), r.shard_id(), r.sequence_number()) {
-            (None, Some(shard_id), Some(sequence_number)) => {
-                RecordOutcome::Accepted { shard_id: shard_id.to_owned(), sequence_number: sequence_number.to_owned() }
-            }
-            (code, _, _) => RecordOutcome::Failed {
-                failure: RecordFailure::from_code(code.unwrap_or("MissingResult")),
-                message: r.error_message().unwrap_or_default().to_owned(),
+        .map(
+            |r| match (r.error_code(), r.shard_id(), r.sequence_number()) {
+                (None, Some(shard_id), Some(sequence_number)) => RecordOutcome::Accepted {
+                    shard_id: shard_id.to_owned(),
+                    sequence_number: sequence_number.to_owned(),
+                },
+                (code, _, _) => RecordOutcome::Failed {
+                    failure: RecordFailure::from_code(code.unwrap_or("MissingResult")),
+                    message: r.error_message().unwrap_or_default().to_owned(),
+                },
             },
-        })
+        )
         .collect())
 }
 
@@ -489,10 +554,20 @@ fn status_of(status: &aws_sdk_kinesis::types::StreamStatus) -> StreamStatus {
 
 #[async_trait]
 impl KinesisSink for AwsKinesisSink {
-    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError> {
         let started = (SystemTime::now(), Instant::now());
         let entries: Vec<PutRecordsRequestEntry> = records.iter().map(entry).collect();
-        let result = self.client.put_records().stream_name(stream.as_str()).set_records(Some(entries)).send().await;
+        let result = self
+            .client
+            .put_records()
+            .stream_name(stream.as_str())
+            .set_records(Some(entries))
+            .send()
+            .await;
         let mut call = self.call_record(Operation::PutRecords, Some(stream), started);
         call.records = records.len();
         call.bytes = records.iter().map(PutRecord::size).sum();
@@ -508,7 +583,10 @@ impl KinesisSink for AwsKinesisSink {
                 if let Ok(outcomes) = &outcomes {
                     for outcome in outcomes {
                         if let RecordOutcome::Failed { failure, .. } = outcome {
-                            *call.record_errors.entry(failure.code().to_owned()).or_default() += 1;
+                            *call
+                                .record_errors
+                                .entry(failure.code().to_owned())
+                                .or_default() += 1;
                         }
                     }
                 }
@@ -519,9 +597,17 @@ impl KinesisSink for AwsKinesisSink {
         }
     }
 
-    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError> {
         let started = (SystemTime::now(), Instant::now());
-        let summary = self.client.describe_stream_summary().stream_name(stream.as_str()).send().await;
+        let summary = self
+            .client
+            .describe_stream_summary()
+            .stream_name(stream.as_str())
+            .send()
+            .await;
         let mut call = self.call_record(Operation::DescribeStreamSummary, Some(stream), started);
         let summary = match summary {
             Ok(output) => {
@@ -533,13 +619,21 @@ impl KinesisSink for AwsKinesisSink {
             Err(err) => return Err(self.failed(err, call)),
         };
         let Some(summary) = summary.stream_description_summary() else {
-            return Err(TransportError::new(ErrorKind::Other, Operation::DescribeStreamSummary, "the answer has no stream description")
-                .with_stream(stream.as_str()));
+            return Err(TransportError::new(
+                ErrorKind::Other,
+                Operation::DescribeStreamSummary,
+                "the answer has no stream description",
+            )
+            .with_stream(stream.as_str()));
         };
         let shards = self.open_shards(stream).await?;
         let shards = ShardMap::from_ranges(shards).map_err(|e| {
-            TransportError::new(ErrorKind::Other, Operation::ListShards, format!("the stream's open shards are not usable: {e}"))
-                .with_stream(stream.as_str())
+            TransportError::new(
+                ErrorKind::Other,
+                Operation::ListShards,
+                format!("the stream's open shards are not usable: {e}"),
+            )
+            .with_stream(stream.as_str())
         })?;
         Ok(StreamDescription {
             name: summary.stream_name().to_owned(),
@@ -551,7 +645,9 @@ impl KinesisSink for AwsKinesisSink {
                 .and_then(|kib| usize::try_from(kib).ok())
                 .map_or(DEFAULT_MAX_RECORD_BYTES, |kib| kib * 1024),
             encryption: match summary.encryption_type() {
-                Some(EncryptionType::Kms) => Encryption::Kms { key_id: summary.key_id().map(str::to_owned) },
+                Some(EncryptionType::Kms) => Encryption::Kms {
+                    key_id: summary.key_id().map(str::to_owned),
+                },
                 _ => Encryption::None,
             },
             capacity_mode: match summary.stream_mode_details().map(|d| d.stream_mode()) {
@@ -570,7 +666,10 @@ impl KinesisSink for AwsKinesisSink {
             let request = match &token {
                 Some(t) => self.client.list_streams().next_token(t),
                 // Servers without tokens page by the last name seen.
-                None => self.client.list_streams().set_exclusive_start_stream_name(names.last().cloned()),
+                None => self
+                    .client
+                    .list_streams()
+                    .set_exclusive_start_stream_name(names.last().cloned()),
             };
             let result = request.send().await;
             let mut call = self.call_record(Operation::ListStreams, None, started);
@@ -617,11 +716,25 @@ impl AwsKinesisSink {
                 Err(err) => return Err(self.failed(err, call)),
             };
             for shard in output.shards() {
-                let open = shard.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none());
-                let Some(range) = shard.hash_key_range() else { continue };
-                let (Ok(start), Ok(end)) = (range.starting_hash_key().parse::<u128>(), range.ending_hash_key().parse::<u128>()) else {
-                    return Err(TransportError::new(ErrorKind::Other, Operation::ListShards, format!("shard {} has a hash key range that is not a 128-bit number", shard.shard_id()))
-                        .with_stream(stream.as_str()));
+                let open = shard
+                    .sequence_number_range()
+                    .is_none_or(|r| r.ending_sequence_number().is_none());
+                let Some(range) = shard.hash_key_range() else {
+                    continue;
+                };
+                let (Ok(start), Ok(end)) = (
+                    range.starting_hash_key().parse::<u128>(),
+                    range.ending_hash_key().parse::<u128>(),
+                ) else {
+                    return Err(TransportError::new(
+                        ErrorKind::Other,
+                        Operation::ListShards,
+                        format!(
+                            "shard {} has a hash key range that is not a 128-bit number",
+                            shard.shard_id()
+                        ),
+                    )
+                    .with_stream(stream.as_str()));
                 };
                 if open {
                     shards.push(ShardRange::new(shard.shard_id(), start, end));
@@ -647,37 +760,81 @@ mod tests {
             secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
             session_token: Some(Secret::new("FwoGZXIvYXdzEXAMPLETOKEN")),
         };
-        let builder = AwsKinesisSinkBuilder::new().region("us-east-1").credentials(creds.clone());
-        for text in [format!("{creds:?}"), format!("{builder:?}"), format!("{:#?}", builder)] {
-            assert!(!text.contains("wJalrXUtnFEMI") && !text.contains("FwoGZXIvYXdz"), "{text}");
-            assert!(text.contains("AKIDEXAMPLE"), "the key id is not secret: {text}");
+        let builder = AwsKinesisSinkBuilder::new()
+            .region("us-east-1")
+            .credentials(creds.clone());
+        for text in [
+            format!("{creds:?}"),
+            format!("{builder:?}"),
+            format!("{:#?}", builder),
+        ] {
+            assert!(
+                !text.contains("wJalrXUtnFEMI") && !text.contains("FwoGZXIvYXdz"),
+                "{text}"
+            );
+            assert!(
+                text.contains("AKIDEXAMPLE"),
+                "the key id is not secret: {text}"
+            );
         }
     }
 
     #[test]
     fn region_names() {
-        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1", "ap-southeast-4"] {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-4",
+        ] {
             assert!(is_region_name(ok), "{ok}");
         }
-        for bad in ["", "us-east", "US-EAST-1", "us east 1", "useast1", "us-east-1a"] {
+        for bad in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "us east 1",
+            "useast1",
+            "us-east-1a",
+        ] {
             assert!(!is_region_name(bad), "{bad}");
         }
     }
 
     #[tokio::test]
     async fn build_checks_settings_up_front() {
-        assert_eq!(AwsKinesisSinkBuilder::new().build().await.unwrap_err(), BuildError::MissingRegion);
         assert_eq!(
-            AwsKinesisSinkBuilder::new().region("US-East-1").build().await.unwrap_err(),
+            AwsKinesisSinkBuilder::new().build().await.unwrap_err(),
+            BuildError::MissingRegion
+        );
+        assert_eq!(
+            AwsKinesisSinkBuilder::new()
+                .region("US-East-1")
+                .build()
+                .await
+                .unwrap_err(),
             BuildError::InvalidRegion("US-East-1".into())
         );
         assert!(matches!(
-            AwsKinesisSinkBuilder::new().region("us-east-1").endpoint_url("localhost:4567").build().await,
+            AwsKinesisSinkBuilder::new()
+                .region("us-east-1")
+                .endpoint_url("localhost:4567")
+                .build()
+                .await,
             Err(BuildError::InvalidEndpoint(_))
         ));
-        let role = AssumeRole { role_arn: "arn:aws:iam::123456789012:user/x".into(), external_id: None, session_name: None };
+        let role = AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:user/x".into(),
+            external_id: None,
+            session_name: None,
+        };
         assert!(matches!(
-            AwsKinesisSinkBuilder::new().region("us-east-1").assume_role(role).build().await,
+            AwsKinesisSinkBuilder::new()
+                .region("us-east-1")
+                .assume_role(role)
+                .build()
+                .await,
             Err(BuildError::InvalidRoleArn(_))
         ));
     }
@@ -688,23 +845,47 @@ mod tests {
         use aws_sdk_kinesis::types::PutRecordsResultEntry;
         let output = PutRecordsOutput::builder()
             .failed_record_count(2)
-            .records(PutRecordsResultEntry::builder().shard_id("shardId-000000000001").sequence_number("49").build())
+            .records(
+                PutRecordsResultEntry::builder()
+                    .shard_id("shardId-000000000001")
+                    .sequence_number("49")
+                    .build(),
+            )
             .records(
                 PutRecordsResultEntry::builder()
                     .error_code("ProvisionedThroughputExceededException")
                     .error_message("Rate exceeded for shard shardId-000000000001")
                     .build(),
             )
-            .records(PutRecordsResultEntry::builder().error_code("InternalFailure").error_message("Internal service failure.").build())
+            .records(
+                PutRecordsResultEntry::builder()
+                    .error_code("InternalFailure")
+                    .error_message("Internal service failure.")
+                    .build(),
+            )
             .build()
             .unwrap();
         let outcomes = outcomes_of(&output, 3).unwrap();
         assert_eq!(
             outcomes[0],
-            RecordOutcome::Accepted { shard_id: "shardId-000000000001".into(), sequence_number: "49".into() }
+            RecordOutcome::Accepted {
+                shard_id: "shardId-000000000001".into(),
+                sequence_number: "49".into()
+            }
         );
-        assert!(matches!(&outcomes[1], RecordOutcome::Failed { failure: RecordFailure::Throttled, message } if message.contains("Rate exceeded")));
-        assert!(matches!(&outcomes[2], RecordOutcome::Failed { failure: RecordFailure::InternalFailure, .. }));
-        assert!(outcomes_of(&output, 4).is_err(), "a short answer is an error, not a silent loss");
+        assert!(
+            matches!(&outcomes[1], RecordOutcome::Failed { failure: RecordFailure::Throttled, message } if message.contains("Rate exceeded"))
+        );
+        assert!(matches!(
+            &outcomes[2],
+            RecordOutcome::Failed {
+                failure: RecordFailure::InternalFailure,
+                ..
+            }
+        ));
+        assert!(
+            outcomes_of(&output, 4).is_err(),
+            "a short answer is an error, not a silent loss"
+        );
     }
 }

@@ -105,7 +105,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether the same call may succeed if made again later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Throttled | ErrorKind::Transient | ErrorKind::Kms(KmsProblem::Throttling))
+        matches!(
+            self,
+            ErrorKind::Throttled | ErrorKind::Transient | ErrorKind::Kms(KmsProblem::Throttling)
+        )
     }
 
     /// A short, stable name for logs and reports.
@@ -126,22 +129,32 @@ impl ErrorKind {
     /// messages are not, and are never matched.
     pub fn from_code(code: &str) -> Option<Self> {
         Some(match code {
-            "ProvisionedThroughputExceededException" | "LimitExceededException" | "ThrottlingException"
-            | "Throttling" | "TooManyRequestsException" => ErrorKind::Throttled,
-            "InternalFailure" | "InternalFailureException" | "ServiceUnavailable" | "ServiceUnavailableException" => {
-                ErrorKind::Transient
-            }
+            "ProvisionedThroughputExceededException"
+            | "LimitExceededException"
+            | "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException" => ErrorKind::Throttled,
+            "InternalFailure"
+            | "InternalFailureException"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException" => ErrorKind::Transient,
             "ResourceNotFoundException" => ErrorKind::StreamNotFound,
             "AccessDeniedException" => ErrorKind::AccessDenied,
-            "ValidationException" | "InvalidArgumentException" | "SerializationException" => ErrorKind::InvalidRequest,
+            "ValidationException" | "InvalidArgumentException" | "SerializationException" => {
+                ErrorKind::InvalidRequest
+            }
             "KMSAccessDeniedException" => ErrorKind::Kms(KmsProblem::AccessDenied),
             "KMSDisabledException" => ErrorKind::Kms(KmsProblem::Disabled),
             "KMSInvalidStateException" => ErrorKind::Kms(KmsProblem::InvalidState),
             "KMSNotFoundException" => ErrorKind::Kms(KmsProblem::NotFound),
             "KMSOptInRequired" => ErrorKind::Kms(KmsProblem::OptInRequired),
             "KMSThrottlingException" => ErrorKind::Kms(KmsProblem::Throttling),
-            "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException"
-            | "IncompleteSignature" | "MissingAuthenticationToken" | "InvalidClientTokenId" => ErrorKind::Credentials,
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ExpiredTokenException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "InvalidClientTokenId" => ErrorKind::Credentials,
             _ => return None,
         })
     }
@@ -162,9 +175,13 @@ impl ErrorKind {
 }
 
 /// A whole call failed. Carries what is needed to act: the kind, the operation and stream,
-/// the service's code and message, the request id; `Display` adds what to check.
-#[derive(Debug, thiserror::Error)]
-pub struct TransportError {
+/// the service's code and message, the request id; `Display` adds what to check. (Boxed, so
+/// a `Result` that may hold one stays small.)
+#[derive(Debug)]
+pub struct TransportError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     operation: Operation,
     stream: Option<String>,
@@ -173,14 +190,13 @@ pub struct TransportError {
     request_id: Option<String>,
     /// Where the stream lives, for the advice (`region us-east-1`).
     region: Option<String>,
-    #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl TransportError {
     /// A failure of `operation` of kind `kind`, with a message saying what happened.
     pub fn new(kind: ErrorKind, operation: Operation, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Inner {
             kind,
             operation,
             stream: None,
@@ -189,83 +205,88 @@ impl TransportError {
             request_id: None,
             region: None,
             source: None,
-        }
+        }))
     }
 
     /// The stream the call was about.
     pub fn with_stream(mut self, stream: impl Into<String>) -> Self {
-        self.stream = Some(stream.into());
+        self.0.stream = Some(stream.into());
         self
     }
 
     /// The service's error code.
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
+        self.0.code = Some(code.into());
         self
     }
 
     /// The service's request id.
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
-        self.request_id = Some(id.into());
+        self.0.request_id = Some(id.into());
         self
     }
 
     /// The region the call went to.
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
+        self.0.region = Some(region.into());
         self
     }
 
     /// The underlying error.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        self.kind.is_retryable()
+        self.0.kind.is_retryable()
     }
 
     /// The operation that failed.
     pub fn operation(&self) -> Operation {
-        self.operation
+        self.0.operation
     }
 
     /// The stream, when the call named one.
     pub fn stream(&self) -> Option<&str> {
-        self.stream.as_deref()
+        self.0.stream.as_deref()
     }
 
     /// The service's error code, when it gave one.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.0.code.as_deref()
     }
 
     /// The service's (or the client's) message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The service's request id, when known.
     pub fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+        self.0.request_id.as_deref()
     }
 
     /// What the user should check, for this kind.
     pub fn advice(&self) -> String {
-        let stream = self.stream.as_deref().unwrap_or("the stream");
-        let region = self.region.as_deref().map(|r| format!(" in region {r}")).unwrap_or_default();
+        let stream = self.0.stream.as_deref().unwrap_or("the stream");
+        let region = self
+            .0
+            .region
+            .as_deref()
+            .map(|r| format!(" in region {r}"))
+            .unwrap_or_default();
         let arn = format!(
             "arn:aws:kinesis:{}:ACCOUNT:stream/{stream}",
-            self.region.as_deref().unwrap_or("REGION")
+            self.0.region.as_deref().unwrap_or("REGION")
         );
-        match self.kind {
+        match self.0.kind {
             ErrorKind::Throttled => "the stream is over its write limits (1,000 records/s and 1 MiB/s per shard); kinesync retries with backoff; add shards or lower the send rate if it persists".into(),
             ErrorKind::Transient => "a passing service or network failure; kinesync retries it".into(),
             ErrorKind::StreamNotFound => format!(
@@ -273,7 +294,7 @@ impl TransportError {
             ),
             ErrorKind::AccessDenied => format!(
                 "the credentials' IAM policy must allow {} on {arn} (kinesync needs kinesis:PutRecords, kinesis:DescribeStreamSummary and kinesis:ListShards; `kinesync check` also uses kinesis:ListStreams)",
-                self.operation.iam_action()
+                self.0.operation.iam_action()
             ),
             ErrorKind::InvalidRequest => "the request broke a Kinesis limit (at most 500 records and 10 MiB a call, each record within the stream's maximum record size, partition keys of 1 to 256 characters, explicit hash keys in 0..=2^128-1); this is a kinesync bug if it happens in a sync".into(),
             ErrorKind::Kms(problem) => match problem {
@@ -292,19 +313,28 @@ impl TransportError {
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.operation)?;
-        if let Some(stream) = &self.stream {
+        write!(f, "{}", self.0.operation)?;
+        if let Some(stream) = &self.0.stream {
             write!(f, " on stream {stream:?}")?;
         }
-        write!(f, " failed ({}", self.kind.name())?;
-        if let Some(code) = &self.code {
+        write!(f, " failed ({}", self.0.kind.name())?;
+        if let Some(code) = &self.0.code {
             write!(f, ", {code}")?;
         }
-        write!(f, "): {}", self.message)?;
-        if let Some(id) = &self.request_id {
+        write!(f, "): {}", self.0.message)?;
+        if let Some(id) = &self.0.request_id {
             write!(f, " [request id {id}]")?;
         }
         write!(f, ". {}", self.advice())
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -319,14 +349,29 @@ mod tests {
             ("AccessDeniedException", ErrorKind::AccessDenied),
             ("ValidationException", ErrorKind::InvalidRequest),
             ("InvalidArgumentException", ErrorKind::InvalidRequest),
-            ("ProvisionedThroughputExceededException", ErrorKind::Throttled),
+            (
+                "ProvisionedThroughputExceededException",
+                ErrorKind::Throttled,
+            ),
             ("LimitExceededException", ErrorKind::Throttled),
-            ("KMSAccessDeniedException", ErrorKind::Kms(KmsProblem::AccessDenied)),
+            (
+                "KMSAccessDeniedException",
+                ErrorKind::Kms(KmsProblem::AccessDenied),
+            ),
             ("KMSDisabledException", ErrorKind::Kms(KmsProblem::Disabled)),
-            ("KMSInvalidStateException", ErrorKind::Kms(KmsProblem::InvalidState)),
+            (
+                "KMSInvalidStateException",
+                ErrorKind::Kms(KmsProblem::InvalidState),
+            ),
             ("KMSNotFoundException", ErrorKind::Kms(KmsProblem::NotFound)),
-            ("KMSOptInRequired", ErrorKind::Kms(KmsProblem::OptInRequired)),
-            ("KMSThrottlingException", ErrorKind::Kms(KmsProblem::Throttling)),
+            (
+                "KMSOptInRequired",
+                ErrorKind::Kms(KmsProblem::OptInRequired),
+            ),
+            (
+                "KMSThrottlingException",
+                ErrorKind::Kms(KmsProblem::Throttling),
+            ),
             ("ExpiredTokenException", ErrorKind::Credentials),
             ("UnrecognizedClientException", ErrorKind::Credentials),
             ("InvalidSignatureException", ErrorKind::Credentials),
@@ -344,17 +389,32 @@ mod tests {
 
     #[test]
     fn messages_say_what_to_check() {
-        let e = TransportError::new(ErrorKind::AccessDenied, Operation::PutRecords, "User is not authorized")
-            .with_stream("orders")
-            .with_region("eu-west-1")
-            .with_code("AccessDeniedException");
+        let e = TransportError::new(
+            ErrorKind::AccessDenied,
+            Operation::PutRecords,
+            "User is not authorized",
+        )
+        .with_stream("orders")
+        .with_region("eu-west-1")
+        .with_code("AccessDeniedException");
         let text = e.to_string();
         assert!(text.starts_with("PutRecords on stream \"orders\" failed (access_denied, AccessDeniedException): User is not authorized."), "{text}");
-        assert!(text.contains("kinesis:PutRecords on arn:aws:kinesis:eu-west-1:ACCOUNT:stream/orders"), "{text}");
-        let e = TransportError::new(ErrorKind::StreamNotFound, Operation::DescribeStreamSummary, "not found")
-            .with_stream("Orders")
-            .with_region("us-east-1");
-        assert!(e.to_string().contains("no stream named \"Orders\" in region us-east-1"), "{e}");
+        assert!(
+            text.contains("kinesis:PutRecords on arn:aws:kinesis:eu-west-1:ACCOUNT:stream/orders"),
+            "{text}"
+        );
+        let e = TransportError::new(
+            ErrorKind::StreamNotFound,
+            Operation::DescribeStreamSummary,
+            "not found",
+        )
+        .with_stream("Orders")
+        .with_region("us-east-1");
+        assert!(
+            e.to_string()
+                .contains("no stream named \"Orders\" in region us-east-1"),
+            "{e}"
+        );
         assert!(e.to_string().contains("case-sensitive"));
     }
 }

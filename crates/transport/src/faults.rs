@@ -48,13 +48,19 @@ pub struct RandomFaults {
 
 impl Default for RandomFaults {
     fn default() -> Self {
-        Self { record_throttle: 0.0, record_internal_failure: 0.0, call_error: 0.0, lost_answer: 0.0, max_delay: Duration::ZERO }
+        Self {
+            record_throttle: 0.0,
+            record_internal_failure: 0.0,
+            call_error: 0.0,
+            lost_answer: 0.0,
+            max_delay: Duration::ZERO,
+        }
     }
 }
 
 enum Plan {
     Script(VecDeque<Fault>),
-    Random(StdRng, RandomFaults),
+    Random(Box<StdRng>, RandomFaults),
 }
 
 /// Wraps a sink with faults on `put_records`: scripted call by call, or drawn from a seeded
@@ -67,7 +73,9 @@ pub struct FaultySink<S> {
 
 impl<S: fmt::Debug> fmt::Debug for FaultySink<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultySink").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("FaultySink")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,12 +88,18 @@ impl<S: fmt::Display> fmt::Display for FaultySink<S> {
 impl<S: KinesisSink> FaultySink<S> {
     /// Calls meet `faults` in order; once they run out, calls pass.
     pub fn scripted(inner: S, faults: impl IntoIterator<Item = Fault>) -> Self {
-        Self { inner, plan: Mutex::new(Plan::Script(faults.into_iter().collect())) }
+        Self {
+            inner,
+            plan: Mutex::new(Plan::Script(faults.into_iter().collect())),
+        }
     }
 
     /// Calls meet faults drawn from `seed` at `rates`.
     pub fn random(inner: S, seed: u64, rates: RandomFaults) -> Self {
-        Self { inner, plan: Mutex::new(Plan::Random(StdRng::seed_from_u64(seed), rates)) }
+        Self {
+            inner,
+            plan: Mutex::new(Plan::Random(Box::new(StdRng::seed_from_u64(seed)), rates)),
+        }
     }
 
     /// The wrapped sink.
@@ -95,20 +109,35 @@ impl<S: KinesisSink> FaultySink<S> {
 
     /// Adds faults to the end of a script (no effect on a random plan).
     pub fn push(&self, fault: Fault) {
-        if let Plan::Script(script) = &mut *self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        if let Plan::Script(script) = &mut *self
+            .plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             script.push_back(fault);
         }
     }
 
     /// This call's fault (and, for a random plan, its delay).
     fn next_fault(&self, records: usize) -> (Fault, Duration) {
-        let mut plan = self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut plan = self
+            .plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &mut *plan {
             Plan::Script(script) => (script.pop_front().unwrap_or(Fault::Pass), Duration::ZERO),
             Plan::Random(rng, rates) => {
-                let delay = if rates.max_delay.is_zero() { Duration::ZERO } else { rates.max_delay.mul_f64(rng.random::<f64>()) };
+                let delay = if rates.max_delay.is_zero() {
+                    Duration::ZERO
+                } else {
+                    rates.max_delay.mul_f64(rng.random::<f64>())
+                };
                 let fault = if rng.random_bool(rates.call_error.clamp(0.0, 1.0)) {
-                    Fault::CallError(if rng.random_bool(0.5) { ErrorKind::Throttled } else { ErrorKind::Transient })
+                    Fault::CallError(if rng.random_bool(0.5) {
+                        ErrorKind::Throttled
+                    } else {
+                        ErrorKind::Transient
+                    })
                 } else if rng.random_bool(rates.lost_answer.clamp(0.0, 1.0)) {
                     Fault::LostAnswer
                 } else {
@@ -116,14 +145,19 @@ impl<S: KinesisSink> FaultySink<S> {
                         .filter_map(|i| {
                             if rng.random_bool(rates.record_throttle.clamp(0.0, 1.0)) {
                                 Some((i, RecordFailure::Throttled))
-                            } else if rng.random_bool(rates.record_internal_failure.clamp(0.0, 1.0)) {
+                            } else if rng.random_bool(rates.record_internal_failure.clamp(0.0, 1.0))
+                            {
                                 Some((i, RecordFailure::InternalFailure))
                             } else {
                                 None
                             }
                         })
                         .collect();
-                    if failed.is_empty() { Fault::Pass } else { Fault::FailRecords(failed) }
+                    if failed.is_empty() {
+                        Fault::Pass
+                    } else {
+                        Fault::FailRecords(failed)
+                    }
                 };
                 (fault, delay)
             }
@@ -133,18 +167,27 @@ impl<S: KinesisSink> FaultySink<S> {
 
 fn call_error(kind: ErrorKind, stream: &StreamName) -> TransportError {
     let (code, message) = match kind {
-        ErrorKind::Throttled => ("ProvisionedThroughputExceededException", "Rate exceeded for stream (injected)"),
+        ErrorKind::Throttled => (
+            "ProvisionedThroughputExceededException",
+            "Rate exceeded for stream (injected)",
+        ),
         ErrorKind::Transient => ("InternalFailure", "injected service failure"),
         ErrorKind::AccessDenied => ("AccessDeniedException", "injected access denial"),
         ErrorKind::StreamNotFound => ("ResourceNotFoundException", "injected: stream not found"),
         _ => ("InjectedFault", "injected failure"),
     };
-    TransportError::new(kind, Operation::PutRecords, message).with_stream(stream.as_str()).with_code(code)
+    TransportError::new(kind, Operation::PutRecords, message)
+        .with_stream(stream.as_str())
+        .with_code(code)
 }
 
 #[async_trait]
 impl<S: KinesisSink> KinesisSink for FaultySink<S> {
-    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError> {
         let (mut fault, mut delay) = self.next_fault(records.len());
         if let Fault::Delay(d) = fault {
             delay += d;
@@ -158,33 +201,51 @@ impl<S: KinesisSink> KinesisSink for FaultySink<S> {
             Fault::CallError(kind) => Err(call_error(kind, stream)),
             Fault::LostAnswer => {
                 self.inner.put_records(stream, records).await?;
-                Err(TransportError::new(ErrorKind::Transient, Operation::PutRecords, "timed out waiting for the answer (injected; the records landed)")
-                    .with_stream(stream.as_str()))
+                Err(TransportError::new(
+                    ErrorKind::Transient,
+                    Operation::PutRecords,
+                    "timed out waiting for the answer (injected; the records landed)",
+                )
+                .with_stream(stream.as_str()))
             }
             Fault::FailRecords(failed) => {
                 let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
                 for (i, failure) in failed {
                     if i < records.len() {
                         let message = match failure {
-                            RecordFailure::Throttled => "Rate exceeded for shard (injected)".to_owned(),
+                            RecordFailure::Throttled => {
+                                "Rate exceeded for shard (injected)".to_owned()
+                            }
                             _ => "Internal service failure (injected)".to_owned(),
                         };
                         outcomes[i] = Some(RecordOutcome::Failed { failure, message });
                     }
                 }
-                let passing: Vec<usize> = (0..records.len()).filter(|&i| outcomes[i].is_none()).collect();
+                let passing: Vec<usize> = (0..records.len())
+                    .filter(|&i| outcomes[i].is_none())
+                    .collect();
                 if !passing.is_empty() {
-                    let batch: Vec<PutRecord> = passing.iter().map(|&i| records[i].clone()).collect();
-                    for (&i, outcome) in passing.iter().zip(self.inner.put_records(stream, &batch).await?) {
+                    let batch: Vec<PutRecord> =
+                        passing.iter().map(|&i| records[i].clone()).collect();
+                    for (&i, outcome) in passing
+                        .iter()
+                        .zip(self.inner.put_records(stream, &batch).await?)
+                    {
                         outcomes[i] = Some(outcome);
                     }
                 }
-                Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+                Ok(outcomes
+                    .into_iter()
+                    .map(|o| o.expect("every record has an outcome"))
+                    .collect())
             }
         }
     }
 
-    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError> {
         self.inner.describe_stream(stream).await
     }
 

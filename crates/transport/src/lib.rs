@@ -60,13 +60,13 @@ use async_trait::async_trait;
 pub use bytes::Bytes;
 use kinesync_keys::{ExplicitHashKey, PartitionKey, ShardMap};
 
+#[cfg(feature = "aws")]
+pub use aws::{AssumeRole, AwsKinesisSink, AwsKinesisSinkBuilder, BuildError, Credentials, Secret};
 pub use error::{ErrorKind, KmsProblem, Operation, TransportError};
 pub use faults::{Fault, FaultySink, RandomFaults};
 pub use limit::{Clock, LimitSink, ManualClock, ShardLimits, TokioClock};
 pub use memory::{InMemorySink, StoredRecord, StreamConfig};
 pub use observe::{CallObserver, CallRecord};
-#[cfg(feature = "aws")]
-pub use aws::{AssumeRole, AwsKinesisSink, AwsKinesisSinkBuilder, BuildError, Credentials, Secret};
 
 /// The most records one `PutRecords` call may carry.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -92,8 +92,14 @@ impl StreamName {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidStreamName> {
         let name = name.into();
         let ok = (1..=128).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if ok { Ok(Self(name)) } else { Err(InvalidStreamName { name }) }
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if ok {
+            Ok(Self(name))
+        } else {
+            Err(InvalidStreamName { name })
+        }
     }
 
     /// The name.
@@ -122,7 +128,11 @@ pub struct PutRecord {
 impl PutRecord {
     /// A record routed by its partition key.
     pub fn new(partition_key: PartitionKey, data: impl Into<Bytes>) -> Self {
-        Self { partition_key, explicit_hash_key: None, data: data.into() }
+        Self {
+            partition_key,
+            explicit_hash_key: None,
+            data: data.into(),
+        }
     }
 
     /// The same record, routed by `key` instead.
@@ -263,10 +273,17 @@ pub struct StreamDescription {
 #[async_trait]
 pub trait KinesisSink: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Puts `records` (1 to 500, at most 10 MiB) to `stream`; one outcome per record, in order.
-    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError>;
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError>;
 
     /// Describes `stream`: status, open shards, maximum record size, encryption, capacity mode.
-    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError>;
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError>;
 
     /// The names of the account's streams in the sink's region.
     async fn list_streams(&self) -> Result<Vec<String>, TransportError>;
@@ -276,10 +293,17 @@ macro_rules! forward_sink {
     ($ty:ty) => {
         #[async_trait]
         impl<S: KinesisSink + ?Sized> KinesisSink for $ty {
-            async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
+            async fn put_records(
+                &self,
+                stream: &StreamName,
+                records: &[PutRecord],
+            ) -> Result<Vec<RecordOutcome>, TransportError> {
                 (**self).put_records(stream, records).await
             }
-            async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+            async fn describe_stream(
+                &self,
+                stream: &StreamName,
+            ) -> Result<StreamDescription, TransportError> {
                 (**self).describe_stream(stream).await
             }
             async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
@@ -294,14 +318,21 @@ forward_sink!(Box<S>);
 
 /// Checks a batch against the service's call-level rules; shared by the in-memory sink and
 /// the decorators so every sink refuses the same inputs the same way.
-pub(crate) fn validate_batch(stream: &StreamName, records: &[PutRecord], max_record_bytes: usize) -> Result<(), TransportError> {
+pub(crate) fn validate_batch(
+    stream: &StreamName,
+    records: &[PutRecord],
+    max_record_bytes: usize,
+) -> Result<(), TransportError> {
     let invalid = |message: String| {
         TransportError::new(ErrorKind::InvalidRequest, Operation::PutRecords, message)
             .with_stream(stream.as_str())
             .with_code("ValidationException")
     };
     if records.is_empty() || records.len() > MAX_RECORDS_PER_CALL {
-        return Err(invalid(format!("a call carries 1 to {MAX_RECORDS_PER_CALL} records, this one {}", records.len())));
+        return Err(invalid(format!(
+            "a call carries 1 to {MAX_RECORDS_PER_CALL} records, this one {}",
+            records.len()
+        )));
     }
     let mut total = 0;
     for (i, record) in records.iter().enumerate() {
@@ -314,7 +345,9 @@ pub(crate) fn validate_batch(stream: &StreamName, records: &[PutRecord], max_rec
         total += record.size();
     }
     if total > MAX_BYTES_PER_CALL {
-        return Err(invalid(format!("the call carries {total} bytes, over the {MAX_BYTES_PER_CALL}-byte limit")));
+        return Err(invalid(format!(
+            "the call carries {total} bytes, over the {MAX_BYTES_PER_CALL}-byte limit"
+        )));
     }
     Ok(())
 }

@@ -27,7 +27,9 @@ pub struct TokioClock {
 
 impl Default for TokioClock {
     fn default() -> Self {
-        Self { start: tokio::time::Instant::now() }
+        Self {
+            start: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -49,13 +51,19 @@ impl ManualClock {
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += by;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -71,7 +79,10 @@ pub struct ShardLimits {
 impl Default for ShardLimits {
     /// The service's: 1,000 records/s and 1 MiB/s per shard.
     fn default() -> Self {
-        Self { records_per_second: 1000.0, bytes_per_second: 1024.0 * 1024.0 }
+        Self {
+            records_per_second: 1000.0,
+            bytes_per_second: 1024.0 * 1024.0,
+        }
     }
 }
 
@@ -101,7 +112,10 @@ struct LimitState {
 
 impl<S: fmt::Debug> fmt::Debug for LimitSink<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LimitSink").field("inner", &self.inner).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("LimitSink")
+            .field("inner", &self.inner)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +133,12 @@ impl<S: KinesisSink> LimitSink<S> {
 
     /// Custom limits on `clock`.
     pub fn with_limits(inner: S, clock: Arc<dyn Clock>, limits: ShardLimits) -> Self {
-        Self { inner, clock, limits, state: Mutex::new(LimitState::default()) }
+        Self {
+            inner,
+            clock,
+            limits,
+            state: Mutex::new(LimitState::default()),
+        }
     }
 
     /// The wrapped sink.
@@ -131,14 +150,19 @@ impl<S: KinesisSink> LimitSink<S> {
     fn admit(&self, state: &mut LimitState, stream: &str, shard: usize, size: usize) -> bool {
         let now = self.clock.now();
         let limits = self.limits;
-        let bucket = state.buckets.entry((stream.to_owned(), shard)).or_insert(Bucket {
-            records: limits.records_per_second,
-            bytes: limits.bytes_per_second,
-            at: now,
-        });
+        let bucket = state
+            .buckets
+            .entry((stream.to_owned(), shard))
+            .or_insert(Bucket {
+                records: limits.records_per_second,
+                bytes: limits.bytes_per_second,
+                at: now,
+            });
         let elapsed = now.saturating_sub(bucket.at).as_secs_f64();
-        bucket.records = (bucket.records + elapsed * limits.records_per_second).min(limits.records_per_second);
-        bucket.bytes = (bucket.bytes + elapsed * limits.bytes_per_second).min(limits.bytes_per_second);
+        bucket.records =
+            (bucket.records + elapsed * limits.records_per_second).min(limits.records_per_second);
+        bucket.bytes =
+            (bucket.bytes + elapsed * limits.bytes_per_second).min(limits.bytes_per_second);
         bucket.at = now;
         let size = size as f64;
         if bucket.records >= 1.0 && bucket.bytes >= size {
@@ -153,14 +177,28 @@ impl<S: KinesisSink> LimitSink<S> {
 
 #[async_trait]
 impl<S: KinesisSink> KinesisSink for LimitSink<S> {
-    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
-        let known = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).described.get(stream.as_str()).cloned();
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError> {
+        let known = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .described
+            .get(stream.as_str())
+            .cloned();
         let (map, max_record_bytes) = match known {
             Some(found) => found,
             None => {
                 let d = self.inner.describe_stream(stream).await?;
                 let entry = (d.shards, d.max_record_bytes);
-                self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).described.insert(stream.as_str().to_owned(), entry.clone());
+                self.state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .described
+                    .insert(stream.as_str().to_owned(), entry.clone());
                 entry
             }
         };
@@ -168,9 +206,15 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
         let mut admitted = Vec::with_capacity(records.len());
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
         {
-            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (i, record) in records.iter().enumerate() {
-                let shard = map.index_for(HashKey::for_record(&record.partition_key, record.explicit_hash_key));
+                let shard = map.index_for(HashKey::for_record(
+                    &record.partition_key,
+                    record.explicit_hash_key,
+                ));
                 if self.admit(&mut state, stream.as_str(), shard, record.size()) {
                     admitted.push(i);
                 } else {
@@ -191,10 +235,16 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
                 outcomes[i] = Some(outcome);
             }
         }
-        Ok(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every record has an outcome"))
+            .collect())
     }
 
-    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError> {
         self.inner.describe_stream(stream).await
     }
 

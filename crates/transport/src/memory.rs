@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use kinesync_keys::{ExplicitHashKey, HashKey, PartitionKey, ShardMap};
 
 use crate::{
-    CapacityMode, DEFAULT_MAX_RECORD_BYTES, Encryption, ErrorKind, KinesisSink, Operation, PutRecord,
-    RecordOutcome, StreamDescription, StreamName, StreamStatus, TransportError, validate_batch,
+    CapacityMode, DEFAULT_MAX_RECORD_BYTES, Encryption, ErrorKind, KinesisSink, Operation,
+    PutRecord, RecordOutcome, StreamDescription, StreamName, StreamStatus, TransportError,
+    validate_batch,
 };
 
 /// How a simulated stream is made.
@@ -76,7 +77,9 @@ impl Default for InMemorySink {
 impl fmt::Debug for InMemorySink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<String> = self.lock().keys().cloned().collect();
-        f.debug_struct("InMemorySink").field("streams", &names).finish()
+        f.debug_struct("InMemorySink")
+            .field("streams", &names)
+            .finish()
     }
 }
 
@@ -89,26 +92,39 @@ impl fmt::Display for InMemorySink {
 impl InMemorySink {
     /// A sink with no streams.
     pub fn new() -> Self {
-        Self { streams: Mutex::new(BTreeMap::new()) }
+        Self {
+            streams: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SimStream>> {
         // A panic while holding the lock cannot leave a stream half-written (every write is a
         // single push), so a poisoned lock is still consistent.
-        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Creates (or replaces) a stream.
     pub fn create_stream(&self, name: &StreamName, config: StreamConfig) {
         let map = ShardMap::even(config.shards.max(1)).expect("1..=100000 shards");
         let shards = vec![Vec::new(); map.len()];
-        self.lock().insert(name.as_str().to_owned(), SimStream { config, map, shards });
+        self.lock().insert(
+            name.as_str().to_owned(),
+            SimStream {
+                config,
+                map,
+                shards,
+            },
+        );
     }
 
     /// Every record of `stream`, shard by shard (in hash range order), each shard in arrival
     /// order. `None` for an unknown stream.
     pub fn records(&self, stream: &StreamName) -> Option<Vec<StoredRecord>> {
-        self.lock().get(stream.as_str()).map(|s| s.shards.iter().flatten().cloned().collect())
+        self.lock()
+            .get(stream.as_str())
+            .map(|s| s.shards.iter().flatten().cloned().collect())
     }
 
     /// The records of one shard, in arrival order.
@@ -132,9 +148,15 @@ impl InMemorySink {
 
 #[async_trait]
 impl KinesisSink for InMemorySink {
-    async fn put_records(&self, stream: &StreamName, records: &[PutRecord]) -> Result<Vec<RecordOutcome>, TransportError> {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError> {
         let mut streams = self.lock();
-        let sim = streams.get_mut(stream.as_str()).ok_or_else(|| Self::not_found(Operation::PutRecords, stream))?;
+        let sim = streams
+            .get_mut(stream.as_str())
+            .ok_or_else(|| Self::not_found(Operation::PutRecords, stream))?;
         validate_batch(stream, records, sim.config.max_record_bytes)?;
         let outcomes = records
             .iter()
@@ -152,18 +174,28 @@ impl KinesisSink for InMemorySink {
                     explicit_hash_key: record.explicit_hash_key,
                     data: record.data.clone(),
                 });
-                RecordOutcome::Accepted { shard_id, sequence_number }
+                RecordOutcome::Accepted {
+                    shard_id,
+                    sequence_number,
+                }
             })
             .collect();
         Ok(outcomes)
     }
 
-    async fn describe_stream(&self, stream: &StreamName) -> Result<StreamDescription, TransportError> {
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError> {
         let streams = self.lock();
-        let sim = streams.get(stream.as_str()).ok_or_else(|| Self::not_found(Operation::DescribeStreamSummary, stream))?;
+        let sim = streams
+            .get(stream.as_str())
+            .ok_or_else(|| Self::not_found(Operation::DescribeStreamSummary, stream))?;
         Ok(StreamDescription {
             name: stream.as_str().to_owned(),
-            arn: Some(format!("arn:aws:kinesis:local:000000000000:stream/{stream}")),
+            arn: Some(format!(
+                "arn:aws:kinesis:local:000000000000:stream/{stream}"
+            )),
             status: StreamStatus::Active,
             shards: sim.map.clone(),
             max_record_bytes: sim.config.max_record_bytes,

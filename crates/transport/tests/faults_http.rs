@@ -8,8 +8,8 @@ use kinesync_keys::PartitionKey;
 use kinesync_testkit::fake_kinesis::{FakeKinesis, HttpFault};
 use kinesync_testkit::probe::{TEST_REGION, aws_sink, test_credentials};
 use kinesync_transport::{
-    AwsKinesisSink, ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, PutRecord, RecordFailure, RecordOutcome,
-    StreamConfig, StreamName,
+    AwsKinesisSink, ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, PutRecord,
+    RecordFailure, RecordOutcome, StreamConfig, StreamName,
 };
 
 struct Setup {
@@ -25,24 +25,51 @@ async fn setup() -> Setup {
     memory.create_stream(&stream, StreamConfig::with_shards(2));
     let faulty = Arc::new(FaultySink::scripted(memory.clone(), []));
     let fake = FakeKinesis::start(faulty.clone()).await;
-    Setup { memory, faulty, fake, stream }
+    Setup {
+        memory,
+        faulty,
+        fake,
+        stream,
+    }
 }
 
 fn batch(n: usize) -> Vec<PutRecord> {
-    (0..n).map(|i| PutRecord::new(PartitionKey::new(format!("k{i}")).unwrap(), format!("{{\"i\":{i}}}").into_bytes())).collect()
+    (0..n)
+        .map(|i| {
+            PutRecord::new(
+                PartitionKey::new(format!("k{i}")).unwrap(),
+                format!("{{\"i\":{i}}}").into_bytes(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn per_record_failures_inside_an_http_200_are_outcomes_not_errors() {
     let s = setup().await;
     let sink = aws_sink(&s.fake.endpoint).await;
-    s.faulty.push(Fault::FailRecords(vec![(1, RecordFailure::Throttled), (3, RecordFailure::InternalFailure)]));
+    s.faulty.push(Fault::FailRecords(vec![
+        (1, RecordFailure::Throttled),
+        (3, RecordFailure::InternalFailure),
+    ]));
     let outcomes = sink.put_records(&s.stream, &batch(5)).await.unwrap();
     assert!(outcomes[0].is_accepted() && outcomes[2].is_accepted() && outcomes[4].is_accepted());
-    assert!(matches!(&outcomes[1], RecordOutcome::Failed { failure: RecordFailure::Throttled, message } if message.contains("Rate exceeded")));
-    assert!(matches!(&outcomes[3], RecordOutcome::Failed { failure: RecordFailure::InternalFailure, .. }));
+    assert!(
+        matches!(&outcomes[1], RecordOutcome::Failed { failure: RecordFailure::Throttled, message } if message.contains("Rate exceeded"))
+    );
+    assert!(matches!(
+        &outcomes[3],
+        RecordOutcome::Failed {
+            failure: RecordFailure::InternalFailure,
+            ..
+        }
+    ));
     assert_eq!(s.memory.records(&s.stream).unwrap().len(), 3);
-    assert_eq!(s.fake.requests(), ["PutRecords"], "one attempt: the SDK does not retry, kinesync does");
+    assert_eq!(
+        s.fake.requests(),
+        ["PutRecords"],
+        "one attempt: the SDK does not retry, kinesync does"
+    );
 }
 
 #[tokio::test]
@@ -50,14 +77,46 @@ async fn whole_call_errors_surface_by_kind_after_one_attempt() {
     let s = setup().await;
     let sink = aws_sink(&s.fake.endpoint).await;
     for (fault, kind, code) in [
-        (HttpFault::Status(400, "ProvisionedThroughputExceededException"), ErrorKind::Throttled, Some("ProvisionedThroughputExceededException")),
-        (HttpFault::Status(400, "LimitExceededException"), ErrorKind::Throttled, Some("LimitExceededException")),
-        (HttpFault::Status(500, "InternalFailure"), ErrorKind::Transient, Some("InternalFailure")),
-        (HttpFault::Status(503, "ServiceUnavailable"), ErrorKind::Transient, Some("ServiceUnavailable")),
-        (HttpFault::Status(400, "AccessDeniedException"), ErrorKind::AccessDenied, Some("AccessDeniedException")),
-        (HttpFault::Status(400, "KMSDisabledException"), ErrorKind::Kms(kinesync_transport::KmsProblem::Disabled), Some("KMSDisabledException")),
-        (HttpFault::Status(400, "ExpiredTokenException"), ErrorKind::Credentials, Some("ExpiredTokenException")),
-        (HttpFault::Status(400, "ValidationException"), ErrorKind::InvalidRequest, Some("ValidationException")),
+        (
+            HttpFault::Status(400, "ProvisionedThroughputExceededException"),
+            ErrorKind::Throttled,
+            Some("ProvisionedThroughputExceededException"),
+        ),
+        (
+            HttpFault::Status(400, "LimitExceededException"),
+            ErrorKind::Throttled,
+            Some("LimitExceededException"),
+        ),
+        (
+            HttpFault::Status(500, "InternalFailure"),
+            ErrorKind::Transient,
+            Some("InternalFailure"),
+        ),
+        (
+            HttpFault::Status(503, "ServiceUnavailable"),
+            ErrorKind::Transient,
+            Some("ServiceUnavailable"),
+        ),
+        (
+            HttpFault::Status(400, "AccessDeniedException"),
+            ErrorKind::AccessDenied,
+            Some("AccessDeniedException"),
+        ),
+        (
+            HttpFault::Status(400, "KMSDisabledException"),
+            ErrorKind::Kms(kinesync_transport::KmsProblem::Disabled),
+            Some("KMSDisabledException"),
+        ),
+        (
+            HttpFault::Status(400, "ExpiredTokenException"),
+            ErrorKind::Credentials,
+            Some("ExpiredTokenException"),
+        ),
+        (
+            HttpFault::Status(400, "ValidationException"),
+            ErrorKind::InvalidRequest,
+            Some("ValidationException"),
+        ),
         (HttpFault::Drop, ErrorKind::Transient, None),
     ] {
         let before = s.fake.requests().len();
@@ -67,9 +126,16 @@ async fn whole_call_errors_surface_by_kind_after_one_attempt() {
         assert_eq!(err.code(), code, "{fault:?}");
         assert_eq!(err.stream(), Some("faults"));
         assert_eq!(err.is_retryable(), kind.is_retryable());
-        assert_eq!(s.fake.requests().len(), before + 1, "{fault:?}: exactly one attempt");
+        assert_eq!(
+            s.fake.requests().len(),
+            before + 1,
+            "{fault:?}: exactly one attempt"
+        );
     }
-    assert!(s.memory.records(&s.stream).unwrap().is_empty(), "no faulted call landed");
+    assert!(
+        s.memory.records(&s.stream).unwrap().is_empty(),
+        "no faulted call landed"
+    );
 }
 
 #[tokio::test]
@@ -96,7 +162,10 @@ async fn refused_connections_are_transient() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let sink = aws_sink(&endpoint).await;
-    let err = sink.put_records(&StreamName::new("x").unwrap(), &batch(1)).await.unwrap_err();
+    let err = sink
+        .put_records(&StreamName::new("x").unwrap(), &batch(1))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
 }
 
@@ -108,7 +177,10 @@ async fn describe_and_list_through_the_protocol() {
     assert_eq!(d.shards, kinesync_keys::ShardMap::even(2).unwrap());
     assert_eq!(d.max_record_bytes, 1024 * 1024);
     assert_eq!(sink.list_streams().await.unwrap(), ["faults"]);
-    let err = sink.describe_stream(&StreamName::new("Faults").unwrap()).await.unwrap_err();
+    let err = sink
+        .describe_stream(&StreamName::new("Faults").unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::StreamNotFound);
     assert!(err.to_string().contains("case-sensitive"), "{err}");
 }

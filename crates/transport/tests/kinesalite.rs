@@ -27,7 +27,12 @@ async fn in_memory_and_aws_sinks_agree_on_the_same_records() {
     conformance::StreamProbe::create_stream(&probe, &stream, 5).await;
     conformance::StreamProbe::create_stream(&memory, &stream, 5).await;
     let records: Vec<PutRecord> = (0..200)
-        .map(|i| PutRecord::new(kinesync_keys::PartitionKey::new(format!("key-{i}")).unwrap(), format!("{i}").into_bytes()))
+        .map(|i| {
+            PutRecord::new(
+                kinesync_keys::PartitionKey::new(format!("key-{i}")).unwrap(),
+                format!("{i}").into_bytes(),
+            )
+        })
         .collect();
     let on_aws = aws.put_records(&stream, &records).await.unwrap();
     let in_memory = memory.put_records(&stream, &records).await.unwrap();
@@ -35,7 +40,10 @@ async fn in_memory_and_aws_sinks_agree_on_the_same_records() {
         kinesync_transport::RecordOutcome::Accepted { shard_id, .. } => shard_id.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(on_aws.iter().map(shard).collect::<Vec<_>>(), in_memory.iter().map(shard).collect::<Vec<_>>());
+    assert_eq!(
+        on_aws.iter().map(shard).collect::<Vec<_>>(),
+        in_memory.iter().map(shard).collect::<Vec<_>>()
+    );
 }
 
 #[derive(Debug, Default)]
@@ -62,8 +70,14 @@ async fn every_call_is_observed_without_secrets_or_payloads() {
     let probe = KinesisProbe::new(&server.endpoint).await;
     let stream = conformance::unique_stream("observed");
     conformance::StreamProbe::create_stream(&probe, &stream, 2).await;
-    let records: Vec<PutRecord> =
-        (0..3).map(|i| PutRecord::new(kinesync_keys::PartitionKey::new(format!("k{i}")).unwrap(), &b"{\"secret_payload\":1}"[..])).collect();
+    let records: Vec<PutRecord> = (0..3)
+        .map(|i| {
+            PutRecord::new(
+                kinesync_keys::PartitionKey::new(format!("k{i}")).unwrap(),
+                &b"{\"secret_payload\":1}"[..],
+            )
+        })
+        .collect();
     sink.put_records(&stream, &records).await.unwrap();
     sink.describe_stream(&stream).await.unwrap();
     let missing = StreamName::new("no-such-stream-observed").unwrap();
@@ -71,11 +85,31 @@ async fn every_call_is_observed_without_secrets_or_payloads() {
 
     let calls = recorder.0.lock().unwrap().clone();
     let ops: Vec<Operation> = calls.iter().map(|c| c.operation).collect();
-    assert_eq!(ops, [Operation::PutRecords, Operation::DescribeStreamSummary, Operation::ListShards, Operation::PutRecords]);
-    assert_eq!((calls[0].records, calls[0].bytes, calls[0].http_status), (3, 3 * (2 + 20), Some(200)));
-    assert!(calls[0].request_id.is_some(), "kinesalite sends request ids");
+    assert_eq!(
+        ops,
+        [
+            Operation::PutRecords,
+            Operation::DescribeStreamSummary,
+            Operation::ListShards,
+            Operation::PutRecords
+        ]
+    );
+    assert_eq!(
+        (calls[0].records, calls[0].bytes, calls[0].http_status),
+        (3, 3 * (2 + 20), Some(200))
+    );
+    assert!(
+        calls[0].request_id.is_some(),
+        "kinesalite sends request ids"
+    );
     assert_eq!(calls[3].http_status, Some(400));
-    assert_eq!(calls[3].error.as_deref(), Some("stream_not_found: ResourceNotFoundException"));
+    assert_eq!(
+        calls[3].error.as_deref(),
+        Some("stream_not_found: ResourceNotFoundException")
+    );
     let text = format!("{calls:?}");
-    assert!(!text.contains("kinesync-test-secret") && !text.contains("secret_payload"), "{text}");
+    assert!(
+        !text.contains("kinesync-test-secret") && !text.contains("secret_payload"),
+        "{text}"
+    );
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use kinesync_keys::PartitionKey;
 use kinesync_transport::conformance::{self, StreamProbe};
 use kinesync_transport::{
-    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, LimitSink, ManualClock, PutRecord, RandomFaults,
-    RecordFailure, RecordOutcome, StreamConfig, StreamName,
+    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, LimitSink, ManualClock, PutRecord,
+    RandomFaults, RecordFailure, RecordOutcome, StreamConfig, StreamName,
 };
 
 fn record(key: &str, bytes: usize) -> PutRecord {
@@ -46,27 +46,58 @@ async fn shard_limits_throttle_the_excess_records_like_the_service() {
 
     // 1,000 records/s: two calls of 500 fill the second; the next call is throttled whole.
     for _ in 0..2 {
-        let outcomes = sink.put_records(&stream, &(0..500).map(|i| record(&format!("k{i}"), 10)).collect::<Vec<_>>()).await.unwrap();
+        let outcomes = sink
+            .put_records(
+                &stream,
+                &(0..500)
+                    .map(|i| record(&format!("k{i}"), 10))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
         assert!(outcomes.iter().all(RecordOutcome::is_accepted));
     }
-    let outcomes = sink.put_records(&stream, &[record("late", 10)]).await.unwrap();
-    let RecordOutcome::Failed { failure, message } = &outcomes[0] else { panic!("{outcomes:?}") };
+    let outcomes = sink
+        .put_records(&stream, &[record("late", 10)])
+        .await
+        .unwrap();
+    let RecordOutcome::Failed { failure, message } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
     assert_eq!(failure, &RecordFailure::Throttled);
     assert!(message.contains("shardId-000000000000"), "{message}");
 
     // Half a second later, half the allowance is back.
     clock.advance(Duration::from_millis(500));
-    let outcomes = sink.put_records(&stream, &(0..500).map(|i| record(&format!("j{i}"), 10)).collect::<Vec<_>>()).await.unwrap();
+    let outcomes = sink
+        .put_records(
+            &stream,
+            &(0..500)
+                .map(|i| record(&format!("j{i}"), 10))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
     assert_eq!(outcomes.iter().filter(|o| o.is_accepted()).count(), 500);
-    let outcomes = sink.put_records(&stream, &[record("late", 10)]).await.unwrap();
+    let outcomes = sink
+        .put_records(&stream, &[record("late", 10)])
+        .await
+        .unwrap();
     assert!(!outcomes[0].is_accepted());
 
     // 1 MiB/s: two 600 KiB records in one call, the second throttled, the first landed.
     clock.advance(Duration::from_secs(5));
-    let outcomes = sink.put_records(&stream, &[record("a", 600 * 1024), record("b", 600 * 1024)]).await.unwrap();
+    let outcomes = sink
+        .put_records(&stream, &[record("a", 600 * 1024), record("b", 600 * 1024)])
+        .await
+        .unwrap();
     assert!(outcomes[0].is_accepted());
     assert!(!outcomes[1].is_accepted());
-    assert_eq!(memory.records(&stream).unwrap().len(), 1000 + 500 + 1, "throttled records never land");
+    assert_eq!(
+        memory.records(&stream).unwrap().len(),
+        1000 + 500 + 1,
+        "throttled records never land"
+    );
 }
 
 #[tokio::test]
@@ -80,13 +111,26 @@ async fn limits_are_per_shard() {
     let records: Vec<PutRecord> = (0..1500).map(|i| record(&format!("k{i}"), 1)).collect();
     let mut accepted_per_shard = std::collections::HashMap::new();
     for chunk in records.chunks(500) {
-        for (r, o) in chunk.iter().zip(sink.put_records(&stream, chunk).await.unwrap()) {
-            let shard = described.shards.shard_for(kinesync_keys::HashKey::of_partition_key(&r.partition_key)).id().to_owned();
+        for (r, o) in chunk
+            .iter()
+            .zip(sink.put_records(&stream, chunk).await.unwrap())
+        {
+            let shard = described
+                .shards
+                .shard_for(kinesync_keys::HashKey::of_partition_key(&r.partition_key))
+                .id()
+                .to_owned();
             *accepted_per_shard.entry(shard).or_insert(0) += usize::from(o.is_accepted());
         }
     }
-    assert!(accepted_per_shard.values().all(|&n| n <= 1000), "{accepted_per_shard:?}");
-    assert_eq!(accepted_per_shard.values().sum::<usize>(), memory.records(&stream).unwrap().len());
+    assert!(
+        accepted_per_shard.values().all(|&n| n <= 1000),
+        "{accepted_per_shard:?}"
+    );
+    assert_eq!(
+        accepted_per_shard.values().sum::<usize>(),
+        memory.records(&stream).unwrap().len()
+    );
 }
 
 #[tokio::test]
@@ -97,7 +141,10 @@ async fn scripted_faults_fail_what_they_say() {
     let sink = FaultySink::scripted(
         memory.clone(),
         [
-            Fault::FailRecords(vec![(1, RecordFailure::Throttled), (2, RecordFailure::InternalFailure)]),
+            Fault::FailRecords(vec![
+                (1, RecordFailure::Throttled),
+                (2, RecordFailure::InternalFailure),
+            ]),
             Fault::CallError(ErrorKind::Throttled),
             Fault::LostAnswer,
             Fault::Delay(Duration::from_millis(1)),
@@ -106,21 +153,58 @@ async fn scripted_faults_fail_what_they_say() {
     let batch: Vec<PutRecord> = (0..4).map(|i| record(&format!("k{i}"), 3)).collect();
     let outcomes = sink.put_records(&stream, &batch).await.unwrap();
     assert!(outcomes[0].is_accepted() && outcomes[3].is_accepted());
-    assert!(matches!(&outcomes[1], RecordOutcome::Failed { failure: RecordFailure::Throttled, .. }));
-    assert!(matches!(&outcomes[2], RecordOutcome::Failed { failure: RecordFailure::InternalFailure, .. }));
-    assert_eq!(memory.records(&stream).unwrap().len(), 2, "failed records do not land");
+    assert!(matches!(
+        &outcomes[1],
+        RecordOutcome::Failed {
+            failure: RecordFailure::Throttled,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &outcomes[2],
+        RecordOutcome::Failed {
+            failure: RecordFailure::InternalFailure,
+            ..
+        }
+    ));
+    assert_eq!(
+        memory.records(&stream).unwrap().len(),
+        2,
+        "failed records do not land"
+    );
 
     let err = sink.put_records(&stream, &batch).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Throttled);
     assert!(err.is_retryable());
-    assert_eq!(memory.records(&stream).unwrap().len(), 2, "a failed call lands nothing");
+    assert_eq!(
+        memory.records(&stream).unwrap().len(),
+        2,
+        "a failed call lands nothing"
+    );
 
     let err = sink.put_records(&stream, &batch).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    assert_eq!(memory.records(&stream).unwrap().len(), 6, "a lost answer's records landed");
+    assert_eq!(
+        memory.records(&stream).unwrap().len(),
+        6,
+        "a lost answer's records landed"
+    );
 
-    assert!(sink.put_records(&stream, &batch).await.unwrap().iter().all(RecordOutcome::is_accepted));
-    assert!(sink.put_records(&stream, &batch).await.unwrap().iter().all(RecordOutcome::is_accepted), "an exhausted script passes");
+    assert!(
+        sink.put_records(&stream, &batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(RecordOutcome::is_accepted)
+    );
+    assert!(
+        sink.put_records(&stream, &batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(RecordOutcome::is_accepted),
+        "an exhausted script passes"
+    );
 }
 
 #[tokio::test]
@@ -129,13 +213,22 @@ async fn random_faults_replay_from_their_seed() {
         let memory = Arc::new(InMemorySink::new());
         let stream = StreamName::new("random").unwrap();
         memory.create_stream(&stream, StreamConfig::with_shards(2));
-        let rates = RandomFaults { record_throttle: 0.2, record_internal_failure: 0.1, call_error: 0.1, lost_answer: 0.05, ..RandomFaults::default() };
+        let rates = RandomFaults {
+            record_throttle: 0.2,
+            record_internal_failure: 0.1,
+            call_error: 0.1,
+            lost_answer: 0.05,
+            ..RandomFaults::default()
+        };
         let sink = FaultySink::random(memory, seed, rates);
         let batch: Vec<PutRecord> = (0..20).map(|i| record(&format!("k{i}"), 3)).collect();
         let mut trace = Vec::new();
         for _ in 0..30 {
             trace.push(match sink.put_records(&stream, &batch).await {
-                Ok(outcomes) => outcomes.iter().map(|o| if o.is_accepted() { '.' } else { 'x' }).collect(),
+                Ok(outcomes) => outcomes
+                    .iter()
+                    .map(|o| if o.is_accepted() { '.' } else { 'x' })
+                    .collect(),
                 Err(e) => e.kind().name().to_owned(),
             });
         }
@@ -153,9 +246,18 @@ async fn probes_see_what_the_sink_wrote() {
     let memory = InMemorySink::new();
     let stream = StreamName::new("probe").unwrap();
     StreamProbe::create_stream(&memory, &stream, 1).await;
-    memory.put_records(&stream, &[record("a", 1)]).await.unwrap();
+    memory
+        .put_records(&stream, &[record("a", 1)])
+        .await
+        .unwrap();
     assert_eq!(memory.read_back(&stream).await.len(), 1);
-    assert_eq!(memory.shard_records(&stream, "shardId-000000000000").unwrap().len(), 1);
+    assert_eq!(
+        memory
+            .shard_records(&stream, "shardId-000000000000")
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -164,17 +266,40 @@ async fn record_size_counts_the_partition_key_as_the_service_does() {
     let stream = StreamName::new("sizes").unwrap();
     sink.create_stream(&stream, StreamConfig::with_shards(1));
     let exactly = record("abc", 1024 * 1024 - 3);
-    assert!(sink.put_records(&stream, &[exactly]).await.unwrap()[0].is_accepted(), "key plus data at exactly 1 MiB fits");
+    assert!(
+        sink.put_records(&stream, &[exactly]).await.unwrap()[0].is_accepted(),
+        "key plus data at exactly 1 MiB fits"
+    );
     let over = record("abcd", 1024 * 1024 - 3);
-    assert_eq!(sink.put_records(&stream, &[over]).await.unwrap_err().kind(), ErrorKind::InvalidRequest);
+    assert_eq!(
+        sink.put_records(&stream, &[over]).await.unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
     let mut bigger = StreamConfig::with_shards(1);
     bigger.max_record_bytes = 2 * 1024 * 1024;
     sink.create_stream(&stream, bigger);
-    assert!(sink.put_records(&stream, &[record("k", 1024 * 1024 + 100)]).await.unwrap()[0].is_accepted(), "a stream's own maximum applies");
+    assert!(
+        sink.put_records(&stream, &[record("k", 1024 * 1024 + 100)])
+            .await
+            .unwrap()[0]
+            .is_accepted(),
+        "a stream's own maximum applies"
+    );
     // 10 MiB a call, keys included.
-    let ten: Vec<PutRecord> = (0..10).map(|i| record(&format!("{i}"), 1024 * 1024 - 1)).collect();
-    assert!(sink.put_records(&stream, &ten).await.is_ok(), "exactly 10 MiB fits");
+    let ten: Vec<PutRecord> = (0..10)
+        .map(|i| record(&format!("{i}"), 1024 * 1024 - 1))
+        .collect();
+    assert!(
+        sink.put_records(&stream, &ten).await.is_ok(),
+        "exactly 10 MiB fits"
+    );
     let mut over_ten = ten.clone();
     over_ten[0] = record("00", 1024 * 1024 - 1);
-    assert_eq!(sink.put_records(&stream, &over_ten).await.unwrap_err().kind(), ErrorKind::InvalidRequest);
+    assert_eq!(
+        sink.put_records(&stream, &over_ten)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidRequest
+    );
 }

@@ -7,7 +7,9 @@ use kinesync_keys::PartitionKey;
 use kinesync_testkit::fake_kinesis::FakeKinesis;
 use kinesync_testkit::probe::{TEST_REGION, test_credentials};
 use kinesync_testkit::servers::moto;
-use kinesync_transport::{AssumeRole, AwsKinesisSink, InMemorySink, KinesisSink, PutRecord, StreamConfig, StreamName};
+use kinesync_transport::{
+    AssumeRole, AwsKinesisSink, InMemorySink, KinesisSink, PutRecord, StreamConfig, StreamName,
+};
 
 #[tokio::test]
 async fn an_assumed_role_with_an_external_id_signs_the_calls() {
@@ -37,14 +39,27 @@ async fn an_assumed_role_with_an_external_id_signs_the_calls() {
     // The call was signed with the role's temporary credentials, not the base key.
     let seen = kinesis.seen();
     let key_id = seen[0].access_key_id.clone().expect("a signed request");
-    assert_ne!(key_id, "AKIDKINESYNCTEST", "signed with the assumed role, not the base credentials");
-    assert!(seen[0].session_token, "temporary credentials carry a session token");
+    assert_ne!(
+        key_id, "AKIDKINESYNCTEST",
+        "signed with the assumed role, not the base credentials"
+    );
+    assert!(
+        seen[0].session_token,
+        "temporary credentials carry a session token"
+    );
 
     // moto recorded the AssumeRole call with the external ID and the role.
-    let state: serde_json::Value = reqwest_like_get(&format!("{}/moto-api/data.json", sts.endpoint)).await;
+    let state: serde_json::Value =
+        reqwest_like_get(&format!("{}/moto-api/data.json", sts.endpoint)).await;
     let text = state.to_string();
-    assert!(text.contains(&external_id), "moto saw the external ID: {text}");
-    assert!(text.contains("kinesync-writer"), "moto saw the role: {text}");
+    assert!(
+        text.contains(&external_id),
+        "moto saw the external ID: {text}"
+    );
+    assert!(
+        text.contains("kinesync-writer"),
+        "moto saw the role: {text}"
+    );
 }
 
 /// A plain HTTP GET over a TCP socket (the test needs nothing more).
@@ -53,10 +68,16 @@ async fn reqwest_like_get(url: &str) -> serde_json::Value {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("moto's state is JSON ({e}): {body}"))
 }
