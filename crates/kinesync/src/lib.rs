@@ -14,6 +14,7 @@ pub mod config;
 pub mod destination;
 pub mod preview;
 mod records;
+pub mod sync;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ pub use config::Config;
 pub use kinesync_keys as keys;
 pub use kinesync_payload as payload;
 pub use kinesync_source as source;
+pub use kinesync_state as state;
 pub use kinesync_transport as transport;
 pub use records::{KeySpec, Record, RecordBuilder, RowError};
 
@@ -77,6 +79,12 @@ pub enum Error {
     /// A call to the stream failed; the message says what to check.
     #[error(transparent)]
     Transport(#[from] kinesync_transport::TransportError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] kinesync_state::StateError),
+    /// The sync is not set up right.
+    #[error("{0}")]
+    Sync(String),
 }
 
 fn render_compile_errors(

@@ -203,10 +203,7 @@ pub struct Payload {
 }
 
 enum Mode {
-    /// Pre-escaped `{"col":` / `,"col":` prefixes, one per column.
-    Row {
-        prefixes: Vec<Vec<u8>>,
-    },
+    Row(RowEncoder),
     Column {
         index: usize,
     },
@@ -220,7 +217,7 @@ enum Mode {
 impl fmt::Debug for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Mode::Row { .. } => f.write_str("Row"),
+            Mode::Row(_) => f.write_str("Row"),
             Mode::Column { index } => f.debug_struct("Column").field("index", index).finish(),
             Mode::Mapping { fields } => f
                 .debug_struct("Mapping")
@@ -228,6 +225,39 @@ impl fmt::Debug for Mode {
                 .finish(),
             Mode::Template(t) => t.fmt(f),
         }
+    }
+}
+
+/// Writes a row as a JSON object, columns in schema order: the `row` payload mode, and
+/// kinesync's canonical encoding of a row (for fingerprints and the state store). Keys are
+/// escaped once, when the encoder is made; the JSON writer cannot write invalid JSON, so
+/// nothing is checked per row.
+#[derive(Debug, Clone)]
+pub struct RowEncoder {
+    /// Pre-escaped `{"col":` / `,"col":` prefixes, one per column.
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl RowEncoder {
+    /// An encoder for rows of `schema`.
+    pub fn new(schema: &Schema) -> Self {
+        Self {
+            prefixes: schema
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| key_prefix(i == 0, c))
+                .collect(),
+        }
+    }
+
+    /// Appends `row` as a JSON object.
+    pub fn encode(&self, row: &Row, out: &mut Vec<u8>) {
+        for (i, prefix) in self.prefixes.iter().enumerate() {
+            out.extend_from_slice(prefix);
+            row.get(i).write_json(out);
+        }
+        out.push(b'}');
     }
 }
 
@@ -243,14 +273,7 @@ impl Payload {
     /// Checks `spec` against `schema`, reporting every problem found.
     pub fn compile(spec: &PayloadSpec, schema: Arc<Schema>) -> Result<Self, CompileErrors> {
         let mode = match spec {
-            PayloadSpec::Row => Mode::Row {
-                prefixes: schema
-                    .columns()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| key_prefix(i == 0, c))
-                    .collect(),
-            },
+            PayloadSpec::Row => Mode::Row(RowEncoder::new(&schema)),
             PayloadSpec::Column { column } => match schema.index_of(column) {
                 Some(index) => Mode::Column { index },
                 None => {
@@ -314,7 +337,7 @@ impl Payload {
 
     fn whitespace(&self) -> json::Whitespace {
         match &self.mode {
-            Mode::Row { .. } | Mode::Mapping { .. } => json::Whitespace::Absent,
+            Mode::Row(_) | Mode::Mapping { .. } => json::Whitespace::Absent,
             // A column's stored JSON may be pretty-printed.
             Mode::Column { .. } => json::Whitespace::Possible,
             Mode::Template(t) => t.whitespace(),
@@ -328,13 +351,7 @@ impl Payload {
     ) -> Result<(), RenderErrorKind> {
         let row = input.row;
         match &self.mode {
-            Mode::Row { prefixes } => {
-                for (i, prefix) in prefixes.iter().enumerate() {
-                    out.extend_from_slice(prefix);
-                    row.get(i).write_json(out);
-                }
-                out.push(b'}');
-            }
+            Mode::Row(encoder) => encoder.encode(row, out),
             Mode::Mapping { fields } => {
                 for (index, prefix) in fields {
                     out.extend_from_slice(prefix);

@@ -1,0 +1,695 @@
+//! The sync engine: change detection against the state store, records through any sink
+//! within the stream's limits, and commits of exactly what the stream acknowledged.
+//!
+//! A run, in order:
+//!
+//! 1. **Describe** the stream once: its open shards (for the default number of calls in
+//!    flight) and its maximum record size.
+//! 2. **Read the model in chunks.** For each chunk: note its primary keys (a key seen twice is
+//!    a run error), fingerprint each row (XXH3-128 of its JSON), look the keys up in the state
+//!    store, and sort each row into added (new key), changed (new fingerprint) or unchanged.
+//!    Rows whose event the trigger sends become records and join the sender's queue; the
+//!    reader waits while the queue is full, so memory stays bounded whatever the model's size.
+//! 3. **Removed keys**: once the whole model has been read (and only then: a run that stopped
+//!    early, or could not read every row, does not know what is gone), the keys in the state
+//!    store that the model no longer has, with their last sent rows.
+//! 4. **Drain** the sender: batches of at most 500 records and 10 MiB, a bounded number of
+//!    calls in flight, per-key order, retries with capped exponential backoff and full jitter
+//!    within the run's budget. After each call the acknowledged records' changes are committed.
+//!
+//! What is not acknowledged by the end (still throttled, a row error, a call that failed) is
+//! not committed, so the next run finds those rows again and sends them.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use kinesync::sync::{Engine, Events, Initial};
+//! use kinesync::{KeySpec, RecordBuilder};
+//! use kinesync::payload::{Payload, PayloadSpec, Row, Schema, Value};
+//! use kinesync::state::MemoryStore;
+//! use kinesync::transport::{InMemorySink, StreamConfig, StreamName};
+//!
+//! let schema = Schema::new(["id", "email"], "id").unwrap();
+//! let payload = Payload::compile(&PayloadSpec::template(r#"{"email": "{{ row.email }}", "event": "{{ event }}"}"#), schema.clone()).unwrap();
+//! let records = RecordBuilder::new(payload, KeySpec::new(&schema, None, None).unwrap());
+//!
+//! // The in-memory stream stands in for Kinesis; swap in `AwsKinesisSink` for the real one.
+//! let sink = Arc::new(InMemorySink::new());
+//! let stream = StreamName::new("users").unwrap();
+//! sink.create_stream(&stream, StreamConfig::with_shards(2));
+//!
+//! let mut sync = Engine::builder()
+//!     .records(records)
+//!     .sink(sink.clone(), stream.clone())
+//!     .state(MemoryStore::new())
+//!     .events(Events::all())
+//!     .initial(Initial::Backfill)
+//!     .build()
+//!     .unwrap();
+//! let rows = vec![
+//!     Row::new(vec![Value::Int(1), Value::from("ada@example.com")]),
+//!     Row::new(vec![Value::Int(2), Value::from("grace@example.com")]),
+//! ];
+//! let report = sync.run(rows.into_iter().map(Ok::<_, String>)).await.unwrap();
+//! assert_eq!(report.records.acknowledged, 2);
+//! assert_eq!(sink.records(&stream).unwrap().len(), 2);
+//!
+//! // A second run sends only what changed.
+//! let rows = vec![Row::new(vec![Value::Int(1), Value::from("ada@new.example.com")])];
+//! let report = sync.run(rows.into_iter().map(Ok::<_, String>)).await.unwrap();
+//! assert_eq!((report.events.changed, report.events.removed), (1, 1));
+//! # });
+//! ```
+
+pub mod debug_log;
+pub mod report;
+mod sender;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use kinesync_payload::{Event, RenderInput, Row, RowEncoder, Schema, Value};
+use kinesync_state::{Change, StateStore};
+use kinesync_transport::{
+    KinesisSink, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, PutRecord, StreamName,
+};
+
+pub use debug_log::DebugLog;
+pub use report::{EventCounts, Outcome, RecordCounts, RowErrors, RunReport};
+
+use crate::{Error, RecordBuilder};
+use sender::{Item, Sender, SenderConfig};
+
+/// Which changes a sync sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    /// New primary keys.
+    pub added: bool,
+    /// Changed rows.
+    pub changed: bool,
+    /// Primary keys gone from the model.
+    pub removed: bool,
+}
+
+impl Events {
+    /// All three.
+    pub fn all() -> Self {
+        Self {
+            added: true,
+            changed: true,
+            removed: true,
+        }
+    }
+
+    /// From names: `added`, `changed`, `removed`.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
+        let mut events = Self {
+            added: false,
+            changed: false,
+            removed: false,
+        };
+        for name in names {
+            match name.as_ref() {
+                "added" => events.added = true,
+                "changed" => events.changed = true,
+                "removed" => events.removed = true,
+                other => {
+                    return Err(format!(
+                        "unknown event {other:?}: use added, changed or removed"
+                    ));
+                }
+            }
+        }
+        if !(events.added || events.changed || events.removed) {
+            return Err("events is empty: name at least one of added, changed, removed".into());
+        }
+        Ok(events)
+    }
+
+    fn sends(self, event: Event) -> bool {
+        match event {
+            Event::Added => self.added,
+            Event::Changed => self.changed,
+            Event::Removed => self.removed,
+        }
+    }
+}
+
+/// What the first run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Initial {
+    /// Send every row as added.
+    #[default]
+    Backfill,
+    /// Record the model as the baseline and send nothing; only later changes flow.
+    Skip,
+}
+
+/// How hard a sync pushes, and how long it keeps trying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Calls in flight at once; by default twice the stream's open shards, within 2..=64.
+    pub max_in_flight: Option<usize>,
+    /// Records per call (at most the service's 500).
+    pub max_batch_records: usize,
+    /// Bytes per call, partition keys included (at most the service's 10 MiB).
+    pub max_batch_bytes: usize,
+    /// Attempts per record before it is left pending for the next run.
+    pub max_attempts: u32,
+    /// How long after the run starts records may still be retried.
+    pub retry_time: Duration,
+    /// The first retry waits up to this long (full jitter).
+    pub backoff_base: Duration,
+    /// No retry waits longer than this.
+    pub backoff_cap: Duration,
+    /// Model rows read per state lookup.
+    pub chunk_rows: usize,
+    /// Records queued before the reader waits for the sender.
+    pub max_backlog: usize,
+    /// Seed of the retry jitter (a fixed seed makes a run's timing repeatable in tests).
+    pub seed: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: None,
+            max_batch_records: MAX_RECORDS_PER_CALL,
+            max_batch_bytes: MAX_BYTES_PER_CALL,
+            max_attempts: 10,
+            retry_time: Duration::from_secs(120),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            chunk_rows: 1000,
+            max_backlog: 5000,
+            seed: None,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses limits the service would refuse, rather than clamping them silently.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_RECORDS_PER_CALL).contains(&self.max_batch_records) {
+            return Err(format!(
+                "max_batch_records must be 1..={MAX_RECORDS_PER_CALL}, not {}",
+                self.max_batch_records
+            ));
+        }
+        if !(1..=MAX_BYTES_PER_CALL).contains(&self.max_batch_bytes) {
+            return Err(format!(
+                "max_batch_bytes must be 1..={MAX_BYTES_PER_CALL}, not {}",
+                self.max_batch_bytes
+            ));
+        }
+        if self.max_in_flight == Some(0)
+            || self.max_attempts == 0
+            || self.chunk_rows == 0
+            || self.max_backlog == 0
+        {
+            return Err(
+                "max_in_flight, max_attempts, chunk_rows and max_backlog must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Builds an [`Engine`].
+#[derive(Default)]
+pub struct EngineBuilder {
+    records: Option<RecordBuilder>,
+    sink: Option<(Arc<dyn KinesisSink>, StreamName)>,
+    state: Option<Box<dyn StateStore>>,
+    events: Option<Events>,
+    initial: Initial,
+    limits: Limits,
+    debug_log: Option<DebugLog>,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("events", &self.events)
+            .field("initial", &self.initial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// How rows become records (compiled payload and key columns).
+    pub fn records(mut self, records: RecordBuilder) -> Self {
+        self.records = Some(records);
+        self
+    }
+
+    /// Where records go.
+    pub fn sink(mut self, sink: Arc<dyn KinesisSink>, stream: StreamName) -> Self {
+        self.sink = Some((sink, stream));
+        self
+    }
+
+    /// What was sent before.
+    pub fn state(mut self, store: impl StateStore + 'static) -> Self {
+        self.state = Some(Box::new(store));
+        self
+    }
+
+    /// Which changes to send (default: all).
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// What the first run does (default: backfill).
+    pub fn initial(mut self, initial: Initial) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Limits (default: the service's, with a two-minute retry budget).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Where to write the debugger log (default: nowhere).
+    pub fn debug_log(mut self, log: DebugLog) -> Self {
+        self.debug_log = Some(log);
+        self
+    }
+
+    /// Checks that everything is there.
+    pub fn build(self) -> Result<Engine, Error> {
+        let missing = |what: &str| Error::Sync(format!("the sync needs {what}"));
+        self.limits.validate().map_err(Error::Sync)?;
+        let records = self
+            .records
+            .ok_or_else(|| missing("records (a RecordBuilder)"))?;
+        let (sink, stream) = self.sink.ok_or_else(|| missing("a sink and a stream"))?;
+        let state = self.state.ok_or_else(|| missing("a state store"))?;
+        let encoder = RowEncoder::new(records.schema());
+        Ok(Engine {
+            encoder,
+            records,
+            sink,
+            stream,
+            state,
+            events: self.events.unwrap_or_else(Events::all),
+            initial: self.initial,
+            limits: self.limits,
+            log: self.debug_log.unwrap_or_else(DebugLog::disabled),
+            runs: 0,
+        })
+    }
+}
+
+/// A configured sync: run it as often as the model changes. (Named `Engine`, not `Sync`,
+/// so that it never shadows the `Sync` marker trait where it is imported.)
+pub struct Engine {
+    records: RecordBuilder,
+    encoder: RowEncoder,
+    sink: Arc<dyn KinesisSink>,
+    stream: StreamName,
+    state: Box<dyn StateStore>,
+    events: Events,
+    initial: Initial,
+    limits: Limits,
+    log: DebugLog,
+    runs: u64,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("stream", &self.stream)
+            .field("sink", &self.sink.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One model row, read and fingerprinted.
+struct Read {
+    key: String,
+    row: Row,
+    json: Vec<u8>,
+    fingerprint: u128,
+}
+
+/// Why the model phase stopped early.
+enum Stop {
+    Duplicate(String),
+    Transport,
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The state store (to inspect it in tests).
+    pub fn state(&self) -> &dyn StateStore {
+        &*self.state
+    }
+
+    /// Replaces the debugger log for the next runs.
+    pub fn set_debug_log(&mut self, log: DebugLog) {
+        self.log = log;
+    }
+
+    fn schema(&self) -> &Arc<Schema> {
+        self.records.schema()
+    }
+
+    fn key_of(&self, row: &Row) -> String {
+        row.get(self.schema().primary_key_index()).to_json_string()
+    }
+
+    /// A row stored as JSON, back in this schema's order (columns the stored row lacks are
+    /// null).
+    fn decode(&self, json: &[u8]) -> Row {
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(json) else {
+            return Row::default();
+        };
+        Row::new(
+            self.schema()
+                .columns()
+                .iter()
+                .map(|c| object.get(c).cloned().unwrap_or(Value::Null))
+                .collect(),
+        )
+    }
+
+    /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
+    /// and duplicate keys end up in the report; `Err` is for a state store that fails, or a
+    /// stream that cannot be described.
+    pub async fn run<I, E>(&mut self, rows: I) -> Result<RunReport, Error>
+    where
+        I: IntoIterator<Item = Result<Row, E>>,
+        E: fmt::Display,
+    {
+        self.runs += 1;
+        let started_at = SystemTime::now();
+        let clock = Instant::now();
+        let mut report = RunReport {
+            outcome: Outcome::Complete,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            duration_ms: 0,
+            stream: self.stream.as_str().to_owned(),
+            rows_read: 0,
+            unreadable_rows: 0,
+            events: EventCounts::default(),
+            records: RecordCounts::default(),
+            row_errors: RowErrors::default(),
+            retries: 0,
+            throttled_records: 0,
+            calls: 0,
+            bytes_sent: 0,
+        };
+        let description = self.sink.describe_stream(&self.stream).await?;
+        let max_record_bytes = description.max_record_bytes;
+        let shards = description.shards.len();
+        let config = SenderConfig {
+            max_in_flight: self
+                .limits
+                .max_in_flight
+                .unwrap_or((shards * 2).clamp(2, 64)),
+            max_batch_records: self.limits.max_batch_records,
+            max_batch_bytes: self.limits.max_batch_bytes,
+            max_attempts: self.limits.max_attempts,
+            retry_time: self.limits.retry_time,
+            backoff_base: self.limits.backoff_base,
+            backoff_cap: self.limits.backoff_cap,
+            seed: self.limits.seed.map_or_else(
+                || {
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                },
+                |seed| seed.wrapping_add(self.runs),
+            ),
+        };
+        let mut sender = Sender::new(self.sink.clone(), self.stream.clone(), config);
+        self.state.begin_run()?;
+        let first_run = !self.state.has_baseline()?;
+        let baseline_only = first_run && self.initial == Initial::Skip;
+
+        let mut seq = 0u64;
+        let mut stop = None;
+        let mut rows = rows.into_iter();
+        loop {
+            let mut chunk = Vec::with_capacity(self.limits.chunk_rows);
+            for item in rows.by_ref() {
+                match item {
+                    Ok(row) => {
+                        let mut json = Vec::with_capacity(256);
+                        self.encoder.encode(&row, &mut json);
+                        let fingerprint = xxhash_rust::xxh3::xxh3_128(&json);
+                        chunk.push(Read {
+                            key: self.key_of(&row),
+                            row,
+                            json,
+                            fingerprint,
+                        });
+                    }
+                    Err(e) => {
+                        report.unreadable_rows += 1;
+                        report
+                            .row_errors
+                            .add(String::new(), "unreadable", e.to_string());
+                    }
+                }
+                if chunk.len() == self.limits.chunk_rows {
+                    break;
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            report.rows_read += chunk.len() as u64;
+            let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
+            if let Some(duplicate) = self.state.see(&keys)?.into_iter().next() {
+                stop = Some(Stop::Duplicate(duplicate));
+                break;
+            }
+            if baseline_only {
+                let changes: Vec<Change> = chunk
+                    .into_iter()
+                    .map(|r| Change::Upsert {
+                        key: r.key,
+                        fingerprint: r.fingerprint,
+                        row: r.json,
+                    })
+                    .collect();
+                self.state.commit(&changes)?;
+                continue;
+            }
+            self.diff_chunk(
+                chunk,
+                &keys,
+                max_record_bytes,
+                &mut seq,
+                &mut sender,
+                &mut report,
+            )?;
+            sender
+                .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
+                .await?;
+            if sender.stopped().is_some() {
+                stop = Some(Stop::Transport);
+                break;
+            }
+        }
+
+        let model_complete = stop.is_none() && report.unreadable_rows == 0;
+        if model_complete && !first_run {
+            self.removed(max_record_bytes, &mut seq, &mut sender, &mut report)
+                .await?;
+        }
+        sender.finish(&mut *self.state, &mut self.log).await?;
+        self.log.flush();
+        if model_complete && first_run {
+            self.state.set_baseline()?;
+        }
+
+        let counts = &sender.counts;
+        report.records.acknowledged = counts.acknowledged;
+        report.records.pending = counts.pending;
+        report.retries = counts.retries;
+        report.throttled_records = counts.throttled;
+        report.calls = counts.calls;
+        report.bytes_sent = counts.bytes;
+        report.outcome = match (stop, sender.stopped()) {
+            (Some(Stop::Duplicate(key)), _) => Outcome::Failed {
+                error: format!(
+                    "primary key {key} appears more than once in the model; primary keys must be unique (nothing after it was read)"
+                ),
+            },
+            (_, Some(error)) => Outcome::Failed {
+                error: error.to_string(),
+            },
+            _ if baseline_only => Outcome::Baseline,
+            _ if report.records.pending > 0 || report.row_errors.total > 0 => Outcome::Partial,
+            _ => Outcome::Complete,
+        };
+        if report.unreadable_rows > 0
+            && matches!(report.outcome, Outcome::Partial | Outcome::Complete)
+        {
+            report.outcome = Outcome::Partial;
+        }
+        report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+
+    /// Sorts a chunk into events and queues the records the trigger sends.
+    fn diff_chunk(
+        &mut self,
+        chunk: Vec<Read>,
+        keys: &[String],
+        max_record_bytes: usize,
+        seq: &mut u64,
+        sender: &mut Sender,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let known = self.state.fingerprints(keys)?;
+        let changed_keys: Vec<String> = chunk
+            .iter()
+            .zip(&known)
+            .filter(|(r, k)| k.is_some_and(|fp| fp != r.fingerprint))
+            .map(|(r, _)| r.key.clone())
+            .collect();
+        let mut previous = if self.events.changed && !changed_keys.is_empty() {
+            self.state.rows(&changed_keys)?.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        for (read, known) in chunk.into_iter().zip(known) {
+            let event = match known {
+                None => Event::Added,
+                Some(fp) if fp != read.fingerprint => Event::Changed,
+                Some(_) => {
+                    report.events.unchanged += 1;
+                    continue;
+                }
+            };
+            match event {
+                Event::Added => report.events.added += 1,
+                _ => report.events.changed += 1,
+            }
+            if !self.events.sends(event) {
+                report.events.not_triggered += 1;
+                continue;
+            }
+            let previous_row = match event {
+                Event::Changed => previous.next().flatten().map(|json| self.decode(&json)),
+                _ => None,
+            };
+            let mut input = RenderInput::new(&read.row, event);
+            if let Some(previous) = &previous_row {
+                input = input.with_previous(previous);
+            }
+            let change = Change::Upsert {
+                key: read.key.clone(),
+                fingerprint: read.fingerprint,
+                row: read.json,
+            };
+            self.queue(
+                input,
+                read.key,
+                change,
+                max_record_bytes,
+                seq,
+                sender,
+                report,
+            );
+        }
+        Ok(())
+    }
+
+    /// Builds a record and queues it, or reports the row's error.
+    #[allow(clippy::too_many_arguments)]
+    fn queue(
+        &self,
+        input: RenderInput<'_>,
+        key: String,
+        change: Change,
+        max_record_bytes: usize,
+        seq: &mut u64,
+        sender: &mut Sender,
+        report: &mut RunReport,
+    ) {
+        match self.records.build(input) {
+            Ok(record) => {
+                let size = record.data.len() + record.partition_key.byte_len();
+                if size > max_record_bytes {
+                    report.row_errors.add(
+                        key,
+                        "record_too_large",
+                        format!("the record is {size} bytes (message plus partition key), over the stream's maximum of {max_record_bytes}"),
+                    );
+                    return;
+                }
+                let mut put = PutRecord::new(record.partition_key, record.data);
+                if let Some(explicit) = record.explicit_hash_key {
+                    put = put.with_explicit_hash_key(explicit);
+                }
+                report.records.to_send += 1;
+                *seq += 1;
+                sender.push(Item {
+                    seq: *seq,
+                    record: put,
+                    change,
+                    attempts: 0,
+                });
+            }
+            Err(e) => report
+                .row_errors
+                .add(e.primary_key().to_owned(), e.kind(), e.reason()),
+        }
+    }
+
+    /// Queues the removed keys, page by page.
+    async fn removed(
+        &mut self,
+        max_record_bytes: usize,
+        seq: &mut u64,
+        sender: &mut Sender,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .state
+                .unseen(after.as_deref(), self.limits.chunk_rows)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, stored) in page {
+                report.events.removed += 1;
+                if !self.events.removed {
+                    report.events.not_triggered += 1;
+                    continue;
+                }
+                let row = self.decode(&stored.row);
+                let change = Change::Delete { key: key.clone() };
+                self.queue(
+                    RenderInput::new(&row, Event::Removed),
+                    key,
+                    change,
+                    max_record_bytes,
+                    seq,
+                    sender,
+                    report,
+                );
+            }
+            sender
+                .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
+                .await?;
+            if sender.stopped().is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

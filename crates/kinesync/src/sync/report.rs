@@ -1,0 +1,149 @@
+//! What a run did, for people and for machines (`--report FILE` writes it as JSON).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// How many row errors a report lists one by one; the rest are only counted.
+pub const MAX_LISTED_ROW_ERRORS: usize = 100;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    /// Every record that was to be sent was acknowledged.
+    Complete,
+    /// The run finished, but some rows are pending (not acknowledged, or in error); the next
+    /// run picks them up.
+    Partial,
+    /// The run stopped early; what was acknowledged before is committed.
+    Failed {
+        /// Why, with what to do.
+        error: String,
+    },
+    /// The first run recorded the model as its baseline and sent nothing (`initial = "skip"`).
+    Baseline,
+}
+
+/// Changes found in the model, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    /// New primary keys.
+    pub added: u64,
+    /// Rows whose content changed.
+    pub changed: u64,
+    /// Primary keys gone from the model.
+    pub removed: u64,
+    /// Rows as last sent.
+    pub unchanged: u64,
+    /// Changes found but not sent, because the events trigger leaves them out.
+    pub not_triggered: u64,
+}
+
+/// Records, by what became of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecordCounts {
+    /// Records built to send.
+    pub to_send: u64,
+    /// Records acknowledged by the stream (and committed).
+    pub acknowledged: u64,
+    /// Records not acknowledged by the end of the run: sent again by the next run.
+    pub pending: u64,
+}
+
+/// One row that could not become a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowErrorEntry {
+    /// The row's primary key, as JSON.
+    pub primary_key: String,
+    /// A short, stable kind (`invalid_json`, `partition_key`, `record_too_large`, ...).
+    pub kind: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Row errors: counted by kind, the first ones listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RowErrors {
+    /// All row errors.
+    pub total: u64,
+    /// Counted by kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// The first [`MAX_LISTED_ROW_ERRORS`].
+    pub first: Vec<RowErrorEntry>,
+}
+
+impl RowErrors {
+    pub(crate) fn add(&mut self, primary_key: String, kind: &str, message: String) {
+        self.total += 1;
+        *self.by_kind.entry(kind.to_owned()).or_default() += 1;
+        if self.first.len() < MAX_LISTED_ROW_ERRORS {
+            self.first.push(RowErrorEntry {
+                primary_key,
+                kind: kind.to_owned(),
+                message,
+            });
+        }
+    }
+}
+
+/// Everything one run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The stream.
+    pub stream: String,
+    /// Rows read from the model.
+    pub rows_read: u64,
+    /// Model entries that were not rows at all (a malformed line), skipped.
+    pub unreadable_rows: u64,
+    /// Changes found.
+    pub events: EventCounts,
+    /// Records.
+    pub records: RecordCounts,
+    /// Rows in error.
+    pub row_errors: RowErrors,
+    /// Records sent again after a failure.
+    pub retries: u64,
+    /// Records the stream throttled (each time).
+    pub throttled_records: u64,
+    /// `PutRecords` calls made.
+    pub calls: u64,
+    /// Bytes (data and partition keys) sent, retries included.
+    pub bytes_sent: u64,
+}
+
+impl RunReport {
+    /// A short human summary.
+    pub fn summary(&self) -> String {
+        let outcome = match &self.outcome {
+            Outcome::Complete => "complete".to_owned(),
+            Outcome::Partial => {
+                "partial: some rows are pending and will be sent by the next run".to_owned()
+            }
+            Outcome::Failed { error } => format!("failed: {error}"),
+            Outcome::Baseline => "baseline recorded; nothing sent (initial = \"skip\")".to_owned(),
+        };
+        format!(
+            "{outcome}\nrows read {} · added {} · changed {} · removed {} · unchanged {}\nrecords acknowledged {} of {} · pending {} · row errors {} · retries {} · throttled {} · calls {} · {:.1} s",
+            self.rows_read,
+            self.events.added,
+            self.events.changed,
+            self.events.removed,
+            self.events.unchanged,
+            self.records.acknowledged,
+            self.records.to_send,
+            self.records.pending,
+            self.row_errors.total,
+            self.retries,
+            self.throttled_records,
+            self.calls,
+            self.duration_ms as f64 / 1000.0,
+        )
+    }
+}

@@ -1,0 +1,120 @@
+//! What each primary key last sent: the memory that makes a sync incremental.
+//!
+//! Per primary key the store keeps a fingerprint of the row as last acknowledged by the stream
+//! and that row itself (for `previous` in templates, and to build a `removed` event). A sync
+//! reads the model in chunks, asks the store for the fingerprints of each chunk's keys (added:
+//! absent; changed: different), notes the keys it has seen (a key seen twice is a duplicate),
+//! and at the end lists the keys it never saw (removed). Acknowledged changes are committed
+//! batch by batch, each commit atomic, so a crash at any point leaves exactly the rows the
+//! stream acknowledged.
+//!
+//! Two stores: [`SqliteStore`] (a file; the default) and [`MemoryStore`] (tests). Keys are
+//! the primary key's JSON text (`42`, `"u-1"`), so `1` and `"1"` stay different keys.
+//!
+//! Memory stays bounded in the SQLite store: nothing is loaded whole; the keys seen in a run
+//! go to a temporary table on disk.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// The version of the SQLite schema this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A 128-bit fingerprint of a row's content.
+pub type Fingerprint = u128;
+
+/// What the store holds for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// The fingerprint of the row last acknowledged.
+    pub fingerprint: Fingerprint,
+    /// That row, as the caller encoded it (kinesync stores its JSON).
+    pub row: Vec<u8>,
+}
+
+/// One change to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The stream acknowledged this version of the key's row.
+    Upsert {
+        /// The primary key.
+        key: String,
+        /// The row's fingerprint.
+        fingerprint: Fingerprint,
+        /// The row.
+        row: Vec<u8>,
+    },
+    /// The stream acknowledged the key's removal.
+    Delete {
+        /// The primary key.
+        key: String,
+    },
+}
+
+/// What can go wrong with a store. Every variant says which store and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// SQLite failed.
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by another version of kinesync.
+    #[error(
+        "state store {path} has schema version {found}, this kinesync reads version {expected}; use the kinesync that wrote it, or start over with a new state file (everything is then sent again)"
+    )]
+    SchemaVersion {
+        /// The database file.
+        path: String,
+        /// The version found.
+        found: i64,
+        /// The version expected.
+        expected: i64,
+    },
+    /// `see` or `unseen` before `begin_run`.
+    #[error("no run is in progress: call begin_run first")]
+    NoRun,
+}
+
+/// A place to keep what each key last sent.
+pub trait StateStore: Send {
+    /// Whether a first run has recorded its baseline.
+    fn has_baseline(&self) -> Result<bool, StateError>;
+
+    /// Records that the first run's baseline is in place.
+    fn set_baseline(&mut self) -> Result<(), StateError>;
+
+    /// The fingerprints of `keys`, in order (`None`: not in the store).
+    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError>;
+
+    /// The rows last acknowledged for `keys`, in order.
+    fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
+
+    /// Starts a run: forgets which keys the last run saw.
+    fn begin_run(&mut self) -> Result<(), StateError>;
+
+    /// Notes that this run's model holds `keys`; gives back those already noted this run
+    /// (duplicate primary keys).
+    fn see(&mut self, keys: &[String]) -> Result<Vec<String>, StateError>;
+
+    /// Up to `limit` keys in the store that this run has not seen, after `after` in key order,
+    /// with their last acknowledged rows: the removed keys, page by page.
+    fn unseen(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredRow)>, StateError>;
+
+    /// Applies `changes` atomically: all or none.
+    fn commit(&mut self, changes: &[Change]) -> Result<(), StateError>;
+
+    /// How many keys the store holds.
+    fn len(&self) -> Result<usize, StateError>;
+}
