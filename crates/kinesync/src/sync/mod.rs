@@ -565,6 +565,9 @@ impl Engine {
         } else {
             Vec::new().into_iter()
         };
+        // Changes the trigger does not send are still the model's history: the state moves
+        // on to them, so that a later change is measured against this version.
+        let mut untriggered = Vec::new();
         for (read, known) in chunk.into_iter().zip(known) {
             let event = match known {
                 None => Event::Added,
@@ -580,6 +583,11 @@ impl Engine {
             }
             if !self.events.sends(event) {
                 report.events.not_triggered += 1;
+                untriggered.push(Change::Upsert {
+                    key: read.key,
+                    fingerprint: read.fingerprint,
+                    row: read.json,
+                });
                 continue;
             }
             let previous_row = match event {
@@ -604,6 +612,9 @@ impl Engine {
                 sender,
                 report,
             );
+        }
+        if !untriggered.is_empty() {
+            self.state.commit(&untriggered)?;
         }
         Ok(())
     }
@@ -665,10 +676,12 @@ impl Engine {
                 .unseen(after.as_deref(), self.limits.chunk_rows)?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
+            let mut untriggered = Vec::new();
             for (key, stored) in page {
                 report.events.removed += 1;
                 if !self.events.removed {
                     report.events.not_triggered += 1;
+                    untriggered.push(Change::Delete { key });
                     continue;
                 }
                 let row = self.decode(&stored.row);
@@ -682,6 +695,9 @@ impl Engine {
                     sender,
                     report,
                 );
+            }
+            if !untriggered.is_empty() {
+                self.state.commit(&untriggered)?;
             }
             sender
                 .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)

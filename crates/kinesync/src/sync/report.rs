@@ -36,7 +36,8 @@ pub struct EventCounts {
     pub removed: u64,
     /// Rows as last sent.
     pub unchanged: u64,
-    /// Changes found but not sent, because the events trigger leaves them out.
+    /// Changes found but not sent, because the events trigger leaves them out (the state
+    /// still moves on to them).
     pub not_triggered: u64,
 }
 
