@@ -354,6 +354,11 @@ impl Engine {
         &*self.state
     }
 
+    /// The state store, for lookups (which need `&mut`).
+    pub fn state_mut(&mut self) -> &mut dyn StateStore {
+        &mut *self.state
+    }
+
     /// Replaces the debugger log for the next runs.
     pub fn set_debug_log(&mut self, log: DebugLog) {
         self.log = log;
@@ -409,7 +414,10 @@ impl Engine {
             bytes_sent: 0,
         };
         let description = self.sink.describe_stream(&self.stream).await?;
-        let max_record_bytes = description.max_record_bytes;
+        // A record must fit the stream and a call.
+        let max_record_bytes = description
+            .max_record_bytes
+            .min(self.limits.max_batch_bytes);
         let shards = description.shards.len();
         let config = SenderConfig {
             max_in_flight: self

@@ -13,7 +13,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, not std's: it is the one that paused test time moves.
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -178,28 +181,31 @@ impl Sender {
         if self.stopped.is_none() {
             self.launch();
         }
-        let next_retry = self.retries.keys().next().map(|(due, _)| *due);
-        match (self.in_flight.is_empty(), next_retry) {
-            (true, None) => Ok(false),
-            (true, Some(due)) if self.stopped.is_none() => {
-                tokio::time::sleep_until(due.into()).await;
-                Ok(true)
+        // A retry falling due matters only if a call could start for it; otherwise wait for a
+        // call to finish (waiting on a past due time would spin without ever yielding).
+        let can_launch = self.stopped.is_none() && self.in_flight.len() < self.config.max_in_flight;
+        let next_retry = self
+            .retries
+            .keys()
+            .next()
+            .map(|(due, _)| *due)
+            .filter(|_| can_launch);
+        let done = match (self.in_flight.is_empty(), next_retry) {
+            (true, None) => return Ok(false),
+            (true, Some(due)) => {
+                tokio::time::sleep_until(due).await;
+                None
             }
-            (true, Some(_)) => Ok(false),
-            (false, retry) => {
-                let done = match retry.filter(|_| self.stopped.is_none()) {
-                    Some(due) => tokio::select! {
-                        done = self.in_flight.next() => done,
-                        () = tokio::time::sleep_until(due.into()) => None,
-                    },
-                    None => self.in_flight.next().await,
-                };
-                if let Some(done) = done {
-                    self.complete(done, store, log)?;
-                }
-                Ok(true)
-            }
+            (false, Some(due)) => tokio::select! {
+                done = self.in_flight.next() => done,
+                () = tokio::time::sleep_until(due) => None,
+            },
+            (false, None) => self.in_flight.next().await,
+        };
+        if let Some(done) = done {
+            self.complete(done, store, log)?;
         }
+        Ok(true)
     }
 
     /// Starts batches while calls may be added and records are ready.
