@@ -63,6 +63,11 @@ impl SqliteStore {
             .map_err(sql)?;
         conn.pragma_update(None, "temp_store", "FILE")
             .map_err(sql)?;
+        // Rows arrive in bulk: fewer, larger checkpoints, and a 64 MiB page cache.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)
+            .map_err(sql)?;
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(sql)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
@@ -71,10 +76,10 @@ impl SqliteStore {
                 conn.execute_batch(
                     "BEGIN;
                      CREATE TABLE IF NOT EXISTS rows (
-                         key TEXT PRIMARY KEY,
+                         key TEXT NOT NULL UNIQUE,
                          fingerprint BLOB NOT NULL,
                          row BLOB NOT NULL
-                     ) WITHOUT ROWID;
+                     );
                      CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
                      PRAGMA user_version = 1;
                      COMMIT;",
@@ -112,8 +117,7 @@ impl SqliteStore {
     ) -> Result<Vec<Option<T>>, StateError> {
         let mut found: HashMap<String, T> = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let placeholders = vec!["?"; chunk.len()].join(",");
-            let query = format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})");
+            let query = lookup_sql(column, chunk.len());
             let mut statement = self.conn.prepare_cached(&query).map_err(|e| self.sql(e))?;
             let mut rows = statement
                 .query(params_from_iter(chunk.iter()))
@@ -135,6 +139,20 @@ impl SqliteStore {
         }
         Ok(keys.iter().map(|k| found.remove(k)).collect())
     }
+}
+
+/// `SELECT key, COLUMN FROM rows WHERE key IN (?, ?, ...)` for `n` keys, made once per shape.
+fn lookup_sql(column: &str, n: usize) -> std::sync::Arc<str> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<(String, usize), Arc<str>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .entry((column.to_owned(), n))
+        .or_insert_with(|| {
+            let placeholders = vec!["?"; n].join(",");
+            format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})").into()
+        })
+        .clone()
 }
 
 fn fingerprint_of(blob: &[u8]) -> Fingerprint {

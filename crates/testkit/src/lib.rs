@@ -25,56 +25,82 @@ pub fn fixture(relative: &str) -> PathBuf {
     fixtures_dir().join(relative)
 }
 
+/// One reference benchmark row, typed: row `i` of the shared benchmark's `gen_rows.py`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchRow {
+    /// Primary key, `i + 1`.
+    pub id: i64,
+    /// First name.
+    pub first_name: &'static str,
+    /// Last name.
+    pub last_name: &'static str,
+    /// Email.
+    pub email: String,
+    /// Age.
+    pub age: i64,
+    /// Three tags.
+    pub tags: [&'static str; 3],
+    /// RFC 3339 time.
+    pub created_at: String,
+    /// Country code.
+    pub country: &'static str,
+    /// Plan.
+    pub plan: &'static str,
+    /// Score.
+    pub score: f64,
+    /// Active flag.
+    pub active: bool,
+}
+
+/// The reference rows' column names, in order.
+pub const BENCH_COLUMNS: [&str; 11] =
+    ["id", "first_name", "last_name", "email", "age", "tags", "created_at", "country", "plan", "score", "active"];
+
+/// Row `i` of the reference benchmark rows.
+pub fn bench_row(i: usize) -> BenchRow {
+    const FIRST: [&str; 10] =
+        ["Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances", "Ken"];
+    const LAST: [&str; 10] = [
+        "Lovelace", "Hopper", "Turing", "Torvalds", "Liskov", "Dijkstra", "Hamilton", "Ritchie",
+        "Allen", "Thompson",
+    ];
+    const TAGS: [&str; 8] =
+        ["vip", "beta", "churn-risk", "newsletter", "trial", "enterprise", "mobile", "web"];
+    const COUNTRIES: [&str; 5] = ["US", "DE", "FR", "JP", "BR"];
+    const PLANS: [&str; 3] = ["free", "pro", "team"];
+    let first_name = FIRST[i % 10];
+    let last_name = LAST[(i * 7 + i / 10) % 10];
+    BenchRow {
+        id: i as i64 + 1,
+        first_name,
+        last_name,
+        email: format!("{}.{}{i}@example.com", first_name.to_lowercase(), last_name.to_lowercase()),
+        age: 13 + ((i * 31) % 60) as i64,
+        tags: [TAGS[i % 8], TAGS[(i + 3) % 8], TAGS[(i + 5) % 8]],
+        created_at: rfc3339(1_704_067_200 + 37 * i as i64),
+        country: COUNTRIES[i % 5],
+        plan: PLANS[i % 3],
+        score: (i % 997) as f64 + 0.5,
+        active: i % 3 != 0,
+    }
+}
+
 /// The reference benchmark rows as NDJSON lines, row `i` for `i` in `0..n`.
 ///
 /// The same rows, byte for byte, as the shared benchmark's `gen_rows.py` writes (deterministic
 /// user rows: id, names, email, age, three tags, an RFC 3339 time, country, plan, score,
 /// active), so figures measured here compare with the engines measured on those rows.
 pub fn bench_rows(n: usize) -> impl Iterator<Item = String> {
-    const FIRST: [&str; 10] = [
-        "Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances",
-        "Ken",
-    ];
-    const LAST: [&str; 10] = [
-        "Lovelace", "Hopper", "Turing", "Torvalds", "Liskov", "Dijkstra", "Hamilton", "Ritchie",
-        "Allen", "Thompson",
-    ];
-    const TAGS: [&str; 8] = [
-        "vip",
-        "beta",
-        "churn-risk",
-        "newsletter",
-        "trial",
-        "enterprise",
-        "mobile",
-        "web",
-    ];
-    const COUNTRIES: [&str; 5] = ["US", "DE", "FR", "JP", "BR"];
-    const PLANS: [&str; 3] = ["free", "pro", "team"];
     (0..n).map(|i| {
-        let first = FIRST[i % 10];
-        let last = LAST[(i * 7 + i / 10) % 10];
+        let r = bench_row(i);
         format!(
             concat!(
-                r#"{{"id":{},"first_name":"{}","last_name":"{}","email":"{}.{}{}@example.com","#,
+                r#"{{"id":{},"first_name":"{}","last_name":"{}","email":"{}","#,
                 r#""age":{},"tags":["{}","{}","{}"],"created_at":"{}","country":"{}","plan":"{}","#,
-                r#""score":{},"active":{}}}"#
+                r#""score":{:.1},"active":{}}}"#
             ),
-            i + 1,
-            first,
-            last,
-            first.to_lowercase(),
-            last.to_lowercase(),
-            i,
-            13 + (i * 31) % 60,
-            TAGS[i % 8],
-            TAGS[(i + 3) % 8],
-            TAGS[(i + 5) % 8],
-            rfc3339(1_704_067_200 + 37 * i as i64),
-            COUNTRIES[i % 5],
-            PLANS[i % 3],
-            format_args!("{:.1}", (i % 997) as f64 + 0.5),
-            i % 3 != 0,
+            r.id, r.first_name, r.last_name, r.email, r.age, r.tags[0], r.tags[1], r.tags[2], r.created_at, r.country, r.plan,
+            r.score, r.active,
         )
     })
 }

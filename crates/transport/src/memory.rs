@@ -24,6 +24,9 @@ pub struct StreamConfig {
     pub capacity_mode: CapacityMode,
     /// Reported by describe.
     pub encryption: Encryption,
+    /// Whether records are kept for read-back. A load test that only needs counts turns it
+    /// off, so the simulated stream does not hold every message in memory.
+    pub keep_records: bool,
 }
 
 impl StreamConfig {
@@ -34,6 +37,7 @@ impl StreamConfig {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             capacity_mode: CapacityMode::Provisioned,
             encryption: Encryption::None,
+            keep_records: true,
         }
     }
 }
@@ -56,8 +60,10 @@ pub struct StoredRecord {
 struct SimStream {
     config: StreamConfig,
     map: ShardMap,
-    /// Per shard, in the map's order: the records in arrival order.
+    /// Per shard, in the map's order: the records in arrival order (when kept).
     shards: Vec<Vec<StoredRecord>>,
+    /// Per shard: how many records arrived.
+    counts: Vec<u64>,
 }
 
 /// A faithful simulated stream: shards with hash ranges, per-shard sequence numbers, the
@@ -109,12 +115,14 @@ impl InMemorySink {
     pub fn create_stream(&self, name: &StreamName, config: StreamConfig) {
         let map = ShardMap::even(config.shards.max(1)).expect("1..=100000 shards");
         let shards = vec![Vec::new(); map.len()];
+        let counts = vec![0; map.len()];
         self.lock().insert(
             name.as_str().to_owned(),
             SimStream {
                 config,
                 map,
                 shards,
+                counts,
             },
         );
     }
@@ -125,6 +133,13 @@ impl InMemorySink {
         self.lock()
             .get(stream.as_str())
             .map(|s| s.shards.iter().flatten().cloned().collect())
+    }
+
+    /// How many records each shard received, by shard id (kept even when records are not).
+    pub fn shard_counts(&self, stream: &StreamName) -> Option<Vec<(String, u64)>> {
+        let streams = self.lock();
+        let s = streams.get(stream.as_str())?;
+        Some(s.map.shards().iter().map(|r| r.id().to_owned()).zip(s.counts.iter().copied()).collect())
     }
 
     /// The records of one shard, in arrival order.
@@ -164,16 +179,18 @@ impl KinesisSink for InMemorySink {
                 let hash = HashKey::for_record(&record.partition_key, record.explicit_hash_key);
                 let index = sim.map.index_for(hash);
                 let shard_id = sim.map.shards()[index].id().to_owned();
-                let shard = &mut sim.shards[index];
                 // 56 digits like the service's: shard index, then arrival count.
-                let sequence_number = format!("49{index:06}{:048}", shard.len());
-                shard.push(StoredRecord {
-                    shard_id: shard_id.clone(),
-                    sequence_number: sequence_number.clone(),
-                    partition_key: record.partition_key.clone(),
-                    explicit_hash_key: record.explicit_hash_key,
-                    data: record.data.clone(),
-                });
+                let sequence_number = format!("49{index:06}{:048}", sim.counts[index]);
+                sim.counts[index] += 1;
+                if sim.config.keep_records {
+                    sim.shards[index].push(StoredRecord {
+                        shard_id: shard_id.clone(),
+                        sequence_number: sequence_number.clone(),
+                        partition_key: record.partition_key.clone(),
+                        explicit_hash_key: record.explicit_hash_key,
+                        data: record.data.clone(),
+                    });
+                }
                 RecordOutcome::Accepted {
                     shard_id,
                     sequence_number,

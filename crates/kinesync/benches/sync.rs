@@ -1,0 +1,130 @@
+//! Whole syncs into `InMemorySink`, on the default SQLite state store: a backfill of the
+//! reference rows, then a run with 1% of them changed, with the reference template and with
+//! `mapping`. Reports rows/s, the incremental run's time, the ratio to the payload engine's own
+//! render rate measured in the same process, and peak memory (VmHWM) of each scenario, each in
+//! its own process so the peaks do not mix.
+//!
+//! `cargo bench -p kinesync --bench sync` (1,000,000 rows), or
+//! `cargo bench -p kinesync --bench sync -- ROWS` for another size.
+
+// The harness prints its results; that is its job.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kinesync::payload::{FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+use kinesync::state::SqliteStore;
+use kinesync::sync::{Engine, Outcome};
+use kinesync::transport::{InMemorySink, StreamConfig, StreamName};
+use kinesync::{KeySpec, RecordBuilder};
+use kinesync_testkit::{BENCH_COLUMNS, bench_row};
+
+fn row(i: usize, generation: u64) -> Row {
+    let r = bench_row(i);
+    // A later generation changes the score of the rows it touches.
+    let score = if generation > 0 && i % 100 == 0 { r.score + generation as f64 } else { r.score };
+    Row::new(vec![
+        Value::Int(r.id),
+        Value::from(r.first_name),
+        Value::from(r.last_name),
+        Value::String(r.email),
+        Value::Int(r.age),
+        Value::Array(r.tags.iter().map(|t| Value::from(*t)).collect()),
+        Value::String(r.created_at),
+        Value::from(r.country),
+        Value::from(r.plan),
+        Value::Float(score),
+        Value::Bool(r.active),
+    ])
+}
+
+fn spec(mode: &str) -> PayloadSpec {
+    match mode {
+        "template" => {
+            let path = kinesync_testkit::fixture("bench/reference.liquid");
+            PayloadSpec::template(std::fs::read_to_string(path).expect("the reference template"))
+        }
+        _ => PayloadSpec::Mapping {
+            fields: BENCH_COLUMNS.iter().map(|c| FieldMapping::new(*c, format!("user_{c}"))).collect(),
+        },
+    }
+}
+
+fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// One scenario, in this process: prints one line of results.
+fn scenario(mode: &str, rows: usize) {
+    let schema = Schema::new(BENCH_COLUMNS, "id").unwrap();
+    let payload = Payload::compile(&spec(mode), schema.clone()).unwrap();
+
+    // The payload engine's own rate on these rows, for the ratio.
+    let sample = rows.min(20_000);
+    let sample_rows: Vec<Row> = (0..sample).map(|i| row(i, 0)).collect();
+    let mut out = Vec::with_capacity(512);
+    let t = Instant::now();
+    for r in &sample_rows {
+        payload.render_into(RenderInput::new(r, kinesync::payload::Event::Added), &mut out).unwrap();
+    }
+    let render_rate = sample as f64 / t.elapsed().as_secs_f64();
+    drop(sample_rows);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(InMemorySink::new());
+    let stream = StreamName::new("bench").unwrap();
+    // The simulated stream counts records without keeping them: its memory is not the
+    // engine's.
+    sink.create_stream(&stream, StreamConfig { keep_records: false, ..StreamConfig::with_shards(4) });
+    let records = RecordBuilder::new(payload, KeySpec::new(&schema, None, None).unwrap());
+    let mut engine = Engine::builder()
+        .records(records)
+        .sink(sink.clone(), stream.clone())
+        .state(SqliteStore::open(dir.path().join("state.db")).unwrap())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    let t = Instant::now();
+    let report = runtime.block_on(engine.run((0..rows).map(|i| Ok::<_, String>(row(i, 0))))).unwrap();
+    let backfill = t.elapsed().as_secs_f64();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(report.records.acknowledged, rows as u64);
+
+    let t = Instant::now();
+    let report = runtime.block_on(engine.run((0..rows).map(|i| Ok::<_, String>(row(i, 1))))).unwrap();
+    let incremental = t.elapsed().as_secs_f64();
+    assert_eq!(report.events.changed, rows.div_ceil(100) as u64);
+    println!(
+        "{mode:<9} {rows:>9} rows | backfill {:>8.0} rows/s ({backfill:.2} s) = {:>4.0}% of render rate {:>8.0}/s | 1% changed: {incremental:.2} s | peak {:.0} MiB",
+        rows as f64 / backfill,
+        100.0 * rows as f64 / backfill / render_rate,
+        render_rate,
+        peak_memory_mib(),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if let [mode, rows, flag] = args.as_slice() {
+        if flag == "scenario" {
+            scenario(mode, rows.parse().expect("a row count"));
+            return;
+        }
+    }
+    let rows: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let exe = std::env::current_exe().unwrap();
+    for mode in ["template", "mapping"] {
+        for size in [rows / 4, rows] {
+            let status = Command::new(&exe).args([mode, &size.to_string(), "scenario"]).status().unwrap();
+            assert!(status.success(), "scenario {mode} {size} failed");
+        }
+    }
+}
