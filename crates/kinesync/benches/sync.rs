@@ -24,7 +24,11 @@ use kinesync_testkit::{BENCH_COLUMNS, bench_row};
 fn row(i: usize, generation: u64) -> Row {
     let r = bench_row(i);
     // A later generation changes the score of the rows it touches.
-    let score = if generation > 0 && i % 100 == 0 { r.score + generation as f64 } else { r.score };
+    let score = if generation > 0 && i.is_multiple_of(100) {
+        r.score + generation as f64
+    } else {
+        r.score
+    };
     Row::new(vec![
         Value::Int(r.id),
         Value::from(r.first_name),
@@ -47,7 +51,10 @@ fn spec(mode: &str) -> PayloadSpec {
             PayloadSpec::template(std::fs::read_to_string(path).expect("the reference template"))
         }
         _ => PayloadSpec::Mapping {
-            fields: BENCH_COLUMNS.iter().map(|c| FieldMapping::new(*c, format!("user_{c}"))).collect(),
+            fields: BENCH_COLUMNS
+                .iter()
+                .map(|c| FieldMapping::new(*c, format!("user_{c}")))
+                .collect(),
         },
     }
 }
@@ -72,7 +79,12 @@ fn scenario(mode: &str, rows: usize) {
     let mut out = Vec::with_capacity(512);
     let t = Instant::now();
     for r in &sample_rows {
-        payload.render_into(RenderInput::new(r, kinesync::payload::Event::Added), &mut out).unwrap();
+        payload
+            .render_into(
+                RenderInput::new(r, kinesync::payload::Event::Added),
+                &mut out,
+            )
+            .unwrap();
     }
     let render_rate = sample as f64 / t.elapsed().as_secs_f64();
     drop(sample_rows);
@@ -82,7 +94,13 @@ fn scenario(mode: &str, rows: usize) {
     let stream = StreamName::new("bench").unwrap();
     // The simulated stream counts records without keeping them: its memory is not the
     // engine's.
-    sink.create_stream(&stream, StreamConfig { keep_records: false, ..StreamConfig::with_shards(4) });
+    sink.create_stream(
+        &stream,
+        StreamConfig {
+            keep_records: false,
+            ..StreamConfig::with_shards(4)
+        },
+    );
     let records = RecordBuilder::new(payload, KeySpec::new(&schema, None, None).unwrap());
     let mut engine = Engine::builder()
         .records(records)
@@ -90,16 +108,23 @@ fn scenario(mode: &str, rows: usize) {
         .state(SqliteStore::open(dir.path().join("state.db")).unwrap())
         .build()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let t = Instant::now();
-    let report = runtime.block_on(engine.run((0..rows).map(|i| Ok::<_, String>(row(i, 0))))).unwrap();
+    let report = runtime
+        .block_on(engine.run((0..rows).map(|i| Ok::<_, String>(row(i, 0)))))
+        .unwrap();
     let backfill = t.elapsed().as_secs_f64();
     assert_eq!(report.outcome, Outcome::Complete);
     assert_eq!(report.records.acknowledged, rows as u64);
 
     let t = Instant::now();
-    let report = runtime.block_on(engine.run((0..rows).map(|i| Ok::<_, String>(row(i, 1))))).unwrap();
+    let report = runtime
+        .block_on(engine.run((0..rows).map(|i| Ok::<_, String>(row(i, 1)))))
+        .unwrap();
     let incremental = t.elapsed().as_secs_f64();
     assert_eq!(report.events.changed, rows.div_ceil(100) as u64);
     println!(
@@ -112,18 +137,27 @@ fn scenario(mode: &str, rows: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    if let [mode, rows, flag] = args.as_slice() {
-        if flag == "scenario" {
-            scenario(mode, rows.parse().expect("a row count"));
-            return;
-        }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [mode, rows, flag] = args.as_slice()
+        && flag == "scenario"
+    {
+        scenario(mode, rows.parse().expect("a row count"));
+        return;
     }
-    let rows: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let exe = std::env::current_exe().unwrap();
     for mode in ["template", "mapping"] {
         for size in [rows / 4, rows] {
-            let status = Command::new(&exe).args([mode, &size.to_string(), "scenario"]).status().unwrap();
+            let status = Command::new(&exe)
+                .args([mode, &size.to_string(), "scenario"])
+                .status()
+                .unwrap();
             assert!(status.success(), "scenario {mode} {size} failed");
         }
     }

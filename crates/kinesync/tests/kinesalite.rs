@@ -14,7 +14,10 @@ use kinesync_testkit::servers::kinesalite;
 use kinesync_transport::conformance::{StreamProbe, unique_stream};
 
 fn rows(model: &BTreeMap<i64, String>) -> Vec<Result<Row, String>> {
-    model.iter().map(|(id, name)| Ok(Row::new(vec![Value::Int(*id), Value::from(name.as_str())]))).collect()
+    model
+        .iter()
+        .map(|(id, name)| Ok(Row::new(vec![Value::Int(*id), Value::from(name.as_str())])))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -26,7 +29,9 @@ async fn ten_thousand_rows_land_on_their_shards_then_only_changes_follow() {
 
     let schema = Schema::new(["id", "name"], "id").unwrap();
     let payload = Payload::compile(
-        &PayloadSpec::template(r#"{"id": {{ row.id }}, "name": "{{ row.name }}", "event": "{{ event }}"}"#),
+        &PayloadSpec::template(
+            r#"{"id": {{ row.id }}, "name": "{{ row.name }}", "event": "{{ event }}"}"#,
+        ),
         schema.clone(),
     )
     .unwrap();
@@ -37,11 +42,15 @@ async fn ten_thousand_rows_land_on_their_shards_then_only_changes_follow() {
         .sink(sink, stream.clone())
         .state(MemoryStore::new())
         // kinesalite still enforces the old 5 MiB request limit.
-        .limits(Limits { max_batch_bytes: 5 * 1024 * 1024, ..Limits::default() })
+        .limits(Limits {
+            max_batch_bytes: 5 * 1024 * 1024,
+            ..Limits::default()
+        })
         .build()
         .unwrap();
 
-    let mut model: BTreeMap<i64, String> = (1..=10_000).map(|i| (i, format!("user \"{i}\""))).collect();
+    let mut model: BTreeMap<i64, String> =
+        (1..=10_000).map(|i| (i, format!("user \"{i}\""))).collect();
     let report = engine.run(rows(&model)).await.unwrap();
     assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
     assert_eq!(report.records.acknowledged, 10_000);
@@ -54,10 +63,20 @@ async fn ten_thousand_rows_land_on_their_shards_then_only_changes_follow() {
     for record in &stored {
         let message: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
         let id = message["id"].as_i64().unwrap();
-        assert_eq!(record.partition_key.as_str(), id.to_string(), "the partition key is the primary key");
+        assert_eq!(
+            record.partition_key.as_str(),
+            id.to_string(),
+            "the partition key is the primary key"
+        );
         assert_eq!(message["name"], model[&id], "the message is the row");
         assert_eq!(message["event"], "added");
-        assert_eq!(record.shard_id, shards.shard_for(HashKey::of_partition_key(&record.partition_key)).id(), "the MD5 picks the shard");
+        assert_eq!(
+            record.shard_id,
+            shards
+                .shard_for(HashKey::of_partition_key(&record.partition_key))
+                .id(),
+            "the MD5 picks the shard"
+        );
         *seen.entry(id).or_insert(0) += 1;
     }
     assert!(seen.values().all(|&n| n == 1) && seen.len() == 10_000);
@@ -74,14 +93,23 @@ async fn ten_thousand_rows_land_on_their_shards_then_only_changes_follow() {
     }
     let report = engine.run(rows(&model)).await.unwrap();
     assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
-    assert_eq!((report.events.changed, report.events.removed, report.events.added), (100, 50, 20));
+    assert_eq!(
+        (
+            report.events.changed,
+            report.events.removed,
+            report.events.added
+        ),
+        (100, 50, 20)
+    );
     assert_eq!(report.records.acknowledged, 170);
     let stored = probe.read_back(&stream).await;
     assert_eq!(stored.len(), 10_170);
     let mut events = BTreeMap::new();
     for record in &stored[..] {
         let message: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
-        *events.entry(message["event"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        *events
+            .entry(message["event"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
     }
     assert_eq!(events.get("changed"), Some(&100));
     assert_eq!(events.get("removed"), Some(&50));

@@ -3,16 +3,15 @@
 //! Per primary key the store keeps a fingerprint of the row as last acknowledged by the stream
 //! and that row itself (for `previous` in templates, and to build a `removed` event). A sync
 //! reads the model in chunks, asks the store for the fingerprints of each chunk's keys (added:
-//! absent; changed: different), notes the keys it has seen (a key seen twice is a duplicate),
-//! and at the end lists the keys it never saw (removed). Acknowledged changes are committed
-//! batch by batch, each commit atomic, so a crash at any point leaves exactly the rows the
-//! stream acknowledged.
+//! absent; changed: different), and at the end walks the store's keys to find those the model
+//! no longer has (removed). Acknowledged changes are committed batch by batch, each commit
+//! atomic, so a crash at any point leaves exactly the rows the stream acknowledged.
 //!
 //! Two stores: [`SqliteStore`] (a file; the default) and [`MemoryStore`] (tests). Keys are
 //! the primary key's JSON text (`42`, `"u-1"`), so `1` and `"1"` stay different keys.
 //!
-//! Memory stays bounded in the SQLite store: nothing is loaded whole; the keys seen in a run
-//! go to a temporary table on disk.
+//! The SQLite store loads nothing whole: lookups go chunk by chunk, and the walk over keys
+//! page by page.
 
 mod memory;
 mod sqlite;
@@ -78,9 +77,6 @@ pub enum StateError {
         /// The version expected.
         expected: i64,
     },
-    /// `see` or `unseen` before `begin_run`.
-    #[error("no run is in progress: call begin_run first")]
-    NoRun,
 }
 
 /// A place to keep what each key last sent.
@@ -97,24 +93,13 @@ pub trait StateStore: Send {
     /// The rows last acknowledged for `keys`, in order.
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
 
-    /// Starts a run: forgets which keys the last run saw.
-    fn begin_run(&mut self) -> Result<(), StateError>;
-
-    /// Notes that this run's model holds `keys`; gives back those already noted this run
-    /// (duplicate primary keys).
-    fn see(&mut self, keys: &[String]) -> Result<Vec<String>, StateError>;
-
-    /// Up to `limit` keys in the store that this run has not seen, after `after` in key order,
-    /// with their last acknowledged rows: the removed keys, page by page.
-    fn unseen(
-        &mut self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, StoredRow)>, StateError>;
+    /// Up to `limit` keys of the store after `after`, in key order: how a run walks the whole
+    /// store to find the keys its model no longer has.
+    fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError>;
 
     /// Applies `changes` atomically: all or none.
     fn commit(&mut self, changes: &[Change]) -> Result<(), StateError>;
 
     /// How many keys the store holds.
-    fn len(&self) -> Result<usize, StateError>;
+    fn key_count(&self) -> Result<usize, StateError>;
 }

@@ -1,16 +1,14 @@
 //! The in-memory store, for tests and for callers who keep state elsewhere.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::{Change, Fingerprint, StateError, StateStore, StoredRow};
 
-/// A store in memory. Unlike [`crate::SqliteStore`] it holds the keys seen in a run in
-/// memory too, so it suits tests and models of modest size.
+/// A store in memory: for tests, and for callers who keep state elsewhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStore {
     rows: BTreeMap<String, StoredRow>,
     baseline: bool,
-    seen: Option<HashSet<String>>,
 }
 
 impl MemoryStore {
@@ -49,37 +47,14 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    fn begin_run(&mut self) -> Result<(), StateError> {
-        self.seen = Some(HashSet::new());
-        Ok(())
-    }
-
-    fn see(&mut self, keys: &[String]) -> Result<Vec<String>, StateError> {
-        let seen = self.seen.as_mut().ok_or(StateError::NoRun)?;
-        Ok(keys
-            .iter()
-            .filter(|k| !seen.insert((*k).clone()))
-            .cloned()
-            .collect())
-    }
-
-    fn unseen(
-        &mut self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, StoredRow)>, StateError> {
-        let seen = self.seen.as_ref().ok_or(StateError::NoRun)?;
+    fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {
         let range = match after {
             Some(a) => self
                 .rows
                 .range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
             None => self.rows.range::<str, _>(..),
         };
-        Ok(range
-            .filter(|(k, _)| !seen.contains(*k))
-            .take(limit)
-            .map(|(k, r)| (k.clone(), r.clone()))
-            .collect())
+        Ok(range.take(limit).map(|(k, _)| k.clone()).collect())
     }
 
     fn commit(&mut self, changes: &[Change]) -> Result<(), StateError> {
@@ -106,7 +81,7 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    fn len(&self) -> Result<usize, StateError> {
+    fn key_count(&self) -> Result<usize, StateError> {
         Ok(self.rows.len())
     }
 }

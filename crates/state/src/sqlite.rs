@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::{Change, Fingerprint, SCHEMA_VERSION, StateError, StateStore, StoredRow};
+use crate::{Change, Fingerprint, SCHEMA_VERSION, StateError, StateStore};
 
 /// Keys per `IN (...)` lookup: well under SQLite's parameter limit.
 const LOOKUP_CHUNK: usize = 500;
@@ -15,12 +15,12 @@ const LOOKUP_CHUNK: usize = 500;
 /// The file runs in WAL mode with `synchronous = NORMAL`: a commit is durable against a crash
 /// or kill of the process the moment it returns (it is in the log, in the operating system's
 /// hands); an operating system crash can lose the last commits, and their rows are then sent
-/// again: duplicates, never loss. The keys seen in a run go to a temporary table on disk, so
-/// memory does not grow with the model.
+/// again: duplicates, never loss.
 pub struct SqliteStore {
     conn: Connection,
     path: String,
-    run: bool,
+    /// Lookup queries by (column, number of keys), built once.
+    lookup_sql: HashMap<(&'static str, usize), String>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -61,8 +61,6 @@ impl SqliteStore {
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
-        conn.pragma_update(None, "temp_store", "FILE")
-            .map_err(sql)?;
         // Rows arrive in bulk: fewer, larger checkpoints, and a 64 MiB page cache.
         conn.pragma_update(None, "wal_autocheckpoint", 16384)
             .map_err(sql)?;
@@ -98,7 +96,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             path,
-            run: false,
+            lookup_sql: HashMap::new(),
         })
     }
 
@@ -112,12 +110,19 @@ impl SqliteStore {
     fn lookup<T>(
         &mut self,
         keys: &[String],
-        column: &str,
+        column: &'static str,
         read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<Option<T>>, StateError> {
         let mut found: HashMap<String, T> = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let query = lookup_sql(column, chunk.len());
+            let query = self
+                .lookup_sql
+                .entry((column, chunk.len()))
+                .or_insert_with(|| {
+                    let placeholders = vec!["?"; chunk.len()].join(",");
+                    format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})")
+                })
+                .clone();
             let mut statement = self.conn.prepare_cached(&query).map_err(|e| self.sql(e))?;
             let mut rows = statement
                 .query(params_from_iter(chunk.iter()))
@@ -139,20 +144,6 @@ impl SqliteStore {
         }
         Ok(keys.iter().map(|k| found.remove(k)).collect())
     }
-}
-
-/// `SELECT key, COLUMN FROM rows WHERE key IN (?, ?, ...)` for `n` keys, made once per shape.
-fn lookup_sql(column: &str, n: usize) -> std::sync::Arc<str> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<(String, usize), Arc<str>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache
-        .entry((column.to_owned(), n))
-        .or_insert_with(|| {
-            let placeholders = vec!["?"; n].join(",");
-            format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})").into()
-        })
-        .clone()
 }
 
 fn fingerprint_of(blob: &[u8]) -> Fingerprint {
@@ -194,79 +185,27 @@ impl StateStore for SqliteStore {
         self.lookup(keys, "row", |row| row.get::<_, Vec<u8>>(1))
     }
 
-    fn begin_run(&mut self) -> Result<(), StateError> {
-        self.conn
-            .execute_batch("DROP TABLE IF EXISTS temp.seen; CREATE TEMP TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID;")
-            .map_err(|e| self.sql(e))?;
-        self.run = true;
-        Ok(())
-    }
-
-    fn see(&mut self, keys: &[String]) -> Result<Vec<String>, StateError> {
-        if !self.run {
-            return Err(StateError::NoRun);
-        }
+    fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {
         let path = self.path.clone();
         let sql = |source| StateError::Sqlite {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sql)?;
-        let mut duplicates = Vec::new();
-        {
-            let mut insert = tx
-                .prepare_cached("INSERT OR IGNORE INTO temp.seen (key) VALUES (?1)")
-                .map_err(sql)?;
-            for key in keys {
-                if insert.execute(params![key]).map_err(sql)? == 0 {
-                    duplicates.push(key.clone());
-                }
-            }
-        }
-        tx.commit().map_err(sql)?;
-        Ok(duplicates)
-    }
-
-    fn unseen(
-        &mut self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, StoredRow)>, StateError> {
-        if !self.run {
-            return Err(StateError::NoRun);
-        }
-        let path = self.path.clone();
-        let sql = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        // Reads only the key index, never the stored rows.
         let mut statement = self
             .conn
-            .prepare_cached(
-                "SELECT key, fingerprint, row FROM rows
-                 WHERE key > ?1 AND key NOT IN (SELECT key FROM temp.seen)
-                 ORDER BY key LIMIT ?2",
-            )
+            .prepare_cached("SELECT key FROM rows WHERE key > ?1 ORDER BY key LIMIT ?2")
             .map_err(sql)?;
-        let rows = statement
+        let keys = statement
             .query_map(
                 params![
                     after.unwrap_or(""),
                     i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
-                |r| {
-                    let fingerprint: Vec<u8> = r.get(1)?;
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        StoredRow {
-                            fingerprint: fingerprint_of(&fingerprint),
-                            row: r.get(2)?,
-                        },
-                    ))
-                },
+                |r| r.get::<_, String>(0),
             )
             .map_err(sql)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        keys.collect::<Result<Vec<_>, _>>().map_err(sql)
     }
 
     fn commit(&mut self, changes: &[Change]) -> Result<(), StateError> {
@@ -305,7 +244,7 @@ impl StateStore for SqliteStore {
         tx.commit().map_err(sql)
     }
 
-    fn len(&self) -> Result<usize, StateError> {
+    fn key_count(&self) -> Result<usize, StateError> {
         let n: i64 = self
             .conn
             .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get(0))

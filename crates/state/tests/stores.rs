@@ -1,7 +1,7 @@
-//! Both stores behave the same: lookups, runs and duplicates, removed keys, atomic commits,
+//! Both stores behave the same: lookups, walking the keys, atomic commits,
 //! and (SQLite) a schema version that is checked.
 
-use kinesync_state::{Change, MemoryStore, SqliteStore, StateError, StateStore, StoredRow};
+use kinesync_state::{Change, MemoryStore, SqliteStore, StateError, StateStore};
 use proptest::prelude::*;
 
 fn upsert(key: &str, fingerprint: u128) -> Change {
@@ -23,7 +23,7 @@ fn exercise(store: &mut dyn StateStore) {
         .unwrap();
     store.set_baseline().unwrap();
     assert!(store.has_baseline().unwrap());
-    assert_eq!(store.len().unwrap(), 3);
+    assert_eq!(store.key_count().unwrap(), 3);
     assert_eq!(
         store.fingerprints(&keys(&["3", "1", "9"])).unwrap(),
         vec![Some(u128::MAX), Some(11), None]
@@ -33,32 +33,21 @@ fn exercise(store: &mut dyn StateStore) {
         vec![Some(b"{\"k\":\"\\\"a\\\"\"}".to_vec())]
     );
 
-    assert!(matches!(store.see(&keys(&["1"])), Err(StateError::NoRun)));
-    store.begin_run().unwrap();
-    assert!(store.see(&keys(&["1", "9"])).unwrap().is_empty());
     assert_eq!(
-        store.see(&keys(&["9", "10"])).unwrap(),
-        keys(&["9"]),
-        "a key seen twice in a run is a duplicate"
+        store.keys_after(None, 10).unwrap(),
+        keys(&["\"a\"", "1", "3"]),
+        "every key, in order"
     );
-    let unseen = store.unseen(None, 10).unwrap();
-    let names: Vec<&str> = unseen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(store.keys_after(None, 2).unwrap(), keys(&["\"a\"", "1"]));
     assert_eq!(
-        names,
-        ["\"a\"", "3"],
-        "keys in the store the model no longer has"
+        store.keys_after(Some("1"), 10).unwrap(),
+        keys(&["3"]),
+        "paging goes on after the last key"
     );
     assert_eq!(
-        unseen[1].1,
-        StoredRow {
-            fingerprint: u128::MAX,
-            row: b"{\"k\":\"3\"}".to_vec()
-        }
+        store.rows(&keys(&["3"])).unwrap(),
+        vec![Some(b"{\"k\":\"3\"}".to_vec())]
     );
-    let page = store.unseen(None, 1).unwrap();
-    assert_eq!(page.len(), 1);
-    let rest = store.unseen(Some(&page[0].0), 10).unwrap();
-    assert_eq!(rest.len(), 1, "paging goes on after the last key");
 
     store
         .commit(&[Change::Delete { key: "3".into() }, upsert("1", 12)])
@@ -66,11 +55,6 @@ fn exercise(store: &mut dyn StateStore) {
     assert_eq!(
         store.fingerprints(&keys(&["1", "3"])).unwrap(),
         vec![Some(12), None]
-    );
-    store.begin_run().unwrap();
-    assert!(
-        store.see(&keys(&["9"])).unwrap().is_empty(),
-        "a new run forgets the last run's keys"
     );
 }
 
@@ -86,7 +70,7 @@ fn sqlite_store_behaves_and_persists() {
     exercise(&mut SqliteStore::open(&path).unwrap());
     let reopened = SqliteStore::open(&path).unwrap();
     assert!(reopened.has_baseline().unwrap());
-    assert_eq!(reopened.len().unwrap(), 2);
+    assert_eq!(reopened.key_count().unwrap(), 2);
 }
 
 #[test]
@@ -134,11 +118,9 @@ proptest! {
         }
         let all: Vec<String> = (0u8..20).map(|k| k.to_string()).collect();
         prop_assert_eq!(memory.fingerprints(&all).unwrap(), sqlite.fingerprints(&all).unwrap());
-        prop_assert_eq!(memory.len().unwrap(), sqlite.len().unwrap());
-        memory.begin_run().unwrap();
-        sqlite.begin_run().unwrap();
-        let seen: Vec<String> = (0u8..20).step_by(3).map(|k| k.to_string()).collect();
-        prop_assert_eq!(memory.see(&seen).unwrap(), sqlite.see(&seen).unwrap());
-        prop_assert_eq!(memory.unseen(None, 100).unwrap(), sqlite.unseen(None, 100).unwrap());
+        prop_assert_eq!(memory.key_count().unwrap(), sqlite.key_count().unwrap());
+        prop_assert_eq!(memory.keys_after(None, 100).unwrap(), sqlite.keys_after(None, 100).unwrap());
+        prop_assert_eq!(memory.keys_after(Some("13"), 3).unwrap(), sqlite.keys_after(Some("13"), 3).unwrap());
+        prop_assert_eq!(memory.rows(&all).unwrap(), sqlite.rows(&all).unwrap());
     }
 }

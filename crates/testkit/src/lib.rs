@@ -53,19 +53,40 @@ pub struct BenchRow {
 }
 
 /// The reference rows' column names, in order.
-pub const BENCH_COLUMNS: [&str; 11] =
-    ["id", "first_name", "last_name", "email", "age", "tags", "created_at", "country", "plan", "score", "active"];
+pub const BENCH_COLUMNS: [&str; 11] = [
+    "id",
+    "first_name",
+    "last_name",
+    "email",
+    "age",
+    "tags",
+    "created_at",
+    "country",
+    "plan",
+    "score",
+    "active",
+];
 
 /// Row `i` of the reference benchmark rows.
 pub fn bench_row(i: usize) -> BenchRow {
-    const FIRST: [&str; 10] =
-        ["Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances", "Ken"];
+    const FIRST: [&str; 10] = [
+        "Ada", "Grace", "Alan", "Linus", "Barbara", "Edsger", "Margaret", "Dennis", "Frances",
+        "Ken",
+    ];
     const LAST: [&str; 10] = [
         "Lovelace", "Hopper", "Turing", "Torvalds", "Liskov", "Dijkstra", "Hamilton", "Ritchie",
         "Allen", "Thompson",
     ];
-    const TAGS: [&str; 8] =
-        ["vip", "beta", "churn-risk", "newsletter", "trial", "enterprise", "mobile", "web"];
+    const TAGS: [&str; 8] = [
+        "vip",
+        "beta",
+        "churn-risk",
+        "newsletter",
+        "trial",
+        "enterprise",
+        "mobile",
+        "web",
+    ];
     const COUNTRIES: [&str; 5] = ["US", "DE", "FR", "JP", "BR"];
     const PLANS: [&str; 3] = ["free", "pro", "team"];
     let first_name = FIRST[i % 10];
@@ -74,14 +95,18 @@ pub fn bench_row(i: usize) -> BenchRow {
         id: i as i64 + 1,
         first_name,
         last_name,
-        email: format!("{}.{}{i}@example.com", first_name.to_lowercase(), last_name.to_lowercase()),
+        email: format!(
+            "{}.{}{i}@example.com",
+            first_name.to_lowercase(),
+            last_name.to_lowercase()
+        ),
         age: 13 + ((i * 31) % 60) as i64,
         tags: [TAGS[i % 8], TAGS[(i + 3) % 8], TAGS[(i + 5) % 8]],
         created_at: rfc3339(1_704_067_200 + 37 * i as i64),
         country: COUNTRIES[i % 5],
         plan: PLANS[i % 3],
         score: (i % 997) as f64 + 0.5,
-        active: i % 3 != 0,
+        active: !i.is_multiple_of(3),
     }
 }
 
@@ -99,8 +124,19 @@ pub fn bench_rows(n: usize) -> impl Iterator<Item = String> {
                 r#""age":{},"tags":["{}","{}","{}"],"created_at":"{}","country":"{}","plan":"{}","#,
                 r#""score":{:.1},"active":{}}}"#
             ),
-            r.id, r.first_name, r.last_name, r.email, r.age, r.tags[0], r.tags[1], r.tags[2], r.created_at, r.country, r.plan,
-            r.score, r.active,
+            r.id,
+            r.first_name,
+            r.last_name,
+            r.email,
+            r.age,
+            r.tags[0],
+            r.tags[1],
+            r.tags[2],
+            r.created_at,
+            r.country,
+            r.plan,
+            r.score,
+            r.active,
         )
     })
 }

@@ -139,7 +139,14 @@ impl InMemorySink {
     pub fn shard_counts(&self, stream: &StreamName) -> Option<Vec<(String, u64)>> {
         let streams = self.lock();
         let s = streams.get(stream.as_str())?;
-        Some(s.map.shards().iter().map(|r| r.id().to_owned()).zip(s.counts.iter().copied()).collect())
+        Some(
+            s.map
+                .shards()
+                .iter()
+                .map(|r| r.id().to_owned())
+                .zip(s.counts.iter().copied())
+                .collect(),
+        )
     }
 
     /// The records of one shard, in arrival order.

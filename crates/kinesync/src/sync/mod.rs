@@ -5,14 +5,14 @@
 //!
 //! 1. **Describe** the stream once: its open shards (for the default number of calls in
 //!    flight) and its maximum record size.
-//! 2. **Read the model in chunks.** For each chunk: note its primary keys (a key seen twice is
-//!    a run error), fingerprint each row (XXH3-128 of its JSON), look the keys up in the state
-//!    store, and sort each row into added (new key), changed (new fingerprint) or unchanged.
+//! 2. **Read the model in chunks.** For each chunk: note its primary keys (as 128-bit hashes,
+//!    16 bytes a row; a key seen twice is a run error), fingerprint each row (XXH3-128 of its
+//!    JSON), look the keys up in the state store, and sort each row into added (new key), changed (new fingerprint) or unchanged.
 //!    Rows whose event the trigger sends become records and join the sender's queue; the
 //!    reader waits while the queue is full, so memory stays bounded whatever the model's size.
 //! 3. **Removed keys**: once the whole model has been read (and only then: a run that stopped
-//!    early, or could not read every row, does not know what is gone), the keys in the state
-//!    store that the model no longer has, with their last sent rows.
+//!    early, or could not read every row, does not know what is gone), a walk over the state
+//!    store's keys finds those the model no longer has, and their last sent rows.
 //! 4. **Drain** the sender: batches of at most 500 records and 10 MiB, a bounded number of
 //!    calls in flight, per-key order, retries with capped exponential backoff and full jitter
 //!    within the run's budget. After each call the acknowledged records' changes are committed.
@@ -65,9 +65,12 @@ pub mod debug_log;
 pub mod report;
 mod sender;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use xxhash_rust::xxh3::xxh3_128;
 
 use kinesync_payload::{Event, RenderInput, Row, RowEncoder, Schema, Value};
 use kinesync_state::{Change, StateStore};
@@ -440,7 +443,11 @@ impl Engine {
             ),
         };
         let mut sender = Sender::new(self.sink.clone(), self.stream.clone(), config);
-        self.state.begin_run()?;
+        // The keys this run's model holds, as 128-bit hashes: 16 bytes a row, to find
+        // duplicate keys now and removed keys at the end without writing every key to disk.
+        let mut seen: HashSet<u128> = HashSet::new();
+        // A store with nothing in it has nothing to look up.
+        let state_was_empty = self.state.key_count()? == 0;
         let first_run = !self.state.has_baseline()?;
         let baseline_only = first_run && self.initial == Initial::Skip;
 
@@ -454,7 +461,7 @@ impl Engine {
                     Ok(row) => {
                         let mut json = Vec::with_capacity(256);
                         self.encoder.encode(&row, &mut json);
-                        let fingerprint = xxhash_rust::xxh3::xxh3_128(&json);
+                        let fingerprint = xxh3_128(&json);
                         chunk.push(Read {
                             key: self.key_of(&row),
                             row,
@@ -478,8 +485,8 @@ impl Engine {
             }
             report.rows_read += chunk.len() as u64;
             let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
-            if let Some(duplicate) = self.state.see(&keys)?.into_iter().next() {
-                stop = Some(Stop::Duplicate(duplicate));
+            if let Some(duplicate) = keys.iter().find(|k| !seen.insert(xxh3_128(k.as_bytes()))) {
+                stop = Some(Stop::Duplicate(duplicate.clone()));
                 break;
             }
             if baseline_only {
@@ -497,6 +504,7 @@ impl Engine {
             self.diff_chunk(
                 chunk,
                 &keys,
+                state_was_empty,
                 max_record_bytes,
                 &mut seq,
                 &mut sender,
@@ -513,7 +521,7 @@ impl Engine {
 
         let model_complete = stop.is_none() && report.unreadable_rows == 0;
         if model_complete && !first_run {
-            self.removed(max_record_bytes, &mut seq, &mut sender, &mut report)
+            self.removed(&seen, max_record_bytes, &mut seq, &mut sender, &mut report)
                 .await?;
         }
         sender.finish(&mut *self.state, &mut self.log).await?;
@@ -552,16 +560,24 @@ impl Engine {
     }
 
     /// Sorts a chunk into events and queues the records the trigger sends.
+    // The run's counters travel as separate borrows so the sender and the report can be
+    // borrowed while `self` is.
+    #[allow(clippy::too_many_arguments)]
     fn diff_chunk(
         &mut self,
         chunk: Vec<Read>,
         keys: &[String],
+        state_was_empty: bool,
         max_record_bytes: usize,
         seq: &mut u64,
         sender: &mut Sender,
         report: &mut RunReport,
     ) -> Result<(), Error> {
-        let known = self.state.fingerprints(keys)?;
+        let known = if state_was_empty {
+            vec![None; keys.len()]
+        } else {
+            self.state.fingerprints(keys)?
+        };
         let changed_keys: Vec<String> = chunk
             .iter()
             .zip(&known)
@@ -672,6 +688,7 @@ impl Engine {
     /// Queues the removed keys, page by page.
     async fn removed(
         &mut self,
+        seen: &HashSet<u128>,
         max_record_bytes: usize,
         seq: &mut u64,
         sender: &mut Sender,
@@ -681,18 +698,27 @@ impl Engine {
         loop {
             let page = self
                 .state
-                .unseen(after.as_deref(), self.limits.chunk_rows)?;
-            let Some((last, _)) = page.last() else { break };
+                .keys_after(after.as_deref(), self.limits.chunk_rows)?;
+            let Some(last) = page.last() else { break };
             after = Some(last.clone());
+            let gone: Vec<String> = page
+                .into_iter()
+                .filter(|k| !seen.contains(&xxh3_128(k.as_bytes())))
+                .collect();
+            let rows = if self.events.removed && !gone.is_empty() {
+                self.state.rows(&gone)?
+            } else {
+                vec![None; gone.len()]
+            };
             let mut untriggered = Vec::new();
-            for (key, stored) in page {
+            for (key, stored) in gone.into_iter().zip(rows) {
                 report.events.removed += 1;
                 if !self.events.removed {
                     report.events.not_triggered += 1;
                     untriggered.push(Change::Delete { key });
                     continue;
                 }
-                let row = self.decode(&stored.row);
+                let row = self.decode(&stored.unwrap_or_default());
                 let change = Change::Delete { key: key.clone() };
                 self.queue(
                     RenderInput::new(&row, Event::Removed),
