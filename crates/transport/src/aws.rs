@@ -386,6 +386,27 @@ impl AwsKinesisSink {
         }
     }
 
+    /// Reports a finished call to the observer, and maps a failure to a [`TransportError`].
+    fn settle<O, E>(
+        &self,
+        result: Result<O, SdkError<E, HttpResponse>>,
+        mut call: CallRecord,
+    ) -> Result<O, TransportError>
+    where
+        O: RequestId,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match result {
+            Ok(output) => {
+                call.http_status = Some(200);
+                call.request_id = output.request_id().map(str::to_owned);
+                self.observe(call);
+                Ok(output)
+            }
+            Err(err) => Err(self.failed(err, call)),
+        }
+    }
+
     /// Maps an SDK error to a [`TransportError`] and reports the failed call.
     fn failed<E>(&self, err: SdkError<E, HttpResponse>, mut call: CallRecord) -> TransportError
     where
@@ -608,16 +629,8 @@ impl KinesisSink for AwsKinesisSink {
             .stream_name(stream.as_str())
             .send()
             .await;
-        let mut call = self.call_record(Operation::DescribeStreamSummary, Some(stream), started);
-        let summary = match summary {
-            Ok(output) => {
-                call.http_status = Some(200);
-                call.request_id = output.request_id().map(str::to_owned);
-                self.observe(call);
-                output
-            }
-            Err(err) => return Err(self.failed(err, call)),
-        };
+        let call = self.call_record(Operation::DescribeStreamSummary, Some(stream), started);
+        let summary = self.settle(summary, call)?;
         let Some(summary) = summary.stream_description_summary() else {
             return Err(TransportError::new(
                 ErrorKind::Other,
@@ -672,16 +685,8 @@ impl KinesisSink for AwsKinesisSink {
                     .set_exclusive_start_stream_name(names.last().cloned()),
             };
             let result = request.send().await;
-            let mut call = self.call_record(Operation::ListStreams, None, started);
-            let output = match result {
-                Ok(output) => {
-                    call.http_status = Some(200);
-                    call.request_id = output.request_id().map(str::to_owned);
-                    self.observe(call);
-                    output
-                }
-                Err(err) => return Err(self.failed(err, call)),
-            };
+            let call = self.call_record(Operation::ListStreams, None, started);
+            let output = self.settle(result, call)?;
             names.extend(output.stream_names().iter().cloned());
             token = output.next_token().map(str::to_owned);
             if !output.has_more_streams() || output.stream_names().is_empty() {
@@ -705,16 +710,8 @@ impl AwsKinesisSink {
                 None => self.client.list_shards().stream_name(stream.as_str()),
             };
             let result = request.send().await;
-            let mut call = self.call_record(Operation::ListShards, Some(stream), started);
-            let output = match result {
-                Ok(output) => {
-                    call.http_status = Some(200);
-                    call.request_id = output.request_id().map(str::to_owned);
-                    self.observe(call);
-                    output
-                }
-                Err(err) => return Err(self.failed(err, call)),
-            };
+            let call = self.call_record(Operation::ListShards, Some(stream), started);
+            let output = self.settle(result, call)?;
             for shard in output.shards() {
                 let open = shard
                     .sequence_number_range()

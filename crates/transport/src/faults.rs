@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::{
     ErrorKind, KinesisSink, Operation, PutRecord, RecordFailure, RecordOutcome, StreamDescription,
-    StreamName, TransportError,
+    StreamName, TransportError, complete_through,
 };
 
 /// What happens to one `PutRecords` call.
@@ -221,23 +221,7 @@ impl<S: KinesisSink> KinesisSink for FaultySink<S> {
                         outcomes[i] = Some(RecordOutcome::Failed { failure, message });
                     }
                 }
-                let passing: Vec<usize> = (0..records.len())
-                    .filter(|&i| outcomes[i].is_none())
-                    .collect();
-                if !passing.is_empty() {
-                    let batch: Vec<PutRecord> =
-                        passing.iter().map(|&i| records[i].clone()).collect();
-                    for (&i, outcome) in passing
-                        .iter()
-                        .zip(self.inner.put_records(stream, &batch).await?)
-                    {
-                        outcomes[i] = Some(outcome);
-                    }
-                }
-                Ok(outcomes
-                    .into_iter()
-                    .map(|o| o.expect("every record has an outcome"))
-                    .collect())
+                complete_through(&self.inner, stream, records, outcomes).await
             }
         }
     }

@@ -352,6 +352,30 @@ pub(crate) fn validate_batch(
     Ok(())
 }
 
+/// For decorators that decide some records' outcomes themselves: puts the records still
+/// without an outcome to `inner` in one call, fills in their outcomes, and gives back the
+/// complete list.
+pub(crate) async fn complete_through<S: KinesisSink + ?Sized>(
+    inner: &S,
+    stream: &StreamName,
+    records: &[PutRecord],
+    mut outcomes: Vec<Option<RecordOutcome>>,
+) -> Result<Vec<RecordOutcome>, TransportError> {
+    let open: Vec<usize> = (0..records.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    if !open.is_empty() {
+        let batch: Vec<PutRecord> = open.iter().map(|&i| records[i].clone()).collect();
+        for (&i, outcome) in open.iter().zip(inner.put_records(stream, &batch).await?) {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every record has an outcome"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use kinesync_keys::{HashKey, ShardMap};
 
 use crate::{
     KinesisSink, PutRecord, RecordFailure, RecordOutcome, StreamDescription, StreamName,
-    TransportError, validate_batch,
+    TransportError, complete_through, validate_batch,
 };
 
 /// Where time comes from, so tests can step it.
@@ -203,7 +203,6 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
             }
         };
         validate_batch(stream, records, max_record_bytes)?;
-        let mut admitted = Vec::with_capacity(records.len());
         let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
         {
             let mut state = self
@@ -215,9 +214,7 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
                     &record.partition_key,
                     record.explicit_hash_key,
                 ));
-                if self.admit(&mut state, stream.as_str(), shard, record.size()) {
-                    admitted.push(i);
-                } else {
+                if !self.admit(&mut state, stream.as_str(), shard, record.size()) {
                     outcomes[i] = Some(RecordOutcome::Failed {
                         failure: RecordFailure::Throttled,
                         message: format!(
@@ -228,17 +225,7 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
                 }
             }
         }
-        if !admitted.is_empty() {
-            let batch: Vec<PutRecord> = admitted.iter().map(|&i| records[i].clone()).collect();
-            let inner = self.inner.put_records(stream, &batch).await?;
-            for (&i, outcome) in admitted.iter().zip(inner) {
-                outcomes[i] = Some(outcome);
-            }
-        }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.expect("every record has an outcome"))
-            .collect())
+        complete_through(&self.inner, stream, records, outcomes).await
     }
 
     async fn describe_stream(
