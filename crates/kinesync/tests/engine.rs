@@ -573,4 +573,31 @@ async fn the_debugger_log_has_a_line_per_call_without_payloads() {
         !text.contains("secret-name"),
         "payloads stay out of the log by default"
     );
+
+    // Asked for, the messages come along.
+    let out = Shared::default();
+    let mut engine = Engine::builder()
+        .records(records(None))
+        .sink(memory_sink(1), stream())
+        .state(MemoryStore::new())
+        .debug_log(DebugLog::to_writer(out.clone()).with_payloads(true))
+        .build()
+        .unwrap();
+    engine
+        .run(
+            model(&[(1, "secret-name")])
+                .into_iter()
+                .map(Ok::<_, String>),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(
+        line["payloads"][0]
+            .as_str()
+            .unwrap()
+            .contains("secret-name"),
+        "{line}"
+    );
 }

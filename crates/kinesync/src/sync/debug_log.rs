@@ -31,6 +31,9 @@ pub(crate) struct CallLine {
     request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// The messages sent, only when the log was asked for payloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) payloads: Option<Vec<String>>,
 }
 
 impl CallLine {
@@ -75,6 +78,7 @@ impl CallLine {
             record_errors: BTreeMap::new(),
             request_id: None,
             message: None,
+            payloads: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl CallLine {
 pub struct DebugLog {
     out: Option<Box<dyn Write + Send>>,
     failed: bool,
+    payloads: bool,
 }
 
 impl std::fmt::Debug for DebugLog {
@@ -106,6 +111,7 @@ impl DebugLog {
         Self {
             out: None,
             failed: false,
+            payloads: false,
         }
     }
 
@@ -114,7 +120,19 @@ impl DebugLog {
         Self {
             out: Some(Box::new(out)),
             failed: false,
+            payloads: false,
         }
+    }
+
+    /// Also writes each call's messages (off by default: messages are the customers' data).
+    pub fn with_payloads(mut self, on: bool) -> Self {
+        self.payloads = on;
+        self
+    }
+
+    /// Whether lines should carry the messages sent.
+    pub(crate) fn wants_payloads(&self) -> bool {
+        self.payloads && self.out.is_some()
     }
 
     pub(crate) fn write(&mut self, line: &CallLine) {

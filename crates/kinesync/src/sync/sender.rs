@@ -321,6 +321,14 @@ impl Sender {
             done.items.len(),
             done.bytes,
         );
+        if log.wants_payloads() {
+            line.payloads = Some(
+                done.items
+                    .iter()
+                    .map(|i| String::from_utf8_lossy(&i.record.data).into_owned())
+                    .collect(),
+            );
+        }
         let mut acknowledged = Vec::new();
         match done.result {
             Ok(outcomes) => {
