@@ -9,6 +9,10 @@ use kinesync_keys::{ExplicitHashKey, PartitionKey};
 use kinesync_transport::conformance::StreamProbe;
 use kinesync_transport::{AwsKinesisSink, Credentials, Secret, StoredRecord, StreamName};
 
+/// How often a new stream's status is read while waiting (within a deadline) for it to be
+/// active.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// The region the local servers are addressed in.
 pub const TEST_REGION: &str = "us-east-1";
 
@@ -99,7 +103,7 @@ impl StreamProbe for KinesisProbe {
                 Instant::now() < deadline,
                 "stream {name} did not become active in 30 s"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 

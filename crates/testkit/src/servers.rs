@@ -11,6 +11,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// How often a launcher's port is tried while waiting (within a deadline) for it to open.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
 /// The pinned versions.
 pub const KINESALITE_VERSION: &str = "3.3.3";
 /// The pinned moto version.
@@ -125,7 +128,7 @@ fn start(mut command: Command, what: &str) -> Server {
             Instant::now() < deadline,
             "{what} reported port {port} but does not accept connections after 60 s"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL_INTERVAL);
     }
     Server {
         endpoint: format!("http://127.0.0.1:{port}"),
