@@ -672,12 +672,7 @@ impl Engine {
                 }
                 report.records.to_send += 1;
                 *seq += 1;
-                sender.push(Item {
-                    seq: *seq,
-                    record: put,
-                    change,
-                    attempts: 0,
-                });
+                sender.push(Item::new(*seq, put, change));
             }
             Err(e) => report
                 .row_errors

@@ -33,17 +33,34 @@ use super::debug_log::{CallLine, DebugLog};
 #[derive(Debug)]
 pub(crate) struct Item {
     /// Position in the run's order.
-    pub(crate) seq: u64,
-    pub(crate) record: PutRecord,
-    pub(crate) change: Change,
+    seq: u64,
+    record: PutRecord,
+    change: Change,
     /// Failed attempts so far.
-    pub(crate) attempts: u32,
+    attempts: u32,
+    /// The partition key's XXH3-128: keys are owned by hash, so a record costs no key copy.
+    key: u128,
 }
 
 impl Item {
-    fn key(&self) -> &str {
-        self.record.partition_key.as_str()
+    pub(crate) fn new(seq: u64, record: PutRecord, change: Change) -> Self {
+        let key = xxhash_rust::xxh3::xxh3_128(record.partition_key.as_str().as_bytes());
+        Self {
+            seq,
+            record,
+            change,
+            attempts: 0,
+            key,
+        }
     }
+}
+
+/// An item whose record is out in a call.
+struct Sent {
+    seq: u64,
+    change: Change,
+    attempts: u32,
+    key: u128,
 }
 
 /// How the sender behaves; see [`crate::sync::Limits`].
@@ -71,7 +88,9 @@ pub(crate) struct SenderCounts {
 }
 
 struct Done {
-    items: Vec<Item>,
+    /// The records, handed back by the call so that failed ones can be retried.
+    records: Vec<PutRecord>,
+    sent: Vec<Sent>,
     attempt: u32,
     bytes: usize,
     started: SystemTime,
@@ -88,10 +107,10 @@ pub(crate) struct Sender {
     config: SenderConfig,
     queue: VecDeque<Item>,
     retries: BTreeMap<(Instant, u64), Item>,
-    /// Partition key → the seq of the record that owns it.
-    owners: HashMap<String, u64>,
+    /// Partition key (hash) → the seq of the record that owns it.
+    owners: HashMap<u128, u64>,
     /// Keys whose owner gave up: everything behind them stays pending.
-    stranded: HashSet<String>,
+    stranded: HashSet<u128>,
     in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
     rng: StdRng,
     started: Instant,
@@ -216,7 +235,20 @@ impl Sender {
                 break;
             }
             let attempt = batch.iter().map(|i| i.attempts).max().unwrap_or(0) + 1;
-            let records: Vec<PutRecord> = batch.iter().map(|i| i.record.clone()).collect();
+            let (records, sent): (Vec<PutRecord>, Vec<Sent>) = batch
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.record,
+                        Sent {
+                            seq: i.seq,
+                            change: i.change,
+                            attempts: i.attempts,
+                            key: i.key,
+                        },
+                    )
+                })
+                .unzip();
             let bytes = records.iter().map(PutRecord::size).sum();
             let sink = self.sink.clone();
             let stream = self.stream.clone();
@@ -225,7 +257,8 @@ impl Sender {
                 let clock = Instant::now();
                 let result = sink.put_records(&stream, &records).await;
                 Done {
-                    items: batch,
+                    records,
+                    sent,
                     attempt,
                     bytes,
                     started,
@@ -259,8 +292,8 @@ impl Sender {
         let mut scanned = 0;
         while i < self.queue.len() && batch.len() < max_records && scanned < SCAN_WINDOW {
             let item = &self.queue[i];
-            if self.owners.contains_key(item.key()) {
-                if self.stranded.contains(item.key()) {
+            if self.owners.contains_key(&item.key) {
+                if self.stranded.contains(&item.key) {
                     // Its key's owner gave up: it cannot go out this run without overtaking.
                     self.queue.remove(i);
                     self.counts.pending += 1;
@@ -274,7 +307,7 @@ impl Sender {
                 break;
             }
             let item = self.queue.remove(i).expect("index is in range");
-            self.owners.insert(item.key().to_owned(), item.seq);
+            self.owners.insert(item.key, item.seq);
             bytes += item.record.size();
             batch.push(item);
         }
@@ -296,7 +329,7 @@ impl Sender {
         if item.attempts >= self.config.max_attempts
             || self.started.elapsed() >= self.config.retry_time
         {
-            self.stranded.insert(item.key().to_owned());
+            self.stranded.insert(item.key);
             self.counts.pending += 1;
             return;
         }
@@ -313,17 +346,29 @@ impl Sender {
     ) -> Result<(), StateError> {
         self.counts.calls += 1;
         self.counts.bytes += done.bytes as u64;
+        let items: Vec<Item> = done
+            .sent
+            .into_iter()
+            .zip(done.records)
+            .map(|(s, record)| Item {
+                seq: s.seq,
+                record,
+                change: s.change,
+                attempts: s.attempts,
+                key: s.key,
+            })
+            .collect();
         let mut line = CallLine::put_records(
             &self.stream,
             done.started,
             done.duration,
             done.attempt,
-            done.items.len(),
+            items.len(),
             done.bytes,
         );
         if log.wants_payloads() {
             line.payloads = Some(
-                done.items
+                items
                     .iter()
                     .map(|i| String::from_utf8_lossy(&i.record.data).into_owned())
                     .collect(),
@@ -332,10 +377,10 @@ impl Sender {
         let mut acknowledged = Vec::new();
         match done.result {
             Ok(outcomes) => {
-                for (item, outcome) in done.items.into_iter().zip(outcomes) {
+                for (item, outcome) in items.into_iter().zip(outcomes) {
                     match outcome {
                         RecordOutcome::Accepted { .. } => {
-                            self.owners.remove(item.key());
+                            self.owners.remove(&item.key);
                             acknowledged.push(item.change);
                         }
                         RecordOutcome::Failed { failure, .. } => {
@@ -355,14 +400,14 @@ impl Sender {
                 line.failed(&error);
                 if error.is_retryable() {
                     if error.kind() == ErrorKind::Throttled {
-                        self.counts.throttled += done.items.len() as u64;
+                        self.counts.throttled += items.len() as u64;
                     }
-                    for item in done.items {
+                    for item in items {
                         self.retry_or_give_up(item);
                     }
                 } else {
                     // Nothing more can go out: finish what is in flight, keep the rest pending.
-                    self.counts.pending += done.items.len() as u64;
+                    self.counts.pending += items.len() as u64;
                     self.counts.pending += (self.queue.len() + self.retries.len()) as u64;
                     self.queue.clear();
                     self.retries.clear();
