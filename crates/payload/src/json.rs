@@ -196,7 +196,7 @@ pub(crate) enum Whitespace {
 
 /// Checks that `out` holds exactly one JSON value and removes any whitespace outside strings.
 pub(crate) fn finish(out: &mut Vec<u8>, whitespace: Whitespace) -> Result<(), InvalidJson> {
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(out) {
+    if let Err(e) = serde_json::from_slice::<Decodable>(out) {
         let offset = offset_of(out, e.line(), e.column());
         let reason = e.to_string();
         // serde_json appends " at line L column C"; the offset says it better.
@@ -215,6 +215,55 @@ pub(crate) fn finish(out: &mut Vec<u8>, whitespace: Whitespace) -> Result<(), In
         compact(out);
     }
     Ok(())
+}
+
+/// Accepts exactly the JSON a consumer can decode: like `IgnoredAny`, but numbers are parsed,
+/// so a number beyond the range of a double (`1e999`, or a 310-digit integer written by plain
+/// Liquid) is refused instead of passed on to fail in the consumer's parser.
+struct Decodable;
+
+impl<'de> serde::Deserialize<'de> for Decodable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DecodableVisitor)
+    }
+}
+
+struct DecodableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DecodableVisitor {
+    type Value = Decodable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_unit<E>(self) -> Result<Decodable, E> {
+        Ok(Decodable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Decodable, A::Error> {
+        while seq.next_element::<Decodable>()?.is_some() {}
+        Ok(Decodable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Decodable, A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value::<Decodable>()?;
+        }
+        Ok(Decodable)
+    }
 }
 
 /// Removes whitespace outside strings from valid JSON, in place.
@@ -290,6 +339,11 @@ mod tests {
         let err = finish(&mut out, Whitespace::Possible).unwrap_err();
         assert_eq!(err.offset, 7);
         assert_eq!(err.excerpt, "{\"a\":1,}");
+        let mut huge = b"[1e999]".to_vec();
+        assert!(
+            finish(&mut huge, Whitespace::Possible).is_err(),
+            "a number no double can hold is refused"
+        );
         let mut two = b"1 2".to_vec();
         assert!(
             finish(&mut two, Whitespace::Possible).is_err(),

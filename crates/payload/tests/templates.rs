@@ -378,3 +378,31 @@ fn every_problem_is_reported_at_once_and_rendered_like_a_compiler() {
          error: unknown filter `nosuch`\n --> user.liquid:2:19\n  |\n2 |  \"b\": {{ row.id | nosuch }}}\n  |                   ^\n  = help: use one of Liquid's standard filters (upcase, default, date, ...) or `json`\n"
     );
 }
+
+#[test]
+fn plain_liquid_numbers_no_double_can_hold_are_row_errors_not_bad_messages() {
+    // liquid writes f64::MAX in plain decimal with rounding that overflows a double; a
+    // consumer's parser would refuse the message, so kinesync refuses it first.
+    let spec = PayloadSpec::Template {
+        source: "[{{ row.score }}]".into(),
+        escape: Escape::None,
+    };
+    let payload = Payload::compile(&spec, schema()).unwrap();
+    let mut huge = row(Value::Null);
+    let mut values = huge.values().to_vec();
+    values[3] = Value::Float(f64::MAX);
+    huge = Row::new(values);
+    match payload.render(RenderInput::new(&huge, Event::Added)) {
+        Ok(bytes) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes).expect("whatever renders, decodes");
+        }
+        Err(e) => assert_eq!(e.kind.name(), "invalid_json", "{e}"),
+    }
+    // JSON-safe mode writes the same value exactly.
+    let safe = Payload::compile(&PayloadSpec::template("[{{ row.score }}]"), schema()).unwrap();
+    let bytes = safe.render(RenderInput::new(&huge, Event::Added)).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()[0].as_f64(),
+        Some(f64::MAX)
+    );
+}
