@@ -8,6 +8,10 @@ test:
 ci:
     bash .ci/run
 
+# Sync the example model into a simulated stream (run it twice: the second sends nothing).
+sync-example:
+    cargo run -q -p kinesync-cli -- sync --config examples/users/kinesync.toml
+
 # Preview the example model's records without sending anything.
 preview-example:
     cargo run -q -p kinesync-cli -- preview --config examples/users/kinesync.toml

@@ -26,6 +26,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one sync: read the model, send what was added, changed or removed since the last
+    /// run, and commit what the stream acknowledged. Exits 0 when everything was acknowledged,
+    /// 2 when some rows are pending or in error (the next run sends them), 1 on a
+    /// configuration or fatal error.
+    Sync {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also write the run report here, as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Check the destination: resolve credentials, describe the stream, and print its status,
     /// shards and hash ranges, maximum record size, encryption and capacity mode. Exits 1
     /// with what to fix when something is wrong.
@@ -64,6 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(&config),
+        Command::Sync { config, report } => sync(&config, report.as_deref()),
         Command::Preview {
             config,
             rows,
@@ -98,6 +111,40 @@ fn check(config: &std::path::Path) -> Result<ExitCode, kinesync::Error> {
     let report = runtime().block_on(kinesync::destination::check(&config))?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn sync(
+    config: &std::path::Path,
+    report_path: Option<&std::path::Path>,
+) -> Result<ExitCode, kinesync::Error> {
+    let config = Config::from_file(config)?;
+    let (report, destination) = runtime().block_on(kinesync::run_config(&config))?;
+    println!("{}", report.summary());
+    if let Some(simulated) = &destination.simulated
+        && let Some(counts) = simulated.shard_counts(&destination.stream)
+    {
+        println!(
+            "simulated stream {} ({} shards):",
+            destination.stream,
+            counts.len()
+        );
+        for (shard, count) in counts {
+            println!("  {shard}  {count} records");
+        }
+    }
+    if let Some(path) = report_path {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+        std::fs::write(path, json).map_err(|source| kinesync::Error::Io {
+            what: "write the report",
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(match report.outcome {
+        kinesync::sync::Outcome::Complete | kinesync::sync::Outcome::Baseline => ExitCode::SUCCESS,
+        kinesync::sync::Outcome::Partial => ExitCode::from(2),
+        kinesync::sync::Outcome::Failed { .. } => ExitCode::from(1),
+    })
 }
 
 fn preview(

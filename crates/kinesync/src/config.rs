@@ -40,6 +40,9 @@ pub struct Config {
     pub keys: KeysConfig,
     /// The stream records go to.
     pub destination: Option<DestinationConfig>,
+    /// How `kinesync sync` runs.
+    #[serde(default)]
+    pub sync: SyncConfig,
     /// The directory relative paths are resolved against (the config file's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -59,6 +62,28 @@ pub struct SourceConfig {
     pub path: PathBuf,
     /// The column that identifies a row.
     pub primary_key: String,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Which changes to send: any of `added`, `changed`, `removed` (default: all three).
+    pub events: Option<Vec<String>>,
+    /// What the first run does: `backfill` (default) or `skip`.
+    pub initial: Option<InitialConfig>,
+    /// The SQLite state file (default: `kinesync-state.db` beside the config file).
+    pub state: Option<PathBuf>,
+}
+
+/// `initial = "backfill" | "skip"`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialConfig {
+    /// Send every row as added.
+    Backfill,
+    /// Record the baseline, send nothing.
+    Skip,
 }
 
 /// `[destination]`: a Kinesis stream, or a simulated one.

@@ -22,6 +22,8 @@ pub struct Destination {
     pub location: String,
     /// Where credentials come from (no secrets).
     pub credentials: String,
+    /// The simulated stream, when `[destination]` asks for one (to report its shards).
+    pub simulated: Option<Arc<InMemorySink>>,
 }
 
 fn env(config: &Config, setting: &str, name: &Option<String>) -> Result<String, Error> {
@@ -102,11 +104,13 @@ pub async fn connect(config: &Config) -> Result<Destination, Error> {
             return Err(config.invalid("[destination] simulated needs at least 1 shard"));
         }
         sink.create_stream(&stream, StreamConfig::with_shards(simulated.shards));
+        let sink = Arc::new(sink);
         return Ok(Destination {
-            sink: Arc::new(sink),
+            sink: sink.clone(),
             stream,
             location: format!("simulated in memory, {} shards", simulated.shards),
             credentials: "none needed".into(),
+            simulated: Some(sink),
         });
     }
     let (credentials, mut described) = base_credentials(config, dest)?;
@@ -144,6 +148,7 @@ pub async fn connect(config: &Config) -> Result<Destination, Error> {
         stream,
         location,
         credentials: described,
+        simulated: None,
     })
 }
 

@@ -87,6 +87,69 @@ pub enum Error {
     Sync(String),
 }
 
+/// Compiles the config's payload and keys against `schema`; every problem is reported at once.
+pub fn records_for(
+    config: &Config,
+    schema: &std::sync::Arc<kinesync_payload::Schema>,
+) -> Result<RecordBuilder, Error> {
+    let (spec, template) = config.payload_spec()?;
+    let payload = kinesync_payload::Payload::compile(&spec, schema.clone()).map_err(|errors| {
+        Error::Compile {
+            errors,
+            template: template.clone(),
+            config: config.path.clone(),
+        }
+    })?;
+    let keys = KeySpec::new(
+        schema,
+        config.keys.partition_key.as_deref(),
+        config.keys.explicit_hash_key.as_deref(),
+    )?;
+    Ok(RecordBuilder::new(payload, keys))
+}
+
+/// One `kinesync sync` run from a config file: the model from `[source]`, the records from
+/// `[payload]` and `[keys]`, the stream from `[destination]`, the state file and trigger from
+/// `[sync]`. Gives the report and the destination (for a simulated stream's shard counts).
+pub async fn run_config(
+    config: &Config,
+) -> Result<(sync::RunReport, destination::Destination), Error> {
+    let source_config = config.source()?;
+    let source = kinesync_source::open(
+        &config.resolve(&source_config.path),
+        &source_config.primary_key,
+    )?;
+    let records = records_for(config, source.schema())?;
+    let destination = destination::connect(config).await?;
+    let state_path = config.resolve(
+        config
+            .sync
+            .state
+            .as_deref()
+            .unwrap_or(std::path::Path::new("kinesync-state.db")),
+    );
+    let events = match &config.sync.events {
+        Some(names) => sync::Events::from_names(names)
+            .map_err(|e| config.invalid(format!("[sync] events: {e}")))?,
+        None => sync::Events::all(),
+    };
+    let initial = match config.sync.initial {
+        Some(config::InitialConfig::Skip) => sync::Initial::Skip,
+        _ => sync::Initial::Backfill,
+    };
+    let mut engine = sync::Engine::builder()
+        .records(records)
+        .sink(destination.sink.clone(), destination.stream.clone())
+        .state(kinesync_state::SqliteStore::open(&state_path)?)
+        .events(events)
+        .initial(initial)
+        .build()?;
+    let report = engine
+        .run(source.map(|item| item.map(|read| read.row)))
+        .await?;
+    Ok((report, destination))
+}
+
 fn render_compile_errors(
     errors: &kinesync_payload::CompileErrors,
     template: Option<&(String, TemplateOrigin)>,

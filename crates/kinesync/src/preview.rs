@@ -14,12 +14,12 @@
 use std::path::Path;
 
 use kinesync_keys::ShardMap;
-use kinesync_payload::{Event, Payload, RenderInput, Row, Value};
+use kinesync_payload::{Event, RenderInput, Row, Value};
 use kinesync_source::RowSource;
 
 use crate::Error;
 use crate::config::Config;
-use crate::records::{KeySpec, Record, RecordBuilder, RowError};
+use crate::records::{Record, RecordBuilder, RowError};
 
 /// How to preview: the simulated stream's shard count and the event rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,23 +77,9 @@ impl Preview {
         let source_config = config.source()?;
         let rows_path = rows.map_or_else(|| config.resolve(&source_config.path), Path::to_owned);
         let source = kinesync_source::open(&rows_path, &source_config.primary_key)?;
-        let schema = source.schema().clone();
-        let (spec, template) = config.payload_spec()?;
-        let payload = Payload::compile(&spec, schema.clone()).map_err(|errors| Error::Compile {
-            errors,
-            template: template.clone(),
-            config: config.path.clone(),
-        })?;
-        let keys = KeySpec::new(
-            &schema,
-            config.keys.partition_key.as_deref(),
-            config.keys.explicit_hash_key.as_deref(),
-        )?;
+        let builder = crate::records_for(config, source.schema())?;
         let shards = ShardMap::even(options.shards).map_err(Error::Shards)?;
-        Ok((
-            Self::new(RecordBuilder::new(payload, keys), shards, options.event),
-            source,
-        ))
+        Ok((Self::new(builder, shards, options.event), source))
     }
 
     fn record(&self, row: &Row) -> Result<Record, RowError> {
