@@ -45,29 +45,9 @@ impl CallLine {
         records: usize,
         bytes: usize,
     ) -> Self {
-        Self::new(
-            "PutRecords",
-            stream,
-            started,
-            duration,
-            attempt,
-            records,
-            bytes,
-        )
-    }
-
-    pub(crate) fn new(
-        operation: &'static str,
-        stream: &StreamName,
-        started: SystemTime,
-        duration: Duration,
-        attempt: u32,
-        records: usize,
-        bytes: usize,
-    ) -> Self {
         Self {
             time: humantime::format_rfc3339_millis(started).to_string(),
-            operation,
+            operation: "PutRecords",
             stream: stream.as_str().to_owned(),
             attempt,
             records,

@@ -484,9 +484,11 @@ impl Engine {
                 break;
             }
             report.rows_read += chunk.len() as u64;
-            let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
-            if let Some(duplicate) = keys.iter().find(|k| !seen.insert(xxh3_128(k.as_bytes()))) {
-                stop = Some(Stop::Duplicate(duplicate.clone()));
+            if let Some(duplicate) = chunk
+                .iter()
+                .find(|r| !seen.insert(xxh3_128(r.key.as_bytes())))
+            {
+                stop = Some(Stop::Duplicate(duplicate.key.clone()));
                 break;
             }
             if baseline_only {
@@ -503,7 +505,6 @@ impl Engine {
             }
             self.diff_chunk(
                 chunk,
-                &keys,
                 state_was_empty,
                 max_record_bytes,
                 &mut seq,
@@ -560,13 +561,9 @@ impl Engine {
     }
 
     /// Sorts a chunk into events and queues the records the trigger sends.
-    // The run's counters travel as separate borrows so the sender and the report can be
-    // borrowed while `self` is.
-    #[allow(clippy::too_many_arguments)]
     fn diff_chunk(
         &mut self,
         chunk: Vec<Read>,
-        keys: &[String],
         state_was_empty: bool,
         max_record_bytes: usize,
         seq: &mut u64,
@@ -574,9 +571,10 @@ impl Engine {
         report: &mut RunReport,
     ) -> Result<(), Error> {
         let known = if state_was_empty {
-            vec![None; keys.len()]
+            vec![None; chunk.len()]
         } else {
-            self.state.fingerprints(keys)?
+            let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
+            self.state.fingerprints(&keys)?
         };
         let changed_keys: Vec<String> = chunk
             .iter()
