@@ -2,8 +2,9 @@
 //!
 //! Printing to stdout is this binary's job, so the workspace lint against it is lifted here.
 //!
-//! Exit codes: 0 when every row became a record, 2 when some rows are in error (each is
-//! printed), 1 for a configuration or other fatal error.
+//! Exit codes: 0 when everything worked (every row acknowledged, or became a record for
+//! `preview`), 2 when some rows are pending or in error, 1 for a configuration or other fatal
+//! error.
 
 #![allow(clippy::print_stdout)]
 
@@ -15,6 +16,8 @@ use clap::{Parser, Subcommand};
 use kinesync::Config;
 use kinesync::payload::Event;
 use kinesync::preview::{Preview, PreviewOptions};
+
+mod sync;
 
 /// Stream the rows of a data model into Amazon Kinesis.
 #[derive(Debug, Parser)]
@@ -37,6 +40,22 @@ enum Command {
         /// Also write the run report here, as JSON.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Do everything but send and commit: read the model, find the changes, build every
+        /// record, and say what would be sent (per shard).
+        #[arg(long)]
+        dry_run: bool,
+        /// Also keep the messages sent in the run's debugger log (`kinesync runs show`). Off by
+        /// default: messages are your customers' data.
+        #[arg(long)]
+        debug_payloads: bool,
+    },
+    /// List past runs (time, outcome, counts), or show one run's every API call.
+    Runs {
+        /// The configuration file (TOML) whose runs to list.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
     },
     /// Check the destination: resolve credentials, describe the stream, and print its status,
     /// shards and hash ranges, maximum record size, encryption and capacity mode. Exits 1
@@ -68,6 +87,16 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Print one run readably: its report and every call it made (status, records, bytes,
+    /// duration, per-record error codes).
+    Show {
+        /// The run's id (or a unique prefix of it), or `latest`.
+        id: String,
+    },
+}
+
 fn parse_event(s: &str) -> Result<Event, String> {
     s.parse()
 }
@@ -76,7 +105,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Sync { config, report } => sync(&config, report.as_deref()),
+        Command::Sync {
+            config,
+            report,
+            dry_run,
+            debug_payloads,
+        } => sync::run(&config, report.as_deref(), dry_run, debug_payloads),
+        Command::Runs { config, show } => sync::runs(config.as_deref(), show),
         Command::Preview {
             config,
             rows,
@@ -111,40 +146,6 @@ fn check(config: &std::path::Path) -> Result<ExitCode, kinesync::Error> {
     let report = runtime().block_on(kinesync::destination::check(&config))?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn sync(
-    config: &std::path::Path,
-    report_path: Option<&std::path::Path>,
-) -> Result<ExitCode, kinesync::Error> {
-    let config = Config::from_file(config)?;
-    let (report, destination) = runtime().block_on(kinesync::run_config(&config))?;
-    println!("{}", report.summary());
-    if let Some(simulated) = &destination.simulated
-        && let Some(counts) = simulated.shard_counts(&destination.stream)
-    {
-        println!(
-            "simulated stream {} ({} shards):",
-            destination.stream,
-            counts.len()
-        );
-        for (shard, count) in counts {
-            println!("  {shard}  {count} records");
-        }
-    }
-    if let Some(path) = report_path {
-        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-        std::fs::write(path, json).map_err(|source| kinesync::Error::Io {
-            what: "write the report",
-            path: path.to_owned(),
-            source,
-        })?;
-    }
-    Ok(match report.outcome {
-        kinesync::sync::Outcome::Complete | kinesync::sync::Outcome::Baseline => ExitCode::SUCCESS,
-        kinesync::sync::Outcome::Partial => ExitCode::from(2),
-        kinesync::sync::Outcome::Failed { .. } => ExitCode::from(1),
-    })
 }
 
 fn preview(

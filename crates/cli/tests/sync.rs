@@ -93,3 +93,198 @@ fn a_row_in_error_exits_two_and_a_bad_template_exits_one() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("has no column `nope`"));
 }
+
+#[test]
+fn a_dry_run_says_what_would_be_sent_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example(dir.path());
+    let (output, stdout) = sync(&config, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("dry run: nothing sent, nothing committed; 3 records would be sent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shardId-"), "per shard: {stdout}");
+    assert!(
+        !dir.path().join("kinesync-runs").exists(),
+        "a dry run keeps no run"
+    );
+    // Nothing was committed: the real run still sends every row.
+    let (output, stdout) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("records acknowledged 3 of 3"), "{stdout}");
+    // And a dry run after it finds nothing to send.
+    let (_, stdout) = sync(&config, &["--dry-run"]);
+    assert!(stdout.contains("0 records would be sent"), "{stdout}");
+}
+
+fn kinesync(config: &Path, args: &[&str]) -> (Output, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, stdout)
+}
+
+#[test]
+fn runs_lists_past_runs_and_shows_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example(dir.path());
+    let (_, stdout) = kinesync(&config, &["runs"]);
+    assert!(stdout.starts_with("no runs yet"), "{stdout}");
+
+    let (_, first) = sync(&config, &[]);
+    let (_, second) = sync(&config, &["--debug-payloads"]);
+    let id_of = |stdout: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .and_then(|rest| rest.split(':').next())
+            .unwrap()
+            .to_owned()
+    };
+    let (first_id, second_id) = (id_of(&first), id_of(&second));
+
+    let (output, listed) = kinesync(&config, &["runs"]);
+    assert_eq!(output.status.code(), Some(0));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with(&first_id) && lines[0].contains("complete"),
+        "oldest first: {listed}"
+    );
+    assert!(
+        lines[0].contains("added        3") && lines[1].contains("added        0"),
+        "{listed}"
+    );
+
+    let (output, shown) = kinesync(&config, &["runs", "show", &first_id]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(shown.contains("1 API calls"), "{shown}");
+    assert!(
+        shown.contains("PutRecords  attempt 1  3 records") && shown.contains(" ok "),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("ada@example.com"),
+        "no payloads unless asked: {shown}"
+    );
+    // The second run sent nothing, so it made no call.
+    let (_, shown) = kinesync(&config, &["runs", "show", "latest"]);
+    assert!(
+        shown.contains(&second_id) && shown.contains("0 API calls"),
+        "{shown}"
+    );
+
+    // An edit, sent with payloads in the debugger log.
+    let model = std::fs::read_to_string(dir.path().join("users.ndjson")).unwrap();
+    std::fs::write(
+        dir.path().join("users.ndjson"),
+        model.replace("ada@example.com", "ada@lovelace.example.com"),
+    )
+    .unwrap();
+    let (_, third) = sync(&config, &["--debug-payloads"]);
+    let (_, shown) = kinesync(&config, &["runs", "show", &id_of(&third)]);
+    assert!(shown.contains("ada@lovelace.example.com"), "{shown}");
+
+    let (output, _) = kinesync(&config, &["runs", "show", "1999"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no run \"1999\""));
+}
+
+#[test]
+fn a_duplicate_primary_key_names_its_line_and_exits_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example(dir.path());
+    let model = std::fs::read_to_string(dir.path().join("users.ndjson")).unwrap();
+    let first = model.lines().next().unwrap().to_owned();
+    std::fs::write(dir.path().join("users.ndjson"), format!("{model}{first}\n")).unwrap();
+    let (output, stdout) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let line = model.lines().count() + 1;
+    assert!(
+        stdout.contains(&format!(
+            "users.ndjson:{line}: primary key 1 (column \"id\") appears more than once"
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_sqlite_model_and_typed_csv_sync_with_their_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("model.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT, score REAL);
+         INSERT INTO users VALUES (1, 'ada@example.com', 9.5), (2, 'grace@example.com', NULL);",
+    )
+    .unwrap();
+    drop(conn);
+    let template = r#"template = '{"id": {{ row.id }}, "score": {{ row.score | json }}, "int": {% if row.id == 1 %}true{% else %}false{% endif %}}'"#;
+    let config = dir.path().join("sqlite.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\npath = \"model.db\"\nquery = \"SELECT id, email, score FROM users\"\nprimary_key = \"id\"\n[payload]\nmode = \"template\"\n{template}\n[destination]\nstream = \"s\"\nsimulated = {{ shards = 2 }}\n[sync]\nstate = \"sqlite-state.db\"\n"
+        ),
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let (output, stdout) = sync(&config, &["--report", report.to_str().unwrap()]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("records acknowledged 2 of 2"), "{stdout}");
+
+    // The same rows as CSV: strings unless typed. `row.id == 1` holds only for a typed id.
+    std::fs::write(
+        dir.path().join("model.csv"),
+        "id,email,score\n1,ada@example.com,9.5\n2,grace@example.com,\n",
+    )
+    .unwrap();
+    let config = dir.path().join("csv.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\npath = \"model.csv\"\nprimary_key = \"id\"\n[source.types]\nid = \"integer\"\nscore = \"float\"\n[payload]\nmode = \"template\"\n{template}\n[destination]\nstream = \"s\"\nsimulated = {{ shards = 2 }}\n[sync]\nstate = \"csv-state.db\"\n"
+        ),
+    )
+    .unwrap();
+    let (output, stdout) = kinesync(&config, &["preview"]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["data"],
+        serde_json::json!({"id": 1, "score": 9.5, "int": true})
+    );
+    assert_eq!(
+        lines[1]["data"],
+        serde_json::json!({"id": 2, "score": null, "int": false})
+    );
+    let (output, stdout) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+
+    // A type that does not parse: that row is reported with its line, the others are sent.
+    std::fs::write(
+        dir.path().join("model.csv"),
+        "id,email,score\n1,ada@example.com,9.5\n2,grace@example.com,high\n3,ken@example.com,1\n",
+    )
+    .unwrap();
+    let (output, stdout) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("model.csv:3: column \"score\" is declared float, but holds \"high\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("added 1"), "row 3 still went: {stdout}");
+}

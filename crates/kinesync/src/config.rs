@@ -2,8 +2,11 @@
 //!
 //! ```toml
 //! [source]
-//! path = "rows.ndjson"        # or .csv; relative to this file
+//! path = "rows.ndjson"        # or .csv, or a SQLite .db with `query`; relative to this file
 //! primary_key = "id"
+//! # query = "SELECT * FROM users"                    # SQLite models
+//! # [source.types]                                    # CSV models: typed columns
+//! # age = "integer"                                   # integer | float | boolean | json
 //!
 //! [payload]
 //! mode = "template"           # row | column | mapping | template
@@ -54,14 +57,36 @@ pub struct Config {
     pub text: String,
 }
 
-/// `[source]`: a model file.
+/// `[source]`: a model file, or a SQLite database and a query.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// An `.ndjson`, `.jsonl` or `.csv` file.
+    /// An `.ndjson`, `.jsonl` or `.csv` file, or a SQLite database (`.db`, `.sqlite`,
+    /// `.sqlite3`).
     pub path: PathBuf,
     /// The column that identifies a row.
     pub primary_key: String,
+    /// `ndjson`, `csv` or `sqlite`, when the extension does not say.
+    pub format: Option<kinesync_source::Format>,
+    /// The query a SQLite model runs, e.g. `SELECT * FROM users`.
+    pub query: Option<String>,
+    /// CSV column types: `[source.types]` with `age = "integer"` (integer, float, boolean,
+    /// json, string).
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, kinesync_source::ColumnType>,
+}
+
+impl SourceConfig {
+    /// What to open, with the path resolved against the config file's directory.
+    pub fn spec(&self, config: &Config) -> kinesync_source::SourceSpec {
+        kinesync_source::SourceSpec {
+            path: config.resolve(&self.path),
+            primary_key: self.primary_key.clone(),
+            format: self.format,
+            query: self.query.clone(),
+            types: self.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
 }
 
 /// `[sync]`.
@@ -74,6 +99,34 @@ pub struct SyncConfig {
     pub initial: Option<InitialConfig>,
     /// The SQLite state file (default: `kinesync-state.db` beside the config file).
     pub state: Option<PathBuf>,
+    /// The directory past runs' reports and debugger logs are kept in (default:
+    /// `kinesync-runs` beside the config file).
+    pub runs: Option<PathBuf>,
+    /// How many past runs to keep (default 50).
+    pub keep_runs: Option<usize>,
+    /// `PutRecords` calls in flight at once (default: twice the stream's shards, 2..=64).
+    pub max_in_flight: Option<usize>,
+    /// Attempts per record before it is left for the next run (default 10).
+    pub max_attempts: Option<u32>,
+    /// Seconds after the start within which failed records are retried (default 120).
+    pub retry_seconds: Option<u64>,
+}
+
+impl SyncConfig {
+    /// The engine's limits: the defaults, with what this section sets.
+    pub fn limits(&self) -> crate::sync::Limits {
+        let mut limits = crate::sync::Limits::default();
+        if let Some(n) = self.max_in_flight {
+            limits.max_in_flight = Some(n);
+        }
+        if let Some(n) = self.max_attempts {
+            limits.max_attempts = n;
+        }
+        if let Some(seconds) = self.retry_seconds {
+            limits.retry_time = std::time::Duration::from_secs(seconds);
+        }
+        limits
+    }
 }
 
 /// `initial = "backfill" | "skip"`.
@@ -254,6 +307,26 @@ impl Config {
         } else {
             self.base_dir.join(relative)
         }
+    }
+
+    /// The state file: `[sync] state`, or `kinesync-state.db` beside the config file.
+    pub fn state_path(&self) -> PathBuf {
+        self.resolve(
+            self.sync
+                .state
+                .as_deref()
+                .unwrap_or(Path::new("kinesync-state.db")),
+        )
+    }
+
+    /// The directory of past runs: `[sync] runs`, or `kinesync-runs` beside the config file.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.resolve(
+            self.sync
+                .runs
+                .as_deref()
+                .unwrap_or(Path::new("kinesync-runs")),
+        )
     }
 
     /// An error about this config file.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod destination;
 pub mod preview;
 mod records;
+pub mod runs;
 pub mod sync;
 
 use std::path::PathBuf;
@@ -108,26 +109,29 @@ pub fn records_for(
     Ok(RecordBuilder::new(payload, keys))
 }
 
-/// One `kinesync sync` run from a config file: the model from `[source]`, the records from
-/// `[payload]` and `[keys]`, the stream from `[destination]`, the state file and trigger from
-/// `[sync]`. Gives the report and the destination (for a simulated stream's shard counts).
+/// How [`run_config`] runs, beyond what the config file says.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Do everything but send and commit.
+    pub dry_run: bool,
+    /// Where the run's debugger log goes.
+    pub debug_log: Option<sync::DebugLog>,
+    /// Counters to watch the run by.
+    pub progress: Option<std::sync::Arc<sync::Progress>>,
+}
+
+/// One `kinesync sync` run from a config file: the model from `[source]` (read on a thread of
+/// its own), the records from `[payload]` and `[keys]`, the stream from `[destination]`, the
+/// state file, trigger and limits from `[sync]`. Gives the report and the destination (for a
+/// simulated stream's shard counts).
 pub async fn run_config(
     config: &Config,
+    options: RunOptions,
 ) -> Result<(sync::RunReport, destination::Destination), Error> {
-    let source_config = config.source()?;
-    let source = kinesync_source::open(
-        &config.resolve(&source_config.path),
-        &source_config.primary_key,
-    )?;
+    let source = kinesync_source::open(&config.source()?.spec(config))?;
     let records = records_for(config, source.schema())?;
+    let source = kinesync_source::in_background(source)?;
     let destination = destination::connect(config).await?;
-    let state_path = config.resolve(
-        config
-            .sync
-            .state
-            .as_deref()
-            .unwrap_or(std::path::Path::new("kinesync-state.db")),
-    );
     let events = match &config.sync.events {
         Some(names) => sync::Events::from_names(names)
             .map_err(|e| config.invalid(format!("[sync] events: {e}")))?,
@@ -137,16 +141,22 @@ pub async fn run_config(
         Some(config::InitialConfig::Skip) => sync::Initial::Skip,
         _ => sync::Initial::Backfill,
     };
-    let mut engine = sync::Engine::builder()
+    let mut builder = sync::Engine::builder()
         .records(records)
         .sink(destination.sink.clone(), destination.stream.clone())
-        .state(kinesync_state::SqliteStore::open(&state_path)?)
+        .state(kinesync_state::SqliteStore::open(config.state_path())?)
         .events(events)
         .initial(initial)
-        .build()?;
-    let report = engine
-        .run(source.map(|item| item.map(|read| read.row)))
-        .await?;
+        .limits(config.sync.limits())
+        .dry_run(options.dry_run);
+    if let Some(log) = options.debug_log {
+        builder = builder.debug_log(log);
+    }
+    if let Some(progress) = options.progress {
+        builder = builder.progress(progress);
+    }
+    let mut engine = builder.build()?;
+    let report = engine.run_source(Box::new(source)).await?;
     Ok((report, destination))
 }
 

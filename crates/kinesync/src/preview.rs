@@ -75,8 +75,19 @@ impl Preview {
         options: PreviewOptions,
     ) -> Result<(Self, Box<dyn RowSource>), Error> {
         let source_config = config.source()?;
-        let rows_path = rows.map_or_else(|| config.resolve(&source_config.path), Path::to_owned);
-        let source = kinesync_source::open(&rows_path, &source_config.primary_key)?;
+        let mut spec = source_config.spec(config);
+        if let Some(rows) = rows {
+            spec.path = rows.to_owned();
+            // Rows given on the command line are a file of their own format.
+            spec.format = None;
+            if kinesync_source::Format::from_path(rows) != Some(kinesync_source::Format::Sqlite) {
+                spec.query = None;
+            }
+            if kinesync_source::Format::from_path(rows) != Some(kinesync_source::Format::Csv) {
+                spec.types.clear();
+            }
+        }
+        let source = kinesync_source::open(&spec)?;
         let builder = crate::records_for(config, source.schema())?;
         let shards = ShardMap::even(options.shards).map_err(Error::Shards)?;
         Ok((Self::new(builder, shards, options.event), source))

@@ -398,7 +398,7 @@ async fn duplicate_primary_keys_are_a_run_error_naming_the_key() {
         panic!("{report:?}")
     };
     assert!(
-        error.contains("primary key 1 appears more than once"),
+        error.contains("primary key 1 (column \"id\") appears more than once"),
         "{error}"
     );
 }

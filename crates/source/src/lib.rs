@@ -1,13 +1,21 @@
 //! Model sources: where the rows of a sync come from.
 //!
-//! A source is an iterator of rows over a fixed [`Schema`], read as a stream: a file of ten
-//! million rows costs the memory of one row at a time. Each row comes with its line number so
-//! that any error about it can say where it is.
+//! A source is an iterator of rows over a fixed [`Schema`], read as a stream: a model of ten
+//! million rows costs the memory of a few hundred rows at a time. Each row comes with its
+//! line (files) or row number (queries) so that any error about it can say where it is.
 //!
 //! - **NDJSON / JSON Lines** (`.ndjson`, `.jsonl`): one JSON object a line; values keep their
 //!   JSON types. The schema is the first object's keys, in order; a later row may leave a
 //!   column out (it reads as null) but may not bring a new one.
-//! - **CSV** (`.csv`) with a header row: every value is a string, as written.
+//! - **CSV** (`.csv`) with a header row: every value is a string, as written, unless the spec
+//!   gives the column a [`ColumnType`] (integer, float, boolean, json); an empty field of a
+//!   typed column is null.
+//! - **SQLite** (`.db`, `.sqlite`, `.sqlite3`): a database file and a SQL query; the columns
+//!   are the query's, each value typed as SQLite stored it. The query runs on its own thread.
+//!
+//! Every source refuses a row whose primary key is null, naming the file, the line and the
+//! column; the run reports that row and goes on. (Duplicate keys are found by the sync
+//! engine, which sees the whole model.)
 //!
 //! ```
 //! use kinesync_source::{NdjsonSource, RowSource};
@@ -18,14 +26,25 @@
 //! assert_eq!(source.by_ref().count(), 2);
 //! ```
 
+mod background;
+mod csv_file;
+mod ndjson;
+mod sqlite;
+
+use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kinesync_payload::{Object, Row, Schema, SchemaError, Value};
+use kinesync_payload::{Row, Schema, SchemaError, Value};
 
-/// Why a source could not be read, with the file and line it concerns.
+pub use background::{BackgroundSource, in_background};
+pub use csv_file::CsvSource;
+pub use ndjson::NdjsonSource;
+pub use sqlite::SqliteSource;
+
+/// Why a source could not be read, with the file and line (or query row) it concerns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
@@ -48,7 +67,9 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// The file's extension names no format kinesync reads.
-    #[error("{path}: unknown model file type; use .ndjson, .jsonl or .csv")]
+    #[error(
+        "{path}: unknown model file type; use .ndjson, .jsonl, .csv or a SQLite file (.db, .sqlite, .sqlite3), or set format"
+    )]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -111,333 +132,320 @@ pub enum SourceError {
         /// Why.
         source: SchemaError,
     },
+    /// A row's primary key is null (or, in a CSV file, empty).
+    #[error(
+        "{location}: the primary key (column {column:?}) is null; every row needs a primary key"
+    )]
+    NullKey {
+        /// Where: `file:line`, or the query row.
+        location: String,
+        /// The primary key column.
+        column: String,
+    },
+    /// A value does not parse as its column's declared type.
+    #[error("{path}:{line}: column {column:?} is declared {expected}, but holds {found:?}")]
+    Type {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// The column.
+        column: String,
+        /// The declared type.
+        expected: ColumnType,
+        /// The text found.
+        found: String,
+    },
+    /// A column type was declared for a column the model does not have.
+    #[error(
+        "{path}: a type is declared for column {column:?}, which the model does not have (its columns: {known})"
+    )]
+    UnknownTypedColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column named.
+        column: String,
+        /// The model's columns, comma-separated.
+        known: String,
+    },
+    /// Column types were given for a format whose values are already typed.
+    #[error(
+        "{path}: column types apply to CSV models only; NDJSON and SQLite values carry their own types"
+    )]
+    TypesNotApplicable {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A SQLite model without a query, or a query given to a file model.
+    #[error("{path}: {message}")]
+    Query {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// SQLite refused to open the database, prepare the query or step through it.
+    #[error("{location}: {message}")]
+    Sqlite {
+        /// The database, and the query row when the error came mid-query.
+        location: String,
+        /// SQLite's explanation, and what to do.
+        message: String,
+    },
 }
 
 /// A row read from a source, with where it was read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceRow {
-    /// The 1-based line the row started on.
+    /// The 1-based line (files) or row of the query's result (SQLite) the row came from.
     pub line: u64,
     /// The row.
     pub row: Row,
+}
+
+/// Says where a row numbered by [`SourceRow::line`] is, for messages about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    path: PathBuf,
+    query: bool,
+}
+
+impl Locator {
+    /// Rows numbered by line of `path`.
+    pub fn lines(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            query: false,
+        }
+    }
+
+    /// Rows numbered by their place in a query's result over the database `path`.
+    pub fn query_rows(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            query: true,
+        }
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `users.ndjson:57`, or `model.db, query row 57`.
+    pub fn at(&self, line: u64) -> String {
+        if self.query {
+            format!("{}, query row {line}", self.path.display())
+        } else {
+            format!("{}:{line}", self.path.display())
+        }
+    }
 }
 
 /// A stream of rows over one schema.
 pub trait RowSource: Iterator<Item = Result<SourceRow, SourceError>> + Send {
     /// The model's columns and primary key.
     fn schema(&self) -> &Arc<Schema>;
+
+    /// How to name the place of a row in messages.
+    fn locator(&self) -> Locator;
 }
 
-/// Opens a model file by its extension: `.ndjson` / `.jsonl` or `.csv`.
-pub fn open(path: &Path, primary_key: &str) -> Result<Box<dyn RowSource>, SourceError> {
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+/// A declared type for a CSV column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// The text as written (the default).
+    String,
+    /// A 64-bit signed integer.
+    Integer,
+    /// A 64-bit float.
+    Float,
+    /// `true`/`false` (also `t`/`f`, `yes`/`no`, `1`/`0`, any case).
+    Boolean,
+    /// A JSON value, kept as parsed.
+    Json,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ColumnType::String => "string",
+            ColumnType::Integer => "integer",
+            ColumnType::Float => "float",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Json => "json",
+        })
+    }
+}
+
+/// A model's file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object a line.
+    Ndjson,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// A SQLite database and a query.
+    Sqlite,
+}
+
+impl Format {
+    /// The format a file's extension names, if any.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "ndjson" | "jsonl" => Some(Format::Ndjson),
+            "csv" => Some(Format::Csv),
+            "db" | "sqlite" | "sqlite3" => Some(Format::Sqlite),
+            _ => None,
+        }
+    }
+}
+
+/// What to open: the file, its primary key, and what its format needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSpec {
+    /// The model file.
+    pub path: PathBuf,
+    /// The column that identifies a row.
+    pub primary_key: String,
+    /// The format; from the extension when not given.
+    pub format: Option<Format>,
+    /// The SQL query (SQLite models).
+    pub query: Option<String>,
+    /// Declared column types (CSV models), in any order.
+    pub types: Vec<(String, ColumnType)>,
+}
+
+impl SourceSpec {
+    /// A model file whose format is named by its extension.
+    pub fn new(path: impl Into<PathBuf>, primary_key: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            primary_key: primary_key.into(),
+            format: None,
+            query: None,
+            types: Vec::new(),
+        }
+    }
+
+    /// The query a SQLite model runs.
+    #[must_use]
+    pub fn with_query(mut self, query: impl Into<String>) -> Self {
+        self.query = Some(query.into());
+        self
+    }
+
+    /// Declares a CSV column's type.
+    #[must_use]
+    pub fn with_type(mut self, column: impl Into<String>, ty: ColumnType) -> Self {
+        self.types.push((column.into(), ty));
+        self
+    }
+}
+
+/// Opens a model: NDJSON and CSV files by extension (or `format`), SQLite with its query.
+pub fn open(spec: &SourceSpec) -> Result<Box<dyn RowSource>, SourceError> {
+    let path = &spec.path;
+    let format = spec
+        .format
+        .or_else(|| Format::from_path(path))
+        .ok_or_else(|| SourceError::UnknownFormat {
+            path: path.to_owned(),
+        })?;
+    if format != Format::Csv && !spec.types.is_empty() {
+        return Err(SourceError::TypesNotApplicable {
+            path: path.to_owned(),
+        });
+    }
+    if format != Format::Sqlite && spec.query.is_some() {
+        return Err(SourceError::Query {
+            path: path.to_owned(),
+            message: "a query applies to SQLite models only; this file is read whole".into(),
+        });
+    }
     let file = || {
         File::open(path).map_err(|source| SourceError::Open {
             path: path.to_owned(),
             source,
         })
     };
-    match extension.as_deref() {
-        Some("ndjson" | "jsonl") => Ok(Box::new(NdjsonSource::new(
-            BufReader::new(file()?),
+    Ok(match format {
+        Format::Ndjson => Box::new(NdjsonSource::new(
+            BufReader::with_capacity(1 << 16, file()?),
             path,
-            primary_key,
-        )?)),
-        Some("csv") => Ok(Box::new(CsvSource::new(file()?, path, primary_key)?)),
-        _ => Err(SourceError::UnknownFormat {
-            path: path.to_owned(),
-        }),
-    }
-}
-
-/// Rows from newline-delimited JSON objects.
-#[derive(Debug)]
-pub struct NdjsonSource<R> {
-    reader: R,
-    path: PathBuf,
-    schema: Arc<Schema>,
-    line: u64,
-    /// The first row, read to learn the schema, handed out first.
-    first: Option<SourceRow>,
-    buf: String,
-}
-
-impl<R: BufRead> NdjsonSource<R> {
-    /// Reads the first object to learn the columns; `path` names the input in errors.
-    pub fn new(
-        reader: R,
-        path: impl Into<PathBuf>,
-        primary_key: &str,
-    ) -> Result<Self, SourceError> {
-        let mut source = Self {
-            reader,
-            path: path.into(),
-            schema: Schema::new(["_"], "_").expect("a placeholder schema is valid"),
-            line: 0,
-            first: None,
-            buf: String::new(),
-        };
-        let Some((line, object)) = source.next_object()? else {
-            return Err(SourceError::Empty { path: source.path });
-        };
-        let columns = object.0.iter().map(|(k, _)| k.clone());
-        source.schema = Schema::new(columns, primary_key).map_err(|e| SourceError::Schema {
-            path: source.path.clone(),
-            source: e,
-        })?;
-        source.first = Some(SourceRow {
-            line,
-            row: Row::new(object.0.into_iter().map(|(_, v)| v).collect()),
-        });
-        Ok(source)
-    }
-
-    /// The next non-blank line as an object.
-    fn next_object(&mut self) -> Result<Option<(u64, Object)>, SourceError> {
-        loop {
-            self.buf.clear();
-            self.line += 1;
-            let read =
-                self.reader
-                    .read_line(&mut self.buf)
-                    .map_err(|source| SourceError::Read {
-                        path: self.path.clone(),
-                        line: self.line,
-                        source,
-                    })?;
-            if read == 0 {
-                return Ok(None);
-            }
-            let text = self.buf.trim();
-            if text.is_empty() {
-                continue;
-            }
-            let value: Value = serde_json::from_str(text).map_err(|e| SourceError::Json {
-                path: self.path.clone(),
-                line: self.line,
-                column: e.column(),
-                message: e
-                    .to_string()
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
+            &spec.primary_key,
+        )?),
+        Format::Csv => {
+            Box::new(CsvSource::new(file()?, path, &spec.primary_key)?.with_types(&spec.types)?)
+        }
+        Format::Sqlite => {
+            let query = spec.query.as_deref().ok_or_else(|| SourceError::Query {
+                path: path.to_owned(),
+                message: "a SQLite model needs a query, e.g. query = \"SELECT * FROM users\""
+                    .into(),
             })?;
-            return match value {
-                Value::Object(object) => Ok(Some((self.line, object))),
-                other => Err(SourceError::NotAnObject {
-                    path: self.path.clone(),
-                    line: self.line,
-                    found: other.kind_name(),
-                }),
-            };
+            Box::new(SqliteSource::open(path, query, &spec.primary_key)?)
         }
-    }
-
-    /// Places an object's values in schema order.
-    fn to_row(&self, line: u64, object: Object) -> Result<Row, SourceError> {
-        let columns = self.schema.columns();
-        // The common case: the same keys in the same order as line 1.
-        if object.0.len() == columns.len() && object.0.iter().zip(columns).all(|((k, _), c)| k == c)
-        {
-            return Ok(Row::new(object.0.into_iter().map(|(_, v)| v).collect()));
-        }
-        let mut values = vec![Value::Null; columns.len()];
-        for (key, value) in object.0 {
-            let index = self
-                .schema
-                .index_of(&key)
-                .ok_or_else(|| SourceError::NewColumn {
-                    path: self.path.clone(),
-                    line,
-                    column: key.clone(),
-                    known: columns.join(", "),
-                })?;
-            values[index] = value;
-        }
-        Ok(Row::new(values))
-    }
+    })
 }
 
-impl<R: BufRead + Send> Iterator for NdjsonSource<R> {
-    type Item = Result<SourceRow, SourceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(first) = self.first.take() {
-            return Some(Ok(first));
-        }
-        match self.next_object() {
-            Ok(Some((line, object))) => {
-                Some(self.to_row(line, object).map(|row| SourceRow { line, row }))
-            }
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        }
+/// The error for a row whose primary key is null, or `Ok` with the row.
+fn check_key(
+    schema: &Schema,
+    locator: impl FnOnce() -> String,
+    read: SourceRow,
+) -> Result<SourceRow, SourceError> {
+    if matches!(read.row.get(schema.primary_key_index()), Value::Null) {
+        return Err(SourceError::NullKey {
+            location: locator(),
+            column: schema.primary_key().to_owned(),
+        });
     }
-}
-
-impl<R: BufRead + Send> RowSource for NdjsonSource<R> {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
-    }
-}
-
-/// Rows from a CSV file with a header row; every value is a string.
-#[derive(Debug)]
-pub struct CsvSource<R> {
-    reader: csv::Reader<R>,
-    path: PathBuf,
-    schema: Arc<Schema>,
-    record: csv::StringRecord,
-}
-
-impl<R: Read> CsvSource<R> {
-    /// Reads the header; `path` names the input in errors.
-    pub fn new(
-        reader: R,
-        path: impl Into<PathBuf>,
-        primary_key: &str,
-    ) -> Result<Self, SourceError> {
-        let path = path.into();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(reader);
-        let headers = reader.headers().map_err(|e| csv_error(&path, &e))?.clone();
-        if headers.is_empty() {
-            return Err(SourceError::Empty { path });
-        }
-        let schema = Schema::new(headers.iter(), primary_key).map_err(|e| SourceError::Schema {
-            path: path.clone(),
-            source: e,
-        })?;
-        Ok(Self {
-            reader,
-            path,
-            schema,
-            record: csv::StringRecord::new(),
-        })
-    }
-}
-
-fn csv_error(path: &Path, e: &csv::Error) -> SourceError {
-    SourceError::Csv {
-        path: path.to_owned(),
-        line: e.position().map_or(0, csv::Position::line),
-        message: match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => {
-                format!("{len} fields where the header has {expected_len}")
-            }
-            _ => e.to_string(),
-        },
-    }
-}
-
-impl<R: Read + Send> Iterator for CsvSource<R> {
-    type Item = Result<SourceRow, SourceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => None,
-            Ok(true) => {
-                let line = self.record.position().map_or(0, csv::Position::line);
-                let row = Row::new(
-                    self.record
-                        .iter()
-                        .map(|f| Value::String(f.to_owned()))
-                        .collect(),
-                );
-                Some(Ok(SourceRow { line, row }))
-            }
-            Err(e) => Some(Err(csv_error(&self.path, &e))),
-        }
-    }
-}
-
-impl<R: Read + Send> RowSource for CsvSource<R> {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
-    }
+    Ok(read)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ndjson(text: &str) -> Result<Vec<SourceRow>, SourceError> {
-        NdjsonSource::new(text.as_bytes(), "m.ndjson", "id")?.collect()
+    #[test]
+    fn formats_come_from_extensions() {
+        assert_eq!(
+            Format::from_path(Path::new("a/B.JSONL")),
+            Some(Format::Ndjson)
+        );
+        assert_eq!(
+            Format::from_path(Path::new("m.sqlite3")),
+            Some(Format::Sqlite)
+        );
+        assert_eq!(Format::from_path(Path::new("m.parquet")), None);
     }
 
     #[test]
-    fn ndjson_rows_follow_the_first_rows_columns() {
-        let rows =
-            ndjson("{\"id\":1,\"a\":\"x\"}\n\n{\"a\":\"y\",\"id\":2}\n{\"id\":3}\n").unwrap();
-        assert_eq!(rows.len(), 3);
-        assert_eq!(rows[1].line, 3, "blank lines still count");
-        assert_eq!(rows[1].row.values(), [Value::Int(2), Value::from("y")]);
-        assert_eq!(rows[2].row.values(), [Value::Int(3), Value::Null]);
-    }
-
-    #[test]
-    fn ndjson_errors_name_file_line_and_column() {
-        let err = ndjson("{\"id\":1}\n{\"id\":2,}\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "m.ndjson:2:9: not valid JSON: trailing comma"
+    fn specs_that_do_not_fit_their_format_are_refused() {
+        let err = open(&SourceSpec::new("m.ndjson", "id").with_type("a", ColumnType::Integer))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, SourceError::TypesNotApplicable { .. }),
+            "{err}"
         );
-        let err = ndjson("{\"id\":1}\n[1]\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "m.ndjson:2: each line must be a JSON object, this one is array"
-        );
-        let err = ndjson("{\"id\":1}\n{\"id\":2,\"b\":1}\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "m.ndjson:2: column \"b\" is not among the columns of line 1 (id)"
-        );
-        let err = ndjson("\n").unwrap_err();
-        assert!(matches!(err, SourceError::Empty { .. }));
-        let err = ndjson("{\"ID\":1}").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "m.ndjson: primary key \"id\" is not a column of the model; did you mean \"ID\"?"
-        );
-    }
-
-    #[test]
-    fn csv_reads_strings_with_a_header() {
-        let text = "id,name,note\n1,\"Ada, Countess\",\n2,Grace,\"multi\nline\"\n3,Ken,x\n";
-        let rows: Vec<SourceRow> = CsvSource::new(text.as_bytes(), "m.csv", "id")
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(
-            rows[0].row.values(),
-            [
-                Value::from("1"),
-                Value::from("Ada, Countess"),
-                Value::from("")
-            ]
-        );
-        assert_eq!(rows[1].row.get(2), &Value::from("multi\nline"));
-        assert_eq!((rows[0].line, rows[1].line, rows[2].line), (2, 3, 5));
-    }
-
-    #[test]
-    fn csv_malformed_lines_say_where() {
-        let text = "id,name\n1,Ada\n2,Grace,extra\n";
-        let results: Vec<_> = CsvSource::new(text.as_bytes(), "m.csv", "id")
-            .unwrap()
-            .collect();
-        let err = results[1].as_ref().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "m.csv:3: malformed CSV: 3 fields where the header has 2"
+        let err = open(&SourceSpec::new("m.csv", "id").with_query("SELECT 1"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("SQLite models only"), "{err}");
+        let err = open(&SourceSpec::new("m.parquet", "id")).err().unwrap();
+        assert!(matches!(err, SourceError::UnknownFormat { .. }), "{err}");
+        let err = open(&SourceSpec::new("/nonexistent/m.ndjson", "id"))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("cannot open model file /nonexistent/m.ndjson"),
+            "{err}"
         );
     }
 }

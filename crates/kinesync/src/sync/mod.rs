@@ -62,6 +62,7 @@
 //! ```
 
 pub mod debug_log;
+pub mod progress;
 pub mod report;
 mod sender;
 
@@ -72,13 +73,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use xxhash_rust::xxh3::xxh3_128;
 
+use kinesync_keys::ShardMap;
 use kinesync_payload::{Event, RenderInput, Row, RowEncoder, Schema, Value};
+use kinesync_source::{Locator, RowSource, SourceRow};
 use kinesync_state::{Change, StateStore};
 use kinesync_transport::{
     KinesisSink, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, PutRecord, StreamName,
 };
 
 pub use debug_log::DebugLog;
+pub use progress::{Progress, ProgressSnapshot};
 pub use report::{EventCounts, Outcome, RecordCounts, RowErrors, RunReport};
 
 use crate::{Error, RecordBuilder};
@@ -136,6 +140,25 @@ impl Events {
             Event::Changed => self.changed,
             Event::Removed => self.removed,
         }
+    }
+}
+
+/// A row of the model as [`Engine::run`] takes it: a bare [`Row`], or a [`SourceRow`] that
+/// knows the line it was read from (so that a duplicate key's error can say where).
+pub trait ModelRow {
+    /// The row, and its line (0 when unknown).
+    fn into_parts(self) -> (Row, u64);
+}
+
+impl ModelRow for Row {
+    fn into_parts(self) -> (Row, u64) {
+        (self, 0)
+    }
+}
+
+impl ModelRow for SourceRow {
+    fn into_parts(self) -> (Row, u64) {
+        (self.row, self.line)
     }
 }
 
@@ -229,6 +252,8 @@ pub struct EngineBuilder {
     initial: Initial,
     limits: Limits,
     debug_log: Option<DebugLog>,
+    dry_run: bool,
+    progress: Option<Arc<Progress>>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -283,6 +308,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Does everything but send and commit: the report says what would be sent (default: off).
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Counters to watch the run by (default: the engine keeps its own).
+    pub fn progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// Checks that everything is there.
     pub fn build(self) -> Result<Engine, Error> {
         let missing = |what: &str| Error::Sync(format!("the sync needs {what}"));
@@ -304,6 +341,10 @@ impl EngineBuilder {
             limits: self.limits,
             log: self.debug_log.unwrap_or_else(DebugLog::disabled),
             runs: 0,
+            dry_run: self.dry_run,
+            progress: self.progress.unwrap_or_default(),
+            locator: None,
+            shards: None,
         })
     }
 }
@@ -321,6 +362,12 @@ pub struct Engine {
     limits: Limits,
     log: DebugLog,
     runs: u64,
+    dry_run: bool,
+    progress: Arc<Progress>,
+    /// Where the current run's rows come from, when known.
+    locator: Option<Locator>,
+    /// The current run's shards.
+    shards: Option<ShardMap>,
 }
 
 impl fmt::Debug for Engine {
@@ -335,6 +382,8 @@ impl fmt::Debug for Engine {
 /// One model row, read and fingerprinted.
 struct Read {
     key: String,
+    /// The line (or query row) it was read from; 0 when unknown.
+    line: u64,
     row: Row,
     json: Vec<u8>,
     fingerprint: u128,
@@ -342,7 +391,7 @@ struct Read {
 
 /// Why the model phase stopped early.
 enum Stop {
-    Duplicate(String),
+    Duplicate { key: String, line: u64 },
     Transport,
 }
 
@@ -390,15 +439,25 @@ impl Engine {
         )
     }
 
+    /// Runs one sync over a model source; errors about its rows say which line they are on.
+    pub async fn run_source(&mut self, source: Box<dyn RowSource>) -> Result<RunReport, Error> {
+        self.locator = Some(source.locator());
+        let report = self.run(source).await;
+        self.locator = None;
+        report
+    }
+
     /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
     /// and duplicate keys end up in the report; `Err` is for a state store that fails, or a
     /// stream that cannot be described.
-    pub async fn run<I, E>(&mut self, rows: I) -> Result<RunReport, Error>
+    pub async fn run<I, R, E>(&mut self, rows: I) -> Result<RunReport, Error>
     where
-        I: IntoIterator<Item = Result<Row, E>>,
+        I: IntoIterator<Item = Result<R, E>>,
+        R: ModelRow,
         E: fmt::Display,
     {
         self.runs += 1;
+        self.progress.reset();
         let started_at = SystemTime::now();
         let clock = Instant::now();
         let mut report = RunReport {
@@ -415,6 +474,8 @@ impl Engine {
             throttled_records: 0,
             calls: 0,
             bytes_sent: 0,
+            dry_run: self.dry_run,
+            by_shard: std::collections::BTreeMap::new(),
         };
         let description = self.sink.describe_stream(&self.stream).await?;
         // A record must fit the stream and a call.
@@ -422,6 +483,7 @@ impl Engine {
             .max_record_bytes
             .min(self.limits.max_batch_bytes);
         let shards = description.shards.len();
+        self.shards = Some(description.shards.clone());
         let config = SenderConfig {
             max_in_flight: self
                 .limits
@@ -442,7 +504,12 @@ impl Engine {
                 |seed| seed.wrapping_add(self.runs),
             ),
         };
-        let mut sender = Sender::new(self.sink.clone(), self.stream.clone(), config);
+        let mut sender = Sender::new(
+            self.sink.clone(),
+            self.stream.clone(),
+            config,
+            self.progress.clone(),
+        );
         // The keys this run's model holds, as 128-bit hashes: 16 bytes a row, to find
         // duplicate keys now and removed keys at the end without writing every key to disk.
         let mut seen: HashSet<u128> = HashSet::new();
@@ -459,11 +526,13 @@ impl Engine {
             for item in rows.by_ref() {
                 match item {
                     Ok(row) => {
+                        let (row, line) = row.into_parts();
                         let mut json = Vec::with_capacity(256);
                         self.encoder.encode(&row, &mut json);
                         let fingerprint = xxh3_128(&json);
                         chunk.push(Read {
                             key: self.key_of(&row),
+                            line,
                             row,
                             json,
                             fingerprint,
@@ -484,12 +553,20 @@ impl Engine {
                 break;
             }
             report.rows_read += chunk.len() as u64;
+            self.progress
+                .set_read(report.rows_read, report.records.to_send);
             if let Some(duplicate) = chunk
                 .iter()
                 .find(|r| !seen.insert(xxh3_128(r.key.as_bytes())))
             {
-                stop = Some(Stop::Duplicate(duplicate.key.clone()));
+                stop = Some(Stop::Duplicate {
+                    key: duplicate.key.clone(),
+                    line: duplicate.line,
+                });
                 break;
+            }
+            if baseline_only && self.dry_run {
+                continue;
             }
             if baseline_only {
                 let changes: Vec<Change> = chunk
@@ -511,6 +588,8 @@ impl Engine {
                 &mut sender,
                 &mut report,
             )?;
+            self.progress
+                .set_read(report.rows_read, report.records.to_send);
             sender
                 .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
                 .await?;
@@ -527,7 +606,7 @@ impl Engine {
         }
         sender.finish(&mut *self.state, &mut self.log).await?;
         self.log.flush();
-        if model_complete && first_run {
+        if model_complete && first_run && !self.dry_run {
             self.state.set_baseline()?;
         }
 
@@ -539,19 +618,26 @@ impl Engine {
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
         report.outcome = match (stop, sender.stopped()) {
-            (Some(Stop::Duplicate(key)), _) => Outcome::Failed {
+            (Some(Stop::Duplicate { key, line }), _) => Outcome::Failed {
                 error: format!(
-                    "primary key {key} appears more than once in the model; primary keys must be unique (nothing after it was read)"
+                    "{}primary key {key} (column {:?}) appears more than once in the model; primary keys must be unique (nothing after it was read)",
+                    match &self.locator {
+                        Some(locator) if line > 0 => format!("{}: ", locator.at(line)),
+                        _ => String::new(),
+                    },
+                    self.schema().primary_key(),
                 ),
             },
             (_, Some(error)) => Outcome::Failed {
                 error: error.to_string(),
             },
+            _ if self.dry_run => Outcome::DryRun,
             _ if baseline_only => Outcome::Baseline,
             _ if report.records.pending > 0 || report.row_errors.total > 0 => Outcome::Partial,
             _ => Outcome::Complete,
         };
         if report.unreadable_rows > 0
+            && !self.dry_run
             && matches!(report.outcome, Outcome::Partial | Outcome::Complete)
         {
             report.outcome = Outcome::Partial;
@@ -635,7 +721,7 @@ impl Engine {
                 report,
             );
         }
-        if !untriggered.is_empty() {
+        if !untriggered.is_empty() && !self.dry_run {
             self.state.commit(&untriggered)?;
         }
         Ok(())
@@ -669,6 +755,13 @@ impl Engine {
                     put = put.with_explicit_hash_key(explicit);
                 }
                 report.records.to_send += 1;
+                if self.dry_run {
+                    if let Some(shards) = &self.shards {
+                        let shard = shards.shard_for(record.hash_key).id().to_owned();
+                        *report.by_shard.entry(shard).or_default() += 1;
+                    }
+                    return;
+                }
                 *seq += 1;
                 sender.push(Item::new(*seq, put, change));
             }
@@ -723,7 +816,7 @@ impl Engine {
                     report,
                 );
             }
-            if !untriggered.is_empty() {
+            if !untriggered.is_empty() && !self.dry_run {
                 self.state.commit(&untriggered)?;
             }
             sender

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many row errors a report lists one by one; the rest are only counted.
 pub const MAX_LISTED_ROW_ERRORS: usize = 100;
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum Outcome {
     /// Every record that was to be sent was acknowledged.
@@ -23,10 +23,12 @@ pub enum Outcome {
     },
     /// The first run recorded the model as its baseline and sent nothing (`initial = "skip"`).
     Baseline,
+    /// A dry run: everything but sending and committing was done.
+    DryRun,
 }
 
 /// Changes found in the model, by kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventCounts {
     /// New primary keys.
     pub added: u64,
@@ -42,7 +44,7 @@ pub struct EventCounts {
 }
 
 /// Records, by what became of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordCounts {
     /// Records built to send.
     pub to_send: u64,
@@ -53,7 +55,7 @@ pub struct RecordCounts {
 }
 
 /// One row that could not become a record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowErrorEntry {
     /// The row's primary key, as JSON.
     pub primary_key: String,
@@ -64,7 +66,7 @@ pub struct RowErrorEntry {
 }
 
 /// Row errors: counted by kind, the first ones listed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowErrors {
     /// All row errors.
     pub total: u64,
@@ -89,7 +91,7 @@ impl RowErrors {
 }
 
 /// Everything one run did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunReport {
     /// How it ended.
     pub outcome: Outcome,
@@ -117,6 +119,12 @@ pub struct RunReport {
     pub calls: u64,
     /// Bytes (data and partition keys) sent, retries included.
     pub bytes_sent: u64,
+    /// Whether this was a dry run (nothing sent, nothing committed).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// A dry run's records by the shard they would go to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_shard: BTreeMap<String, u64>,
 }
 
 impl RunReport {
@@ -129,6 +137,16 @@ impl RunReport {
             }
             Outcome::Failed { error } => format!("failed: {error}"),
             Outcome::Baseline => "baseline recorded; nothing sent (initial = \"skip\")".to_owned(),
+            Outcome::DryRun => {
+                let mut text = format!(
+                    "dry run: nothing sent, nothing committed; {} records would be sent",
+                    self.records.to_send
+                );
+                for (shard, count) in &self.by_shard {
+                    text.push_str(&format!("\n  {shard}  {count} records"));
+                }
+                text
+            }
         };
         format!(
             "{outcome}\nrows read {} · added {} · changed {} · removed {} · unchanged {}\nrecords acknowledged {} of {} · pending {} · row errors {} · retries {} · throttled {} · calls {} · {:.1} s",

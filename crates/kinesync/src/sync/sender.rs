@@ -28,6 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::debug_log::{CallLine, DebugLog};
+use super::progress::Progress;
 
 /// One record waiting to be sent, with what to commit once it is acknowledged.
 #[derive(Debug)]
@@ -117,6 +118,7 @@ pub(crate) struct Sender {
     /// The error that stopped sending, if one did.
     stopped: Option<TransportError>,
     pub(crate) counts: SenderCounts,
+    progress: Arc<Progress>,
 }
 
 impl Sender {
@@ -124,6 +126,7 @@ impl Sender {
         sink: Arc<dyn KinesisSink>,
         stream: StreamName,
         config: SenderConfig,
+        progress: Arc<Progress>,
     ) -> Self {
         let rng = StdRng::seed_from_u64(config.seed);
         Self {
@@ -139,6 +142,7 @@ impl Sender {
             started: Instant::now(),
             stopped: None,
             counts: SenderCounts::default(),
+            progress,
         }
     }
 
@@ -420,6 +424,9 @@ impl Sender {
             self.counts.acknowledged += acknowledged.len() as u64;
             store.commit(&acknowledged)?;
         }
+        let c = &self.counts;
+        self.progress
+            .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);
         Ok(())
     }
 }

@@ -1,0 +1,226 @@
+//! `kinesync sync` (one run, with its progress shown and its report and calls kept) and
+//! `kinesync runs` (past runs).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kinesync::runs::{Runs, describe_entry};
+use kinesync::sync::{Outcome, Progress, ProgressSnapshot};
+use kinesync::{Config, Error, RunOptions};
+use tracing_subscriber::EnvFilter;
+
+use crate::RunsCommand;
+
+/// How many past runs are kept when `[sync] keep_runs` is not set.
+const DEFAULT_KEEP_RUNS: usize = 50;
+
+/// One sync run from `config_path`.
+pub(crate) fn run(
+    config_path: &Path,
+    report_path: Option<&Path>,
+    dry_run: bool,
+    debug_payloads: bool,
+) -> Result<ExitCode, Error> {
+    let terminal = std::io::stderr().is_terminal();
+    init_tracing(terminal);
+    let config = Config::from_file(config_path)?;
+    let runs = Runs::new(config.runs_dir());
+    // A dry run sends nothing, so it has no calls to keep.
+    let run_dir = if dry_run { None } else { Some(runs.start()?) };
+    let debug_log = run_dir
+        .as_ref()
+        .map(|run| run.debug_log(debug_payloads))
+        .transpose()?;
+    tracing::info!(
+        config = %config_path.display(),
+        run = run_dir.as_ref().map_or("dry run", |r| r.id.as_str()),
+        "sync starting"
+    );
+    let progress = Arc::new(Progress::new());
+    let display = ProgressDisplay::start(progress.clone(), terminal);
+    let result = crate::runtime().block_on(kinesync::run_config(
+        &config,
+        RunOptions {
+            dry_run,
+            debug_log,
+            progress: Some(progress),
+        },
+    ));
+    display.finish();
+    let (report, destination) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // A run that stopped before it made a call (a bad template, a missing stream)
+            // leaves nothing worth keeping.
+            if let Some(run) = &run_dir
+                && run.calls().map_or(true, |calls| calls.is_empty())
+            {
+                std::fs::remove_dir_all(&run.path).ok();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(run) = &run_dir {
+        run.write_report(&report)?;
+        runs.prune(config.sync.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS).max(1))?;
+    }
+    tracing::info!(
+        outcome = ?report.outcome,
+        rows_read = report.rows_read,
+        acknowledged = report.records.acknowledged,
+        pending = report.records.pending,
+        row_errors = report.row_errors.total,
+        "sync finished"
+    );
+
+    println!("{}", report.summary());
+    for error in &report.row_errors.first {
+        println!(
+            "  row error {} ({}): {}",
+            error.primary_key, error.kind, error.message
+        );
+    }
+    if report.row_errors.total > report.row_errors.first.len() as u64 {
+        println!(
+            "  ... and {} more row errors (by kind: {:?})",
+            report.row_errors.total - report.row_errors.first.len() as u64,
+            report.row_errors.by_kind
+        );
+    }
+    if !dry_run
+        && let Some(simulated) = &destination.simulated
+        && let Some(counts) = simulated.shard_counts(&destination.stream)
+    {
+        println!(
+            "simulated stream {} ({} shards):",
+            destination.stream,
+            counts.len()
+        );
+        for (shard, count) in counts {
+            println!("  {shard}  {count} records");
+        }
+    }
+    if let Some(run) = &run_dir {
+        println!(
+            "run {}: `kinesync runs show {} --config {}` shows its calls",
+            run.id,
+            run.id,
+            config_path.display()
+        );
+    }
+    if let Some(path) = report_path {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+        std::fs::write(path, json).map_err(|source| Error::Io {
+            what: "write the report",
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(match report.outcome {
+        Outcome::Complete | Outcome::Baseline | Outcome::DryRun => ExitCode::SUCCESS,
+        Outcome::Partial => ExitCode::from(2),
+        Outcome::Failed { .. } => ExitCode::from(1),
+    })
+}
+
+/// `kinesync runs [show ID]`.
+pub(crate) fn runs(config: Option<&Path>, show: Option<RunsCommand>) -> Result<ExitCode, Error> {
+    let config_path = config.ok_or_else(|| {
+        Error::Sync("`kinesync runs` needs --config FILE: the runs are kept beside it".into())
+    })?;
+    let config = Config::from_file(config_path)?;
+    let runs = Runs::new(config.runs_dir());
+    match show {
+        None => {
+            let entries = runs.list()?;
+            if entries.is_empty() {
+                println!("no runs yet in {}", runs.dir().display());
+            }
+            for entry in &entries {
+                println!("{}", describe_entry(entry));
+            }
+        }
+        Some(RunsCommand::Show { id }) => print!("{}", runs.find(&id)?.show()?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Log lines go to stderr; `RUST_LOG` picks what is shown (default: `info`, or `warn` on a
+/// terminal, where the progress bar says the rest).
+fn init_tracing(terminal: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if terminal { "warn" } else { "info" }));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
+        .try_init()
+        .ok();
+}
+
+/// Shows a run's progress while it goes: a bar on a terminal, a log line every few seconds
+/// otherwise (a scheduler's log).
+struct ProgressDisplay {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    fn start(progress: Arc<Progress>, terminal: bool) -> Self {
+        let (stop, stopped) = channel::<()>();
+        let interval = if terminal {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(5)
+        };
+        let thread = std::thread::Builder::new()
+            .name("kinesync-progress".into())
+            .spawn(move || {
+                let bar = terminal.then(|| {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                            .expect("the template is valid"),
+                    );
+                    bar
+                });
+                let started = Instant::now();
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    let now = progress.snapshot();
+                    let line = describe(now, started.elapsed());
+                    match &bar {
+                        Some(bar) => {
+                            bar.set_message(line);
+                            bar.tick();
+                        }
+                        None => tracing::info!("{line}"),
+                    }
+                }
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+
+    fn finish(mut self) {
+        self.stop.send(()).ok();
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+fn describe(now: ProgressSnapshot, elapsed: Duration) -> String {
+    let rate = now.rows_read as f64 / elapsed.as_secs_f64().max(0.001);
+    format!(
+        "rows read {} · records {} · acknowledged {} · throttled {} · retries {} · calls {} · {:.0} rows/s",
+        now.rows_read, now.to_send, now.acknowledged, now.throttled, now.retries, now.calls, rate
+    )
+}

@@ -1,0 +1,398 @@
+//! Past runs, kept on disk so that a user can see what each run did and every call it made.
+//!
+//! A runs directory (`[sync] runs`, by default `kinesync-runs` beside the config file) holds
+//! one directory per run, named by its start time (`20261122-093355-123`, UTC, so that names
+//! sort in time order):
+//!
+//! - `calls.jsonl`: the debugger log, one JSON line per API call attempt, written as the run
+//!   goes (a run killed part way still has the calls it made);
+//! - `report.json`: the run report, written when the run ends. A run without one was
+//!   interrupted.
+//!
+//! Only the newest runs are kept (`[sync] keep_runs`, 50 by default).
+
+use std::fs;
+use std::io::{BufRead, BufReader, LineWriter};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::Value as Json;
+
+use crate::Error;
+use crate::sync::{DebugLog, Outcome, RunReport};
+
+/// The directory of past runs.
+#[derive(Debug, Clone)]
+pub struct Runs {
+    dir: PathBuf,
+}
+
+/// One run's directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The run's id: its start time, `YYYYMMDD-HHMMSS-mmm` (UTC).
+    pub id: String,
+    /// Its directory.
+    pub path: PathBuf,
+}
+
+/// A past run as `kinesync runs` lists it.
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    /// The run.
+    pub run: RunDir,
+    /// Its report; `None` when the run did not finish (it was killed or crashed).
+    pub report: Option<RunReport>,
+    /// API calls in its debugger log.
+    pub calls: usize,
+}
+
+fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Runs {
+    /// The runs kept in `dir` (which need not exist yet).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes the directory of a run starting now.
+    pub fn start(&self) -> Result<RunDir, Error> {
+        fs::create_dir_all(&self.dir).map_err(io_error("create the runs directory", &self.dir))?;
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        // 2026-11-22T09:33:55.123Z → 20261122-093355-123
+        let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+        let base = format!("{}-{}-{}", &digits[..8], &digits[8..14], &digits[14..17]);
+        for n in 0u32.. {
+            let id = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            let path = self.dir.join(&id);
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(RunDir { id, path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error("create the run directory", &path)(e)),
+            }
+        }
+        unreachable!("some suffix is free")
+    }
+
+    /// Every run, oldest first.
+    pub fn list(&self) -> Result<Vec<RunEntry>, Error> {
+        let mut runs = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(runs),
+            Err(e) => return Err(io_error("read the runs directory", &self.dir)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_error("read the runs directory", &self.dir))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let run = RunDir { id, path };
+            runs.push(RunEntry {
+                report: run.report(),
+                calls: run.calls().map_or(0, |calls| calls.len()),
+                run,
+            });
+        }
+        runs.sort_by(|a, b| a.run.id.cmp(&b.run.id));
+        Ok(runs)
+    }
+
+    /// The run with this id, or the only one whose id starts with it; `latest` is the newest.
+    pub fn find(&self, id: &str) -> Result<RunDir, Error> {
+        let runs = self.list()?;
+        let not_found = |message: String| Error::Sync(message);
+        if id == "latest" {
+            return runs
+                .into_iter()
+                .next_back()
+                .map(|e| e.run)
+                .ok_or_else(|| not_found(format!("no runs in {}", self.dir.display())));
+        }
+        if let Some(exact) = runs.iter().find(|e| e.run.id == id) {
+            return Ok(exact.run.clone());
+        }
+        let matching: Vec<&RunEntry> = runs.iter().filter(|e| e.run.id.starts_with(id)).collect();
+        match matching.as_slice() {
+            [one] => Ok(one.run.clone()),
+            [] => Err(not_found(format!(
+                "no run {id:?} in {}; `kinesync runs` lists them",
+                self.dir.display()
+            ))),
+            many => Err(not_found(format!(
+                "{id:?} matches {} runs ({}); give more of the id",
+                many.len(),
+                many.iter()
+                    .map(|e| e.run.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Deletes all but the newest `keep` runs.
+    pub fn prune(&self, keep: usize) -> Result<(), Error> {
+        let runs = self.list()?;
+        let excess = runs.len().saturating_sub(keep);
+        for entry in &runs[..excess] {
+            fs::remove_dir_all(&entry.run.path)
+                .map_err(io_error("delete an old run", &entry.run.path))?;
+        }
+        Ok(())
+    }
+}
+
+impl RunDir {
+    /// The debugger log's file.
+    pub fn calls_path(&self) -> PathBuf {
+        self.path.join("calls.jsonl")
+    }
+
+    /// The report's file.
+    pub fn report_path(&self) -> PathBuf {
+        self.path.join("report.json")
+    }
+
+    /// A debugger log writing to this run's `calls.jsonl`, a line at a time (so that a run
+    /// killed part way keeps every call it finished).
+    pub fn debug_log(&self, payloads: bool) -> Result<DebugLog, Error> {
+        let path = self.calls_path();
+        let file = fs::File::create(&path).map_err(io_error("create the debugger log", &path))?;
+        Ok(DebugLog::to_writer(LineWriter::new(file)).with_payloads(payloads))
+    }
+
+    /// Stores the report.
+    pub fn write_report(&self, report: &RunReport) -> Result<(), Error> {
+        let path = self.report_path();
+        let json = serde_json::to_string_pretty(report).expect("reports serialize");
+        fs::write(&path, json).map_err(io_error("write the run report", &path))
+    }
+
+    /// The report, if the run finished (and the file reads).
+    pub fn report(&self) -> Option<RunReport> {
+        let text = fs::read_to_string(self.report_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The debugger log's lines, parsed (a torn last line, from a kill mid-write, is skipped).
+    pub fn calls(&self) -> Result<Vec<Json>, Error> {
+        let path = self.calls_path();
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("read the debugger log", &path)(e)),
+        };
+        let mut calls = Vec::new();
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_error("read the debugger log", &path))?;
+            if let Ok(call) = serde_json::from_str(&line) {
+                calls.push(call);
+            }
+        }
+        Ok(calls)
+    }
+
+    /// The run and every call it made, for people: what `kinesync runs show ID` prints.
+    pub fn show(&self) -> Result<String, Error> {
+        let mut out = String::new();
+        match self.report() {
+            Some(report) => {
+                push_line(
+                    &mut out,
+                    format!("run {} · stream {}", self.id, report.stream),
+                );
+                push_line(&mut out, report.summary());
+                for error in &report.row_errors.first {
+                    push_line(
+                        &mut out,
+                        format!(
+                            "  row error {} ({}): {}",
+                            error.primary_key, error.kind, error.message
+                        ),
+                    );
+                }
+            }
+            None => {
+                push_line(
+                    &mut out,
+                    format!(
+                        "run {} · interrupted: it has no report (killed or crashed); its calls so far:",
+                        self.id
+                    ),
+                );
+            }
+        }
+        let calls = self.calls()?;
+        push_line(&mut out, format!("\n{} API calls:", calls.len()));
+        for call in &calls {
+            out.push_str(&describe_call(call));
+            out.push('\n');
+        }
+        Ok(out)
+    }
+}
+
+/// One debugger-log line, readably: time, operation, attempt, records, bytes, status,
+/// duration, per-record error codes, and for a failed call its code, request id and message.
+fn describe_call(call: &Json) -> String {
+    let text = |key: &str| call.get(key).and_then(Json::as_str).unwrap_or("");
+    let number = |key: &str| call.get(key).and_then(Json::as_u64).unwrap_or(0);
+    let time = text("time");
+    // Only the time of day: the run's date is in its id.
+    let time = time.split('T').nth(1).unwrap_or(time).trim_end_matches('Z');
+    let mut line = format!(
+        "  {time}  {}  attempt {}  {} records  {}  {:<14} {:>9.1} ms",
+        text("operation"),
+        number("attempt"),
+        number("records"),
+        human_bytes(number("bytes")),
+        text("status"),
+        call.get("duration_ms")
+            .and_then(Json::as_f64)
+            .unwrap_or(0.0),
+    );
+    if let Some(errors) = call.get("record_errors").and_then(Json::as_object) {
+        let counted: Vec<String> = errors
+            .iter()
+            .map(|(code, n)| format!("{code} ×{n}"))
+            .collect();
+        line.push_str(&format!("  record errors: {}", counted.join(", ")));
+    }
+    if let Some(code) = call.get("code").and_then(Json::as_str) {
+        line.push_str(&format!("  {code}"));
+    }
+    if let Some(id) = call.get("request_id").and_then(Json::as_str) {
+        line.push_str(&format!("  request {id}"));
+    }
+    if let Some(message) = call.get("message").and_then(Json::as_str) {
+        line.push_str(&format!("\n      {message}"));
+    }
+    if let Some(payloads) = call.get("payloads").and_then(Json::as_array) {
+        for payload in payloads {
+            line.push_str(&format!("\n      {}", payload.as_str().unwrap_or_default()));
+        }
+    }
+    line
+}
+
+fn push_line(out: &mut String, text: String) {
+    out.push_str(&text);
+    out.push('\n');
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+/// A one-line description of a past run, for `kinesync runs`.
+pub fn describe_entry(entry: &RunEntry) -> String {
+    match &entry.report {
+        Some(report) => {
+            let outcome = match &report.outcome {
+                Outcome::Complete => "complete",
+                Outcome::Partial => "partial",
+                Outcome::Failed { .. } => "failed",
+                Outcome::Baseline => "baseline",
+                Outcome::DryRun => "dry run",
+            };
+            format!(
+                "{}  {:<9} rows {:>9}  added {:>8}  changed {:>8}  removed {:>8}  acknowledged {:>9}  pending {:>7}  errors {:>6}  calls {:>6}  {:>7.1} s",
+                entry.run.id,
+                outcome,
+                report.rows_read,
+                report.events.added,
+                report.events.changed,
+                report.events.removed,
+                report.records.acknowledged,
+                report.records.pending,
+                report.row_errors.total,
+                report.calls,
+                report.duration_ms as f64 / 1000.0,
+            )
+        }
+        None => format!(
+            "{}  interrupted (no report; {} calls logged)",
+            entry.run.id, entry.calls
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_sort_by_time_find_by_prefix_and_prune_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = Runs::new(dir.path().join("runs"));
+        assert!(
+            runs.list().unwrap().is_empty(),
+            "a missing directory has no runs"
+        );
+        let ids: Vec<String> = (0..3).map(|_| runs.start().unwrap().id).collect();
+        assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+        let listed: Vec<String> = runs.list().unwrap().into_iter().map(|e| e.run.id).collect();
+        assert_eq!(listed, ids);
+        assert_eq!(runs.find("latest").unwrap().id, ids[2]);
+        assert_eq!(runs.find(&ids[1]).unwrap().id, ids[1]);
+        let err = runs.find("1999").unwrap_err().to_string();
+        assert!(err.contains("kinesync runs"), "{err}");
+        runs.prune(2).unwrap();
+        let listed: Vec<String> = runs.list().unwrap().into_iter().map(|e| e.run.id).collect();
+        assert_eq!(listed, ids[1..]);
+    }
+
+    #[test]
+    fn an_interrupted_run_shows_its_calls_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Runs::new(dir.path()).start().unwrap();
+        fs::write(
+            run.calls_path(),
+            concat!(
+                r#"{"time":"2026-11-22T09:33:55.140Z","operation":"PutRecords","stream":"s","attempt":1,"records":500,"bytes":51200,"status":"ok","duration_ms":12.5,"record_errors":{"ProvisionedThroughputExceededException":3}}"#,
+                "\n",
+                r#"{"time":"2026-11-22T09:33:55.300Z","operation":"PutRecords","stream":"s","attempt":2,"records":3,"bytes":300,"status":"access_denied","code":"AccessDeniedException","request_id":"req-1","duration_ms":4.0,"message":"not allowed"}"#,
+                "\n",
+                r#"{"time":"2026-11-22T09:33:5"#,
+            ),
+        )
+        .unwrap();
+        let text = run.show().unwrap();
+        assert!(text.contains("interrupted"), "{text}");
+        assert!(text.contains("2 API calls"), "{text}");
+        assert!(
+            text.contains("09:33:55.140  PutRecords  attempt 1  500 records  50.0 KiB  ok"),
+            "{text}"
+        );
+        assert!(
+            text.contains("record errors: ProvisionedThroughputExceededException ×3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("access_denied") && text.contains("AccessDeniedException  request req-1"),
+            "{text}"
+        );
+        assert!(text.contains("not allowed"), "{text}");
+    }
+}

@@ -1,0 +1,75 @@
+//! Live counters of a run, for a progress bar or periodic log lines.
+//!
+//! The engine and its sender store into these as they go (relaxed atomics: each is a count on
+//! its own, and a display that is a moment behind is fine); a caller reads them from another
+//! task or thread while the run goes on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A run's counters so far; share one through [`super::EngineBuilder::progress`].
+#[derive(Debug, Default)]
+pub struct Progress {
+    rows_read: AtomicU64,
+    to_send: AtomicU64,
+    acknowledged: AtomicU64,
+    throttled: AtomicU64,
+    retries: AtomicU64,
+    calls: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// Model rows read.
+    pub rows_read: u64,
+    /// Records built to send.
+    pub to_send: u64,
+    /// Records the stream acknowledged (and that were committed).
+    pub acknowledged: u64,
+    /// Records throttled, each time.
+    pub throttled: u64,
+    /// Records sent again.
+    pub retries: u64,
+    /// `PutRecords` calls made.
+    pub calls: u64,
+}
+
+impl Progress {
+    /// Counters at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            rows_read: self.rows_read.load(Ordering::Relaxed),
+            to_send: self.to_send.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.store(ProgressSnapshot::default());
+    }
+
+    pub(crate) fn set_read(&self, rows_read: u64, to_send: u64) {
+        self.rows_read.store(rows_read, Ordering::Relaxed);
+        self.to_send.store(to_send, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_sent(&self, acknowledged: u64, throttled: u64, retries: u64, calls: u64) {
+        self.acknowledged.store(acknowledged, Ordering::Relaxed);
+        self.throttled.store(throttled, Ordering::Relaxed);
+        self.retries.store(retries, Ordering::Relaxed);
+        self.calls.store(calls, Ordering::Relaxed);
+    }
+
+    fn store(&self, s: ProgressSnapshot) {
+        self.set_read(s.rows_read, s.to_send);
+        self.set_sent(s.acknowledged, s.throttled, s.retries, s.calls);
+    }
+}
