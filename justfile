@@ -21,7 +21,7 @@ bench-payload:
     cargo bench -p kinesync-payload --bench render
 
 # All benchmarks.
-bench: bench-payload
+bench: bench-payload bench-sync bench-process
 
 # Review changed template snapshots (needs `cargo install cargo-insta`).
 snapshots:
@@ -30,3 +30,11 @@ snapshots:
 # Write the reference benchmark rows as NDJSON: `just gen-rows 1000000 rows.ndjson`.
 gen-rows n out:
     cargo run -q --release -p kinesync-testkit --example gen_rows -- {{n}} {{out}}
+
+# Whole syncs into InMemorySink through the engine: backfill and 1% changed (1M rows).
+bench-sync:
+    cargo bench -p kinesync --bench sync
+
+# The `kinesync sync` process end to end from a 1M-row NDJSON model: rows/s and peak memory.
+bench-process:
+    bash scripts/bench-process.sh

@@ -116,8 +116,17 @@ pub fn bench_row(i: usize) -> BenchRow {
 /// user rows: id, names, email, age, three tags, an RFC 3339 time, country, plan, score,
 /// active), so figures measured here compare with the engines measured on those rows.
 pub fn bench_rows(n: usize) -> impl Iterator<Item = String> {
-    (0..n).map(|i| {
-        let r = bench_row(i);
+    bench_rows_changed(n, 0)
+}
+
+/// [`bench_rows`] as they are after `generation` edits: each edit raises the score of every
+/// 100th row (1% of them) by one, so a sync of generation 1 after generation 0 finds 1% changed.
+pub fn bench_rows_changed(n: usize, generation: u64) -> impl Iterator<Item = String> {
+    (0..n).map(move |i| {
+        let mut r = bench_row(i);
+        if i.is_multiple_of(100) {
+            r.score += generation as f64;
+        }
         format!(
             concat!(
                 r#"{{"id":{},"first_name":"{}","last_name":"{}","email":"{}","#,
