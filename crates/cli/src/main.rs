@@ -19,6 +19,13 @@ use kinesync::preview::{Preview, PreviewOptions};
 
 mod sync;
 
+/// mimalloc, not the system allocator: a sync allocates and frees a few small buffers per row
+/// across two threads (the model reader and the engine), and glibc's malloc spent a third of a
+/// backfill in its own locks and free lists (measured with `perf`; see the README's
+/// performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Stream the rows of a data model into Amazon Kinesis.
 #[derive(Debug, Parser)]
 #[command(name = "kinesync", version, about)]

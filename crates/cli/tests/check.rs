@@ -210,6 +210,11 @@ async fn configuration_problems_are_named_before_any_call() {
             "needs role_arn",
         ),
         (
+            // Half an access key is not quietly replaced by the default chain.
+            "stream = \"orders\"\nregion = \"us-east-1\"\n[destination.auth]\nkind = \"assume_role\"\nrole_arn = \"arn:aws:iam::210987654321:role/w\"\nsecret_access_key_env = \"TEST_SECRET\"",
+            "[destination.auth] needs access_key_id_env",
+        ),
+        (
             "stream = \"orders\"\nregion = \"us-east-1\"\n[destination.auth]\nkind = \"sso\"",
             "unknown variant `sso`",
         ),

@@ -79,11 +79,12 @@ fn base_credentials(
             Ok(profile(name))
         }
         AuthKind::AccessKey => access_key(),
-        AuthKind::AssumeRole => match (&auth.profile, &auth.access_key_id_env) {
-            (Some(_), Some(_)) => Err(config.invalid("[destination.auth] names both a profile and an access key as the base for assume_role; keep one")),
-            (Some(name), None) => Ok(profile(name)),
-            (None, Some(_)) => access_key(),
-            (None, None) => Ok((Credentials::DefaultChain, "the default credential chain".into())),
+        AuthKind::AssumeRole => match (&auth.profile, auth.access_key_id_env.is_some() || auth.secret_access_key_env.is_some()) {
+            (Some(_), true) => Err(config.invalid("[destination.auth] names both a profile and an access key as the base for assume_role; keep one")),
+            (Some(name), false) => Ok(profile(name)),
+            // Both halves of the key are required: `env` names the one that is missing.
+            (None, true) => access_key(),
+            (None, false) => Ok((Credentials::DefaultChain, "the default credential chain".into())),
         },
     }
 }

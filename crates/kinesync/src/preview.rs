@@ -121,7 +121,7 @@ impl Preview {
                 record
                     .explicit_hash_key
                     .map_or_else(|| "null".to_owned(), |k| quote(&k.to_string())),
-                quote(self.shards.shard_for(record.hash_key).id()),
+                quote(self.shards.shard_for(record.hash_key()).id()),
                 String::from_utf8_lossy(&record.data),
             ),
             Err(e) => format!(
@@ -148,7 +148,7 @@ impl Preview {
                     out.push_str(&format!(
                         "row {primary_key} · partition key {:?} · shard {}",
                         record.partition_key.as_str(),
-                        self.shards.shard_for(record.hash_key).id()
+                        self.shards.shard_for(record.hash_key()).id()
                     ));
                     if let Some(explicit) = record.explicit_hash_key {
                         out.push_str(&format!(" · explicit hash key {explicit}"));

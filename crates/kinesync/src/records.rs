@@ -61,10 +61,16 @@ pub struct Record {
     pub partition_key: PartitionKey,
     /// The explicit hash key, when configured.
     pub explicit_hash_key: Option<ExplicitHashKey>,
-    /// The hash key the service routes by.
-    pub hash_key: HashKey,
     /// The message: compact JSON.
     pub data: Vec<u8>,
+}
+
+impl Record {
+    /// The hash key the service routes by: the explicit hash key, or the MD5 of the partition
+    /// key. Computed when asked (a preview or dry run asks; sending does not need it).
+    pub fn hash_key(&self) -> HashKey {
+        HashKey::for_record(&self.partition_key, self.explicit_hash_key)
+    }
 }
 
 /// Why one row could not become a record. The run reports it with the row's primary key and
@@ -164,11 +170,9 @@ impl RecordBuilder {
         let mut data = Vec::with_capacity(256);
         let (partition_key, explicit_hash_key) = self.keys(input)?;
         self.payload.render_into(input, &mut data)?;
-        let hash_key = HashKey::for_record(&partition_key, explicit_hash_key);
         Ok(Record {
             partition_key,
             explicit_hash_key,
-            hash_key,
             data,
         })
     }

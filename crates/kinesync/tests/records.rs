@@ -64,7 +64,7 @@ fn partition_key_rules_are_row_errors() {
     let int = build(&b, Value::Int(-12), Value::Null).unwrap();
     assert_eq!(int.partition_key.as_str(), "-12");
     assert_eq!(
-        int.hash_key,
+        int.hash_key(),
         HashKey::of_partition_key(&PartitionKey::new("-12").unwrap())
     );
 }
@@ -74,12 +74,14 @@ fn explicit_hash_keys_route_and_their_rules_are_row_errors() {
     let b = builder(Some("hash"));
     let max = build(&b, Value::from("k"), Value::from(u128::MAX.to_string())).unwrap();
     assert_eq!(
-        max.hash_key,
+        max.hash_key(),
         HashKey(u128::MAX),
         "the explicit hash key, not the MD5, routes"
     );
     assert_eq!(
-        build(&b, Value::from("k"), Value::Int(7)).unwrap().hash_key,
+        build(&b, Value::from("k"), Value::Int(7))
+            .unwrap()
+            .hash_key(),
         HashKey(7)
     );
     for value in [

@@ -15,6 +15,10 @@ use kinesync_payload::{
     Event, FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value,
 };
 
+/// The allocator the `kinesync` binary uses, so that the figures are the ones users get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROWS: usize = 10_000;
 
 fn reference_rows() -> (Arc<Schema>, Vec<Row>) {

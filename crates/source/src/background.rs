@@ -74,6 +74,34 @@ impl BackgroundSource {
     }
 }
 
+/// Any iterator read ahead by a thread of its own, a few batches in advance: what
+/// [`in_background`] does for a source, for any items (a benchmark's generated rows, say).
+/// Ends early, with no error, if the thread dies; use [`in_background`] where the end of
+/// the items means something. Fails only if no thread can be started.
+pub fn read_ahead<I>(items: I) -> std::io::Result<impl Iterator<Item = I::Item>>
+where
+    I: IntoIterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    let (sender, batches) = sync_channel::<Vec<I::Item>>(BATCHES_AHEAD);
+    std::thread::Builder::new()
+        .name("kinesync-read-ahead".into())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH_ROWS);
+            for item in items {
+                batch.push(item);
+                if batch.len() == BATCH_ROWS {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+                    if sender.send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            sender.send(batch).ok();
+        })?;
+    Ok(batches.into_iter().flatten())
+}
+
 /// Sends `rows` in batches, then `Done`; stops early when the consumer has gone.
 pub(crate) fn pump(
     rows: impl IntoIterator<Item = Result<SourceRow, SourceError>>,

@@ -5,7 +5,8 @@
 //! reads the model in chunks, asks the store for the fingerprints of each chunk's keys (added:
 //! absent; changed: different), and at the end walks the store's keys to find those the model
 //! no longer has (removed). Acknowledged changes are committed batch by batch, each commit
-//! atomic, so a crash at any point leaves exactly the rows the stream acknowledged.
+//! atomic, so a crash at any point leaves only rows the stream acknowledged (all of them but
+//! the last few batches still queued for writing, which the next run sends again).
 //!
 //! Two stores: [`SqliteStore`] (a file; the default) and [`MemoryStore`] (tests). Keys are
 //! the primary key's JSON text (`42`, `"u-1"`), so `1` and `"1"` stay different keys.
@@ -17,7 +18,7 @@ mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 
 /// The version of the SQLite schema this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -65,6 +66,14 @@ pub enum StateError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The thread writing the store could not start, or stopped.
+    #[error("state store {path}: {message}")]
+    Thread {
+        /// The database file.
+        path: String,
+        /// What happened.
+        message: String,
+    },
     /// The file was written by another version of kinesync.
     #[error(
         "state store {path} has schema version {found}, this kinesync reads version {expected}; use the kinesync that wrote it, or start over with a new state file (everything is then sent again)"
@@ -97,8 +106,14 @@ pub trait StateStore: Send {
     /// store to find the keys its model no longer has.
     fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError>;
 
-    /// Applies `changes` atomically: all or none.
-    fn commit(&mut self, changes: &[Change]) -> Result<(), StateError>;
+    /// Applies `changes` atomically: all or none. A store may write them in the background
+    /// ([`SqliteStore`] does): lookups see them once [`flush`](Self::flush) has returned.
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError>;
+
+    /// Waits until every change committed so far is written, and reports a write that failed.
+    fn flush(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
 
     /// How many keys the store holds.
     fn key_count(&self) -> Result<usize, StateError>;

@@ -57,7 +57,7 @@ impl StateStore for MemoryStore {
         Ok(range.take(limit).map(|(k, _)| k.clone()).collect())
     }
 
-    fn commit(&mut self, changes: &[Change]) -> Result<(), StateError> {
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
         for change in changes {
             match change {
                 Change::Upsert {
@@ -65,16 +65,10 @@ impl StateStore for MemoryStore {
                     fingerprint,
                     row,
                 } => {
-                    self.rows.insert(
-                        key.clone(),
-                        StoredRow {
-                            fingerprint: *fingerprint,
-                            row: row.clone(),
-                        },
-                    );
+                    self.rows.insert(key, StoredRow { fingerprint, row });
                 }
                 Change::Delete { key } => {
-                    self.rows.remove(key);
+                    self.rows.remove(&key);
                 }
             }
         }

@@ -1,26 +1,59 @@
-//! The SQLite store: one file, versioned schema, atomic commits.
+//! The SQLite store: one file, versioned schema, atomic commits written in the background.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use crate::{Change, Fingerprint, SCHEMA_VERSION, StateError, StateStore};
 
 /// Keys per `IN (...)` lookup: well under SQLite's parameter limit.
 const LOOKUP_CHUNK: usize = 500;
 
+/// How many commits may wait for the writer thread before [`StateStore::commit`] waits.
+pub const COMMITS_AHEAD: usize = 4;
+
 /// A state store in a SQLite file.
 ///
 /// The file runs in WAL mode with `synchronous = NORMAL`: a commit is durable against a crash
-/// or kill of the process the moment it returns (it is in the log, in the operating system's
+/// or kill of the process once it is written (it is in the log, in the operating system's
 /// hands); an operating system crash can lose the last commits, and their rows are then sent
 /// again: duplicates, never loss.
+///
+/// **Commits are written by a thread of their own**, on their own connection, so that a sync
+/// goes on building and sending records while SQLite writes (and checkpoints) the last
+/// acknowledged batch. [`StateStore::commit`] queues the batch, waiting only when
+/// [`COMMITS_AHEAD`] batches are already queued; [`StateStore::flush`] waits until every
+/// queued batch is written. Lookups read on a second connection and see what has been
+/// written. A process killed with batches still queued loses them: those rows were
+/// acknowledged, so the next run sends them again (duplicates, bounded by the queue), and a
+/// row the stream did not acknowledge is never in the store.
 pub struct SqliteStore {
-    conn: Connection,
+    /// Lookups.
+    reader: Connection,
+    writer: Option<Writer>,
     path: String,
     /// Lookup queries by (column, number of keys), built once.
     lookup_sql: HashMap<(&'static str, usize), String>,
+}
+
+/// The writing side: a thread with its own connection, fed through a bounded queue.
+struct Writer {
+    jobs: SyncSender<Job>,
+    /// The writer's failure, reported by the next commit or flush.
+    failures: Receiver<StateError>,
+    thread: Option<JoinHandle<()>>,
+    /// Set once the writer failed: every later write fails too.
+    failed: Option<String>,
+}
+
+enum Job {
+    Commit(Vec<Change>),
+    SetBaseline,
+    /// Answered once every job before it is done.
+    Flush(SyncSender<()>),
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -36,68 +69,58 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
+        let sql = |source| StateError::Sqlite {
             path: name.clone(),
             source,
-        })?;
-        Self::init(conn, name)
-    }
-
-    /// A store in memory (SQLite's own `:memory:`), for tests of the SQLite code path.
-    pub fn open_in_memory() -> Result<Self, StateError> {
-        let conn = Connection::open_in_memory().map_err(|source| StateError::Sqlite {
-            path: ":memory:".into(),
-            source,
-        })?;
-        Self::init(conn, ":memory:".into())
-    }
-
-    fn init(conn: Connection, path: String) -> Result<Self, StateError> {
-        let sql = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
         };
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        // Rows arrive in bulk: fewer, larger checkpoints, and a 64 MiB page cache.
-        conn.pragma_update(None, "wal_autocheckpoint", 16384)
-            .map_err(sql)?;
-        conn.pragma_update(None, "cache_size", -65536)
-            .map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        match version {
-            0 => {
-                conn.execute_batch(
-                    "BEGIN;
-                     CREATE TABLE IF NOT EXISTS rows (
-                         key TEXT NOT NULL UNIQUE,
-                         fingerprint BLOB NOT NULL,
-                         row BLOB NOT NULL
-                     );
-                     CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-                     PRAGMA user_version = 1;
-                     COMMIT;",
-                )
-                .map_err(sql)?;
-            }
-            SCHEMA_VERSION => {}
-            found => {
-                return Err(StateError::SchemaVersion {
-                    path,
-                    found,
-                    expected: SCHEMA_VERSION,
-                });
-            }
-        }
-        Ok(Self {
-            conn,
+        let writer = Connection::open(path).map_err(sql)?;
+        init(&writer, &name)?;
+        let reader = Connection::open_with_flags(
             path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        reader
+            .pragma_update(None, "cache_size", -32768)
+            .map_err(sql)?;
+        let (jobs, queue) = sync_channel(COMMITS_AHEAD);
+        let (report, failures) = sync_channel(1);
+        let thread_path = name.clone();
+        let thread = std::thread::Builder::new()
+            .name("kinesync-state".into())
+            .spawn(move || write_jobs(writer, &thread_path, &queue, &report))
+            .map_err(|e| StateError::Thread {
+                path: name.clone(),
+                message: format!("cannot start the thread that writes it: {e}"),
+            })?;
+        Ok(Self {
+            reader,
+            writer: Some(Writer {
+                jobs,
+                failures,
+                thread: Some(thread),
+                failed: None,
+            }),
+            path: name,
             lookup_sql: HashMap::new(),
         })
+    }
+
+    fn writer(&mut self) -> &mut Writer {
+        self.writer
+            .as_mut()
+            .expect("the writer lives as long as the store")
+    }
+
+    /// Queues a job for the writer, first reporting a failure it had.
+    fn send(&mut self, job: Job) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let writer = self.writer();
+        writer.check(&path)?;
+        if writer.jobs.send(job).is_err() {
+            return Err(writer.stopped(&path));
+        }
+        Ok(())
     }
 
     fn sql(&self, source: rusqlite::Error) -> StateError {
@@ -123,7 +146,10 @@ impl SqliteStore {
                     format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})")
                 })
                 .clone();
-            let mut statement = self.conn.prepare_cached(&query).map_err(|e| self.sql(e))?;
+            let mut statement = self
+                .reader
+                .prepare_cached(&query)
+                .map_err(|e| self.sql(e))?;
             let mut rows = statement
                 .query(params_from_iter(chunk.iter()))
                 .map_err(|e| self.sql(e))?;
@@ -146,6 +172,159 @@ impl SqliteStore {
     }
 }
 
+impl Writer {
+    /// The writer's failure, if it had one.
+    fn check(&mut self, path: &str) -> Result<(), StateError> {
+        if let Ok(failure) = self.failures.try_recv() {
+            self.failed = Some(failure.to_string());
+            return Err(failure);
+        }
+        match &self.failed {
+            Some(message) => Err(StateError::Thread {
+                path: path.to_owned(),
+                message: format!("an earlier commit failed ({message}); nothing more is written"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for a writer thread that is gone.
+    fn stopped(&mut self, path: &str) -> StateError {
+        self.check(path)
+            .err()
+            .unwrap_or_else(|| StateError::Thread {
+                path: path.to_owned(),
+                message: "the thread writing it stopped".into(),
+            })
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Every queued commit is written before the store is gone, so that a store opened
+        // again on the same file (the next run) sees them.
+        if let Some(mut writer) = self.writer.take() {
+            let thread = writer.thread.take();
+            drop(writer);
+            if let Some(thread) = thread {
+                thread.join().ok();
+            }
+        }
+    }
+}
+
+/// Sets the writing connection up and checks (or creates) the schema.
+fn init(conn: &Connection, path: &str) -> Result<(), StateError> {
+    let sql = |source| StateError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql)?;
+    // Rows arrive in bulk: fewer, larger checkpoints (made by the writer thread).
+    conn.pragma_update(None, "wal_autocheckpoint", 16384)
+        .map_err(sql)?;
+    conn.pragma_update(None, "cache_size", -16384)
+        .map_err(sql)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    match version {
+        0 => conn
+            .execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS rows (
+                     key TEXT NOT NULL UNIQUE,
+                     fingerprint BLOB NOT NULL,
+                     row BLOB NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )
+            .map_err(sql),
+        SCHEMA_VERSION => Ok(()),
+        found => Err(StateError::SchemaVersion {
+            path: path.to_owned(),
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+    }
+}
+
+/// The writer thread: runs jobs in order until the store is dropped. After a failure it
+/// reports it and writes nothing more.
+fn write_jobs(
+    mut conn: Connection,
+    path: &str,
+    queue: &Receiver<Job>,
+    report: &SyncSender<StateError>,
+) {
+    let mut failed = false;
+    for job in queue {
+        let result = match job {
+            Job::Flush(done) => {
+                done.send(()).ok();
+                continue;
+            }
+            _ if failed => continue,
+            Job::Commit(changes) => write_changes(&mut conn, path, &changes),
+            Job::SetBaseline => conn
+                .execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('baseline', 'taken')",
+                    [],
+                )
+                .map(drop)
+                .map_err(|source| StateError::Sqlite {
+                    path: path.to_owned(),
+                    source,
+                }),
+        };
+        if let Err(e) = result {
+            failed = true;
+            report.send(e).ok();
+        }
+    }
+}
+
+/// One atomic commit.
+fn write_changes(conn: &mut Connection, path: &str, changes: &[Change]) -> Result<(), StateError> {
+    let sql = |source| StateError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let tx = conn.transaction().map_err(sql)?;
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO rows (key, fingerprint, row) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(sql)?;
+        let mut delete = tx
+            .prepare_cached("DELETE FROM rows WHERE key = ?1")
+            .map_err(sql)?;
+        for change in changes {
+            match change {
+                Change::Upsert {
+                    key,
+                    fingerprint,
+                    row,
+                } => {
+                    upsert
+                        .execute(params![key, &fingerprint.to_be_bytes()[..], row])
+                        .map_err(sql)?;
+                }
+                Change::Delete { key } => {
+                    delete.execute(params![key]).map_err(sql)?;
+                }
+            }
+        }
+    }
+    tx.commit().map_err(sql)
+}
+
 fn fingerprint_of(blob: &[u8]) -> Fingerprint {
     let mut bytes = [0u8; 16];
     let n = blob.len().min(16);
@@ -156,7 +335,7 @@ fn fingerprint_of(blob: &[u8]) -> Fingerprint {
 impl StateStore for SqliteStore {
     fn has_baseline(&self) -> Result<bool, StateError> {
         let value: Option<String> = self
-            .conn
+            .reader
             .query_row("SELECT value FROM meta WHERE name = 'baseline'", [], |r| {
                 r.get(0)
             })
@@ -166,13 +345,8 @@ impl StateStore for SqliteStore {
     }
 
     fn set_baseline(&mut self) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES ('baseline', 'taken')",
-                [],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(())
+        self.send(Job::SetBaseline)?;
+        self.flush()
     }
 
     fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
@@ -193,7 +367,7 @@ impl StateStore for SqliteStore {
         };
         // Reads only the key index, never the stored rows.
         let mut statement = self
-            .conn
+            .reader
             .prepare_cached("SELECT key FROM rows WHERE key > ?1 ORDER BY key LIMIT ?2")
             .map_err(sql)?;
         let keys = statement
@@ -208,45 +382,24 @@ impl StateStore for SqliteStore {
         keys.collect::<Result<Vec<_>, _>>().map_err(sql)
     }
 
-    fn commit(&mut self, changes: &[Change]) -> Result<(), StateError> {
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
+        self.send(Job::Commit(changes))
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        let (done, answer) = sync_channel(1);
+        self.send(Job::Flush(done))?;
         let path = self.path.clone();
-        let sql = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO rows (key, fingerprint, row) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(sql)?;
-            let mut delete = tx
-                .prepare_cached("DELETE FROM rows WHERE key = ?1")
-                .map_err(sql)?;
-            for change in changes {
-                match change {
-                    Change::Upsert {
-                        key,
-                        fingerprint,
-                        row,
-                    } => {
-                        upsert
-                            .execute(params![key, &fingerprint.to_be_bytes()[..], row])
-                            .map_err(sql)?;
-                    }
-                    Change::Delete { key } => {
-                        delete.execute(params![key]).map_err(sql)?;
-                    }
-                }
-            }
+        let writer = self.writer();
+        if answer.recv().is_err() {
+            return Err(writer.stopped(&path));
         }
-        tx.commit().map_err(sql)
+        writer.check(&path)
     }
 
     fn key_count(&self) -> Result<usize, StateError> {
         let n: i64 = self
-            .conn
+            .reader
             .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get(0))
             .map_err(|e| self.sql(e))?;
         Ok(usize::try_from(n).unwrap_or_default())

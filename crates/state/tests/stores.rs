@@ -19,7 +19,11 @@ fn keys(list: &[&str]) -> Vec<String> {
 fn exercise(store: &mut dyn StateStore) {
     assert!(!store.has_baseline().unwrap());
     store
-        .commit(&[upsert("1", 11), upsert("\"a\"", 22), upsert("3", u128::MAX)])
+        .commit(vec![
+            upsert("1", 11),
+            upsert("\"a\"", 22),
+            upsert("3", u128::MAX),
+        ])
         .unwrap();
     store.set_baseline().unwrap();
     assert!(store.has_baseline().unwrap());
@@ -50,8 +54,9 @@ fn exercise(store: &mut dyn StateStore) {
     );
 
     store
-        .commit(&[Change::Delete { key: "3".into() }, upsert("1", 12)])
+        .commit(vec![Change::Delete { key: "3".into() }, upsert("1", 12)])
         .unwrap();
+    store.flush().unwrap();
     assert_eq!(
         store.fingerprints(&keys(&["1", "3"])).unwrap(),
         vec![Some(12), None]
@@ -107,15 +112,17 @@ proptest! {
     #[test]
     fn stores_agree(ops in prop::collection::vec((0u8..20, any::<bool>(), any::<u128>()), 0..60)) {
         let mut memory = MemoryStore::new();
-        let mut sqlite = SqliteStore::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sqlite = SqliteStore::open(dir.path().join("state.db")).unwrap();
         for chunk in ops.chunks(7) {
             let changes: Vec<Change> = chunk
                 .iter()
                 .map(|(k, delete, fp)| if *delete { Change::Delete { key: k.to_string() } } else { upsert(&k.to_string(), *fp) })
                 .collect();
-            memory.commit(&changes).unwrap();
-            sqlite.commit(&changes).unwrap();
+            memory.commit(changes.clone()).unwrap();
+            sqlite.commit(changes).unwrap();
         }
+        sqlite.flush().unwrap();
         let all: Vec<String> = (0u8..20).map(|k| k.to_string()).collect();
         prop_assert_eq!(memory.fingerprints(&all).unwrap(), sqlite.fingerprints(&all).unwrap());
         prop_assert_eq!(memory.key_count().unwrap(), sqlite.key_count().unwrap());
@@ -123,4 +130,25 @@ proptest! {
         prop_assert_eq!(memory.keys_after(Some("13"), 3).unwrap(), sqlite.keys_after(Some("13"), 3).unwrap());
         prop_assert_eq!(memory.rows(&all).unwrap(), sqlite.rows(&all).unwrap());
     }
+}
+
+#[test]
+fn sqlite_commits_queued_in_the_background_are_written_before_the_store_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    // Far more batches than the queue holds: commit waits when it is full, never drops one.
+    for batch in 0..50u128 {
+        let changes = (0..100u128)
+            .map(|i| upsert(&(batch * 100 + i).to_string(), batch))
+            .collect();
+        store.commit(changes).unwrap();
+    }
+    drop(store);
+    let mut reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(reopened.key_count().unwrap(), 5000);
+    assert_eq!(
+        reopened.fingerprints(&keys(&["4999", "0"])).unwrap(),
+        vec![Some(49), Some(0)]
+    );
 }

@@ -293,7 +293,7 @@ impl TransportError {
                 "no stream named {stream:?}{region} is visible to these credentials; stream names are case-sensitive, and a stream lives in one region and one account (check the region and, with an assumed role, the role's account)"
             ),
             ErrorKind::AccessDenied => format!(
-                "the credentials' IAM policy must allow {} on {arn} (kinesync needs kinesis:PutRecords, kinesis:DescribeStreamSummary and kinesis:ListShards; `kinesync check` also uses kinesis:ListStreams)",
+                "the credentials' IAM policy must allow {} on {arn} (kinesync needs kinesis:PutRecords, kinesis:DescribeStreamSummary and kinesis:ListShards)",
                 self.0.operation.iam_action()
             ),
             ErrorKind::InvalidRequest => "the request broke a Kinesis limit (at most 500 records and 10 MiB a call, each record within the stream's maximum record size, partition keys of 1 to 256 characters, explicit hash keys in 0..=2^128-1); this is a kinesync bug if it happens in a sync".into(),

@@ -577,7 +577,7 @@ impl Engine {
                         row: r.json,
                     })
                     .collect();
-                self.state.commit(&changes)?;
+                self.state.commit(changes)?;
                 continue;
             }
             self.diff_chunk(
@@ -605,6 +605,8 @@ impl Engine {
                 .await?;
         }
         sender.finish(&mut *self.state, &mut self.log).await?;
+        // Every acknowledged change written before the run reports it.
+        self.state.flush()?;
         self.log.flush();
         if model_complete && first_run && !self.dry_run {
             self.state.set_baseline()?;
@@ -722,7 +724,7 @@ impl Engine {
             );
         }
         if !untriggered.is_empty() && !self.dry_run {
-            self.state.commit(&untriggered)?;
+            self.state.commit(untriggered)?;
         }
         Ok(())
     }
@@ -750,14 +752,17 @@ impl Engine {
                     );
                     return;
                 }
+                let hash_key = self.dry_run.then(|| record.hash_key());
                 let mut put = PutRecord::new(record.partition_key, record.data);
                 if let Some(explicit) = record.explicit_hash_key {
                     put = put.with_explicit_hash_key(explicit);
                 }
                 report.records.to_send += 1;
                 if self.dry_run {
-                    if let Some(shards) = &self.shards {
-                        let shard = shards.shard_for(record.hash_key).id().to_owned();
+                    if let Some(shards) = &self.shards
+                        && let Some(hash_key) = hash_key
+                    {
+                        let shard = shards.shard_for(hash_key).id().to_owned();
                         *report.by_shard.entry(shard).or_default() += 1;
                     }
                     return;
@@ -817,7 +822,7 @@ impl Engine {
                 );
             }
             if !untriggered.is_empty() && !self.dry_run {
-                self.state.commit(&untriggered)?;
+                self.state.commit(untriggered)?;
             }
             sender
                 .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)

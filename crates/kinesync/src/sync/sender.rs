@@ -422,7 +422,7 @@ impl Sender {
         log.write(&line);
         if !acknowledged.is_empty() {
             self.counts.acknowledged += acknowledged.len() as u64;
-            store.commit(&acknowledged)?;
+            store.commit(acknowledged)?;
         }
         let c = &self.counts;
         self.progress
