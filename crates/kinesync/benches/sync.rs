@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kinesync::payload::{FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+use kinesync::source::{Locator, RowSource, SourceError, SourceRow};
 use kinesync::state::SqliteStore;
 use kinesync::sync::{Engine, Outcome};
 use kinesync::transport::{InMemorySink, StreamConfig, StreamName};
@@ -63,11 +64,42 @@ fn spec(mode: &str) -> PayloadSpec {
     }
 }
 
-/// The model's rows, made on a thread of their own as a source reads them (the `kinesync`
-/// binary reads its model file on a thread of its own too).
-fn generated(rows: usize, generation: u64) -> impl Iterator<Item = Result<Row, String>> {
-    kinesync::source::read_ahead((0..rows).map(move |i| Ok(row(i, generation))))
-        .expect("a thread starts")
+/// The reference rows as a model source: the engine reads and prepares them on a thread of
+/// its own, as it does a model file for the `kinesync` binary.
+struct Generated {
+    schema: Arc<Schema>,
+    rows: std::ops::Range<usize>,
+    generation: u64,
+}
+
+impl Iterator for Generated {
+    type Item = Result<SourceRow, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let i = self.rows.next()?;
+        Some(Ok(SourceRow {
+            line: i as u64 + 1,
+            row: row(i, self.generation),
+        }))
+    }
+}
+
+impl RowSource for Generated {
+    fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    fn locator(&self) -> Locator {
+        Locator::lines("generated")
+    }
+}
+
+fn generated(schema: &Arc<Schema>, rows: usize, generation: u64) -> Box<dyn RowSource> {
+    Box::new(Generated {
+        schema: schema.clone(),
+        rows: 0..rows,
+        generation,
+    })
 }
 
 fn peak_memory_mib() -> f64 {
@@ -125,13 +157,17 @@ fn scenario(mode: &str, rows: usize) {
         .unwrap();
 
     let t = Instant::now();
-    let report = runtime.block_on(engine.run(generated(rows, 0))).unwrap();
+    let report = runtime
+        .block_on(engine.run_source(generated(&schema, rows, 0)))
+        .unwrap();
     let backfill = t.elapsed().as_secs_f64();
     assert_eq!(report.outcome, Outcome::Complete);
     assert_eq!(report.records.acknowledged, rows as u64);
 
     let t = Instant::now();
-    let report = runtime.block_on(engine.run(generated(rows, 1))).unwrap();
+    let report = runtime
+        .block_on(engine.run_source(generated(&schema, rows, 1)))
+        .unwrap();
     let incremental = t.elapsed().as_secs_f64();
     assert_eq!(report.events.changed, rows.div_ceil(100) as u64);
     println!(

@@ -121,7 +121,7 @@ pub struct RunOptions {
 }
 
 /// One `kinesync sync` run from a config file: the model from `[source]` (read on a thread of
-/// its own), the records from `[payload]` and `[keys]`, the stream from `[destination]`, the
+/// its own, see [`sync::Engine::run_source`]), the records from `[payload]` and `[keys]`, the stream from `[destination]`, the
 /// state file, trigger and limits from `[sync]`. Gives the report and the destination (for a
 /// simulated stream's shard counts).
 pub async fn run_config(
@@ -130,7 +130,6 @@ pub async fn run_config(
 ) -> Result<(sync::RunReport, destination::Destination), Error> {
     let source = kinesync_source::open(&config.source()?.spec(config))?;
     let records = records_for(config, source.schema())?;
-    let source = kinesync_source::in_background(source)?;
     let destination = destination::connect(config).await?;
     let events = match &config.sync.events {
         Some(names) => sync::Events::from_names(names)
@@ -156,7 +155,7 @@ pub async fn run_config(
         builder = builder.progress(progress);
     }
     let mut engine = builder.build()?;
-    let report = engine.run_source(Box::new(source)).await?;
+    let report = engine.run_source(source).await?;
     Ok((report, destination))
 }
 

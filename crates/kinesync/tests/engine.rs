@@ -601,3 +601,59 @@ async fn the_debugger_log_has_a_line_per_call_without_payloads() {
         "{line}"
     );
 }
+
+/// A model source with a bug: it panics after `good` rows.
+struct PanickingSource {
+    schema: Arc<Schema>,
+    rows: std::vec::IntoIter<Row>,
+    good: usize,
+}
+
+impl Iterator for PanickingSource {
+    type Item = Result<kinesync::source::SourceRow, kinesync::source::SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        assert!(self.good > 0, "a bug in the source");
+        self.good -= 1;
+        let row = self.rows.next()?;
+        Some(Ok(kinesync::source::SourceRow { line: 1, row }))
+    }
+}
+
+impl kinesync::source::RowSource for PanickingSource {
+    fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    fn locator(&self) -> kinesync::source::Locator {
+        kinesync::source::Locator::lines("bug.ndjson")
+    }
+}
+
+#[tokio::test]
+async fn a_reading_thread_that_dies_is_not_the_end_of_the_model() {
+    let sink = memory_sink(1);
+    let mut engine = engine(sink, Events::all(), Initial::Backfill);
+    let first = run(&mut engine, &model(&[(1, "a"), (2, "b"), (3, "c")])).await;
+    assert_eq!(first.outcome, Outcome::Complete);
+    let report = engine
+        .run_source(Box::new(PanickingSource {
+            schema: schema(),
+            rows: model(&[(1, "a"), (2, "b"), (3, "c")]).into_iter(),
+            good: 1,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.events.removed, report.unreadable_rows),
+        (0, 1),
+        "rows never read are not removed: {report:?}"
+    );
+    assert_eq!(report.outcome, Outcome::Partial);
+    assert!(
+        report.row_errors.first[0]
+            .message
+            .contains("stopped before the end"),
+        "{report:?}"
+    );
+}

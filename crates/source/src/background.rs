@@ -1,4 +1,5 @@
-//! Reading a model on its own thread, so that parsing overlaps with rendering and sending.
+//! Reading on a thread of its own, so that reading and parsing a model overlap with rendering
+//! and sending.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -20,7 +21,7 @@ pub(crate) enum Batch {
     Done,
 }
 
-/// A source whose rows are read by a thread of its own; see [`in_background`].
+/// A source whose rows are read by a thread of its own (a SQLite query runs this way).
 #[derive(Debug)]
 pub struct BackgroundSource {
     schema: Arc<Schema>,
@@ -37,15 +38,6 @@ impl std::fmt::Debug for Batch {
             Batch::Done => f.write_str("Done"),
         }
     }
-}
-
-/// Moves `source` to a thread of its own that reads ahead a few hundred rows, so that the
-/// caller's work on one row overlaps with reading and parsing the next. The rows, their order
-/// and their errors are the source's own.
-pub fn in_background(source: Box<dyn RowSource>) -> Result<BackgroundSource, SourceError> {
-    let schema = source.schema().clone();
-    let locator = source.locator();
-    BackgroundSource::spawn(schema, locator, move |batches| pump(source, &batches))
 }
 
 impl BackgroundSource {
@@ -74,10 +66,10 @@ impl BackgroundSource {
     }
 }
 
-/// Any iterator read ahead by a thread of its own, a few batches in advance: what
-/// [`in_background`] does for a source, for any items (a benchmark's generated rows, say).
-/// Ends early, with no error, if the thread dies; use [`in_background`] where the end of
-/// the items means something. Fails only if no thread can be started.
+/// Any iterator read ahead by a thread of its own, a few batches in advance (the sync engine
+/// reads and prepares a model's rows this way). It ends early, with no error, if the thread
+/// dies: where the end of the items means something, end them with a marker and check for it.
+/// Fails only if no thread can be started.
 pub fn read_ahead<I>(items: I) -> std::io::Result<impl Iterator<Item = I::Item>>
 where
     I: IntoIterator + Send + 'static,
@@ -165,27 +157,17 @@ impl RowSource for BackgroundSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NdjsonSource;
 
     #[test]
-    fn background_reading_keeps_rows_order_and_errors() {
-        let mut text = String::new();
-        for i in 0..1000 {
-            text.push_str(&format!("{{\"id\":{i},\"n\":\"r{i}\"}}\n"));
-        }
-        text.push_str("{\"id\":\n");
-        let direct: Vec<String> = NdjsonSource::new(text.as_bytes(), "m.ndjson", "id")
-            .unwrap()
-            .map(|r| format!("{r:?}"))
-            .collect();
-        let source =
-            NdjsonSource::new(std::io::Cursor::new(text.into_bytes()), "m.ndjson", "id").unwrap();
-        let background: Vec<String> = in_background(Box::new(source))
-            .unwrap()
-            .map(|r| format!("{r:?}"))
-            .collect();
-        assert_eq!(direct.len(), 1001);
-        assert_eq!(background, direct);
+    fn reading_ahead_keeps_order_across_batches() {
+        let items: Vec<u32> = read_ahead(0..10_000u32).unwrap().collect();
+        assert_eq!(items, (0..10_000).collect::<Vec<_>>());
+        let mut partial = read_ahead(0..10_000u32).unwrap();
+        assert_eq!(
+            partial.next(),
+            Some(0),
+            "a reader may stop early; the thread then ends"
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!
 //! 1. **Describe** the stream once: its open shards (for the default number of calls in
 //!    flight) and its maximum record size.
-//! 2. **Read the model in chunks.** For each chunk: note its primary keys (as 128-bit hashes,
-//!    16 bytes a row; a key seen twice is a run error), fingerprint each row (XXH3-128 of its
-//!    JSON), look the keys up in the state store, and sort each row into added (new key), changed (new fingerprint) or unchanged.
+//! 2. **Read the model in chunks.** Each row is encoded as JSON and fingerprinted (XXH3-128 of
+//!    that JSON); [`Engine::run_source`] does this on the thread that reads the model. For each
+//!    chunk: note its primary keys (as 128-bit hashes, 16 bytes a row; a key seen twice is a
+//!    run error), look the keys up in the state store, and sort each row into added (new key), changed (new fingerprint) or unchanged.
 //!    Rows whose event the trigger sends become records and join the sender's queue; the
 //!    reader waits while the queue is full, so memory stays bounded whatever the model's size.
 //! 3. **Removed keys**: once the whole model has been read (and only then: a run that stopped
@@ -382,11 +383,37 @@ impl fmt::Debug for Engine {
 /// One model row, read and fingerprinted.
 struct Read {
     key: String,
+    /// The key's XXH3-128, for the run's set of keys seen.
+    key_hash: u128,
     /// The line (or query row) it was read from; 0 when unknown.
     line: u64,
     row: Row,
     json: Vec<u8>,
     fingerprint: u128,
+}
+
+/// Turns a model row into a [`Read`]: its key, its JSON and its fingerprint. Cheap to clone,
+/// so that a source's rows can be prepared on the thread that reads them.
+#[derive(Debug, Clone)]
+struct Preparer {
+    encoder: RowEncoder,
+    primary_key: usize,
+}
+
+impl Preparer {
+    fn prepare(&self, row: Row, line: u64) -> Read {
+        let mut json = Vec::with_capacity(256);
+        self.encoder.encode(&row, &mut json);
+        let key = row.get(self.primary_key).to_json_string();
+        Read {
+            key_hash: xxh3_128(key.as_bytes()),
+            fingerprint: xxh3_128(&json),
+            key,
+            line,
+            row,
+            json,
+        }
+    }
 }
 
 /// Why the model phase stopped early.
@@ -420,10 +447,6 @@ impl Engine {
         self.records.schema()
     }
 
-    fn key_of(&self, row: &Row) -> String {
-        row.get(self.schema().primary_key_index()).to_json_string()
-    }
-
     /// A row stored as JSON, back in this schema's order (columns the stored row lacks are
     /// null).
     fn decode(&self, json: &[u8]) -> Row {
@@ -440,11 +463,54 @@ impl Engine {
     }
 
     /// Runs one sync over a model source; errors about its rows say which line they are on.
+    ///
+    /// The source is read on a thread of its own, which also encodes and fingerprints each
+    /// row, so that reading and parsing the model overlap with rendering and sending.
     pub async fn run_source(&mut self, source: Box<dyn RowSource>) -> Result<RunReport, Error> {
         self.locator = Some(source.locator());
-        let report = self.run(source).await;
+        let preparer = self.preparer();
+        // `None` marks the end: a reading thread that dies must not pass for the model's end,
+        // or the rows it never read would count as removed.
+        let prepared = source
+            .map(move |item| {
+                Some(
+                    item.map(|read| preparer.prepare(read.row, read.line))
+                        .map_err(|e| e.to_string()),
+                )
+            })
+            .chain(std::iter::once(None));
+        let mut ahead = kinesync_source::read_ahead(prepared).map_err(|e| {
+            Error::Sync(format!("cannot start the thread that reads the model: {e}"))
+        })?;
+        let mut ended = false;
+        let items = std::iter::from_fn(move || {
+            if ended {
+                return None;
+            }
+            match ahead.next() {
+                Some(Some(item)) => Some(item),
+                Some(None) => {
+                    ended = true;
+                    None
+                }
+                None => {
+                    ended = true;
+                    Some(Err(
+                        "the thread reading the model stopped before the end".to_owned()
+                    ))
+                }
+            }
+        });
+        let report = self.run_prepared(items).await;
         self.locator = None;
         report
+    }
+
+    fn preparer(&self) -> Preparer {
+        Preparer {
+            encoder: self.encoder.clone(),
+            primary_key: self.schema().primary_key_index(),
+        }
     }
 
     /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
@@ -456,6 +522,22 @@ impl Engine {
         R: ModelRow,
         E: fmt::Display,
     {
+        let preparer = self.preparer();
+        let items = rows.into_iter().map(move |item| match item {
+            Ok(row) => {
+                let (row, line) = row.into_parts();
+                Ok(preparer.prepare(row, line))
+            }
+            Err(e) => Err(e.to_string()),
+        });
+        self.run_prepared(items).await
+    }
+
+    /// A run over rows already prepared (or why one could not be read).
+    async fn run_prepared(
+        &mut self,
+        mut rows: impl Iterator<Item = Result<Read, String>>,
+    ) -> Result<RunReport, Error> {
         self.runs += 1;
         self.progress.reset();
         let started_at = SystemTime::now();
@@ -520,29 +602,14 @@ impl Engine {
 
         let mut seq = 0u64;
         let mut stop = None;
-        let mut rows = rows.into_iter();
         loop {
             let mut chunk = Vec::with_capacity(self.limits.chunk_rows);
             for item in rows.by_ref() {
                 match item {
-                    Ok(row) => {
-                        let (row, line) = row.into_parts();
-                        let mut json = Vec::with_capacity(256);
-                        self.encoder.encode(&row, &mut json);
-                        let fingerprint = xxh3_128(&json);
-                        chunk.push(Read {
-                            key: self.key_of(&row),
-                            line,
-                            row,
-                            json,
-                            fingerprint,
-                        });
-                    }
+                    Ok(read) => chunk.push(read),
                     Err(e) => {
                         report.unreadable_rows += 1;
-                        report
-                            .row_errors
-                            .add(String::new(), "unreadable", e.to_string());
+                        report.row_errors.add(String::new(), "unreadable", e);
                     }
                 }
                 if chunk.len() == self.limits.chunk_rows {
@@ -555,10 +622,7 @@ impl Engine {
             report.rows_read += chunk.len() as u64;
             self.progress
                 .set_read(report.rows_read, report.records.to_send);
-            if let Some(duplicate) = chunk
-                .iter()
-                .find(|r| !seen.insert(xxh3_128(r.key.as_bytes())))
-            {
+            if let Some(duplicate) = chunk.iter().find(|r| !seen.insert(r.key_hash)) {
                 stop = Some(Stop::Duplicate {
                     key: duplicate.key.clone(),
                     line: duplicate.line,
