@@ -207,7 +207,7 @@ fn a_duplicate_primary_key_names_its_line_and_exits_one() {
     let line = model.lines().count() + 1;
     assert!(
         stdout.contains(&format!(
-            "users.ndjson:{line}: primary key 1 (column \"id\") appears more than once"
+            "users.ndjson:{line}: primary key 1 (column \"id\") appears more than once in the model (first at line 1)"
         )),
         "{stdout}"
     );

@@ -398,7 +398,9 @@ async fn duplicate_primary_keys_are_a_run_error_naming_the_key() {
         panic!("{report:?}")
     };
     assert!(
-        error.contains("primary key 1 (column \"id\") appears more than once"),
+        error.contains(
+            "primary key 1 (column \"id\") appears more than once in the model (rows 1 and 3)"
+        ),
         "{error}"
     );
 }

@@ -106,6 +106,8 @@ fn limits(seed: u64) -> Limits {
         max_in_flight: Some(3),
         chunk_rows: 5,
         max_backlog: 9,
+        // Spill the run's keys to disk every few rows, so the merge is what finds removals.
+        keys_in_memory: 4,
         seed: Some(seed),
         ..Limits::default()
     }

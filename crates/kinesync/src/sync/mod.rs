@@ -6,14 +6,18 @@
 //! 1. **Describe** the stream once: its open shards (for the default number of calls in
 //!    flight) and its maximum record size.
 //! 2. **Read the model in chunks.** Each row is encoded as JSON and fingerprinted (XXH3-128 of
-//!    that JSON); [`Engine::run_source`] does this on the thread that reads the model. For each
-//!    chunk: note its primary keys (as 128-bit hashes, 16 bytes a row; a key seen twice is a
-//!    run error), look the keys up in the state store, and sort each row into added (new key), changed (new fingerprint) or unchanged.
-//!    Rows whose event the trigger sends become records and join the sender's queue; the
-//!    reader waits while the queue is full, so memory stays bounded whatever the model's size.
-//! 3. **Removed keys**: once the whole model has been read (and only then: a run that stopped
-//!    early, or could not read every row, does not know what is gone), a walk over the state
-//!    store's keys finds those the model no longer has, and their last sent rows.
+//!    that JSON); [`Engine::run_source`] does this on the thread that reads the model. For
+//!    each chunk: note its primary keys, look them up in the state store, and sort each row
+//!    into added (new key), changed (new fingerprint) or unchanged. Rows whose event the
+//!    trigger sends become records and join the sender's queue; the reader waits while the
+//!    queue is full.
+//! 3. **Duplicate and removed keys**, once the whole model has been read (and only then: a run
+//!    that stopped early, or could not read every row, does not know what is gone). The run's
+//!    keys and the state's keys are each sorted by their XXH3-128 hash (in memory up to
+//!    [`Limits::keys_in_memory`], in sorted runs on temporary files beyond) and compared in
+//!    one pass: a key read twice is a run error naming both lines, and a state key the model
+//!    lacks is removed, built from its last sent row. So a run's memory is the same whatever
+//!    the model's size.
 //! 4. **Drain** the sender: batches of at most 500 records and 10 MiB, a bounded number of
 //!    calls in flight, per-key order, retries with capped exponential backoff and full jitter
 //!    within the run's budget. After each call the acknowledged records' changes are committed.
@@ -66,8 +70,8 @@ pub mod debug_log;
 pub mod progress;
 pub mod report;
 mod sender;
+mod sorted;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -88,6 +92,7 @@ pub use report::{EventCounts, Outcome, RecordCounts, RowErrors, RunReport};
 
 use crate::{Error, RecordBuilder};
 use sender::{Item, Sender, SenderConfig};
+use sorted::{Key, Sorter};
 
 /// Which changes a sync sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +199,10 @@ pub struct Limits {
     pub chunk_rows: usize,
     /// Records queued before the reader waits for the sender.
     pub max_backlog: usize,
+    /// Primary keys a run holds in memory (to find duplicates and removed keys at the end)
+    /// before it spills them, sorted, to temporary files: what keeps a run's memory the same
+    /// whatever the model's size.
+    pub keys_in_memory: usize,
     /// Seed of the retry jitter (a fixed seed makes a run's timing repeatable in tests).
     pub seed: Option<u64>,
 }
@@ -210,6 +219,7 @@ impl Default for Limits {
             backoff_cap: Duration::from_secs(5),
             chunk_rows: 1000,
             max_backlog: 5000,
+            keys_in_memory: 1 << 18,
             seed: None,
         }
     }
@@ -234,9 +244,10 @@ impl Limits {
             || self.max_attempts == 0
             || self.chunk_rows == 0
             || self.max_backlog == 0
+            || self.keys_in_memory == 0
         {
             return Err(
-                "max_in_flight, max_attempts, chunk_rows and max_backlog must be at least 1".into(),
+                "max_in_flight, max_attempts, chunk_rows, max_backlog and keys_in_memory must be at least 1".into(),
             );
         }
         Ok(())
@@ -418,7 +429,12 @@ impl Preparer {
 
 /// Why the model phase stopped early.
 enum Stop {
-    Duplicate { key: String, line: u64 },
+    /// A primary key read twice: where first, and where again.
+    Duplicate {
+        key: String,
+        first: u64,
+        again: u64,
+    },
     Transport,
 }
 
@@ -592,9 +608,9 @@ impl Engine {
             config,
             self.progress.clone(),
         );
-        // The keys this run's model holds, as 128-bit hashes: 16 bytes a row, to find
-        // duplicate keys now and removed keys at the end without writing every key to disk.
-        let mut seen: HashSet<u128> = HashSet::new();
+        // The keys this run's model holds, sorted by hash (on disk past `keys_in_memory`), to
+        // find duplicate keys and removed keys once the model has been read.
+        let mut seen: Sorter<Key> = Sorter::new(self.limits.keys_in_memory);
         // A store with nothing in it has nothing to look up.
         let state_was_empty = self.state.key_count()? == 0;
         let first_run = !self.state.has_baseline()?;
@@ -619,16 +635,22 @@ impl Engine {
             if chunk.is_empty() {
                 break;
             }
+            for (i, read) in chunk.iter().enumerate() {
+                seen.push(Key {
+                    hash: read.key_hash,
+                    // Without a line, the row's place in the model.
+                    line: if read.line > 0 {
+                        read.line
+                    } else {
+                        report.rows_read + i as u64 + 1
+                    },
+                    key: read.key.clone(),
+                })
+                .map_err(spill_error)?;
+            }
             report.rows_read += chunk.len() as u64;
             self.progress
                 .set_read(report.rows_read, report.records.to_send);
-            if let Some(duplicate) = chunk.iter().find(|r| !seen.insert(r.key_hash)) {
-                stop = Some(Stop::Duplicate {
-                    key: duplicate.key.clone(),
-                    line: duplicate.line,
-                });
-                break;
-            }
             if baseline_only && self.dry_run {
                 continue;
             }
@@ -663,10 +685,25 @@ impl Engine {
             }
         }
 
+        if stop.is_none()
+            && let Some((first, again)) = first_duplicate(&mut seen)?
+        {
+            stop = Some(Stop::Duplicate {
+                key: again.key,
+                first: first.line,
+                again: again.line,
+            });
+        }
         let model_complete = stop.is_none() && report.unreadable_rows == 0;
         if model_complete && !first_run {
-            self.removed(&seen, max_record_bytes, &mut seq, &mut sender, &mut report)
-                .await?;
+            self.removed(
+                &mut seen,
+                max_record_bytes,
+                &mut seq,
+                &mut sender,
+                &mut report,
+            )
+            .await?;
         }
         sender.finish(&mut *self.state, &mut self.log).await?;
         // Every acknowledged change written before the run reports it.
@@ -684,14 +721,18 @@ impl Engine {
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
         report.outcome = match (stop, sender.stopped()) {
-            (Some(Stop::Duplicate { key, line }), _) => Outcome::Failed {
+            (Some(Stop::Duplicate { key, first, again }), _) => Outcome::Failed {
                 error: format!(
-                    "{}primary key {key} (column {:?}) appears more than once in the model; primary keys must be unique (nothing after it was read)",
+                    "{}primary key {key} (column {:?}) appears more than once in the model ({}); primary keys must be unique. The rows were sent in model order, but the run did not look for removed rows",
                     match &self.locator {
-                        Some(locator) if line > 0 => format!("{}: ", locator.at(line)),
-                        _ => String::new(),
+                        Some(locator) => format!("{}: ", locator.at(again)),
+                        None => String::new(),
                     },
                     self.schema().primary_key(),
+                    match &self.locator {
+                        Some(_) => format!("first at line {first}"),
+                        None => format!("rows {first} and {again}"),
+                    },
                 ),
             },
             (_, Some(error)) => Outcome::Failed {
@@ -840,15 +881,17 @@ impl Engine {
         }
     }
 
-    /// Queues the removed keys, page by page.
+    /// Finds the keys the state has and the model does not (both sorted by hash, compared in
+    /// one pass) and queues their removals, page by page.
     async fn removed(
         &mut self,
-        seen: &HashSet<u128>,
+        seen: &mut Sorter<Key>,
         max_record_bytes: usize,
         seq: &mut u64,
         sender: &mut Sender,
         report: &mut RunReport,
     ) -> Result<(), Error> {
+        let mut stored: Sorter<Key> = Sorter::new(self.limits.keys_in_memory);
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -856,45 +899,117 @@ impl Engine {
                 .keys_after(after.as_deref(), self.limits.chunk_rows)?;
             let Some(last) = page.last() else { break };
             after = Some(last.clone());
-            let gone: Vec<String> = page
-                .into_iter()
-                .filter(|k| !seen.contains(&xxh3_128(k.as_bytes())))
-                .collect();
-            let rows = if self.events.removed && !gone.is_empty() {
-                self.state.rows(&gone)?
-            } else {
-                vec![None; gone.len()]
-            };
-            let mut untriggered = Vec::new();
-            for (key, stored) in gone.into_iter().zip(rows) {
-                report.events.removed += 1;
-                if !self.events.removed {
-                    report.events.not_triggered += 1;
-                    untriggered.push(Change::Delete { key });
-                    continue;
-                }
-                let row = self.decode(&stored.unwrap_or_default());
-                let change = Change::Delete { key: key.clone() };
-                self.queue(
-                    RenderInput::new(&row, Event::Removed),
-                    key,
-                    change,
-                    max_record_bytes,
-                    seq,
-                    sender,
-                    report,
-                );
-            }
-            if !untriggered.is_empty() && !self.dry_run {
-                self.state.commit(untriggered)?;
-            }
-            sender
-                .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
-                .await?;
-            if sender.stopped().is_some() {
-                break;
+            for key in page {
+                stored
+                    .push(Key {
+                        hash: xxh3_128(key.as_bytes()),
+                        line: 0,
+                        key,
+                    })
+                    .map_err(spill_error)?;
             }
         }
+        let mut model = seen.sorted().map_err(spill_error)?.peekable();
+        let mut gone = Vec::with_capacity(self.limits.chunk_rows);
+        for entry in stored.sorted().map_err(spill_error)? {
+            let entry = entry.map_err(spill_error)?;
+            let in_model = loop {
+                match model.next_if(|m| m.as_ref().is_ok_and(|m| m.hash < entry.hash)) {
+                    Some(_) => continue,
+                    None => match model.peek() {
+                        Some(Ok(m)) => break m.hash == entry.hash,
+                        Some(Err(_)) => {
+                            let Some(Err(e)) = model.next() else {
+                                unreachable!("peeked an error")
+                            };
+                            return Err(spill_error(e));
+                        }
+                        None => break false,
+                    },
+                }
+            };
+            if in_model {
+                continue;
+            }
+            gone.push(entry.key);
+            if gone.len() == self.limits.chunk_rows {
+                let page = std::mem::replace(&mut gone, Vec::with_capacity(self.limits.chunk_rows));
+                self.queue_removed(page, max_record_bytes, seq, sender, report)
+                    .await?;
+                if sender.stopped().is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.queue_removed(gone, max_record_bytes, seq, sender, report)
+                .await?;
+        }
         Ok(())
+    }
+
+    /// Queues the removal of `gone` keys (built from their last sent rows), or moves the state
+    /// on without sending when the trigger leaves removals out.
+    async fn queue_removed(
+        &mut self,
+        gone: Vec<String>,
+        max_record_bytes: usize,
+        seq: &mut u64,
+        sender: &mut Sender,
+        report: &mut RunReport,
+    ) -> Result<(), Error> {
+        let rows = if self.events.removed {
+            self.state.rows(&gone)?
+        } else {
+            vec![None; gone.len()]
+        };
+        let mut untriggered = Vec::new();
+        for (key, stored) in gone.into_iter().zip(rows) {
+            report.events.removed += 1;
+            if !self.events.removed {
+                report.events.not_triggered += 1;
+                untriggered.push(Change::Delete { key });
+                continue;
+            }
+            let row = self.decode(&stored.unwrap_or_default());
+            let change = Change::Delete { key: key.clone() };
+            self.queue(
+                RenderInput::new(&row, Event::Removed),
+                key,
+                change,
+                max_record_bytes,
+                seq,
+                sender,
+                report,
+            );
+        }
+        if !untriggered.is_empty() && !self.dry_run {
+            self.state.commit(untriggered)?;
+        }
+        sender
+            .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The first primary key that appears twice, as its first and second entries.
+fn first_duplicate(seen: &mut Sorter<Key>) -> Result<Option<(Key, Key)>, Error> {
+    let mut previous: Option<Key> = None;
+    for entry in seen.sorted().map_err(spill_error)? {
+        let entry = entry.map_err(spill_error)?;
+        if let Some(previous) = previous.take_if(|p| p.hash == entry.hash) {
+            return Ok(Some((previous, entry)));
+        }
+        previous = Some(entry);
+    }
+    Ok(None)
+}
+
+fn spill_error(source: std::io::Error) -> Error {
+    Error::Io {
+        what: "spill the run's primary keys to a temporary file in",
+        path: std::env::temp_dir(),
+        source,
     }
 }

@@ -1,0 +1,196 @@
+//! Sorting more entries than memory should hold: sorted runs spilled to temporary files, then
+//! merged. A run uses it for the primary keys it has seen (to find duplicate keys, and the
+//! keys the state has that the model no longer does) so that its memory stays the same
+//! whatever the model's size: a few hundred thousand entries in memory, the rest on disk.
+//!
+//! Entries are ordered by a 128-bit hash first. Two streams sorted that way (the model's keys
+//! and the state's keys) can then be compared in one pass, with no index and no hash set.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+
+/// An entry of a sorted run, written compactly.
+pub(crate) trait Entry: Ord + Clone + Sized {
+    /// Appends the entry to a run file.
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()>;
+    /// Reads the next entry of a run file; `None` at its end.
+    fn read_from(input: &mut impl Read) -> io::Result<Option<Self>>;
+}
+
+/// A primary key, with its hash and the line (or row) it was read from (0 for a key of the
+/// state store). Ordered by hash, then line: a key read twice comes out at its first line
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    pub(crate) hash: u128,
+    pub(crate) line: u64,
+    pub(crate) key: String,
+}
+
+impl Entry for Key {
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        let len = u32::try_from(self.key.len()).map_err(io::Error::other)?;
+        out.write_all(&self.hash.to_le_bytes())?;
+        out.write_all(&self.line.to_le_bytes())?;
+        out.write_all(&len.to_le_bytes())?;
+        out.write_all(self.key.as_bytes())
+    }
+
+    fn read_from(input: &mut impl Read) -> io::Result<Option<Self>> {
+        let mut head = [0u8; 28];
+        if !read_exact_or_end(input, &mut head)? {
+            return Ok(None);
+        }
+        let field = |range: std::ops::Range<usize>| &head[range];
+        let hash = u128::from_le_bytes(field(0..16).try_into().expect("16 bytes"));
+        let line = u64::from_le_bytes(field(16..24).try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(field(24..28).try_into().expect("4 bytes")) as usize;
+        let mut key = vec![0u8; len];
+        input.read_exact(&mut key)?;
+        Ok(Some(Self {
+            hash,
+            line,
+            key: String::from_utf8(key).map_err(io::Error::other)?,
+        }))
+    }
+}
+
+/// Fills `buf`, or reports a clean end of input before its first byte.
+fn read_exact_or_end(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Entries gathered in any order, kept at most `limit` at a time in memory.
+pub(crate) struct Sorter<E> {
+    buffer: Vec<E>,
+    limit: usize,
+    runs: Vec<File>,
+}
+
+impl<E: Entry> Sorter<E> {
+    /// A sorter that spills a sorted run to disk each time `limit` entries are in memory.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            buffer: Vec::new(),
+            limit: limit.max(1),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Adds an entry.
+    pub(crate) fn push(&mut self, entry: E) -> io::Result<()> {
+        self.buffer.push(entry);
+        if self.buffer.len() >= self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entries in memory to a temporary file, sorted.
+    fn spill(&mut self) -> io::Result<()> {
+        self.buffer.sort_unstable();
+        let mut file = BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
+        for entry in self.buffer.drain(..) {
+            entry.write_to(&mut file)?;
+        }
+        let mut file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.seek(SeekFrom::Start(0))?;
+        self.runs.push(file);
+        Ok(())
+    }
+
+    /// Every entry so far, in order. Can be called again for another pass.
+    pub(crate) fn sorted(&mut self) -> io::Result<Merged<'_, E>> {
+        self.buffer.sort_unstable();
+        let mut sources = Vec::with_capacity(self.runs.len() + 1);
+        for file in &mut self.runs {
+            file.seek(SeekFrom::Start(0))?;
+            sources.push(Run::File(BufReader::with_capacity(1 << 16, &*file)));
+        }
+        sources.push(Run::Memory(self.buffer.iter()));
+        let mut heap = BinaryHeap::with_capacity(sources.len());
+        for (index, source) in sources.iter_mut().enumerate() {
+            if let Some(entry) = source.next_entry()? {
+                heap.push(Reverse((entry, index)));
+            }
+        }
+        Ok(Merged { sources, heap })
+    }
+}
+
+enum Run<'a, E> {
+    File(BufReader<&'a File>),
+    Memory(std::slice::Iter<'a, E>),
+}
+
+impl<E: Entry> Run<'_, E> {
+    fn next_entry(&mut self) -> io::Result<Option<E>> {
+        match self {
+            Run::File(file) => E::read_from(file),
+            Run::Memory(entries) => Ok(entries.next().cloned()),
+        }
+    }
+}
+
+/// The sorted runs merged into one ordered stream.
+pub(crate) struct Merged<'a, E> {
+    sources: Vec<Run<'a, E>>,
+    heap: BinaryHeap<Reverse<(E, usize)>>,
+}
+
+impl<E: Entry> Iterator for Merged<'_, E> {
+    type Item = io::Result<E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Reverse((entry, index)) = self.heap.pop()?;
+        match self.sources[index].next_entry() {
+            Ok(Some(next)) => self.heap.push(Reverse((next, index))),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        Some(Ok(entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the spill limit, the merged stream is every entry, sorted, and a second
+        /// pass gives the same.
+        #[test]
+        fn merged_runs_are_every_entry_in_order(
+            keys in prop::collection::vec("[a-c]{0,3}|\\PC{0,12}", 0..300),
+            limit in 1usize..40,
+        ) {
+            let mut sorter = Sorter::new(limit);
+            let mut expected = Vec::new();
+            for (line, key) in keys.into_iter().enumerate() {
+                let entry = Key { hash: xxhash_rust::xxh3::xxh3_128(key.as_bytes()), line: line as u64, key };
+                sorter.push(entry.clone()).unwrap();
+                expected.push(entry);
+            }
+            expected.sort();
+            let first: Vec<Key> = sorter.sorted().unwrap().map(Result::unwrap).collect();
+            prop_assert_eq!(&first, &expected);
+            let second: Vec<Key> = sorter.sorted().unwrap().map(Result::unwrap).collect();
+            prop_assert_eq!(second, expected);
+        }
+    }
+}
