@@ -153,3 +153,40 @@ impl<R: Read + Send> RowSource for CsvSource<R> {
         Locator::lines(&self.path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_reads_strings_with_a_header() {
+        let text = "id,name,note\n1,\"Ada, Countess\",\n2,Grace,\"multi\nline\"\n3,Ken,x\n";
+        let rows: Vec<SourceRow> = CsvSource::new(text.as_bytes(), "m.csv", "id")
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows[0].row.values(),
+            [
+                Value::from("1"),
+                Value::from("Ada, Countess"),
+                Value::from("")
+            ]
+        );
+        assert_eq!(rows[1].row.get(2), &Value::from("multi\nline"));
+        assert_eq!((rows[0].line, rows[1].line, rows[2].line), (2, 3, 5));
+    }
+
+    #[test]
+    fn csv_malformed_lines_say_where() {
+        let text = "id,name\n1,Ada\n2,Grace,extra\n";
+        let results: Vec<_> = CsvSource::new(text.as_bytes(), "m.csv", "id")
+            .unwrap()
+            .collect();
+        let err = results[1].as_ref().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m.csv:3: malformed CSV: 3 fields where the header has 2"
+        );
+    }
+}
