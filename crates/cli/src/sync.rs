@@ -56,18 +56,23 @@ pub(crate) fn run(
         Ok(done) => done,
         Err(e) => {
             // A run that stopped before it made a call (a bad template, a missing stream)
-            // leaves nothing worth keeping.
-            if let Some(run) = &run_dir
-                && run.calls().map_or(true, |calls| calls.is_empty())
-            {
-                std::fs::remove_dir_all(&run.path).ok();
+            // leaves nothing worth keeping; one that made calls keeps them, and why it stopped.
+            if let Some(run) = &run_dir {
+                if run.call_count() == 0 {
+                    std::fs::remove_dir_all(&run.path).ok();
+                } else if let Err(note) = run.write_error(&e) {
+                    tracing::warn!("{note}");
+                }
             }
             return Err(e);
         }
     };
     if let Some(run) = &run_dir {
         run.write_report(&report)?;
-        runs.prune(config.sync.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS).max(1))?;
+        // Old runs that cannot be deleted are no reason to fail this one.
+        if let Err(e) = runs.prune(config.sync.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), run) {
+            tracing::warn!("keeping old runs: {e}");
+        }
     }
     tracing::info!(
         outcome = ?report.outcome,
@@ -122,6 +127,8 @@ pub(crate) fn run(
         })?;
     }
     Ok(match report.outcome {
+        // A dry run's errors are what it is for: they fail it as they would fail the run.
+        Outcome::DryRun if report.row_errors.total > 0 => ExitCode::from(2),
         Outcome::Complete | Outcome::Baseline | Outcome::DryRun => ExitCode::SUCCESS,
         Outcome::Partial => ExitCode::from(2),
         Outcome::Failed { .. } => ExitCode::from(1),

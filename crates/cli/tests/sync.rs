@@ -80,6 +80,13 @@ fn a_row_in_error_exits_two_and_a_bad_template_exits_one() {
         model.replace("\"email\": \"alan@example.com\"", "\"email\": \"\""),
     )
     .unwrap();
+    let (output, stdout) = sync(&config, &["--dry-run"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a dry run fails on the errors the run would meet: {stdout}"
+    );
+    assert!(stdout.contains("row errors 1"), "{stdout}");
     let (output, stdout) = sync(&config, &[]);
     assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("row errors 1"), "{stdout}");
@@ -108,6 +115,10 @@ fn a_dry_run_says_what_would_be_sent_and_changes_nothing() {
     assert!(
         !dir.path().join("kinesync-runs").exists(),
         "a dry run keeps no run"
+    );
+    assert!(
+        !dir.path().join("kinesync-state.db").exists(),
+        "nor creates a state file"
     );
     // Nothing was committed: the real run still sends every row.
     let (output, stdout) = sync(&config, &[]);

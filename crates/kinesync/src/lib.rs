@@ -143,7 +143,7 @@ pub async fn run_config(
     let mut builder = sync::Engine::builder()
         .records(records)
         .sink(destination.sink.clone(), destination.stream.clone())
-        .state(kinesync_state::SqliteStore::open(config.state_path())?)
+        .state_boxed(state_store(config, options.dry_run)?)
         .events(events)
         .initial(initial)
         .limits(config.sync.limits())
@@ -157,6 +157,19 @@ pub async fn run_config(
     let mut engine = builder.build()?;
     let report = engine.run_source(source).await?;
     Ok((report, destination))
+}
+
+/// The `[sync] state` store. A dry run commits nothing, and does not create a state file
+/// either: with none there yet, it diffs against an empty store.
+fn state_store(
+    config: &Config,
+    dry_run: bool,
+) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
+    let path = config.state_path();
+    if dry_run && !path.exists() {
+        return Ok(Box::new(kinesync_state::MemoryStore::new()));
+    }
+    Ok(Box::new(kinesync_state::SqliteStore::open(path)?))
 }
 
 fn render_compile_errors(

@@ -41,10 +41,23 @@ pub struct RunDir {
 pub struct RunEntry {
     /// The run.
     pub run: RunDir,
-    /// Its report; `None` when the run did not finish (it was killed or crashed).
+    /// Its report; `None` when the run did not finish (it was killed or crashed, or stopped
+    /// on an error: see [`RunDir::error`]).
     pub report: Option<RunReport>,
-    /// API calls in its debugger log.
-    pub calls: usize,
+}
+
+/// Whether a directory name is a run id (`20261122-093355-123`, maybe with a `.N` suffix):
+/// only those are listed, and only those are ever deleted.
+fn is_run_id(name: &str) -> bool {
+    let (stamp, suffix) = name.split_once('.').unwrap_or((name, "0"));
+    let bytes = stamp.as_bytes();
+    bytes.len() == 19
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 15 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+        && !suffix.is_empty()
+        && suffix.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -104,10 +117,12 @@ impl Runs {
                 continue;
             }
             let id = entry.file_name().to_string_lossy().into_owned();
+            if !is_run_id(&id) {
+                continue;
+            }
             let run = RunDir { id, path };
             runs.push(RunEntry {
                 report: run.report(),
-                calls: run.calls().map_or(0, |calls| calls.len()),
                 run,
             });
         }
@@ -147,10 +162,15 @@ impl Runs {
         }
     }
 
-    /// Deletes all but the newest `keep` runs.
-    pub fn prune(&self, keep: usize) -> Result<(), Error> {
-        let runs = self.list()?;
-        let excess = runs.len().saturating_sub(keep);
+    /// Deletes all but the newest `keep` runs, never `current` (a clock set back could make
+    /// the run that just finished look oldest).
+    pub fn prune(&self, keep: usize, current: &RunDir) -> Result<(), Error> {
+        let runs: Vec<RunEntry> = self
+            .list()?
+            .into_iter()
+            .filter(|e| e.run.id != current.id)
+            .collect();
+        let excess = runs.len().saturating_sub(keep.saturating_sub(1));
         for entry in &runs[..excess] {
             fs::remove_dir_all(&entry.run.path)
                 .map_err(io_error("delete an old run", &entry.run.path))?;
@@ -168,6 +188,28 @@ impl RunDir {
     /// The report's file.
     pub fn report_path(&self) -> PathBuf {
         self.path.join("report.json")
+    }
+
+    /// The file that says why a run stopped without a report.
+    pub fn error_path(&self) -> PathBuf {
+        self.path.join("error.txt")
+    }
+
+    /// Notes why the run stopped before it could report (a bad template found late, the state
+    /// store failing).
+    pub fn write_error(&self, error: &Error) -> Result<(), Error> {
+        let path = self.error_path();
+        fs::write(&path, format!("{error}\n")).map_err(io_error("write the run's error", &path))
+    }
+
+    /// Why the run stopped without a report, if it said.
+    pub fn error(&self) -> Option<String> {
+        fs::read_to_string(self.error_path()).ok()
+    }
+
+    /// API calls in the debugger log, counted by line without parsing them.
+    pub fn call_count(&self) -> usize {
+        fs::read(self.calls_path()).map_or(0, |bytes| bytes.iter().filter(|b| **b == b'\n').count())
     }
 
     /// A debugger log writing to this run's `calls.jsonl`, a line at a time (so that a run
@@ -229,15 +271,23 @@ impl RunDir {
                     );
                 }
             }
-            None => {
-                push_line(
+            None => match self.error() {
+                Some(error) => push_line(
+                    &mut out,
+                    format!(
+                        "run {} · stopped on an error: {}",
+                        self.id,
+                        error.trim_end()
+                    ),
+                ),
+                None => push_line(
                     &mut out,
                     format!(
                         "run {} · interrupted: it has no report (killed or crashed); its calls so far:",
                         self.id
                     ),
-                );
-            }
+                ),
+            },
         }
         let calls = self.calls()?;
         push_line(&mut out, format!("\n{} API calls:", calls.len()));
@@ -331,10 +381,18 @@ pub fn describe_entry(entry: &RunEntry) -> String {
                 report.duration_ms as f64 / 1000.0,
             )
         }
-        None => format!(
-            "{}  interrupted (no report; {} calls logged)",
-            entry.run.id, entry.calls
-        ),
+        None => match entry.run.error() {
+            Some(error) => format!(
+                "{}  failed    {}",
+                entry.run.id,
+                error.lines().next().unwrap_or_default()
+            ),
+            None => format!(
+                "{}  interrupted (no report; {} calls logged)",
+                entry.run.id,
+                entry.run.call_count()
+            ),
+        },
     }
 }
 
@@ -358,9 +416,39 @@ mod tests {
         assert_eq!(runs.find(&ids[1]).unwrap().id, ids[1]);
         let err = runs.find("1999").unwrap_err().to_string();
         assert!(err.contains("kinesync runs"), "{err}");
-        runs.prune(2).unwrap();
+        // Only run directories are listed, or ever deleted.
+        fs::create_dir(dir.path().join("runs/keep-me")).unwrap();
+        fs::create_dir(dir.path().join("runs/2026")).unwrap();
+        let current = runs.find(&ids[0]).unwrap();
+        runs.prune(2, &current).unwrap();
         let listed: Vec<String> = runs.list().unwrap().into_iter().map(|e| e.run.id).collect();
-        assert_eq!(listed, ids[1..]);
+        assert_eq!(
+            listed,
+            [ids[0].clone(), ids[2].clone()],
+            "the current run stays, whatever its name says"
+        );
+        assert!(dir.path().join("runs/keep-me").exists() && dir.path().join("runs/2026").exists());
+    }
+
+    #[test]
+    fn run_ids_are_recognised_exactly() {
+        for id in [
+            "20261122-093355-123",
+            "20261122-093355-123.1",
+            "20261122-093355-123.12",
+        ] {
+            assert!(is_run_id(id), "{id}");
+        }
+        for name in [
+            "",
+            "keep-me",
+            "20261122-093355",
+            "20261122-093355-12x",
+            "20261122-093355-123.",
+            "x20261122-093355-123",
+        ] {
+            assert!(!is_run_id(name), "{name}");
+        }
     }
 
     #[test]

@@ -659,3 +659,46 @@ async fn a_reading_thread_that_dies_is_not_the_end_of_the_model() {
         "{report:?}"
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_past_the_keys_held_in_memory_is_found_at_the_end() {
+    let sink = memory_sink(1);
+    let mut engine = Engine::builder()
+        .records(records(None))
+        .sink(sink, stream())
+        .state(MemoryStore::new())
+        .limits(Limits {
+            keys_in_memory: 2,
+            chunk_rows: 2,
+            ..fast_limits()
+        })
+        .build()
+        .unwrap();
+    run(&mut engine, &model(&[(1, "a"), (2, "b"), (3, "c")])).await;
+    // Key 1 again, far enough in for the keys to have been spilled to disk.
+    let report = run(
+        &mut engine,
+        &model(&[
+            (1, "a"),
+            (4, "d"),
+            (5, "e"),
+            (6, "f"),
+            (7, "g"),
+            (1, "again"),
+        ]),
+    )
+    .await;
+    let Outcome::Failed { error } = &report.outcome else {
+        panic!("{report:?}")
+    };
+    assert!(
+        error.contains(
+            "primary key 1 (column \"id\") appears more than once in the model (rows 1 and 6)"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        report.events.removed, 0,
+        "keys 2 and 3 are not removed on a model that cannot be trusted"
+    );
+}

@@ -17,6 +17,9 @@ pub struct CsvSource<R> {
     /// The declared type of each column, by position.
     types: Vec<ColumnType>,
     record: csv::StringRecord,
+    /// Set once reading failed: an input that cannot be read ends the model (with that error)
+    /// rather than repeating it forever.
+    failed: bool,
 }
 
 impl<R: Read> CsvSource<R> {
@@ -45,6 +48,7 @@ impl<R: Read> CsvSource<R> {
             types: vec![ColumnType::String; schema.columns().len()],
             schema,
             record: csv::StringRecord::new(),
+            failed: false,
         })
     }
 
@@ -127,6 +131,9 @@ impl<R: Read + Send> Iterator for CsvSource<R> {
     type Item = Result<SourceRow, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
         match self.reader.read_record(&mut self.record) {
             Ok(false) => None,
             Ok(true) => {
@@ -139,7 +146,12 @@ impl<R: Read + Send> Iterator for CsvSource<R> {
                     )
                 }))
             }
-            Err(e) => Some(Err(csv_error(&self.path, &e))),
+            Err(e) => {
+                // A malformed line is that line's error; an input that cannot be read is the
+                // end of the model.
+                self.failed = e.is_io_error();
+                Some(Err(csv_error(&self.path, &e)))
+            }
         }
     }
 }

@@ -232,6 +232,16 @@ impl Locator {
         &self.path
     }
 
+    /// `line 57`, or `query row 57`: a place in this model, for a message that has already
+    /// named it.
+    pub fn place(&self, line: u64) -> String {
+        if self.query {
+            format!("query row {line}")
+        } else {
+            format!("line {line}")
+        }
+    }
+
     /// `users.ndjson:57`, or `model.db, query row 57`.
     pub fn at(&self, line: u64) -> String {
         if self.query {

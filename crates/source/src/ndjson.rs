@@ -20,6 +20,9 @@ pub struct NdjsonSource<R> {
     /// The first row, read to learn the schema, handed out first.
     first: Option<SourceRow>,
     buf: String,
+    /// Set once reading failed: an input that cannot be read ends the model (with that error)
+    /// rather than repeating it forever.
+    failed: bool,
 }
 
 /// What a line turned out to be.
@@ -46,12 +49,16 @@ impl<R: BufRead> NdjsonSource<R> {
             line: 0,
             first: None,
             buf: String::new(),
+            failed: false,
         };
         if !source.next_line()? {
             return Err(SourceError::Empty { path: source.path });
         }
         let line = source.line;
-        let object = match parse(source.buf.trim(), &source.path, line)? {
+        // A byte-order mark some editors write is not part of the JSON.
+        let text = source.buf.trim_end();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let object = match parse(text, &source.path, line)? {
             Value::Object(object) => object,
             other => {
                 return Err(SourceError::NotAnObject {
@@ -98,7 +105,8 @@ impl<R: BufRead> NdjsonSource<R> {
     /// The line in `buf` as a row. Values go straight to their column's place: no key is
     /// copied, and a column the line leaves out is null.
     fn row(&self) -> Result<Row, SourceError> {
-        let text = self.buf.trim();
+        // Leading spaces stay, so that an error's column counts from the start of the line.
+        let text = self.buf.trim_end();
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let line = RowSeed {
             schema: &self.schema,
@@ -243,6 +251,9 @@ impl<R: BufRead + Send> Iterator for NdjsonSource<R> {
     type Item = Result<SourceRow, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
         let read = match self.first.take() {
             Some(first) => Ok(first),
             None => match self.next_line() {
@@ -251,7 +262,10 @@ impl<R: BufRead + Send> Iterator for NdjsonSource<R> {
                     row,
                 }),
                 Ok(false) => return None,
-                Err(e) => Err(e),
+                Err(e) => {
+                    self.failed = true;
+                    Err(e)
+                }
             },
         };
         Some(read.and_then(|read| {
@@ -311,6 +325,17 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "m.ndjson: primary key \"id\" is not a column of the model; did you mean \"ID\"?"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_leading_spaces_are_not_errors() {
+        let rows = ndjson("\u{feff}{\"id\":1}\n   {\"id\":2}\n").unwrap();
+        assert_eq!(rows.len(), 2);
+        let err = ndjson("{\"id\":1}\n  {\"id\":,}\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("m.ndjson:2:9:"),
+            "columns count from the start of the line: {err}"
         );
     }
 

@@ -72,6 +72,7 @@ pub mod report;
 mod sender;
 mod sorted;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -293,6 +294,12 @@ impl EngineBuilder {
     /// What was sent before.
     pub fn state(mut self, store: impl StateStore + 'static) -> Self {
         self.state = Some(Box::new(store));
+        self
+    }
+
+    /// What was sent before, a store chosen at run time.
+    pub fn state_boxed(mut self, store: Box<dyn StateStore>) -> Self {
+        self.state = Some(store);
         self
     }
 
@@ -611,6 +618,10 @@ impl Engine {
         // The keys this run's model holds, sorted by hash (on disk past `keys_in_memory`), to
         // find duplicate keys and removed keys once the model has been read.
         let mut seen: Sorter<Key> = Sorter::new(self.limits.keys_in_memory);
+        // While the model is small enough, its keys are also in a hash set, so that a key
+        // read twice stops the run before the second row is sent. Past `keys_in_memory` rows
+        // the set is dropped and duplicates are found from `seen` at the end.
+        let mut recent: Option<HashSet<u128>> = Some(HashSet::new());
         // A store with nothing in it has nothing to look up.
         let state_was_empty = self.state.key_count()? == 0;
         let first_run = !self.state.has_baseline()?;
@@ -647,6 +658,15 @@ impl Engine {
                     key: read.key.clone(),
                 })
                 .map_err(spill_error)?;
+            }
+            if let Some(keys) = &mut recent {
+                if let Some(again) = chunk.iter().find(|r| !keys.insert(r.key_hash)) {
+                    stop = Some(self.duplicate_in(&mut seen, again.key_hash)?);
+                    break;
+                }
+                if keys.len() > self.limits.keys_in_memory {
+                    recent = None;
+                }
             }
             report.rows_read += chunk.len() as u64;
             self.progress
@@ -723,16 +743,17 @@ impl Engine {
         report.outcome = match (stop, sender.stopped()) {
             (Some(Stop::Duplicate { key, first, again }), _) => Outcome::Failed {
                 error: format!(
-                    "{}primary key {key} (column {:?}) appears more than once in the model ({}); primary keys must be unique. The rows were sent in model order, but the run did not look for removed rows",
+                    "{}primary key {key} (column {:?}) appears more than once in the model ({}); primary keys must be unique. The run stopped there (in a model of more than {} rows, at its end: the rows were sent in model order) and did not look for removed rows",
                     match &self.locator {
                         Some(locator) => format!("{}: ", locator.at(again)),
                         None => String::new(),
                     },
                     self.schema().primary_key(),
                     match &self.locator {
-                        Some(_) => format!("first at line {first}"),
+                        Some(locator) => format!("first at {}", locator.place(first)),
                         None => format!("rows {first} and {again}"),
                     },
+                    self.limits.keys_in_memory,
                 ),
             },
             (_, Some(error)) => Outcome::Failed {
@@ -990,6 +1011,27 @@ impl Engine {
             .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
             .await?;
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The duplicate whose hash is `hash`, with both its lines, from the keys seen so far.
+    fn duplicate_in(&self, seen: &mut Sorter<Key>, hash: u128) -> Result<Stop, Error> {
+        let mut lines = Vec::with_capacity(2);
+        let mut key = String::new();
+        for entry in seen.sorted().map_err(spill_error)? {
+            let entry = entry.map_err(spill_error)?;
+            if entry.hash == hash {
+                lines.push(entry.line);
+                key = entry.key;
+            }
+        }
+        lines.sort_unstable();
+        Ok(Stop::Duplicate {
+            key,
+            first: lines.first().copied().unwrap_or_default(),
+            again: lines.get(1).copied().unwrap_or_default(),
+        })
     }
 }
 
