@@ -40,6 +40,18 @@ fn the_example_syncs_then_sends_only_what_changed() {
         stdout.contains("simulated stream users (4 shards)"),
         "{stdout}"
     );
+    // Not on a terminal: log lines, not a progress bar.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("INFO")
+            && stderr.contains("sync starting")
+            && stderr.contains("sync finished"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no terminal escapes in a log: {stderr}"
+    );
     assert!(
         dir.path().join("kinesync-state.db").exists(),
         "the state lives beside the config"
