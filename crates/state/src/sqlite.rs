@@ -130,14 +130,27 @@ impl SqliteStore {
         }
     }
 
+    /// Looks `keys` up, `IN (...)` a few hundred at a time. Keys found are matched back to
+    /// their place through a map of borrowed keys, so a lookup copies no key.
     fn lookup<T>(
         &mut self,
         keys: &[String],
         column: &'static str,
-        read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        read: impl Fn(rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<T>,
     ) -> Result<Vec<Option<T>>, StateError> {
-        let mut found: HashMap<String, T> = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let path = self.path.clone();
+        let sql = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        let mut places: HashMap<&str, usize> = HashMap::with_capacity(LOOKUP_CHUNK);
+        for (chunk_index, chunk) in keys.chunks(LOOKUP_CHUNK).enumerate() {
+            places.clear();
+            for (i, key) in chunk.iter().enumerate() {
+                // A key asked twice is answered at its first place.
+                places.entry(key.as_str()).or_insert(chunk_index * LOOKUP_CHUNK + i);
+            }
             let query = self
                 .lookup_sql
                 .entry((column, chunk.len()))
@@ -146,29 +159,20 @@ impl SqliteStore {
                     format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})")
                 })
                 .clone();
-            let mut statement = self
-                .reader
-                .prepare_cached(&query)
-                .map_err(|e| self.sql(e))?;
+            let mut statement = self.reader.prepare_cached(&query).map_err(sql)?;
             let mut rows = statement
                 .query(params_from_iter(chunk.iter()))
-                .map_err(|e| self.sql(e))?;
-            while let Some(row) = rows.next().map_err(|e| StateError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })? {
-                let key: String = row.get(0).map_err(|e| StateError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
-                let value = read(row).map_err(|e| StateError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
-                found.insert(key, value);
+                .map_err(sql)?;
+            while let Some(row) = rows.next().map_err(sql)? {
+                let key = row.get_ref(0).map_err(sql)?;
+                let key = key.as_str().map_err(|e| sql(e.into()))?;
+                if let Some(&place) = places.get(key) {
+                    let value = read(row.get_ref(1).map_err(sql)?).map_err(|e| sql(e.into()))?;
+                    found[place] = Some(value);
+                }
             }
         }
-        Ok(keys.iter().map(|k| found.remove(k)).collect())
+        Ok(found)
     }
 }
 
@@ -350,13 +354,11 @@ impl StateStore for SqliteStore {
     }
 
     fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
-        self.lookup(keys, "fingerprint", |row| {
-            row.get::<_, Vec<u8>>(1).map(|b| fingerprint_of(&b))
-        })
+        self.lookup(keys, "fingerprint", |value| value.as_blob().map(fingerprint_of))
     }
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        self.lookup(keys, "row", |row| row.get::<_, Vec<u8>>(1))
+        self.lookup(keys, "row", |value| value.as_blob().map(<[u8]>::to_vec))
     }
 
     fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {
