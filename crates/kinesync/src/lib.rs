@@ -7,8 +7,11 @@
 //! records, as JSON lines or as snapshot text for template tests.
 //!
 //! [`destination`] turns `[destination]` into a connected `KinesisSink` and runs `kinesync
-//! check`. The data path, in order: source → payload → keys → (batcher → sender, in the
-//! engine to come) → sink. Each stage is its own crate with one job; this one wires them.
+//! check`; [`sync`] is the engine (change detection against the state store, batching,
+//! sending, commits); [`run_config`] runs it from a config file; [`runs`] keeps past runs.
+//! The data path, in order: source → payload → keys → sync engine (batcher → sender) → sink,
+//! with the state store beside it. Each stage is its own crate with one job; this one wires
+//! them.
 
 pub mod config;
 pub mod destination;
