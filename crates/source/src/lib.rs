@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use kinesync_payload::{Row, Schema, SchemaError, Value};
 
-pub use background::{BackgroundSource, read_ahead};
+pub use background::{BackgroundSource, ReadAhead, ReaderStopped, read_ahead};
 pub use csv_file::CsvSource;
 pub use ndjson::NdjsonSource;
 pub use sqlite::SqliteSource;

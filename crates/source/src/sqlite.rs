@@ -1,6 +1,6 @@
 //! SQLite models: a database file and a query, run on a thread of its own.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
 
@@ -8,7 +8,7 @@ use kinesync_payload::{Row, Schema, Value};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::background::{BackgroundSource, pump};
+use crate::background::{BackgroundSource, produce};
 use crate::{Locator, RowSource, SourceError, SourceRow, check_key};
 
 /// Rows of a query over a SQLite database, opened read-only. Values keep SQLite's types:
@@ -29,100 +29,91 @@ impl SqliteSource {
             });
         }
         let locator = Locator::query_rows(path);
-        let (schema_sender, schema) = sync_channel(1);
-        let path: PathBuf = path.to_owned();
+        let thread_locator = locator.clone();
         let (query, primary_key) = (query.to_owned(), primary_key.to_owned());
-        // The statement borrows its connection, so both live on the reading thread; the
-        // schema (or why there is none) comes back first.
-        let (rows_sender, rows) = sync_channel(1);
-        std::thread::Builder::new()
-            .name("kinesync-sqlite".into())
-            .spawn(move || {
-                let prepared = prepare(&path, &query, &primary_key);
-                let (conn, schema) = match prepared {
-                    Ok(ok) => ok,
+        // The statement borrows its connection, so both live on the reading thread, which
+        // sends the schema (or why there is none) first, then the rows.
+        let (schema_sender, schema) = sync_channel(1);
+        let rows = produce("kinesync-sqlite", move |rows| {
+            let locator = thread_locator;
+            let conn = match open_read_only(locator.path()) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    schema_sender.send(Err(e)).ok();
+                    return;
+                }
+            };
+            let mut statement = match conn.prepare(&query) {
+                Ok(statement) => statement,
+                Err(e) => {
+                    let message = format!("the query does not prepare: {e}");
+                    let path = locator.path().to_owned();
+                    schema_sender
+                        .send(Err(SourceError::Query { path, message }))
+                        .ok();
+                    return;
+                }
+            };
+            let columns = statement.column_names().map(str::to_owned);
+            let schema = match Schema::new(columns, &primary_key) {
+                Ok(schema) => schema,
+                Err(source) => {
+                    let path = locator.path().to_owned();
+                    schema_sender
+                        .send(Err(SourceError::Schema { path, source }))
+                        .ok();
+                    return;
+                }
+            };
+            if schema_sender.send(Ok(schema.clone())).is_err() {
+                return;
+            }
+            let mut results = match statement.query([]) {
+                Ok(results) => results,
+                Err(e) => {
+                    rows.emit(Err(sqlite_error(locator.path(), &e)));
+                    return;
+                }
+            };
+            for line in 1u64.. {
+                let item = match results.next() {
+                    Ok(Some(row)) => convert(&schema, &locator, line, row),
+                    Ok(None) => return,
                     Err(e) => {
-                        schema_sender.send(Err(e)).ok();
+                        // The query cannot go on: report where it stopped, and end.
+                        rows.emit(Err(SourceError::Sqlite {
+                            location: locator.at(line),
+                            message: e.to_string(),
+                        }));
                         return;
                     }
                 };
-                schema_sender.send(Ok(schema.clone())).ok();
-                let Ok(batches) = rows.recv() else { return };
-                let locator = Locator::query_rows(&path);
-                let mut statement = match conn.prepare(&query) {
-                    Ok(statement) => statement,
-                    Err(e) => {
-                        pump([Err(sqlite_error(locator.path(), &e))], &batches);
-                        return;
-                    }
-                };
-                let mut results = match statement.query([]) {
-                    Ok(results) => results,
-                    Err(e) => {
-                        pump([Err(sqlite_error(locator.path(), &e))], &batches);
-                        return;
-                    }
-                };
-                let mut line = 0u64;
-                let mut failed = false;
-                let items = std::iter::from_fn(|| {
-                    if failed {
-                        return None;
-                    }
-                    line += 1;
-                    match results.next() {
-                        Ok(Some(row)) => Some(convert(&schema, &locator, line, row)),
-                        Ok(None) => None,
-                        Err(e) => {
-                            failed = true;
-                            Some(Err(SourceError::Sqlite {
-                                location: locator.at(line),
-                                message: e.to_string(),
-                            }))
-                        }
-                    }
-                });
-                pump(items, &batches);
-            })
-            .map_err(|source| SourceError::Read {
-                path: locator.path().to_owned(),
-                line: 0,
-                source,
-            })?;
+                if !rows.emit(item) {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| SourceError::Read {
+            path: locator.path().to_owned(),
+            line: 0,
+            source,
+        })?;
         let schema = schema.recv().map_err(|_| SourceError::Sqlite {
             location: locator.path().display().to_string(),
             message: "the thread opening the database stopped".into(),
         })??;
-        let rows = BackgroundSource::spawn(schema, locator, move |batches| {
-            rows_sender.send(batches).ok();
-        })?;
-        Ok(Self { rows })
+        Ok(Self {
+            rows: BackgroundSource::new(schema, locator, rows),
+        })
     }
 }
 
-/// Opens the database and learns the query's columns.
-fn prepare(
-    path: &Path,
-    query: &str,
-    primary_key: &str,
-) -> Result<(Connection, Arc<Schema>), SourceError> {
-    let conn = Connection::open_with_flags(
+fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
+    Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| sqlite_error(path, &e))?;
-    let columns: Vec<String> = {
-        let statement = conn.prepare(query).map_err(|e| SourceError::Query {
-            path: path.to_owned(),
-            message: format!("the query does not prepare: {e}"),
-        })?;
-        statement.column_names().map(str::to_owned).collect()
-    };
-    let schema = Schema::new(columns, primary_key).map_err(|source| SourceError::Schema {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok((conn, schema))
+    .map_err(|e| sqlite_error(path, &e))
 }
 
 fn sqlite_error(path: &Path, e: &rusqlite::Error) -> SourceError {

@@ -149,7 +149,9 @@ impl SqliteStore {
             places.clear();
             for (i, key) in chunk.iter().enumerate() {
                 // A key asked twice is answered at its first place.
-                places.entry(key.as_str()).or_insert(chunk_index * LOOKUP_CHUNK + i);
+                places
+                    .entry(key.as_str())
+                    .or_insert(chunk_index * LOOKUP_CHUNK + i);
             }
             let query = self
                 .lookup_sql
@@ -354,7 +356,9 @@ impl StateStore for SqliteStore {
     }
 
     fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
-        self.lookup(keys, "fingerprint", |value| value.as_blob().map(fingerprint_of))
+        self.lookup(keys, "fingerprint", |value| {
+            value.as_blob().map(fingerprint_of)
+        })
     }
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {

@@ -492,38 +492,15 @@ impl Engine {
     pub async fn run_source(&mut self, source: Box<dyn RowSource>) -> Result<RunReport, Error> {
         self.locator = Some(source.locator());
         let preparer = self.preparer();
-        // `None` marks the end: a reading thread that dies must not pass for the model's end,
-        // or the rows it never read would count as removed.
-        let prepared = source
-            .map(move |item| {
-                Some(
-                    item.map(|read| preparer.prepare(read.row, read.line))
-                        .map_err(|e| e.to_string()),
-                )
-            })
-            .chain(std::iter::once(None));
-        let mut ahead = kinesync_source::read_ahead(prepared).map_err(|e| {
-            Error::Sync(format!("cannot start the thread that reads the model: {e}"))
-        })?;
-        let mut ended = false;
-        let items = std::iter::from_fn(move || {
-            if ended {
-                return None;
-            }
-            match ahead.next() {
-                Some(Some(item)) => Some(item),
-                Some(None) => {
-                    ended = true;
-                    None
-                }
-                None => {
-                    ended = true;
-                    Some(Err(
-                        "the thread reading the model stopped before the end".to_owned()
-                    ))
-                }
-            }
+        let prepared = source.map(move |item| {
+            item.map(|read| preparer.prepare(read.row, read.line))
+                .map_err(|e| e.to_string())
         });
+        // A reading thread that dies ends the rows with an error, never silently: rows it
+        // never read must not count as removed.
+        let items = kinesync_source::read_ahead(prepared)
+            .map_err(|e| Error::Sync(format!("cannot start the thread that reads the model: {e}")))?
+            .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string())));
         let report = self.run_prepared(items).await;
         self.locator = None;
         report
