@@ -292,9 +292,8 @@ impl EngineBuilder {
     }
 
     /// What was sent before.
-    pub fn state(mut self, store: impl StateStore + 'static) -> Self {
-        self.state = Some(Box::new(store));
-        self
+    pub fn state(self, store: impl StateStore + 'static) -> Self {
+        self.state_boxed(Box::new(store))
     }
 
     /// What was sent before, a store chosen at run time.
