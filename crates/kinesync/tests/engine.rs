@@ -702,3 +702,34 @@ async fn a_duplicate_past_the_keys_held_in_memory_is_found_at_the_end() {
         "keys 2 and 3 are not removed on a model that cannot be trusted"
     );
 }
+
+#[tokio::test]
+async fn progress_counters_end_at_the_reports_counts() {
+    let progress = Arc::new(kinesync::sync::Progress::new());
+    let mut engine = Engine::builder()
+        .records(records(None))
+        .sink(memory_sink(2), stream())
+        .state(MemoryStore::new())
+        .limits(fast_limits())
+        .progress(progress.clone())
+        .build()
+        .unwrap();
+    for rows in [
+        model(&[(1, "a"), (2, "b"), (3, "c")]),
+        // One changed, two removed: removals count as records too.
+        model(&[(1, "a2")]),
+    ] {
+        let report = run(&mut engine, &rows).await;
+        let now = progress.snapshot();
+        assert_eq!(
+            (now.rows_read, now.to_send, now.acknowledged, now.calls),
+            (
+                report.rows_read,
+                report.records.to_send,
+                report.records.acknowledged,
+                report.calls
+            ),
+            "{report:?}"
+        );
+    }
+}

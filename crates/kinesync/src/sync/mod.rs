@@ -983,6 +983,8 @@ impl Engine {
         if !untriggered.is_empty() && !self.dry_run {
             self.state.commit(untriggered)?;
         }
+        self.progress
+            .set_read(report.rows_read, report.records.to_send);
         sender
             .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
             .await?;
