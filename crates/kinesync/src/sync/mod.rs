@@ -593,7 +593,7 @@ impl Engine {
         );
         // The keys this run's model holds, sorted by hash (on disk past `keys_in_memory`), to
         // find duplicate keys and removed keys once the model has been read.
-        let mut seen: Sorter<Key> = Sorter::new(self.limits.keys_in_memory);
+        let mut seen: Sorter = Sorter::new(self.limits.keys_in_memory);
         // While the model is small enough, its keys are also in a hash set, so that a key
         // read twice stops the run before the second row is sent. Past `keys_in_memory` rows
         // the set is dropped and duplicates are found from `seen` at the end.
@@ -882,13 +882,13 @@ impl Engine {
     /// one pass) and queues their removals, page by page.
     async fn removed(
         &mut self,
-        seen: &mut Sorter<Key>,
+        seen: &mut Sorter,
         max_record_bytes: usize,
         seq: &mut u64,
         sender: &mut Sender,
         report: &mut RunReport,
     ) -> Result<(), Error> {
-        let mut stored: Sorter<Key> = Sorter::new(self.limits.keys_in_memory);
+        let mut stored: Sorter = Sorter::new(self.limits.keys_in_memory);
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -994,7 +994,7 @@ impl Engine {
 
 impl Engine {
     /// The duplicate whose hash is `hash`, with both its lines, from the keys seen so far.
-    fn duplicate_in(&self, seen: &mut Sorter<Key>, hash: u128) -> Result<Stop, Error> {
+    fn duplicate_in(&self, seen: &mut Sorter, hash: u128) -> Result<Stop, Error> {
         let mut lines = Vec::with_capacity(2);
         let mut key = String::new();
         for entry in seen.sorted().map_err(spill_error)? {
@@ -1014,7 +1014,7 @@ impl Engine {
 }
 
 /// The first primary key that appears twice, as its first and second entries.
-fn first_duplicate(seen: &mut Sorter<Key>) -> Result<Option<(Key, Key)>, Error> {
+fn first_duplicate(seen: &mut Sorter) -> Result<Option<(Key, Key)>, Error> {
     let mut previous: Option<Key> = None;
     for entry in seen.sorted().map_err(spill_error)? {
         let entry = entry.map_err(spill_error)?;

@@ -11,14 +11,6 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
-/// An entry of a sorted run, written compactly.
-pub(crate) trait Entry: Ord + Clone + Sized {
-    /// Appends the entry to a run file.
-    fn write_to(&self, out: &mut impl Write) -> io::Result<()>;
-    /// Reads the next entry of a run file; `None` at its end.
-    fn read_from(input: &mut impl Read) -> io::Result<Option<Self>>;
-}
-
 /// A primary key, with its hash and the line (or row) it was read from (0 for a key of the
 /// state store). Ordered by hash, then line: a key read twice comes out at its first line
 /// first.
@@ -29,7 +21,8 @@ pub(crate) struct Key {
     pub(crate) key: String,
 }
 
-impl Entry for Key {
+impl Key {
+    /// Appends the key to a run file.
     fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         let len = u32::try_from(self.key.len()).map_err(io::Error::other)?;
         out.write_all(&self.hash.to_le_bytes())?;
@@ -38,6 +31,7 @@ impl Entry for Key {
         out.write_all(self.key.as_bytes())
     }
 
+    /// Reads the next key of a run file; `None` at its end.
     fn read_from(input: &mut impl Read) -> io::Result<Option<Self>> {
         let mut head = [0u8; 28];
         if !read_exact_or_end(input, &mut head)? {
@@ -72,14 +66,14 @@ fn read_exact_or_end(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> 
     Ok(true)
 }
 
-/// Entries gathered in any order, kept at most `limit` at a time in memory.
-pub(crate) struct Sorter<E> {
-    buffer: Vec<E>,
+/// Keys gathered in any order, kept at most `limit` at a time in memory.
+pub(crate) struct Sorter {
+    buffer: Vec<Key>,
     limit: usize,
     runs: Vec<File>,
 }
 
-impl<E: Entry> Sorter<E> {
+impl Sorter {
     /// A sorter that spills a sorted run to disk each time `limit` entries are in memory.
     pub(crate) fn new(limit: usize) -> Self {
         Self {
@@ -90,7 +84,7 @@ impl<E: Entry> Sorter<E> {
     }
 
     /// Adds an entry.
-    pub(crate) fn push(&mut self, entry: E) -> io::Result<()> {
+    pub(crate) fn push(&mut self, entry: Key) -> io::Result<()> {
         self.buffer.push(entry);
         if self.buffer.len() >= self.limit {
             self.spill()?;
@@ -112,7 +106,7 @@ impl<E: Entry> Sorter<E> {
     }
 
     /// Every entry so far, in order. Can be called again for another pass.
-    pub(crate) fn sorted(&mut self) -> io::Result<Merged<'_, E>> {
+    pub(crate) fn sorted(&mut self) -> io::Result<Merged<'_>> {
         self.buffer.sort_unstable();
         let mut sources = Vec::with_capacity(self.runs.len() + 1);
         for file in &mut self.runs {
@@ -130,28 +124,28 @@ impl<E: Entry> Sorter<E> {
     }
 }
 
-enum Run<'a, E> {
+enum Run<'a> {
     File(BufReader<&'a File>),
-    Memory(std::slice::Iter<'a, E>),
+    Memory(std::slice::Iter<'a, Key>),
 }
 
-impl<E: Entry> Run<'_, E> {
-    fn next_entry(&mut self) -> io::Result<Option<E>> {
+impl Run<'_> {
+    fn next_entry(&mut self) -> io::Result<Option<Key>> {
         match self {
-            Run::File(file) => E::read_from(file),
+            Run::File(file) => Key::read_from(file),
             Run::Memory(entries) => Ok(entries.next().cloned()),
         }
     }
 }
 
 /// The sorted runs merged into one ordered stream.
-pub(crate) struct Merged<'a, E> {
-    sources: Vec<Run<'a, E>>,
-    heap: BinaryHeap<Reverse<(E, usize)>>,
+pub(crate) struct Merged<'a> {
+    sources: Vec<Run<'a>>,
+    heap: BinaryHeap<Reverse<(Key, usize)>>,
 }
 
-impl<E: Entry> Iterator for Merged<'_, E> {
-    type Item = io::Result<E>;
+impl Iterator for Merged<'_> {
+    type Item = io::Result<Key>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let Reverse((entry, index)) = self.heap.pop()?;
