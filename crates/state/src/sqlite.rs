@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use crate::{Change, Fingerprint, SCHEMA_VERSION, StateError, StateStore};
@@ -14,6 +15,10 @@ const LOOKUP_CHUNK: usize = 500;
 
 /// How many commits may wait for the writer thread before [`StateStore::commit`] waits.
 pub const COMMITS_AHEAD: usize = 4;
+
+/// Log pages (4 KiB each) after which the writer asks for a checkpoint: fewer, larger
+/// checkpoints, since rows arrive in bulk.
+const CHECKPOINT_PAGES: i32 = 16_384;
 
 /// A state store in a SQLite file.
 ///
@@ -30,6 +35,11 @@ pub const COMMITS_AHEAD: usize = 4;
 /// written. A process killed with batches still queued loses them: those rows were
 /// acknowledged, so the next run sends them again (duplicates, bounded by the queue), and a
 /// row the stream did not acknowledge is never in the store.
+///
+/// **Checkpoints run on a third thread**, on a third connection: copying the log back into
+/// the database takes long enough (tens of megabytes, then an fsync) that a writer doing it
+/// itself would stop taking commits, and the sync would wait for it. SQLite lets a passive
+/// checkpoint run beside a writer, so commits go on being appended meanwhile.
 pub struct SqliteStore {
     /// Lookups.
     reader: Connection,
@@ -42,9 +52,11 @@ pub struct SqliteStore {
 /// The writing side: a thread with its own connection, fed through a bounded queue.
 struct Writer {
     jobs: SyncSender<Job>,
-    /// The writer's failure, reported by the next commit or flush.
+    /// The writer's or the checkpointer's failure, reported by the next commit or flush.
     failures: Receiver<StateError>,
     thread: Option<JoinHandle<()>>,
+    /// Ends once the writer's connection is closed.
+    checkpointer: Option<JoinHandle<()>>,
     /// Set once the writer failed: every later write fails too.
     failed: Option<String>,
 }
@@ -73,8 +85,14 @@ impl SqliteStore {
             path: name.clone(),
             source,
         };
-        let writer = Connection::open(path).map_err(sql)?;
+        let mut writer = Connection::open(path).map_err(sql)?;
         init(&writer, &name)?;
+        let checkpoints = Connection::open(path).map_err(sql)?;
+        // A connection finds the log only once it has read the file; until then its
+        // checkpoints do nothing.
+        checkpoints
+            .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))
+            .map_err(sql)?;
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -84,21 +102,49 @@ impl SqliteStore {
             .pragma_update(None, "cache_size", -32768)
             .map_err(sql)?;
         let (jobs, queue) = sync_channel(COMMITS_AHEAD);
-        let (report, failures) = sync_channel(1);
+        let (report, failures) = sync_channel(2);
+        // Asks for a checkpoint; one pending request stands for any number.
+        let (ask, asked) = sync_channel::<()>(1);
+        // Replaces SQLite's own checkpoint-on-commit.
+        writer
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+                if pages >= CHECKPOINT_PAGES {
+                    ask.try_send(()).ok();
+                }
+                Ok(())
+            }))
+            .map_err(sql)?;
+        let spawn = |role: &str, name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .map_err(|e| StateError::Thread {
+                    path: path.display().to_string(),
+                    message: format!("cannot start the thread that {role}: {e}"),
+                })
+        };
+        let checkpoint_path = name.clone();
+        let checkpoint_report = report.clone();
+        let checkpointer = spawn(
+            "checkpoints it",
+            "kinesync-checkpoint",
+            Box::new(move || {
+                checkpoint(&checkpoints, &checkpoint_path, &asked, &checkpoint_report)
+            }),
+        )?;
         let thread_path = name.clone();
-        let thread = std::thread::Builder::new()
-            .name("kinesync-state".into())
-            .spawn(move || write_jobs(writer, &thread_path, &queue, &report))
-            .map_err(|e| StateError::Thread {
-                path: name.clone(),
-                message: format!("cannot start the thread that writes it: {e}"),
-            })?;
+        let thread = spawn(
+            "writes it",
+            "kinesync-state",
+            Box::new(move || write_jobs(writer, &thread_path, &queue, &report)),
+        )?;
         Ok(Self {
             reader,
             writer: Some(Writer {
                 jobs,
                 failures,
                 thread: Some(thread),
+                checkpointer: Some(checkpointer),
                 failed: None,
             }),
             path: name,
@@ -210,9 +256,10 @@ impl Drop for SqliteStore {
         // Every queued commit is written before the store is gone, so that a store opened
         // again on the same file (the next run) sees them.
         if let Some(mut writer) = self.writer.take() {
-            let thread = writer.thread.take();
+            let threads = [writer.thread.take(), writer.checkpointer.take()];
             drop(writer);
-            if let Some(thread) = thread {
+            // The writer first: closing its connection ends the checkpointer's requests.
+            for thread in threads.into_iter().flatten() {
                 thread.join().ok();
             }
         }
@@ -228,9 +275,6 @@ fn init(conn: &Connection, path: &str) -> Result<(), StateError> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sql)?;
-    // Rows arrive in bulk: fewer, larger checkpoints (made by the writer thread).
-    conn.pragma_update(None, "wal_autocheckpoint", 16384)
         .map_err(sql)?;
     conn.pragma_update(None, "cache_size", -16384)
         .map_err(sql)?;
@@ -293,6 +337,35 @@ fn write_jobs(
             report.send(e).ok();
         }
     }
+}
+
+/// The checkpointer thread: a passive checkpoint each time the writer asks, until the writer
+/// is gone. A checkpoint that fails is reported like a failed commit: the rows are safe in the
+/// log, but a store that cannot write its file will not take the next commit either.
+fn checkpoint(
+    conn: &Connection,
+    path: &str,
+    asked: &Receiver<()>,
+    report: &SyncSender<StateError>,
+) {
+    for () in asked {
+        if let Err(source) =
+            conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE)
+        {
+            report
+                .send(StateError::Sqlite {
+                    path: path.to_owned(),
+                    source,
+                })
+                .ok();
+            return;
+        }
+    }
+    // The store is closing: what is left goes into the database and the log is emptied, so
+    // that no large log outlives the run. Nobody is left to hear a failure, and none loses
+    // anything: the next open reads the log.
+    conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::TRUNCATE)
+        .ok();
 }
 
 /// One atomic commit.

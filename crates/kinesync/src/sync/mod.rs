@@ -91,7 +91,7 @@ pub use debug_log::DebugLog;
 pub use progress::{Progress, ProgressSnapshot};
 pub use report::{EventCounts, Outcome, RecordCounts, RowErrors, RunReport};
 
-use crate::{Error, RecordBuilder};
+use crate::{Error, Record, RecordBuilder, RowError};
 use sender::{Item, Sender, SenderConfig};
 use sorted::{Key, Sorter};
 
@@ -198,6 +198,9 @@ pub struct Limits {
     pub backoff_cap: Duration,
     /// Model rows read per state lookup.
     pub chunk_rows: usize,
+    /// Threads that build a chunk's records (render their messages), the sync's own
+    /// included; by default one per core, up to 8.
+    pub build_threads: usize,
     /// Records queued before the reader waits for the sender.
     pub max_backlog: usize,
     /// Primary keys a run holds in memory (to find duplicates and removed keys at the end)
@@ -219,6 +222,7 @@ impl Default for Limits {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             chunk_rows: 1000,
+            build_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             max_backlog: 5000,
             keys_in_memory: 1 << 18,
             seed: None,
@@ -244,11 +248,12 @@ impl Limits {
         if self.max_in_flight == Some(0)
             || self.max_attempts == 0
             || self.chunk_rows == 0
+            || self.build_threads == 0
             || self.max_backlog == 0
             || self.keys_in_memory == 0
         {
             return Err(
-                "max_in_flight, max_attempts, chunk_rows, max_backlog and keys_in_memory must be at least 1".into(),
+                "max_in_flight, max_attempts, chunk_rows, build_threads, max_backlog and keys_in_memory must be at least 1".into(),
             );
         }
         Ok(())
@@ -780,6 +785,8 @@ impl Engine {
         // Changes the trigger does not send are still the model's history: the state moves
         // on to them, so that a later change is measured against this version.
         let mut untriggered = Vec::new();
+        // The rows to send, with their events and previous versions, built together below.
+        let mut to_send = Vec::with_capacity(chunk.len());
         for (read, known) in chunk.into_iter().zip(known) {
             let event = match known {
                 None => Event::Added,
@@ -806,17 +813,28 @@ impl Engine {
                 Event::Changed => previous.next().flatten().map(|json| self.decode(&json)),
                 _ => None,
             };
-            let mut input = RenderInput::new(&read.row, event);
-            if let Some(previous) = &previous_row {
-                input = input.with_previous(previous);
-            }
+            to_send.push((read, event, previous_row));
+        }
+        let inputs: Vec<RenderInput<'_>> = to_send
+            .iter()
+            .map(|(read, event, previous)| {
+                let input = RenderInput::new(&read.row, *event);
+                match previous {
+                    Some(previous) => input.with_previous(previous),
+                    None => input,
+                }
+            })
+            .collect();
+        let records = self.records.build_all(&inputs, self.limits.build_threads);
+        drop(inputs);
+        for ((read, _, _), record) in to_send.into_iter().zip(records) {
             let change = Change::Upsert {
                 key: read.key.clone(),
                 fingerprint: read.fingerprint,
                 row: read.json,
             };
             self.queue(
-                input,
+                record,
                 read.key,
                 change,
                 max_record_bytes,
@@ -831,11 +849,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Builds a record and queues it, or reports the row's error.
+    /// Queues a built record, or reports the row's error.
     #[allow(clippy::too_many_arguments)]
     fn queue(
         &self,
-        input: RenderInput<'_>,
+        record: Result<Record, RowError>,
         key: String,
         change: Change,
         max_record_bytes: usize,
@@ -843,7 +861,7 @@ impl Engine {
         sender: &mut Sender,
         report: &mut RunReport,
     ) {
-        match self.records.build(input) {
+        match record {
             Ok(record) => {
                 let size = record.data.len() + record.partition_key.byte_len();
                 if size > max_record_bytes {
@@ -971,7 +989,7 @@ impl Engine {
             let row = self.decode(&stored.unwrap_or_default());
             let change = Change::Delete { key: key.clone() };
             self.queue(
-                RenderInput::new(&row, Event::Removed),
+                self.records.build(RenderInput::new(&row, Event::Removed)),
                 key,
                 change,
                 max_record_bytes,
