@@ -186,8 +186,7 @@ impl KinesisSink for InMemorySink {
                 let hash = HashKey::for_record(&record.partition_key, record.explicit_hash_key);
                 let index = sim.map.index_for(hash);
                 let shard_id = sim.map.shards()[index].id().to_owned();
-                // 56 digits like the service's: shard index, then arrival count.
-                let sequence_number = format!("49{index:06}{:048}", sim.counts[index]);
+                let sequence_number = sequence_number(index, sim.counts[index]);
                 sim.counts[index] += 1;
                 if sim.config.keep_records {
                     sim.shards[index].push(StoredRecord {
@@ -230,5 +229,41 @@ impl KinesisSink for InMemorySink {
 
     async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
         Ok(self.lock().keys().cloned().collect())
+    }
+}
+
+/// A sequence number of 56 digits like the service's: `49`, the shard's index in 6 digits,
+/// then its arrival count in 48. Written by hand: `format!` with padding cost more than the
+/// rest of a simulated call.
+fn sequence_number(index: usize, count: u64) -> String {
+    let mut out = String::with_capacity(56);
+    out.push_str("49");
+    push_padded(&mut out, index as u64, 6);
+    push_padded(&mut out, count, 48);
+    out
+}
+
+/// `value` in decimal, left-padded with zeros to `width` digits.
+fn push_padded(out: &mut String, value: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(value);
+    out.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    out.push_str(digits);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence_number;
+
+    #[test]
+    fn sequence_numbers_are_56_digits_that_sort_in_arrival_order() {
+        let first = sequence_number(3, 9);
+        let later = sequence_number(3, 10);
+        assert_eq!(first.len(), 56);
+        assert!(first.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(&first[..8], "49000003");
+        assert!(first.ends_with("09"));
+        assert!(first < later, "{first} sorts before {later}");
+        assert_eq!(sequence_number(0, u64::MAX).len(), 56);
     }
 }
