@@ -177,43 +177,6 @@ impl RecordBuilder {
         })
     }
 
-    /// Builds the records of `inputs`, in order, on up to `threads` threads (this one and
-    /// `threads - 1` more, each taking an equal slice).
-    ///
-    /// Rendering is most of a sync's work per row, and one core renders only so fast: a
-    /// sync builds each chunk's records this way so that the other cores share it.
-    pub fn build_all(
-        &self,
-        inputs: &[RenderInput<'_>],
-        threads: usize,
-    ) -> Vec<Result<Record, RowError>> {
-        let build = |slice: &[RenderInput<'_>]| -> Vec<Result<Record, RowError>> {
-            slice.iter().map(|input| self.build(*input)).collect()
-        };
-        // A slice smaller than this costs more to hand over than to build here.
-        const MIN_SLICE: usize = 64;
-        let threads = threads.clamp(1, inputs.len().div_ceil(MIN_SLICE).max(1));
-        if threads == 1 {
-            return build(inputs);
-        }
-        let slice = inputs.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let mut slices = inputs.chunks(slice);
-            let first = slices.next().unwrap_or_default();
-            let others: Vec<_> = slices
-                .map(|slice| scope.spawn(move || build(slice)))
-                .collect();
-            let mut records = build(first);
-            for other in others {
-                match other.join() {
-                    Ok(built) => records.extend(built),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            records
-        })
-    }
-
     /// The keys of a row, checked.
     pub fn keys(
         &self,

@@ -66,6 +66,7 @@
 //! # });
 //! ```
 
+mod builders;
 pub mod debug_log;
 pub mod progress;
 pub mod report;
@@ -92,6 +93,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use report::{EventCounts, Outcome, RecordCounts, RowErrors, RunReport};
 
 use crate::{Error, Record, RecordBuilder, RowError};
+use builders::{Builders, Built, ToBuild};
 use sender::{Item, Sender, SenderConfig};
 use sorted::{Key, Sorter};
 
@@ -198,8 +200,8 @@ pub struct Limits {
     pub backoff_cap: Duration,
     /// Model rows read per state lookup.
     pub chunk_rows: usize,
-    /// Threads that build a chunk's records (render their messages), the sync's own
-    /// included; by default one per core, up to 8.
+    /// Threads that build records (render messages) while the sync's own thread reads,
+    /// diffs and sends; by default one per core, up to 8.
     pub build_threads: usize,
     /// Records queued before the reader waits for the sender.
     pub max_backlog: usize,
@@ -355,7 +357,7 @@ impl EngineBuilder {
         let encoder = RowEncoder::new(records.schema());
         Ok(Engine {
             encoder,
-            records,
+            records: Arc::new(records),
             sink,
             stream,
             state,
@@ -375,7 +377,7 @@ impl EngineBuilder {
 /// A configured sync: run it as often as the model changes. (Named `Engine`, not `Sync`,
 /// so that it never shadows the `Sync` marker trait where it is imported.)
 pub struct Engine {
-    records: RecordBuilder,
+    records: Arc<RecordBuilder>,
     encoder: RowEncoder,
     sink: Arc<dyn KinesisSink>,
     stream: StreamName,
@@ -608,6 +610,7 @@ impl Engine {
         let first_run = !self.state.has_baseline()?;
         let baseline_only = first_run && self.initial == Initial::Skip;
 
+        let mut builders = Builders::start(self.records.clone(), self.limits.build_threads)?;
         let mut seq = 0u64;
         let mut stop = None;
         loop {
@@ -667,14 +670,17 @@ impl Engine {
                 self.state.commit(changes)?;
                 continue;
             }
-            self.diff_chunk(
-                chunk,
-                state_was_empty,
-                max_record_bytes,
-                &mut seq,
-                &mut sender,
-                &mut report,
-            )?;
+            let to_build = self.diff_chunk(chunk, state_was_empty, &mut report)?;
+            if !to_build.is_empty() {
+                builders.submit(to_build)?;
+            }
+            // Queue what is built, oldest first; wait for it only while the builders hold
+            // more chunks than they can work on.
+            while let Some(built) =
+                builders.next_built(builders.in_progress() > self.limits.build_threads)?
+            {
+                self.queue_built(built, max_record_bytes, &mut seq, &mut sender, &mut report);
+            }
             self.progress
                 .set_read(report.rows_read, report.records.to_send);
             sender
@@ -685,6 +691,18 @@ impl Engine {
                 break;
             }
         }
+        // The chunks still being built, unless the stream stopped the run.
+        while sender.stopped().is_none()
+            && let Some(built) = builders.next_built(true)?
+        {
+            self.queue_built(built, max_record_bytes, &mut seq, &mut sender, &mut report);
+            self.progress
+                .set_read(report.rows_read, report.records.to_send);
+            sender
+                .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
+                .await?;
+        }
+        drop(builders);
 
         if stop.is_none()
             && let Some((first, again)) = first_duplicate(&mut seen)?
@@ -755,16 +773,13 @@ impl Engine {
         Ok(report)
     }
 
-    /// Sorts a chunk into events and queues the records the trigger sends.
+    /// Sorts a chunk into events; returns the rows whose records the trigger sends.
     fn diff_chunk(
         &mut self,
         chunk: Vec<Read>,
         state_was_empty: bool,
-        max_record_bytes: usize,
-        seq: &mut u64,
-        sender: &mut Sender,
         report: &mut RunReport,
-    ) -> Result<(), Error> {
+    ) -> Result<Vec<ToBuild>, Error> {
         let known = if state_was_empty {
             vec![None; chunk.len()]
         } else {
@@ -785,7 +800,6 @@ impl Engine {
         // Changes the trigger does not send are still the model's history: the state moves
         // on to them, so that a later change is measured against this version.
         let mut untriggered = Vec::new();
-        // The rows to send, with their events and previous versions, built together below.
         let mut to_send = Vec::with_capacity(chunk.len());
         for (read, known) in chunk.into_iter().zip(known) {
             let event = match known {
@@ -813,21 +827,29 @@ impl Engine {
                 Event::Changed => previous.next().flatten().map(|json| self.decode(&json)),
                 _ => None,
             };
-            to_send.push((read, event, previous_row));
+            to_send.push(ToBuild {
+                read,
+                event,
+                previous: previous_row,
+            });
         }
-        let inputs: Vec<RenderInput<'_>> = to_send
-            .iter()
-            .map(|(read, event, previous)| {
-                let input = RenderInput::new(&read.row, *event);
-                match previous {
-                    Some(previous) => input.with_previous(previous),
-                    None => input,
-                }
-            })
-            .collect();
-        let records = self.records.build_all(&inputs, self.limits.build_threads);
-        drop(inputs);
-        for ((read, _, _), record) in to_send.into_iter().zip(records) {
+        if !untriggered.is_empty() && !self.dry_run {
+            self.state.commit(untriggered)?;
+        }
+        Ok(to_send)
+    }
+
+    /// Queues a built chunk's records, in order.
+    fn queue_built(
+        &self,
+        built: Built,
+        max_record_bytes: usize,
+        seq: &mut u64,
+        sender: &mut Sender,
+        report: &mut RunReport,
+    ) {
+        for (row, record) in built {
+            let read = row.read;
             let change = Change::Upsert {
                 key: read.key.clone(),
                 fingerprint: read.fingerprint,
@@ -843,10 +865,6 @@ impl Engine {
                 report,
             );
         }
-        if !untriggered.is_empty() && !self.dry_run {
-            self.state.commit(untriggered)?;
-        }
-        Ok(())
     }
 
     /// Queues a built record, or reports the row's error.

@@ -1,0 +1,140 @@
+//! Records built on threads of their own.
+//!
+//! Rendering a message is most of a sync's work per row. Done on the sync's own thread, it
+//! would leave that thread the slowest stage of the pipeline, while it also diffs chunks,
+//! sends calls and completes them. So the sync hands each chunk's rows to a few builder
+//! threads and goes on with its other work; it takes the built chunks back in the order it
+//! handed them over, so records are queued, and sent, in model order.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use kinesync_payload::{Event, RenderInput, Row};
+
+use super::Read;
+use crate::{Error, Record, RecordBuilder, RowError};
+
+/// A row to build a record for.
+pub(super) struct ToBuild {
+    pub(super) read: Read,
+    pub(super) event: Event,
+    /// The last version sent, for a changed row.
+    pub(super) previous: Option<Row>,
+}
+
+/// A chunk's rows with their records (or why a row has none), in the chunk's order.
+pub(super) type Built = Vec<(ToBuild, Result<Record, RowError>)>;
+
+struct Job {
+    rows: Vec<ToBuild>,
+    done: SyncSender<Built>,
+}
+
+/// The builder threads, and the chunks handed to them, oldest first.
+pub(super) struct Builders {
+    jobs: Option<SyncSender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    building: VecDeque<Receiver<Built>>,
+}
+
+impl Builders {
+    /// `threads` builder threads (at least one).
+    pub(super) fn start(records: Arc<RecordBuilder>, threads: usize) -> Result<Self, Error> {
+        let threads = threads.max(1);
+        let (jobs, queue) = sync_channel::<Job>(threads);
+        let queue = Arc::new(Mutex::new(queue));
+        let workers = (0..threads)
+            .map(|i| {
+                let queue = queue.clone();
+                let records = records.clone();
+                std::thread::Builder::new()
+                    .name(format!("kinesync-build-{i}"))
+                    .spawn(move || build_jobs(&records, &queue))
+                    .map_err(|e| {
+                        Error::Sync(format!("cannot start a thread to build records: {e}"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            jobs: Some(jobs),
+            threads: workers,
+            building: VecDeque::new(),
+        })
+    }
+
+    /// Chunks handed over and not yet taken back.
+    pub(super) fn in_progress(&self) -> usize {
+        self.building.len()
+    }
+
+    /// Hands a chunk's rows over; waits only while every thread is busy and one more chunk
+    /// already waits for them.
+    pub(super) fn submit(&mut self, rows: Vec<ToBuild>) -> Result<(), Error> {
+        let (done, built) = sync_channel(1);
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        jobs.send(Job { rows, done }).map_err(|_| stopped())?;
+        self.building.push_back(built);
+        Ok(())
+    }
+
+    /// The oldest chunk, if it is built (`wait = false`) or once it is (`wait = true`).
+    pub(super) fn next_built(&mut self, wait: bool) -> Result<Option<Built>, Error> {
+        let Some(oldest) = self.building.front() else {
+            return Ok(None);
+        };
+        let built = if wait {
+            oldest.recv().map_err(|_| stopped())?
+        } else {
+            match oldest.try_recv() {
+                Ok(built) => built,
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => return Err(stopped()),
+            }
+        };
+        self.building.pop_front();
+        Ok(Some(built))
+    }
+}
+
+impl Drop for Builders {
+    fn drop(&mut self) {
+        // Closing the queue ends the threads once they finish what they hold.
+        self.jobs = None;
+        self.building.clear();
+        for thread in self.threads.drain(..) {
+            thread.join().ok();
+        }
+    }
+}
+
+fn stopped() -> Error {
+    Error::Sync("a thread building records stopped unexpectedly (a bug: please report it)".into())
+}
+
+/// A builder thread: takes chunks until the queue closes.
+fn build_jobs(records: &RecordBuilder, queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only to take a job, never while building.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(Job { rows, done }) = job else { return };
+        let built = rows
+            .into_iter()
+            .map(|row| {
+                let input = RenderInput::new(&row.read.row, row.event);
+                let input = match &row.previous {
+                    Some(previous) => input.with_previous(previous),
+                    None => input,
+                };
+                let record = records.build(input);
+                (row, record)
+            })
+            .collect();
+        // The sync may have stopped and no longer want it.
+        done.send(built).ok();
+    }
+}
