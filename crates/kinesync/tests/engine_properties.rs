@@ -108,6 +108,8 @@ fn limits(seed: u64) -> Limits {
         max_backlog: 9,
         // Spill the run's keys to disk every few rows, so the merge is what finds removals.
         keys_in_memory: 4,
+        // One to three builder threads, so chunks are built out of step with their order.
+        build_threads: 1 + (seed % 3) as usize,
         seed: Some(seed),
         ..Limits::default()
     }
