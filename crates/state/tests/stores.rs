@@ -152,3 +152,48 @@ fn sqlite_commits_queued_in_the_background_are_written_before_the_store_is_gone(
         vec![Some(49), Some(0)]
     );
 }
+
+/// The log is copied into the database file while commits go on (by the store's own
+/// checkpoints, not SQLite's on-commit ones, which would stall the writer), and is emptied
+/// when the store closes.
+#[test]
+fn sqlite_checkpoints_while_committing_and_leaves_no_log_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let wal = dir.path().join("state.db-wal");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut store = SqliteStore::open(&path).unwrap();
+    let fresh = size(&path);
+    // About 80 MB of rows: past the log size that asks for a checkpoint.
+    let row = vec![b'x'; 800];
+    for batch in 0..100u32 {
+        let changes = (0..1000u32)
+            .map(|i| Change::Upsert {
+                key: format!("{batch}-{i}"),
+                fingerprint: u128::from(i),
+                row: row.clone(),
+            })
+            .collect();
+        store.commit(changes).unwrap();
+    }
+    store.flush().unwrap();
+    // The checkpoint runs on its own thread: give it time to land.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while size(&path) < 32 << 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        size(&path) >= 32 << 20,
+        "the database file grew from {fresh} bytes only to {} while the log holds {} bytes: no checkpoint ran",
+        size(&path),
+        size(&wal)
+    );
+    drop(store);
+    assert_eq!(size(&wal), 0, "the log is emptied when the store closes");
+    let mut reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(reopened.key_count().unwrap(), 100_000);
+    assert_eq!(
+        reopened.fingerprints(&keys(&["99-999"])).unwrap(),
+        vec![Some(999)]
+    );
+}
