@@ -134,62 +134,6 @@ fn scenario(mode: &str, rows: usize) {
         }
         render_rate = render_rate.max(sample as f64 / t.elapsed().as_secs_f64());
     }
-    if std::env::var_os("EXPERIMENT").is_some() {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s2 = stop.clone();
-        let spinner = std::thread::spawn(move || {
-            let mut x: u64 = 1;
-            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-                for _ in 0..1000 {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                }
-                std::hint::black_box(x);
-            }
-        });
-        let mut contended: f64 = 0.0;
-        for _ in 0..5 {
-            let t = Instant::now();
-            for r in &sample_rows {
-                payload
-                    .render_into(
-                        RenderInput::new(r, kinesync::payload::Event::Added),
-                        &mut out,
-                    )
-                    .unwrap();
-            }
-            contended = contended.max(sample as f64 / t.elapsed().as_secs_f64());
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        spinner.join().unwrap();
-        let fresh: Vec<Row> = (0..200_000).map(|i| row(i, 0)).collect();
-        let t = Instant::now();
-        for r in &fresh {
-            payload
-                .render_into(
-                    RenderInput::new(r, kinesync::payload::Event::Added),
-                    &mut out,
-                )
-                .unwrap();
-        }
-        let fresh_rate = 200_000.0 / t.elapsed().as_secs_f64();
-        let mut again: f64 = 0.0;
-        for _ in 0..3 {
-            let t = Instant::now();
-            for r in &sample_rows {
-                payload
-                    .render_into(
-                        RenderInput::new(r, kinesync::payload::Event::Added),
-                        &mut out,
-                    )
-                    .unwrap();
-            }
-            again = again.max(sample as f64 / t.elapsed().as_secs_f64());
-        }
-        println!(
-            "isolated {render_rate:.0} contended {contended:.0} fresh200k {fresh_rate:.0} again {again:.0}"
-        );
-        return;
-    }
     drop(sample_rows);
 
     let dir = tempfile::tempdir().unwrap();
@@ -223,14 +167,6 @@ fn scenario(mode: &str, rows: usize) {
     let backfill = t.elapsed().as_secs_f64();
     assert_eq!(report.outcome, Outcome::Complete);
     assert_eq!(report.records.acknowledged, rows as u64);
-    if std::env::var_os("BACKFILL_ONLY").is_some() {
-        println!(
-            "backfill {:.0} rows/s render {:.0}",
-            rows as f64 / backfill,
-            render_rate
-        );
-        return;
-    }
 
     let t = Instant::now();
     let report = runtime
