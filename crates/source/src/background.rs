@@ -18,7 +18,7 @@ use crate::{Locator, RowSource, SourceError, SourceRow};
 /// the items in transit stay small.
 const BATCH_ITEMS: usize = 256;
 /// Batches the producer may be ahead of the consumer.
-const BATCHES_AHEAD: usize = 4;
+const BATCHES_AHEAD: usize = 16;
 
 enum Message<T> {
     Items(Vec<T>),

@@ -677,7 +677,7 @@ impl Engine {
             // Queue what is built, oldest first; wait for it only while the builders hold
             // more chunks than they can work on.
             while let Some(built) =
-                builders.next_built(builders.in_progress() > self.limits.build_threads)?
+                builders.next_built(builders.in_progress() > 2 * self.limits.build_threads)?
             {
                 self.queue_built(built, max_record_bytes, &mut seq, &mut sender, &mut report);
             }
