@@ -1,8 +1,8 @@
 //! Whole syncs into `InMemorySink`, on the default SQLite state store: a backfill of the
 //! reference rows, then a run with 1% of them changed, with the reference template and with
-//! `mapping`. Reports rows/s, the incremental run's time, the ratio to the payload engine's own
-//! render rate measured in the same process, and peak memory (VmHWM) of each scenario, each in
-//! its own process so the peaks do not mix.
+//! `mapping`. Reports rows/s, the incremental run's time (medians of three runs, with their
+//! range), the ratio to the payload engine's own render rate measured in the same process, and
+//! peak memory (VmHWM) of each scenario, each in its own process so the peaks do not mix.
 //!
 //! `cargo bench -p kinesync --bench sync` (1,000,000 rows), or
 //! `cargo bench -p kinesync --bench sync -- ROWS` for another size.
@@ -111,35 +111,8 @@ fn peak_memory_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// One scenario, in this process: prints one line of results.
-fn scenario(mode: &str, rows: usize) {
-    let schema = Schema::new(BENCH_COLUMNS, "id").unwrap();
-    let payload = Payload::compile(&spec(mode), schema.clone()).unwrap();
-
-    // The payload engine's own rate on these rows, for the ratio: the best of five passes
-    // over 20,000 rows before the syncs and five after, so that one noisy moment on a shared
-    // machine does not set it (a low rate would flatter the ratio).
-    let sample = rows.min(20_000);
-    let render_rate = || {
-        let sample_rows: Vec<Row> = (0..sample).map(|i| row(i, 0)).collect();
-        let mut out = Vec::with_capacity(512);
-        let mut best: f64 = 0.0;
-        for _ in 0..5 {
-            let t = Instant::now();
-            for r in &sample_rows {
-                payload
-                    .render_into(
-                        RenderInput::new(r, kinesync::payload::Event::Added),
-                        &mut out,
-                    )
-                    .unwrap();
-            }
-            best = best.max(sample as f64 / t.elapsed().as_secs_f64());
-        }
-        best
-    };
-    let rate_before = render_rate();
-
+/// Times a backfill then a 1% run, each on a fresh state store and stream: seconds of each.
+fn backfill_then_changes(mode: &str, schema: &Arc<Schema>, rows: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(InMemorySink::new());
     let stream = StreamName::new("bench").unwrap();
@@ -154,7 +127,7 @@ fn scenario(mode: &str, rows: usize) {
     );
     let records = RecordBuilder::new(
         Payload::compile(&spec(mode), schema.clone()).unwrap(),
-        KeySpec::new(&schema, None, None).unwrap(),
+        KeySpec::new(schema, None, None).unwrap(),
     );
     let mut engine = Engine::builder()
         .records(records)
@@ -169,7 +142,7 @@ fn scenario(mode: &str, rows: usize) {
 
     let t = Instant::now();
     let report = runtime
-        .block_on(engine.run_source(generated(&schema, rows, 0)))
+        .block_on(engine.run_source(generated(schema, rows, 0)))
         .unwrap();
     let backfill = t.elapsed().as_secs_f64();
     assert_eq!(report.outcome, Outcome::Complete);
@@ -177,16 +150,71 @@ fn scenario(mode: &str, rows: usize) {
 
     let t = Instant::now();
     let report = runtime
-        .block_on(engine.run_source(generated(&schema, rows, 1)))
+        .block_on(engine.run_source(generated(schema, rows, 1)))
         .unwrap();
     let incremental = t.elapsed().as_secs_f64();
     assert_eq!(report.events.changed, rows.div_ceil(100) as u64);
-    let render_rate = rate_before.max(render_rate());
+    (backfill, incremental)
+}
+
+/// The middle value.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// One scenario, in this process: prints one line of results.
+///
+/// The machines this runs on are shared and noisy, so the scenario runs three times, with
+/// the payload engine's own render rate measured before each run and after the last (five
+/// passes over 20,000 rows each). It reports the median backfill and 1% run, and their
+/// ratio to the best render rate seen: a rate measured in a slow moment would flatter it.
+fn scenario(mode: &str, rows: usize) {
+    const REPEATS: usize = 3;
+    let schema = Schema::new(BENCH_COLUMNS, "id").unwrap();
+    let payload = Payload::compile(&spec(mode), schema.clone()).unwrap();
+    let sample = rows.min(20_000);
+    let mut out = Vec::with_capacity(512);
+    let mut render_rate: f64 = 0.0;
+    // The sample is made afresh each time, so that it is not held through the runs and
+    // their peak memory.
+    let mut measure_render = || {
+        let sample_rows: Vec<Row> = (0..sample).map(|i| row(i, 0)).collect();
+        for _ in 0..5 {
+            let t = Instant::now();
+            for r in &sample_rows {
+                payload
+                    .render_into(
+                        RenderInput::new(r, kinesync::payload::Event::Added),
+                        &mut out,
+                    )
+                    .unwrap();
+            }
+            render_rate = render_rate.max(sample as f64 / t.elapsed().as_secs_f64());
+        }
+    };
+    let mut backfills = Vec::new();
+    let mut incrementals = Vec::new();
+    for _ in 0..REPEATS {
+        measure_render();
+        let (backfill, incremental) = backfill_then_changes(mode, &schema, rows);
+        backfills.push(rows as f64 / backfill);
+        incrementals.push(incremental);
+    }
+    measure_render();
+    let backfill = median(backfills.clone());
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        (lo, hi)
+    };
+    let (lo, hi) = spread(&backfills);
+    let (ilo, ihi) = spread(&incrementals);
     println!(
-        "{mode:<9} {rows:>9} rows | backfill {:>8.0} rows/s ({backfill:.2} s) = {:>4.0}% of render rate {:>8.0}/s | 1% changed: {incremental:.2} s | peak {:.0} MiB",
+        "{mode:<9} {rows:>9} rows | backfill {backfill:>8.0} rows/s ({:.2} s; {lo:.0}..{hi:.0}) = {:>4.0}% of render rate {render_rate:>8.0}/s | 1% changed: {:.2} s ({ilo:.2}..{ihi:.2}) | peak {:.0} MiB",
         rows as f64 / backfill,
-        100.0 * rows as f64 / backfill / render_rate,
-        render_rate,
+        100.0 * backfill / render_rate,
+        median(incrementals.clone()),
         peak_memory_mib(),
     );
 }
