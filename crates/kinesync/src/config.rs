@@ -110,6 +110,9 @@ pub struct SyncConfig {
     pub max_attempts: Option<u32>,
     /// Seconds after the start within which failed records are retried (default 120).
     pub retry_seconds: Option<u64>,
+    /// Threads that render messages (default: one per core, up to 8). Fewer leave cores to
+    /// other work on a shared host.
+    pub build_threads: Option<usize>,
 }
 
 impl SyncConfig {
@@ -124,6 +127,9 @@ impl SyncConfig {
         }
         if let Some(seconds) = self.retry_seconds {
             limits.retry_time = std::time::Duration::from_secs(seconds);
+        }
+        if let Some(n) = self.build_threads {
+            limits.build_threads = n;
         }
         limits
     }
@@ -486,5 +492,24 @@ mod tests {
         let (_, origin) = config.payload_spec().unwrap();
         let origin = origin.unwrap().1;
         assert_eq!((origin.line_offset, origin.column_offset), (5, 12));
+    }
+
+    #[test]
+    fn sync_settings_set_the_engine_limits() {
+        let base =
+            "[source]\npath = \"x.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"row\"\n";
+        let config = Config::from_toml(
+            &format!("{base}[sync]\nmax_in_flight = 3\nmax_attempts = 4\nretry_seconds = 5\nbuild_threads = 1\n"),
+            "k.toml",
+        )
+        .unwrap();
+        let limits = config.sync.limits();
+        assert_eq!(limits.max_in_flight, Some(3));
+        assert_eq!(limits.max_attempts, 4);
+        assert_eq!(limits.retry_time, std::time::Duration::from_secs(5));
+        assert_eq!(limits.build_threads, 1);
+        let defaults = Config::from_toml(base, "k.toml").unwrap().sync.limits();
+        assert_eq!(defaults, crate::sync::Limits::default());
+        assert!(defaults.build_threads >= 1);
     }
 }
