@@ -349,16 +349,24 @@ fn checkpoint(
     report: &SyncSender<StateError>,
 ) {
     for () in asked {
-        if let Err(source) =
-            conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE)
-        {
-            report
-                .send(StateError::Sqlite {
-                    path: path.to_owned(),
-                    source,
-                })
-                .ok();
-            return;
+        match conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE) {
+            Ok(_) => {}
+            // A passive checkpoint never waits: one that meets the writer mid-commit is
+            // refused as busy. It is tried again at the next commit the writer asks after.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) => {}
+            Err(source) => {
+                report
+                    .send(StateError::Sqlite {
+                        path: path.to_owned(),
+                        source,
+                    })
+                    .ok();
+                return;
+            }
         }
     }
     // The store is closing: what is left goes into the database and the log is emptied, so
