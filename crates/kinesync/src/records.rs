@@ -8,6 +8,11 @@ use kinesync_payload::{Payload, RenderError, RenderInput, Schema, Value};
 
 use crate::Error;
 
+thread_local! {
+    /// Where [`RecordBuilder::build`] renders a message.
+    static MESSAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Which columns a record's keys come from, checked against the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
@@ -167,9 +172,15 @@ impl RecordBuilder {
 
     /// Builds one record.
     pub fn build(&self, input: RenderInput<'_>) -> Result<Record, RowError> {
-        let mut data = Vec::with_capacity(256);
         let (partition_key, explicit_hash_key) = self.keys(input)?;
-        self.payload.render_into(input, &mut data)?;
+        // Rendered into this thread's buffer, then copied out at its exact size: one
+        // allocation per message, never a regrowth, and a buffer the stream's byte type
+        // takes over as it is.
+        let data = MESSAGE.with_borrow_mut(|message| {
+            self.payload
+                .render_into(input, message)
+                .map(|()| message.as_slice().to_vec())
+        })?;
         Ok(Record {
             partition_key,
             explicit_hash_key,

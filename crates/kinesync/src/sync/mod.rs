@@ -416,6 +416,11 @@ struct Read {
     fingerprint: u128,
 }
 
+thread_local! {
+    /// Where [`Preparer::prepare`] encodes a row.
+    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Turns a model row into a [`Read`]: its key, its JSON and its fingerprint. Cheap to clone,
 /// so that a source's rows can be prepared on the thread that reads them.
 #[derive(Debug, Clone)]
@@ -426,8 +431,13 @@ struct Preparer {
 
 impl Preparer {
     fn prepare(&self, row: Row, line: u64) -> Read {
-        let mut json = Vec::with_capacity(256);
-        self.encoder.encode(&row, &mut json);
+        // Encoded into this thread's buffer, then copied out at its exact size: one
+        // allocation per row, never a regrowth.
+        let json = ENCODED.with_borrow_mut(|encoded| {
+            encoded.clear();
+            self.encoder.encode(&row, encoded);
+            encoded.as_slice().to_vec()
+        });
         let key = row.get(self.primary_key).to_json_string();
         Read {
             key_hash: xxh3_128(key.as_bytes()),
