@@ -177,9 +177,12 @@ impl RecordBuilder {
         // allocation per message, never a regrowth, and a buffer the stream's byte type
         // takes over as it is.
         let data = MESSAGE.with_borrow_mut(|message| {
-            self.payload
+            let rendered = self
+                .payload
                 .render_into(input, message)
-                .map(|()| message.as_slice().to_vec())
+                .map(|()| message.as_slice().to_vec());
+            crate::sync::shrink_if_large(message);
+            rendered
         })?;
         Ok(Record {
             partition_key,

@@ -389,6 +389,46 @@ async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
     );
 }
 
+/// Rows read one at a time, so that chunks are still with the builder threads when the
+/// stream stops the run: their records are counted as pending, none goes missing.
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_by_the_stream_counts_every_row_it_did_not_send() {
+    for build_threads in [1, 3] {
+        let memory = memory_sink(1);
+        let faulty = Arc::new(FaultySink::scripted(
+            memory.clone(),
+            [Fault::Pass, Fault::CallError(ErrorKind::AccessDenied)],
+        ));
+        let mut engine = Engine::builder()
+            .records(records(None))
+            .sink(faulty, stream())
+            .state(MemoryStore::new())
+            .limits(Limits {
+                max_batch_records: 2,
+                max_in_flight: Some(1),
+                chunk_rows: 1,
+                max_backlog: 1,
+                build_threads,
+                ..fast_limits()
+            })
+            .build()
+            .unwrap();
+        let rows: Vec<(i64, &str)> = (1..=40).map(|i| (i, "x")).collect();
+        let report = run(&mut engine, &model(&rows)).await;
+        assert!(
+            matches!(report.outcome, Outcome::Failed { .. }),
+            "{report:?}"
+        );
+        assert_eq!(report.records.acknowledged, 2, "{report:?}");
+        assert_eq!(
+            report.records.acknowledged + report.records.pending,
+            report.events.added,
+            "every row found is acknowledged or pending ({build_threads} builder threads): {report:?}"
+        );
+        assert_eq!(engine.state().key_count().unwrap(), 2);
+    }
+}
+
 #[tokio::test]
 async fn duplicate_primary_keys_are_a_run_error_naming_the_key() {
     let sink = memory_sink(1);

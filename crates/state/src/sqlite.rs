@@ -371,7 +371,10 @@ fn checkpoint(
     }
     // The store is closing: what is left goes into the database and the log is emptied, so
     // that no large log outlives the run. Nobody is left to hear a failure, and none loses
-    // anything: the next open reads the log.
+    // anything: the next open reads the log. Another process reading the file makes it
+    // wait, briefly: closing the store must not hang on it.
+    conn.busy_timeout(std::time::Duration::from_millis(100))
+        .ok();
     conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::TRUNCATE)
         .ok();
 }

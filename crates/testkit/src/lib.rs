@@ -159,7 +159,9 @@ pub fn rfc3339(epoch_seconds: i64) -> String {
     let days = epoch_seconds.div_euclid(86_400);
     let secs = epoch_seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    // Digit by digit rather than `format!`, for the same reason as the email above.
+    // Digit by digit rather than `format!`, for the same reason as the email above; four
+    // digits of year, which is all the reference rows need.
+    assert!((0..=9999).contains(&y), "year {y} is outside 0..=9999");
     let mut out = String::with_capacity(20);
     let mut push = |value: i64, digits: u32, then: char| {
         for place in (0..digits).rev() {

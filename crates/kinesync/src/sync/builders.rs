@@ -7,6 +7,7 @@
 //! handed them over, so records are queued, and sent, in model order.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,6 +36,9 @@ struct Job {
 /// The builder threads, and the chunks handed to them, oldest first.
 pub(super) struct Builders {
     jobs: Option<SyncSender<Job>>,
+    /// Set when the sync no longer wants what is being built (it ended early, or its future
+    /// was dropped): the threads stop at the next row instead of finishing their chunks.
+    abandoned: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     building: VecDeque<Receiver<Built>>,
 }
@@ -45,13 +49,15 @@ impl Builders {
         let threads = threads.max(1);
         let (jobs, queue) = sync_channel::<Job>(threads);
         let queue = Arc::new(Mutex::new(queue));
+        let abandoned = Arc::new(AtomicBool::new(false));
         let workers = (0..threads)
             .map(|i| {
                 let queue = queue.clone();
                 let records = records.clone();
+                let abandoned = abandoned.clone();
                 std::thread::Builder::new()
                     .name(format!("kinesync-build-{i}"))
-                    .spawn(move || build_jobs(&records, &queue))
+                    .spawn(move || build_jobs(&records, &queue, &abandoned))
                     .map_err(|e| {
                         Error::Sync(format!("cannot start a thread to build records: {e}"))
                     })
@@ -59,6 +65,7 @@ impl Builders {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             jobs: Some(jobs),
+            abandoned,
             threads: workers,
             building: VecDeque::new(),
         })
@@ -100,7 +107,8 @@ impl Builders {
 
 impl Drop for Builders {
     fn drop(&mut self) {
-        // Closing the queue ends the threads once they finish what they hold.
+        // Closing the queue ends the threads; what they hold is abandoned at the next row.
+        self.abandoned.store(true, Ordering::Relaxed);
         self.jobs = None;
         self.building.clear();
         for thread in self.threads.drain(..) {
@@ -113,8 +121,12 @@ fn stopped() -> Error {
     Error::Sync("a thread building records stopped unexpectedly (a bug: please report it)".into())
 }
 
-/// A builder thread: takes chunks until the queue closes.
-fn build_jobs(records: &RecordBuilder, queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+/// A builder thread: takes chunks until the queue closes or the sync abandons them.
+fn build_jobs(
+    records: &RecordBuilder,
+    queue: &Mutex<std::sync::mpsc::Receiver<Job>>,
+    abandoned: &AtomicBool,
+) {
     loop {
         // The lock is held only to take a job, never while building.
         let job = match queue.lock() {
@@ -122,18 +134,19 @@ fn build_jobs(records: &RecordBuilder, queue: &Mutex<std::sync::mpsc::Receiver<J
             Err(_) => return,
         };
         let Ok(Job { rows, done }) = job else { return };
-        let built = rows
-            .into_iter()
-            .map(|row| {
-                let input = RenderInput::new(&row.read.row, row.event);
-                let input = match &row.previous {
-                    Some(previous) => input.with_previous(previous),
-                    None => input,
-                };
-                let record = records.build(input);
-                (row, record)
-            })
-            .collect();
+        let mut built = Vec::with_capacity(rows.len());
+        for row in rows {
+            if abandoned.load(Ordering::Relaxed) {
+                return;
+            }
+            let input = RenderInput::new(&row.read.row, row.event);
+            let input = match &row.previous {
+                Some(previous) => input.with_previous(previous),
+                None => input,
+            };
+            let record = records.build(input);
+            built.push((row, record));
+        }
         // The sync may have stopped and no longer want it.
         done.send(built).ok();
     }

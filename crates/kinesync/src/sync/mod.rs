@@ -421,6 +421,15 @@ thread_local! {
     static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Lets a per-thread buffer go after an unusually large row, so that one huge row does not
+/// stay allocated for the life of the thread.
+pub(crate) fn shrink_if_large(buffer: &mut Vec<u8>) {
+    const KEEP: usize = 1 << 20;
+    if buffer.capacity() > KEEP {
+        *buffer = Vec::new();
+    }
+}
+
 /// Turns a model row into a [`Read`]: its key, its JSON and its fingerprint. Cheap to clone,
 /// so that a source's rows can be prepared on the thread that reads them.
 #[derive(Debug, Clone)]
@@ -436,7 +445,9 @@ impl Preparer {
         let json = ENCODED.with_borrow_mut(|encoded| {
             encoded.clear();
             self.encoder.encode(&row, encoded);
-            encoded.as_slice().to_vec()
+            let json = encoded.as_slice().to_vec();
+            shrink_if_large(encoded);
+            json
         });
         let key = row.get(self.primary_key).to_json_string();
         Read {
@@ -701,10 +712,9 @@ impl Engine {
                 break;
             }
         }
-        // The chunks still being built, unless the stream stopped the run.
-        while sender.stopped().is_none()
-            && let Some(built) = builders.next_built(true)?
-        {
+        // The chunks still being built. After the stream stopped the run, the sender counts
+        // their records as pending.
+        while let Some(built) = builders.next_built(true)? {
             self.queue_built(built, max_record_bytes, &mut seq, &mut sender, &mut report);
             self.progress
                 .set_read(report.rows_read, report.records.to_send);
