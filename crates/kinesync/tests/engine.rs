@@ -349,24 +349,28 @@ async fn records_that_keep_failing_stay_pending_and_go_out_next_run() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
-    let memory = memory_sink(1);
+/// An engine whose stream takes one call, then denies access.
+fn denied_after_one_call(limits: Limits) -> Engine {
     let faulty = Arc::new(FaultySink::scripted(
-        memory.clone(),
+        memory_sink(1),
         [Fault::Pass, Fault::CallError(ErrorKind::AccessDenied)],
     ));
-    let mut engine = Engine::builder()
+    Engine::builder()
         .records(records(None))
         .sink(faulty, stream())
         .state(MemoryStore::new())
         .limits(Limits {
             max_batch_records: 2,
             max_in_flight: Some(1),
-            ..fast_limits()
+            ..limits
         })
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
+    let mut engine = denied_after_one_call(fast_limits());
     let rows = model(&[(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]);
     let report = run(&mut engine, &rows).await;
     let Outcome::Failed { error } = &report.outcome else {
@@ -394,25 +398,12 @@ async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
 #[tokio::test(start_paused = true)]
 async fn a_run_stopped_by_the_stream_counts_every_row_it_did_not_send() {
     for build_threads in [1, 3] {
-        let memory = memory_sink(1);
-        let faulty = Arc::new(FaultySink::scripted(
-            memory.clone(),
-            [Fault::Pass, Fault::CallError(ErrorKind::AccessDenied)],
-        ));
-        let mut engine = Engine::builder()
-            .records(records(None))
-            .sink(faulty, stream())
-            .state(MemoryStore::new())
-            .limits(Limits {
-                max_batch_records: 2,
-                max_in_flight: Some(1),
-                chunk_rows: 1,
-                max_backlog: 1,
-                build_threads,
-                ..fast_limits()
-            })
-            .build()
-            .unwrap();
+        let mut engine = denied_after_one_call(Limits {
+            chunk_rows: 1,
+            max_backlog: 1,
+            build_threads,
+            ..fast_limits()
+        });
         let rows: Vec<(i64, &str)> = (1..=40).map(|i| (i, "x")).collect();
         let report = run(&mut engine, &model(&rows)).await;
         assert!(

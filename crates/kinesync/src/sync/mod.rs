@@ -702,11 +702,7 @@ impl Engine {
             {
                 self.queue_built(built, max_record_bytes, &mut seq, &mut sender, &mut report);
             }
-            self.progress
-                .set_read(report.rows_read, report.records.to_send);
-            sender
-                .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
-                .await?;
+            self.send_queued(&mut sender, &report).await?;
             if sender.stopped().is_some() {
                 stop = Some(Stop::Transport);
                 break;
@@ -716,11 +712,7 @@ impl Engine {
         // their records as pending.
         while let Some(built) = builders.next_built(true)? {
             self.queue_built(built, max_record_bytes, &mut seq, &mut sender, &mut report);
-            self.progress
-                .set_read(report.rows_read, report.records.to_send);
-            sender
-                .drain_to(self.limits.max_backlog, &mut *self.state, &mut self.log)
-                .await?;
+            self.send_queued(&mut sender, &report).await?;
         }
         drop(builders);
 
@@ -1039,6 +1031,12 @@ impl Engine {
         if !untriggered.is_empty() && !self.dry_run {
             self.state.commit(untriggered)?;
         }
+        self.send_queued(sender, report).await
+    }
+
+    /// Reports progress, then sends until the sender's backlog is within bounds (committing
+    /// what is acknowledged).
+    async fn send_queued(&mut self, sender: &mut Sender, report: &RunReport) -> Result<(), Error> {
         self.progress
             .set_read(report.rows_read, report.records.to_send);
         sender
