@@ -66,11 +66,15 @@ fn read_exact_or_end(input: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> 
     Ok(true)
 }
 
-/// Keys gathered in any order, kept at most `limit` at a time in memory.
+/// Keys gathered in any order, kept at most `limit` at a time in memory (plus one run being
+/// spilled).
 pub(crate) struct Sorter {
     buffer: Vec<Key>,
     limit: usize,
     runs: Vec<File>,
+    /// The run being sorted and written on a thread of its own, so that the thread pushing
+    /// keys (the sync's own) does not stop for it.
+    spilling: Option<std::thread::JoinHandle<io::Result<File>>>,
 }
 
 impl Sorter {
@@ -80,6 +84,7 @@ impl Sorter {
             buffer: Vec::new(),
             limit: limit.max(1),
             runs: Vec::new(),
+            spilling: None,
         }
     }
 
@@ -92,21 +97,32 @@ impl Sorter {
         Ok(())
     }
 
-    /// Writes the entries in memory to a temporary file, sorted.
+    /// Hands the entries in memory to a thread that writes them to a temporary file, sorted,
+    /// once the previous run is written.
     fn spill(&mut self) -> io::Result<()> {
-        self.buffer.sort_unstable();
-        let mut file = BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
-        for entry in self.buffer.drain(..) {
-            entry.write_to(&mut file)?;
+        self.finish_spilling()?;
+        let entries = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.limit));
+        let spilling = std::thread::Builder::new()
+            .name("kinesync-spill".into())
+            .spawn(move || write_run(entries))?;
+        self.spilling = Some(spilling);
+        Ok(())
+    }
+
+    /// Waits for the run being spilled, if any.
+    fn finish_spilling(&mut self) -> io::Result<()> {
+        if let Some(spilling) = self.spilling.take() {
+            let file = spilling
+                .join()
+                .map_err(|_| io::Error::other("the thread spilling sorted keys panicked"))??;
+            self.runs.push(file);
         }
-        let mut file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.seek(SeekFrom::Start(0))?;
-        self.runs.push(file);
         Ok(())
     }
 
     /// Every entry so far, in order. Can be called again for another pass.
     pub(crate) fn sorted(&mut self) -> io::Result<Merged<'_>> {
+        self.finish_spilling()?;
         self.buffer.sort_unstable();
         let mut sources = Vec::with_capacity(self.runs.len() + 1);
         for file in &mut self.runs {
@@ -122,6 +138,18 @@ impl Sorter {
         }
         Ok(Merged { sources, heap })
     }
+}
+
+/// Sorts `entries` and writes them to a temporary file, rewound for reading.
+fn write_run(mut entries: Vec<Key>) -> io::Result<File> {
+    entries.sort_unstable();
+    let mut file = BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
+    for entry in &entries {
+        entry.write_to(&mut file)?;
+    }
+    let mut file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 enum Run<'a> {
