@@ -76,8 +76,8 @@ impl Builders {
         self.building.len()
     }
 
-    /// Hands a chunk's rows over; waits only while every thread is busy and one more chunk
-    /// already waits for them.
+    /// Hands a chunk's rows over; waits only while every thread is busy and as many chunks
+    /// as there are threads already wait for one.
     pub(super) fn submit(&mut self, rows: Vec<ToBuild>) -> Result<(), Error> {
         let (done, built) = sync_channel(1);
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
