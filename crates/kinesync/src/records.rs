@@ -13,6 +13,15 @@ thread_local! {
     static MESSAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Lets a per-thread buffer go after an unusually large message or row, so that one huge row
+/// does not stay allocated for the life of the thread.
+pub(crate) fn shrink_if_large(buffer: &mut Vec<u8>) {
+    const KEEP: usize = 1 << 20;
+    if buffer.capacity() > KEEP {
+        *buffer = Vec::new();
+    }
+}
+
 /// Which columns a record's keys come from, checked against the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySpec {
@@ -181,7 +190,7 @@ impl RecordBuilder {
                 .payload
                 .render_into(input, message)
                 .map(|()| message.as_slice().to_vec());
-            crate::sync::shrink_if_large(message);
+            shrink_if_large(message);
             rendered
         })?;
         Ok(Record {

@@ -421,15 +421,6 @@ thread_local! {
     static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Lets a per-thread buffer go after an unusually large row, so that one huge row does not
-/// stay allocated for the life of the thread.
-pub(crate) fn shrink_if_large(buffer: &mut Vec<u8>) {
-    const KEEP: usize = 1 << 20;
-    if buffer.capacity() > KEEP {
-        *buffer = Vec::new();
-    }
-}
-
 /// Turns a model row into a [`Read`]: its key, its JSON and its fingerprint. Cheap to clone,
 /// so that a source's rows can be prepared on the thread that reads them.
 #[derive(Debug, Clone)]
@@ -446,7 +437,7 @@ impl Preparer {
             encoded.clear();
             self.encoder.encode(&row, encoded);
             let json = encoded.as_slice().to_vec();
-            shrink_if_large(encoded);
+            crate::records::shrink_if_large(encoded);
             json
         });
         let key = row.get(self.primary_key).to_json_string();
