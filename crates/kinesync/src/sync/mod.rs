@@ -707,7 +707,10 @@ impl Engine {
         }
         drop(builders);
 
+        // While every key also went into `recent`, a duplicate would already have stopped the
+        // run: the pass over the sorted keys is needed only past that.
         if stop.is_none()
+            && recent.is_none()
             && let Some((first, again)) = first_duplicate(&mut seen)?
         {
             stop = Some(Stop::Duplicate {
