@@ -707,6 +707,7 @@ impl Engine {
         }
         drop(builders);
 
+        let t_dup = std::time::Instant::now();
         // While every key also went into `recent`, a duplicate would already have stopped the
         // run: the pass over the sorted keys is needed only past that.
         if stop.is_none()
@@ -719,6 +720,7 @@ impl Engine {
                 again: again.line,
             });
         }
+        eprintln!("DUPS {:?}", t_dup.elapsed());
         let model_complete = stop.is_none() && report.unreadable_rows == 0;
         if model_complete && !first_run {
             self.removed(
@@ -1063,6 +1065,10 @@ impl Engine {
 
 /// The first primary key that appears twice, as its first and second entries.
 fn first_duplicate(seen: &mut Sorter) -> Result<Option<(Key, Key)>, Error> {
+    // The hashes alone rule duplicates out; only when there is one are the keys read.
+    if !seen.has_equal_hashes().map_err(spill_error)? {
+        return Ok(None);
+    }
     let mut previous: Option<Key> = None;
     for entry in seen.sorted().map_err(spill_error)? {
         let entry = entry.map_err(spill_error)?;
