@@ -722,6 +722,7 @@ impl Engine {
         }
         eprintln!("DUPS {:?}", t_dup.elapsed());
         let model_complete = stop.is_none() && report.unreadable_rows == 0;
+        let t_rm = std::time::Instant::now();
         if model_complete && !first_run {
             self.removed(
                 &mut seen,
@@ -732,6 +733,7 @@ impl Engine {
             )
             .await?;
         }
+        if !first_run { eprintln!("REMOVAL {:?}", t_rm.elapsed()); }
         sender.finish(&mut *self.state, &mut self.log).await?;
         // Every acknowledged change written before the run reports it.
         self.state.flush()?;
@@ -950,15 +952,16 @@ impl Engine {
                     .map_err(spill_error)?;
             }
         }
-        let mut model = seen.sorted().map_err(spill_error)?.peekable();
+        // The model's side needs only its hashes.
+        let mut model = seen.hashes().map_err(spill_error)?.peekable();
         let mut gone = Vec::with_capacity(self.limits.chunk_rows);
         for entry in stored.sorted().map_err(spill_error)? {
             let entry = entry.map_err(spill_error)?;
             let in_model = loop {
-                match model.next_if(|m| m.as_ref().is_ok_and(|m| m.hash < entry.hash)) {
+                match model.next_if(|m| m.as_ref().is_ok_and(|m| *m < entry.hash)) {
                     Some(_) => continue,
                     None => match model.peek() {
-                        Some(Ok(m)) => break m.hash == entry.hash,
+                        Some(Ok(m)) => break *m == entry.hash,
                         Some(Err(_)) => {
                             let Some(Err(e)) = model.next() else {
                                 unreachable!("peeked an error")

@@ -133,9 +133,22 @@ impl Sorter {
         Ok(())
     }
 
-    /// Whether two entries so far share a hash: a merge of the hashes alone, which reads no
-    /// key text (the cheap pass a run makes to rule duplicate keys out).
+    /// Whether two entries so far share a hash (the cheap pass a run makes to rule
+    /// duplicate keys out).
     pub(crate) fn has_equal_hashes(&mut self) -> io::Result<bool> {
+        let mut previous = None;
+        for hash in self.hashes()? {
+            let hash = hash?;
+            if previous == Some(hash) {
+                return Ok(true);
+            }
+            previous = Some(hash);
+        }
+        Ok(false)
+    }
+
+    /// The hashes of every entry so far, in order: a merge that reads no key text.
+    pub(crate) fn hashes(&mut self) -> io::Result<Hashes<'_>> {
         self.finish_spilling()?;
         self.buffer.sort_unstable();
         let mut files = Vec::with_capacity(self.runs.len());
@@ -143,32 +156,17 @@ impl Sorter {
             file.seek(SeekFrom::Start(0))?;
             files.push(BufReader::with_capacity(1 << 16, &*file));
         }
-        let mut memory = self.buffer.iter().map(|entry| entry.hash);
-        let mut heap = BinaryHeap::with_capacity(files.len() + 1);
-        for (index, file) in files.iter_mut().enumerate() {
-            if let Some(hash) = Key::read_hash_from(file)? {
-                heap.push(Reverse((hash, index)));
+        let mut hashes = Hashes {
+            files,
+            memory: self.buffer.iter(),
+            heap: BinaryHeap::new(),
+        };
+        for index in 0..=hashes.files.len() {
+            if let Some(hash) = hashes.next_of(index)? {
+                hashes.heap.push(Reverse((hash, index)));
             }
         }
-        let in_memory = files.len();
-        if let Some(hash) = memory.next() {
-            heap.push(Reverse((hash, in_memory)));
-        }
-        let mut previous = None;
-        while let Some(Reverse((hash, index))) = heap.pop() {
-            if previous == Some(hash) {
-                return Ok(true);
-            }
-            previous = Some(hash);
-            let next = match files.get_mut(index) {
-                Some(file) => Key::read_hash_from(file)?,
-                None => memory.next(),
-            };
-            if let Some(next) = next {
-                heap.push(Reverse((next, index)));
-            }
-        }
-        Ok(false)
+        Ok(hashes)
     }
 
     /// Every entry so far, in order. Can be called again for another pass.
@@ -214,6 +212,38 @@ impl Run<'_> {
             Run::File(file) => Key::read_from(file),
             Run::Memory(entries) => Ok(entries.next().cloned()),
         }
+    }
+}
+
+/// The hashes of the sorted runs, merged into one ordered stream.
+pub(crate) struct Hashes<'a> {
+    files: Vec<BufReader<&'a File>>,
+    /// The entries still in memory, the source after the files.
+    memory: std::slice::Iter<'a, Key>,
+    heap: BinaryHeap<Reverse<(u128, usize)>>,
+}
+
+impl Hashes<'_> {
+    /// The next hash of source `index`.
+    fn next_of(&mut self, index: usize) -> io::Result<Option<u128>> {
+        match self.files.get_mut(index) {
+            Some(file) => Key::read_hash_from(file),
+            None => Ok(self.memory.next().map(|entry| entry.hash)),
+        }
+    }
+}
+
+impl Iterator for Hashes<'_> {
+    type Item = io::Result<u128>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Reverse((hash, index)) = self.heap.pop()?;
+        match self.next_of(index) {
+            Ok(Some(next)) => self.heap.push(Reverse((next, index))),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        Some(Ok(hash))
     }
 }
 
@@ -264,8 +294,10 @@ mod tests {
             prop_assert_eq!(&first, &expected);
             let second: Vec<Key> = sorter.sorted().unwrap().map(Result::unwrap).collect();
             let shared = second.windows(2).any(|w| w[0].hash == w[1].hash);
-            prop_assert_eq!(second, expected);
+            prop_assert_eq!(&second, &expected);
             prop_assert_eq!(sorter.has_equal_hashes().unwrap(), shared);
+            let hashes: Vec<u128> = sorter.hashes().unwrap().map(Result::unwrap).collect();
+            prop_assert_eq!(hashes, expected.iter().map(|e| e.hash).collect::<Vec<_>>());
         }
     }
 }
