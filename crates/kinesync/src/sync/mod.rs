@@ -707,7 +707,6 @@ impl Engine {
         }
         drop(builders);
 
-        let t_dup = std::time::Instant::now();
         // While every key also went into `recent`, a duplicate would already have stopped the
         // run: the pass over the sorted keys is needed only past that.
         if stop.is_none()
@@ -720,9 +719,7 @@ impl Engine {
                 again: again.line,
             });
         }
-        eprintln!("DUPS {:?}", t_dup.elapsed());
         let model_complete = stop.is_none() && report.unreadable_rows == 0;
-        let t_rm = std::time::Instant::now();
         if model_complete && !first_run {
             self.removed(
                 &mut seen,
@@ -733,7 +730,6 @@ impl Engine {
             )
             .await?;
         }
-        if !first_run { eprintln!("REMOVAL {:?}", t_rm.elapsed()); }
         sender.finish(&mut *self.state, &mut self.log).await?;
         // Every acknowledged change written before the run reports it.
         self.state.flush()?;
