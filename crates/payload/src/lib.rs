@@ -259,6 +259,25 @@ impl RowEncoder {
         }
         out.push(b'}');
     }
+
+    /// Appends `row` as a JSON object to `object` (what [`encode`](Self::encode) writes) and
+    /// its values alone, in schema order, as a JSON array to `values`. Each value is written
+    /// once and copied: kinesync fingerprints the object and stores the array, which is about
+    /// 40% smaller when the column names are not stored with every row.
+    pub fn encode_with_values(&self, row: &Row, object: &mut Vec<u8>, values: &mut Vec<u8>) {
+        values.push(b'[');
+        for (i, prefix) in self.prefixes.iter().enumerate() {
+            if i > 0 {
+                values.push(b',');
+            }
+            let start = values.len();
+            row.get(i).write_json(values);
+            object.extend_from_slice(prefix);
+            object.extend_from_slice(&values[start..]);
+        }
+        values.push(b']');
+        object.push(b'}');
+    }
 }
 
 /// `{"key":` for the first key of an object, `,"key":` for the others.

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use kinesync_payload::{
-    Escape, Event, FieldMapping, Object, Payload, PayloadSpec, RenderInput, Row, Schema, Value,
+    Escape, Event, FieldMapping, Object, Payload, PayloadSpec, RenderInput, Row, RowEncoder,
+    Schema, Value,
 };
 use proptest::prelude::*;
 
@@ -108,6 +109,18 @@ proptest! {
         let row = Row::new(vec![Value::Int(id), v.clone(), w.clone()]);
         let out = decode(&payload.render(RenderInput::new(&row, Event::Added)).unwrap())?;
         prop_assert_eq!(out, serde_json::json!({"id": id, "v": expected(&v), "Odd \"col\"\n": expected(&w)}));
+    }
+
+    #[test]
+    fn row_encoder_writes_the_object_and_the_values_alone(v in any_value(), w in any_value(), id in any::<i64>()) {
+        let encoder = RowEncoder::new(&schema());
+        let row = Row::new(vec![Value::Int(id), v.clone(), w.clone()]);
+        let (mut object, mut values, mut alone) = (b"x".to_vec(), b"y".to_vec(), Vec::new());
+        encoder.encode_with_values(&row, &mut object, &mut values);
+        encoder.encode(&row, &mut alone);
+        prop_assert_eq!(&object[1..], &alone[..], "the object is what encode writes, appended");
+        prop_assert_eq!(values[0], b'y');
+        prop_assert_eq!(decode(&values[1..])?, serde_json::json!([id, expected(&v), expected(&w)]));
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub use memory::MemoryStore;
 pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 
 /// The version of the SQLite schema this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// Version 2 added values a caller keeps beside its rows ([`StateStore::meta`]); kinesync
+/// keeps the column names of its stored rows there and stores each row's values alone.
+/// Version 1 files are upgraded when opened: their rows stay as they are, and readable.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A 128-bit fingerprint of a row's content.
 pub type Fingerprint = u128;
@@ -31,7 +35,8 @@ pub type Fingerprint = u128;
 pub struct StoredRow {
     /// The fingerprint of the row last acknowledged.
     pub fingerprint: Fingerprint,
-    /// That row, as the caller encoded it (kinesync stores its JSON).
+    /// That row, as the caller encoded it (kinesync stores its values as a JSON array, after
+    /// the number of its column list, which it keeps in [`StateStore::meta`]).
     pub row: Vec<u8>,
 }
 
@@ -117,4 +122,12 @@ pub trait StateStore: Send {
 
     /// How many keys the store holds.
     fn key_count(&self) -> Result<usize, StateError>;
+
+    /// The value the caller keeps under `name`, if any. kinesync keeps the column names of its
+    /// stored rows here, so that each row is stored as its values alone.
+    fn meta(&mut self, name: &str) -> Result<Option<String>, StateError>;
+
+    /// Keeps `value` under `name`. Written in order with commits: a commit made after it is
+    /// never in the store without it.
+    fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError>;
 }

@@ -9,6 +9,7 @@ use crate::{Change, Fingerprint, StateError, StateStore, StoredRow};
 pub struct MemoryStore {
     rows: BTreeMap<String, StoredRow>,
     baseline: bool,
+    meta: BTreeMap<String, String>,
 }
 
 impl MemoryStore {
@@ -77,5 +78,14 @@ impl StateStore for MemoryStore {
 
     fn key_count(&self) -> Result<usize, StateError> {
         Ok(self.rows.len())
+    }
+
+    fn meta(&mut self, name: &str) -> Result<Option<String>, StateError> {
+        Ok(self.meta.get(name).cloned())
+    }
+
+    fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        self.meta.insert(name.to_owned(), value.to_owned());
+        Ok(())
     }
 }

@@ -20,6 +20,10 @@ pub const COMMITS_AHEAD: usize = 4;
 /// checkpoints, since rows arrive in bulk.
 const CHECKPOINT_PAGES: i32 = 16_384;
 
+/// Queued commits the writer may write as one transaction: a backfill's commits rewrite the
+/// same last pages of the table and its key index, once per transaction.
+const MERGED_COMMITS: usize = 8;
+
 /// A state store in a SQLite file.
 ///
 /// The file runs in WAL mode with `synchronous = NORMAL`: a commit is durable against a crash
@@ -31,8 +35,10 @@ const CHECKPOINT_PAGES: i32 = 16_384;
 /// goes on building and sending records while SQLite writes (and checkpoints) the last
 /// acknowledged batch. [`StateStore::commit`] queues the batch, waiting only when
 /// [`COMMITS_AHEAD`] batches are already queued; [`StateStore::flush`] waits until every
-/// queued batch is written. Lookups read on a second connection and see what has been
-/// written. A process killed with batches still queued loses them: those rows were
+/// queued batch is written. Batches that are already queued when the writer comes to them
+/// are written as one transaction (up to eight): each is still all or none, and
+/// fewer, larger transactions rewrite fewer pages. Lookups read on a second connection and see
+/// what has been written. A process killed with batches still queued loses them: those rows were
 /// acknowledged, so the next run sends them again (duplicates, bounded by the queue), and a
 /// row the stream did not acknowledge is never in the store.
 ///
@@ -64,6 +70,8 @@ struct Writer {
 enum Job {
     Commit(Vec<Change>),
     SetBaseline,
+    /// A caller's value: its name (prefixed, apart from the store's own) and the value.
+    SetMeta(String, String),
     /// Answered once every job before it is done.
     Flush(SyncSender<()>),
 }
@@ -291,10 +299,14 @@ fn init(conn: &Connection, path: &str) -> Result<(), StateError> {
                      row BLOB NOT NULL
                  );
                  CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-                 PRAGMA user_version = 1;
+                 PRAGMA user_version = 2;
                  COMMIT;",
             )
             .map_err(sql),
+        // Version 2 has the same tables; its callers may keep values in `meta`, and rows
+        // written by version 1 stay readable. An older kinesync refuses the upgraded file
+        // rather than misread rows stored the new way.
+        1 => conn.pragma_update(None, "user_version", 2).map_err(sql),
         SCHEMA_VERSION => Ok(()),
         found => Err(StateError::SchemaVersion {
             path: path.to_owned(),
@@ -313,14 +325,38 @@ fn write_jobs(
     report: &SyncSender<StateError>,
 ) {
     let mut failed = false;
-    for job in queue {
+    let mut next: Option<Job> = None;
+    while let Some(job) = next.take().or_else(|| queue.recv().ok()) {
         let result = match job {
             Job::Flush(done) => {
                 done.send(()).ok();
                 continue;
             }
             _ if failed => continue,
-            Job::Commit(changes) => write_changes(&mut conn, path, &changes),
+            Job::Commit(changes) => {
+                let mut batches = vec![changes];
+                while batches.len() < MERGED_COMMITS {
+                    match queue.try_recv() {
+                        Ok(Job::Commit(more)) => batches.push(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_changes(&mut conn, path, &batches)
+            }
+            Job::SetMeta(name, value) => conn
+                .execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
+                    params![name, value],
+                )
+                .map(drop)
+                .map_err(|source| StateError::Sqlite {
+                    path: path.to_owned(),
+                    source,
+                }),
             Job::SetBaseline => conn
                 .execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES ('baseline', 'taken')",
@@ -379,8 +415,12 @@ fn checkpoint(
         .ok();
 }
 
-/// One atomic commit.
-fn write_changes(conn: &mut Connection, path: &str, changes: &[Change]) -> Result<(), StateError> {
+/// Queued commits, as one transaction.
+fn write_changes(
+    conn: &mut Connection,
+    path: &str,
+    batches: &[Vec<Change>],
+) -> Result<(), StateError> {
     let sql = |source| StateError::Sqlite {
         path: path.to_owned(),
         source,
@@ -395,7 +435,7 @@ fn write_changes(conn: &mut Connection, path: &str, changes: &[Change]) -> Resul
         let mut delete = tx
             .prepare_cached("DELETE FROM rows WHERE key = ?1")
             .map_err(sql)?;
-        for change in changes {
+        for change in batches.iter().flatten() {
             match change {
                 Change::Upsert {
                     key,
@@ -494,4 +534,26 @@ impl StateStore for SqliteStore {
             .map_err(|e| self.sql(e))?;
         Ok(usize::try_from(n).unwrap_or_default())
     }
+
+    fn meta(&mut self, name: &str) -> Result<Option<String>, StateError> {
+        // A value set moments ago may still be queued for the writer.
+        self.flush()?;
+        self.reader
+            .query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                params![caller_meta(name)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        self.send(Job::SetMeta(caller_meta(name), value.to_owned()))
+    }
+}
+
+/// A caller's name for a value in `meta`, kept apart from the store's own (`baseline`).
+fn caller_meta(name: &str) -> String {
+    format!("caller.{name}")
 }

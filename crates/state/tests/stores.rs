@@ -61,6 +61,23 @@ fn exercise(store: &mut dyn StateStore) {
         store.fingerprints(&keys(&["1", "3"])).unwrap(),
         vec![Some(12), None]
     );
+
+    // A caller's values: kept apart from the store's own, replaced when set again.
+    assert_eq!(
+        store.meta("baseline").unwrap(),
+        None,
+        "the store's own are not a caller's"
+    );
+    store.set_meta("columns", "[[\"id\"]]").unwrap();
+    store
+        .set_meta("columns", "[[\"id\"],[\"id\",\"v\"]]")
+        .unwrap();
+    assert_eq!(
+        store.meta("columns").unwrap().as_deref(),
+        Some("[[\"id\"],[\"id\",\"v\"]]")
+    );
+    assert_eq!(store.meta("other").unwrap(), None);
+    assert!(store.has_baseline().unwrap());
 }
 
 #[test]
@@ -73,9 +90,66 @@ fn sqlite_store_behaves_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     exercise(&mut SqliteStore::open(&path).unwrap());
-    let reopened = SqliteStore::open(&path).unwrap();
+    let mut reopened = SqliteStore::open(&path).unwrap();
     assert!(reopened.has_baseline().unwrap());
     assert_eq!(reopened.key_count().unwrap(), 2);
+    assert_eq!(
+        reopened.meta("columns").unwrap().as_deref(),
+        Some("[[\"id\"],[\"id\",\"v\"]]"),
+        "a caller's values persist"
+    );
+}
+
+#[test]
+fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    // A file as version 1 wrote it.
+    let conn = rusqlite_conn(&path);
+    conn.execute_batch(
+        "CREATE TABLE rows (key TEXT NOT NULL UNIQUE, fingerprint BLOB NOT NULL, row BLOB NOT NULL);
+         CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+         INSERT INTO meta VALUES ('baseline', 'taken');
+         INSERT INTO rows VALUES ('1', x'0000000000000000000000000000002a', CAST('{\"id\":1}' AS BLOB));
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert!(store.has_baseline().unwrap());
+    assert_eq!(store.fingerprints(&keys(&["1"])).unwrap(), vec![Some(42)]);
+    assert_eq!(
+        store.rows(&keys(&["1"])).unwrap(),
+        vec![Some(b"{\"id\":1}".to_vec())]
+    );
+    assert_eq!(store.meta("columns").unwrap(), None);
+    drop(store);
+    let version: i64 = rusqlite_conn(&path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, kinesync_state::SCHEMA_VERSION);
+}
+
+#[test]
+fn sqlite_store_writes_queued_commits_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    // More commits than the queue holds, each replacing the one before: the writer takes
+    // several at a time, and the last one written must be the last one made.
+    for version in 0..200u128 {
+        store
+            .commit(vec![upsert("1", version), upsert(&format!("{version}"), 0)])
+            .unwrap();
+    }
+    store.set_meta("after", "the commits").unwrap();
+    for version in 200..300u128 {
+        store.commit(vec![upsert("1", version)]).unwrap();
+    }
+    store.flush().unwrap();
+    assert_eq!(store.fingerprints(&keys(&["1"])).unwrap(), vec![Some(299)]);
+    assert_eq!(store.key_count().unwrap(), 200);
+    assert_eq!(store.meta("after").unwrap().as_deref(), Some("the commits"));
 }
 
 #[test]
@@ -91,7 +165,7 @@ fn a_newer_schema_is_refused_with_what_to_do() {
         err,
         StateError::SchemaVersion {
             found: 7,
-            expected: 1,
+            expected: 2,
             ..
         }
     ));

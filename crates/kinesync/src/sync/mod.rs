@@ -5,8 +5,10 @@
 //!
 //! 1. **Describe** the stream once: its open shards (for the default number of calls in
 //!    flight) and its maximum record size.
-//! 2. **Read the model in chunks.** Each row is encoded as JSON and fingerprinted (XXH3-128 of
-//!    that JSON); [`Engine::run_source`] does this on the thread that reads the model. For
+//! 2. **Read the model in chunks.** Each row is encoded as a JSON object and fingerprinted
+//!    (XXH3-128 of that object), and its values are encoded as the state store keeps them (the
+//!    column names are kept once per store: see [`last_sent_rows`]); [`Engine::run_source`]
+//!    does this on the thread that reads the model. For
 //!    each chunk: note its primary keys, look them up in the state store, and sort each row
 //!    into added (new key), changed (new fingerprint) or unchanged. Rows whose event the
 //!    trigger sends become records and join the sender's queue; the reader waits while the
@@ -72,6 +74,7 @@ pub mod progress;
 pub mod report;
 mod sender;
 mod sorted;
+mod stored;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -81,7 +84,7 @@ use std::time::{Duration, Instant, SystemTime};
 use xxhash_rust::xxh3::xxh3_128;
 
 use kinesync_keys::ShardMap;
-use kinesync_payload::{Event, RenderInput, Row, RowEncoder, Schema, Value};
+use kinesync_payload::{Event, RenderInput, Row, RowEncoder, Schema};
 use kinesync_source::{Locator, RowSource, SourceRow};
 use kinesync_state::{Change, StateStore};
 use kinesync_transport::{
@@ -91,11 +94,13 @@ use kinesync_transport::{
 pub use debug_log::DebugLog;
 pub use progress::{Progress, ProgressSnapshot};
 pub use report::{EventCounts, Outcome, RecordCounts, RowErrors, RunReport};
+pub use stored::last_sent_rows;
 
 use crate::{Error, Record, RecordBuilder, RowError};
 use builders::{Builders, Built, ToBuild};
 use sender::{Item, Sender, SenderConfig};
 use sorted::{Key, Sorter};
+use stored::Layouts;
 
 /// Which changes a sync sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +362,7 @@ impl EngineBuilder {
         let encoder = RowEncoder::new(records.schema());
         Ok(Engine {
             encoder,
+            layouts: Layouts::default(),
             records: Arc::new(records),
             sink,
             stream,
@@ -379,6 +385,8 @@ impl EngineBuilder {
 pub struct Engine {
     records: Arc<RecordBuilder>,
     encoder: RowEncoder,
+    /// How the state store holds rows; read from it as each run starts.
+    layouts: Layouts,
     sink: Arc<dyn KinesisSink>,
     stream: StreamName,
     state: Box<dyn StateStore>,
@@ -412,42 +420,51 @@ struct Read {
     /// The line (or query row) it was read from; 0 when unknown.
     line: u64,
     row: Row,
-    json: Vec<u8>,
+    /// The row as the state store keeps it (see [`stored`]).
+    stored: Vec<u8>,
+    /// The XXH3-128 of the row as a JSON object.
     fingerprint: u128,
 }
 
 thread_local! {
-    /// Where [`Preparer::prepare`] encodes a row.
-    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Where [`Preparer::prepare`] encodes a row as a JSON object, and as it is stored.
+    static ENCODED: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Turns a model row into a [`Read`]: its key, its JSON and its fingerprint. Cheap to clone,
-/// so that a source's rows can be prepared on the thread that reads them.
+/// Turns a model row into a [`Read`]: its key, its stored form and its fingerprint. Cheap to
+/// clone, so that a source's rows can be prepared on the thread that reads them.
 #[derive(Debug, Clone)]
 struct Preparer {
     encoder: RowEncoder,
     primary_key: usize,
+    /// What each stored row starts with: its column list's number.
+    stored_prefix: Vec<u8>,
 }
 
 impl Preparer {
     fn prepare(&self, row: Row, line: u64) -> Read {
-        // Encoded into this thread's buffer, then copied out at its exact size: one
-        // allocation per row, never a regrowth.
-        let json = ENCODED.with_borrow_mut(|encoded| {
-            encoded.clear();
-            self.encoder.encode(&row, encoded);
-            let json = encoded.as_slice().to_vec();
-            crate::records::shrink_if_large(encoded);
-            json
+        // Encoded into this thread's buffers, then copied out at its exact size: one
+        // allocation per row, never a regrowth. The fingerprint is the object's, as it
+        // always was, so that rows stored before stored rows lost their names still match.
+        let (fingerprint, stored) = ENCODED.with_borrow_mut(|(object, stored)| {
+            object.clear();
+            stored.clear();
+            stored.extend_from_slice(&self.stored_prefix);
+            self.encoder.encode_with_values(&row, object, stored);
+            let result = (xxh3_128(object), stored.as_slice().to_vec());
+            crate::records::shrink_if_large(object);
+            crate::records::shrink_if_large(stored);
+            result
         });
         let key = row.get(self.primary_key).to_json_string();
         Read {
             key_hash: xxh3_128(key.as_bytes()),
-            fingerprint: xxh3_128(&json),
+            fingerprint,
             key,
             line,
             row,
-            json,
+            stored,
         }
     }
 }
@@ -488,19 +505,9 @@ impl Engine {
         self.records.schema()
     }
 
-    /// A row stored as JSON, back in this schema's order (columns the stored row lacks are
-    /// null).
-    fn decode(&self, json: &[u8]) -> Row {
-        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(json) else {
-            return Row::default();
-        };
-        Row::new(
-            self.schema()
-                .columns()
-                .iter()
-                .map(|c| object.get(c).cloned().unwrap_or(Value::Null))
-                .collect(),
-        )
+    /// A stored row, back in this schema's order (columns the stored row lacks are null).
+    fn decode(&self, stored: &[u8]) -> Row {
+        self.layouts.decode(self.schema(), stored)
     }
 
     /// Runs one sync over a model source; errors about its rows say which line they are on.
@@ -509,7 +516,7 @@ impl Engine {
     /// row, so that reading and parsing the model overlap with rendering and sending.
     pub async fn run_source(&mut self, source: Box<dyn RowSource>) -> Result<RunReport, Error> {
         self.locator = Some(source.locator());
-        let preparer = self.preparer();
+        let preparer = self.preparer()?;
         let prepared = source.map(move |item| {
             item.map(|read| preparer.prepare(read.row, read.line))
                 .map_err(|e| e.to_string())
@@ -524,11 +531,15 @@ impl Engine {
         report
     }
 
-    fn preparer(&self) -> Preparer {
-        Preparer {
+    /// A preparer for this run's rows, once the store's column lists are read (and this
+    /// schema's added to them).
+    fn preparer(&mut self) -> Result<Preparer, Error> {
+        self.layouts = Layouts::load(&mut *self.state, self.records.schema(), self.dry_run)?;
+        Ok(Preparer {
             encoder: self.encoder.clone(),
             primary_key: self.schema().primary_key_index(),
-        }
+            stored_prefix: self.layouts.prefix(),
+        })
     }
 
     /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
@@ -540,7 +551,7 @@ impl Engine {
         R: ModelRow,
         E: fmt::Display,
     {
-        let preparer = self.preparer();
+        let preparer = self.preparer()?;
         let items = rows.into_iter().map(move |item| match item {
             Ok(row) => {
                 let (row, line) = row.into_parts();
@@ -676,7 +687,7 @@ impl Engine {
                     .map(|r| Change::Upsert {
                         key: r.key,
                         fingerprint: r.fingerprint,
-                        row: r.json,
+                        row: r.stored,
                     })
                     .collect();
                 self.state.commit(changes)?;
@@ -825,7 +836,7 @@ impl Engine {
                 untriggered.push(Change::Upsert {
                     key: read.key,
                     fingerprint: read.fingerprint,
-                    row: read.json,
+                    row: read.stored,
                 });
                 continue;
             }
@@ -859,7 +870,7 @@ impl Engine {
             let change = Change::Upsert {
                 key: read.key.clone(),
                 fingerprint: read.fingerprint,
-                row: read.json,
+                row: read.stored,
             };
             self.queue(
                 record,
