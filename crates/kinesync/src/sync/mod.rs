@@ -70,13 +70,13 @@
 
 mod builders;
 pub mod debug_log;
+mod hashed;
 pub mod progress;
 pub mod report;
 mod sender;
 mod sorted;
 mod stored;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -98,6 +98,7 @@ pub use stored::last_sent_rows;
 
 use crate::{Error, Record, RecordBuilder, RowError};
 use builders::{Builders, Built, ToBuild};
+use hashed::HashedSet;
 use sender::{Item, Sender, SenderConfig};
 use sorted::{Key, Sorter};
 use stored::Layouts;
@@ -627,7 +628,7 @@ impl Engine {
         // While the model is small enough, its keys are also in a hash set, so that a key
         // read twice stops the run before the second row is sent. Past `keys_in_memory` rows
         // the set is dropped and duplicates are found from `seen` at the end.
-        let mut recent: Option<HashSet<u128>> = Some(HashSet::new());
+        let mut recent: Option<HashedSet> = Some(HashedSet::default());
         // A store with nothing in it has nothing to look up.
         let state_was_empty = self.state.key_count()? == 0;
         let first_run = !self.state.has_baseline()?;
@@ -868,19 +869,11 @@ impl Engine {
         for (row, record) in built {
             let read = row.read;
             let change = Change::Upsert {
-                key: read.key.clone(),
+                key: read.key,
                 fingerprint: read.fingerprint,
                 row: read.stored,
             };
-            self.queue(
-                record,
-                read.key,
-                change,
-                max_record_bytes,
-                seq,
-                sender,
-                report,
-            );
+            self.queue(record, change, max_record_bytes, seq, sender, report);
         }
     }
 
@@ -889,7 +882,6 @@ impl Engine {
     fn queue(
         &self,
         record: Result<Record, RowError>,
-        key: String,
         change: Change,
         max_record_bytes: usize,
         seq: &mut u64,
@@ -900,6 +892,7 @@ impl Engine {
             Ok(record) => {
                 let size = record.data.len() + record.partition_key.byte_len();
                 if size > max_record_bytes {
+                    let (Change::Upsert { key, .. } | Change::Delete { key }) = change;
                     report.row_errors.add(
                         key,
                         "record_too_large",
@@ -1023,10 +1016,9 @@ impl Engine {
                 continue;
             }
             let row = self.decode(&stored.unwrap_or_default());
-            let change = Change::Delete { key: key.clone() };
+            let change = Change::Delete { key };
             self.queue(
                 self.records.build(RenderInput::new(&row, Event::Removed)),
-                key,
                 change,
                 max_record_bytes,
                 seq,

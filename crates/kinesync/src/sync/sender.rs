@@ -11,7 +11,7 @@
 //! **Commits.** After each call, the changes of the records it got acknowledged are committed
 //! to the state store in one transaction; nothing unacknowledged is ever committed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::debug_log::{CallLine, DebugLog};
+use super::hashed::{HashedMap, HashedSet};
 use super::progress::Progress;
 
 /// One record waiting to be sent, with what to commit once it is acknowledged.
@@ -109,9 +110,9 @@ pub(crate) struct Sender {
     queue: VecDeque<Item>,
     retries: BTreeMap<(Instant, u64), Item>,
     /// Partition key (hash) → the seq of the record that owns it.
-    owners: HashMap<u128, u64>,
+    owners: HashedMap<u64>,
     /// Keys whose owner gave up: everything behind them stays pending.
-    stranded: HashSet<u128>,
+    stranded: HashedSet,
     in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
     rng: StdRng,
     started: Instant,
@@ -135,8 +136,8 @@ impl Sender {
             config,
             queue: VecDeque::new(),
             retries: BTreeMap::new(),
-            owners: HashMap::new(),
-            stranded: HashSet::new(),
+            owners: HashedMap::default(),
+            stranded: HashedSet::default(),
             in_flight: FuturesUnordered::new(),
             rng,
             started: Instant::now(),
