@@ -183,12 +183,17 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Whatever the changes, the SQLite store and the in-memory store end up the same.
+    /// Commits of up to 40 changes, so that SQLite's multi-row inserts meet repeated keys and
+    /// deletes between them.
     #[test]
-    fn stores_agree(ops in prop::collection::vec((0u8..20, any::<bool>(), any::<u128>()), 0..60)) {
+    fn stores_agree(
+        ops in prop::collection::vec((0u8..20, prop::bool::weighted(0.2), any::<u128>()), 0..120),
+        size in 1usize..40,
+    ) {
         let mut memory = MemoryStore::new();
         let dir = tempfile::tempdir().unwrap();
         let mut sqlite = SqliteStore::open(dir.path().join("state.db")).unwrap();
-        for chunk in ops.chunks(7) {
+        for chunk in ops.chunks(size) {
             let changes: Vec<Change> = chunk
                 .iter()
                 .map(|(k, delete, fp)| if *delete { Change::Delete { key: k.to_string() } } else { upsert(&k.to_string(), *fp) })
