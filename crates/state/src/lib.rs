@@ -22,9 +22,11 @@ pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 
 /// The version of the SQLite schema this build writes and reads.
 ///
-/// Version 2 added values a caller keeps beside its rows ([`StateStore::meta`]); kinesync
-/// keeps the column names of its stored rows there and stores each row's values alone.
-/// Version 1 files are upgraded when opened: their rows stay as they are, and readable.
+/// Version 2 added values a caller keeps beside its rows ([`StateStore::meta`]; kinesync
+/// keeps the column names of its stored rows there and stores each row's values alone), and
+/// stores non-negative integer keys after their length, so that the key index is in numeric
+/// order for them. Version 1 files are upgraded when opened: their integer keys are rewritten
+/// in place, and their rows stay as they are, readable.
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// A 128-bit fingerprint of a row's content.
@@ -107,8 +109,11 @@ pub trait StateStore: Send {
     /// The rows last acknowledged for `keys`, in order.
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
 
-    /// Up to `limit` keys of the store after `after`, in key order: how a run walks the whole
-    /// store to find the keys its model no longer has.
+    /// Up to `limit` keys of the store after `after`, in the store's own order of keys (the
+    /// same from call to call): how a run walks the whole store, page after page, each page
+    /// starting after the last key of the one before, to find the keys its model no longer
+    /// has. [`MemoryStore`] orders keys as text; [`SqliteStore`] puts non-negative integers
+    /// first, in numeric order.
     fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError>;
 
     /// Applies `changes` atomically: all or none. A store may write them in the background

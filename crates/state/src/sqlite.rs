@@ -1,5 +1,6 @@
 //! The SQLite store: one file, versioned schema, atomic commits written in the background.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -198,13 +199,13 @@ impl SqliteStore {
             source,
         };
         let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
-        let mut places: HashMap<&str, usize> = HashMap::with_capacity(LOOKUP_CHUNK);
         for (chunk_index, chunk) in keys.chunks(LOOKUP_CHUNK).enumerate() {
-            places.clear();
-            for (i, key) in chunk.iter().enumerate() {
+            let stored: Vec<Cow<'_, str>> = chunk.iter().map(|k| stored_key(k)).collect();
+            let mut places: HashMap<&str, usize> = HashMap::with_capacity(chunk.len());
+            for (i, key) in stored.iter().enumerate() {
                 // A key asked twice is answered at its first place.
                 places
-                    .entry(key.as_str())
+                    .entry(key.as_ref())
                     .or_insert(chunk_index * LOOKUP_CHUNK + i);
             }
             let query = self
@@ -217,7 +218,7 @@ impl SqliteStore {
                 .clone();
             let mut statement = self.reader.prepare_cached(&query).map_err(sql)?;
             let mut rows = statement
-                .query(params_from_iter(chunk.iter()))
+                .query(params_from_iter(stored.iter()))
                 .map_err(sql)?;
             while let Some(row) = rows.next().map_err(sql)? {
                 let key = row.get_ref(0).map_err(sql)?;
@@ -303,10 +304,18 @@ fn init(conn: &Connection, path: &str) -> Result<(), StateError> {
                  COMMIT;",
             )
             .map_err(sql),
-        // Version 2 has the same tables; its callers may keep values in `meta`, and rows
-        // written by version 1 stay readable. An older kinesync refuses the upgraded file
-        // rather than misread rows stored the new way.
-        1 => conn.pragma_update(None, "user_version", 2).map_err(sql),
+        // Version 2 stores non-negative integer keys after their length (see `stored_key`),
+        // and its callers may keep values in `meta`. Rows written by version 1 stay readable.
+        // An older kinesync refuses the upgraded file rather than misread it.
+        1 => conn
+            .execute_batch(
+                "BEGIN;
+                 UPDATE rows SET key = char(length(key)) || key
+                     WHERE length(key) BETWEEN 1 AND 20 AND key NOT GLOB '*[^0-9]*';
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(sql),
         SCHEMA_VERSION => Ok(()),
         found => Err(StateError::SchemaVersion {
             path: path.to_owned(),
@@ -441,7 +450,7 @@ fn write_changes(
                 Change::Delete { key } => {
                     // In order: an upsert of the same key before it must land first.
                     upserts.write().map_err(sql)?;
-                    delete.execute(params![key]).map_err(sql)?;
+                    delete.execute(params![stored_key(key)]).map_err(sql)?;
                 }
             }
         }
@@ -458,7 +467,7 @@ const UPSERT_GROUP: usize = 16;
 struct Upserts<'c, 'a> {
     one: rusqlite::CachedStatement<'c>,
     group: rusqlite::CachedStatement<'c>,
-    pending: Vec<(&'a str, [u8; 16], &'a [u8])>,
+    pending: Vec<(Cow<'a, str>, [u8; 16], &'a [u8])>,
 }
 
 impl<'c, 'a> Upserts<'c, 'a> {
@@ -481,7 +490,8 @@ impl<'c, 'a> Upserts<'c, 'a> {
         fingerprint: Fingerprint,
         row: &'a [u8],
     ) -> rusqlite::Result<()> {
-        self.pending.push((key, fingerprint.to_be_bytes(), row));
+        self.pending
+            .push((stored_key(key), fingerprint.to_be_bytes(), row));
         if self.pending.len() == UPSERT_GROUP {
             for (i, (key, fingerprint, row)) in self.pending.iter().enumerate() {
                 self.group.raw_bind_parameter(3 * i + 1, key)?;
@@ -501,6 +511,34 @@ impl<'c, 'a> Upserts<'c, 'a> {
         }
         Ok(())
     }
+}
+
+/// The longest run of digits stored with a length: 20 digits hold any 64-bit integer.
+const MAX_LENGTH_PREFIXED: usize = 20;
+
+/// How a key is stored. A non-negative integer's digits go after a character that gives their
+/// count (`42` → `\u{2}42`), so that the key index's order is the integers' order: a model
+/// read by ascending id then appends to the index instead of splitting pages in its middle
+/// (text order puts `10` before `9`). Any other key is stored as it is. Keys are JSON text,
+/// which never starts with a control character, so the two forms cannot meet.
+fn stored_key(key: &str) -> Cow<'_, str> {
+    let digits = key.len();
+    if (1..=MAX_LENGTH_PREFIXED).contains(&digits) && key.bytes().all(|b| b.is_ascii_digit()) {
+        let mut stored = String::with_capacity(digits + 1);
+        stored.push(char::from(digits as u8));
+        stored.push_str(key);
+        Cow::Owned(stored)
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+/// A key as the caller knows it, from its stored form.
+fn key_from_stored(mut stored: String) -> String {
+    if stored.as_bytes().first().is_some_and(|&b| b < 0x20) {
+        stored.remove(0);
+    }
+    stored
 }
 
 fn fingerprint_of(blob: &[u8]) -> Fingerprint {
@@ -551,10 +589,10 @@ impl StateStore for SqliteStore {
         let keys = statement
             .query_map(
                 params![
-                    after.unwrap_or(""),
+                    after.map_or(Cow::Borrowed(""), stored_key),
                     i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
-                |r| r.get::<_, String>(0),
+                |r| r.get::<_, String>(0).map(key_from_stored),
             )
             .map_err(sql)?;
         keys.collect::<Result<Vec<_>, _>>().map_err(sql)

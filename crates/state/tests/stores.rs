@@ -37,15 +37,15 @@ fn exercise(store: &mut dyn StateStore) {
         vec![Some(b"{\"k\":\"\\\"a\\\"\"}".to_vec())]
     );
 
+    // Every key once, in the store's own order, page after page.
+    let all = store.keys_after(None, 10).unwrap();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(sorted, keys(&["\"a\"", "1", "3"]), "every key");
+    assert_eq!(store.keys_after(None, 2).unwrap(), all[..2]);
     assert_eq!(
-        store.keys_after(None, 10).unwrap(),
-        keys(&["\"a\"", "1", "3"]),
-        "every key, in order"
-    );
-    assert_eq!(store.keys_after(None, 2).unwrap(), keys(&["\"a\"", "1"]));
-    assert_eq!(
-        store.keys_after(Some("1"), 10).unwrap(),
-        keys(&["3"]),
+        store.keys_after(Some(&all[1]), 10).unwrap(),
+        all[2..],
         "paging goes on after the last key"
     );
     assert_eq!(
@@ -111,6 +111,10 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
          CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
          INSERT INTO meta VALUES ('baseline', 'taken');
          INSERT INTO rows VALUES ('1', x'0000000000000000000000000000002a', CAST('{\"id\":1}' AS BLOB));
+         INSERT INTO rows VALUES ('10', x'00000000000000000000000000000001', x'00');
+         INSERT INTO rows VALUES ('-2', x'00000000000000000000000000000002', x'00');
+         INSERT INTO rows VALUES ('\"7\"', x'00000000000000000000000000000003', x'00');
+         INSERT INTO rows VALUES ('123456789012345678901', x'00000000000000000000000000000004', x'00');
          PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -124,11 +128,54 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
         vec![Some(b"{\"id\":1}".to_vec())]
     );
     assert_eq!(store.meta("columns").unwrap(), None);
+    let all = keys(&["1", "10", "-2", "\"7\"", "123456789012345678901"]);
+    assert_eq!(
+        store.fingerprints(&all).unwrap(),
+        vec![Some(42), Some(1), Some(2), Some(3), Some(4)],
+        "every key is found under its own name"
+    );
+    assert_eq!(walk(&mut store, 2), sorted(all));
     drop(store);
-    let version: i64 = rusqlite_conn(&path)
+    let conn = rusqlite_conn(&path);
+    let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, kinesync_state::SCHEMA_VERSION);
+    let mut stored: Vec<String> = conn
+        .prepare("SELECT key FROM rows ORDER BY key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    stored.sort();
+    assert_eq!(
+        stored,
+        keys(&["\u{1}1", "\u{2}10", "\"7\"", "-2", "123456789012345678901"]),
+        "integers of up to 20 digits are stored after their length, other keys as they were"
+    );
+}
+
+#[test]
+fn sqlite_store_walks_integer_keys_in_numeric_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    let numbers: Vec<String> = [9, 10, 1, 100, 2, 11].iter().map(u32::to_string).collect();
+    store
+        .commit(
+            numbers
+                .iter()
+                .map(|k| upsert(k, 0))
+                .chain([upsert("\"x\"", 0)])
+                .collect(),
+        )
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(
+        store.keys_after(None, 100).unwrap(),
+        keys(&["1", "2", "9", "10", "11", "100", "\"x\""])
+    );
+    assert_eq!(store.keys_after(Some("9"), 2).unwrap(), keys(&["10", "11"]));
 }
 
 #[test]
@@ -175,9 +222,53 @@ fn a_newer_schema_is_refused_with_what_to_do() {
     );
 }
 
+/// Every key of the store, walked `page` keys at a time, sorted.
+fn walk(store: &mut dyn StateStore, page: usize) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let next = store
+            .keys_after(all.last().map(String::as_str), page)
+            .unwrap();
+        if next.is_empty() {
+            break;
+        }
+        all.extend(next);
+    }
+    sorted(all)
+}
+
+fn sorted(mut keys: Vec<String>) -> Vec<String> {
+    keys.sort();
+    keys
+}
+
 fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
+
+/// Keys of every kind a model has: integers (stored after their length by SQLite), one of
+/// the most digits stored that way and one of more, negative and fractional numbers, strings
+/// (one that holds digits).
+const KEYS: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "9",
+    "10",
+    "11",
+    "99",
+    "100",
+    "12345678901234567890",
+    "123456789012345678901",
+    "-1",
+    "-10",
+    "1.5",
+    "\"1\"",
+    "\"a\"",
+    "\"\"",
+    "true",
+    "null",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
@@ -187,7 +278,7 @@ proptest! {
     /// deletes between them.
     #[test]
     fn stores_agree(
-        ops in prop::collection::vec((0u8..20, prop::bool::weighted(0.2), any::<u128>()), 0..120),
+        ops in prop::collection::vec((0usize..KEYS.len(), prop::bool::weighted(0.2), any::<u128>()), 0..120),
         size in 1usize..40,
     ) {
         let mut memory = MemoryStore::new();
@@ -196,17 +287,19 @@ proptest! {
         for chunk in ops.chunks(size) {
             let changes: Vec<Change> = chunk
                 .iter()
-                .map(|(k, delete, fp)| if *delete { Change::Delete { key: k.to_string() } } else { upsert(&k.to_string(), *fp) })
+                .map(|(k, delete, fp)| if *delete { Change::Delete { key: KEYS[*k].into() } } else { upsert(KEYS[*k], *fp) })
                 .collect();
             memory.commit(changes.clone()).unwrap();
             sqlite.commit(changes).unwrap();
         }
         sqlite.flush().unwrap();
-        let all: Vec<String> = (0u8..20).map(|k| k.to_string()).collect();
+        let all = keys(KEYS);
         prop_assert_eq!(memory.fingerprints(&all).unwrap(), sqlite.fingerprints(&all).unwrap());
         prop_assert_eq!(memory.key_count().unwrap(), sqlite.key_count().unwrap());
-        prop_assert_eq!(memory.keys_after(None, 100).unwrap(), sqlite.keys_after(None, 100).unwrap());
-        prop_assert_eq!(memory.keys_after(Some("13"), 3).unwrap(), sqlite.keys_after(Some("13"), 3).unwrap());
+        // The same keys, each walk in its store's own order.
+        prop_assert_eq!(walk(&mut memory, 3), sorted(memory.keys_after(None, 100).unwrap()));
+        prop_assert_eq!(walk(&mut sqlite, 3), sorted(sqlite.keys_after(None, 100).unwrap()));
+        prop_assert_eq!(walk(&mut memory, 100), walk(&mut sqlite, 7));
         prop_assert_eq!(memory.rows(&all).unwrap(), sqlite.rows(&all).unwrap());
     }
 }
