@@ -243,11 +243,12 @@ fn sequence_number(index: usize, count: u64) -> String {
     out
 }
 
-/// `value` in decimal, left-padded with zeros to `width` digits.
+/// `value` in decimal, left-padded with zeros to `width` digits (at most 48).
 fn push_padded(out: &mut String, value: u64, width: usize) {
+    const ZEROS: &str = "000000000000000000000000000000000000000000000000";
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(value);
-    out.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    out.push_str(&ZEROS[..width.min(ZEROS.len()).saturating_sub(digits.len())]);
     out.push_str(digits);
 }
 
