@@ -1,6 +1,6 @@
 //! Whole syncs into `InMemorySink`, on the default SQLite state store: a backfill of the
 //! reference rows, then a run with 1% of them changed, with the reference template and with
-//! `mapping`. Reports rows/s, the incremental run's time (medians of three runs, with their
+//! `mapping`. Reports rows/s, the incremental run's time (medians of five runs, with their
 //! range), the ratio to the payload engine's own render rate measured in the same process, and
 //! peak memory (VmHWM) of each scenario, each in its own process so the peaks do not mix.
 //!
@@ -165,12 +165,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// One scenario, in this process: prints one line of results.
 ///
-/// The machines this runs on are shared and noisy, so the scenario runs three times, with
+/// The machines this runs on are shared and noisy, so the scenario runs five times, with
 /// the payload engine's own render rate measured before each run and after the last (five
 /// passes over 20,000 rows each). It reports the median backfill and 1% run, and their
 /// ratio to the best render rate seen: a rate measured in a slow moment would flatter it.
 fn scenario(mode: &str, rows: usize) {
-    const REPEATS: usize = 3;
+    const REPEATS: usize = 5;
     let schema = Schema::new(BENCH_COLUMNS, "id").unwrap();
     let payload = Payload::compile(&spec(mode), schema.clone()).unwrap();
     let sample = rows.min(20_000);
