@@ -141,6 +141,48 @@ fn a_dry_run_says_what_would_be_sent_and_changes_nothing() {
     assert!(stdout.contains("0 records would be sent"), "{stdout}");
 }
 
+#[test]
+fn a_dry_run_reads_a_state_file_of_the_older_schema_and_leaves_it_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example(dir.path());
+    let (output, stdout) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    // Back to what schema version 1 held: integer keys as they are (fingerprints are the
+    // same in both versions).
+    let state = dir.path().join("kinesync-state.db");
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    conn.execute_batch(
+        "UPDATE rows SET key = substr(key, 2) WHERE unicode(key) < 32; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let (output, stdout) = sync(&config, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("0 records would be sent"),
+        "the older file's keys are found: {stdout}"
+    );
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    let raw: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM rows WHERE unicode(key) >= 32",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((version, raw), (1, 3), "the dry run upgraded nothing");
+    drop(conn);
+
+    // A real run upgrades it, and still finds every key.
+    let (output, stdout) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("unchanged 3"), "{stdout}");
+}
+
 fn kinesync(config: &Path, args: &[&str]) -> (Output, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
         .args(args)

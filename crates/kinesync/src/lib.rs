@@ -163,14 +163,20 @@ pub async fn run_config(
 }
 
 /// The `[sync] state` store. A dry run commits nothing, and does not create a state file
-/// either: with none there yet, it diffs against an empty store.
+/// either: with none there yet, it diffs against an empty store. Nor does it upgrade a state
+/// file an older kinesync wrote: it reads it as it is.
 fn state_store(
     config: &Config,
     dry_run: bool,
 ) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
     let path = config.state_path();
-    if dry_run && !path.exists() {
-        return Ok(Box::new(kinesync_state::MemoryStore::new()));
+    if dry_run {
+        if !path.exists() {
+            return Ok(Box::new(kinesync_state::MemoryStore::new()));
+        }
+        return Ok(Box::new(kinesync_state::SqliteStore::open_without_upgrade(
+            path,
+        )?));
     }
     Ok(Box::new(kinesync_state::SqliteStore::open(path)?))
 }

@@ -229,7 +229,8 @@ impl fmt::Debug for Mode {
 }
 
 /// Writes a row as a JSON object, columns in schema order: the `row` payload mode, and
-/// kinesync's canonical encoding of a row (for fingerprints and the state store). Keys are
+/// kinesync's canonical encoding of a row (what it fingerprints; the state store keeps the
+/// values alone, see [`RowEncoder::encode_with_values`]). Keys are
 /// escaped once, when the encoder is made; the JSON writer cannot write invalid JSON, so
 /// nothing is checked per row.
 #[derive(Debug, Clone)]

@@ -81,6 +81,15 @@ pub enum StateError {
         /// What happened.
         message: String,
     },
+    /// The file is of an older schema version and was opened without its upgrade
+    /// ([`SqliteStore::open_without_upgrade`], as a dry run does): it is read, never written.
+    #[error(
+        "state store {path} is of an older schema version and was opened without upgrading it (as a dry run does), so it cannot be written; run once without --dry-run to upgrade it"
+    )]
+    NotUpgraded {
+        /// The database file.
+        path: String,
+    },
     /// The file was written by another version of kinesync.
     #[error(
         "state store {path} has schema version {found}, this kinesync reads version {expected}; use the kinesync that wrote it, or start over with a new state file (everything is then sent again)"

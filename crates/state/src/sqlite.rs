@@ -21,10 +21,6 @@ pub const COMMITS_AHEAD: usize = 4;
 /// checkpoints, since rows arrive in bulk.
 const CHECKPOINT_PAGES: i32 = 16_384;
 
-/// Queued commits the writer may write as one transaction: a backfill's commits rewrite the
-/// same last pages of the table and its key index, once per transaction.
-const MERGED_COMMITS: usize = 8;
-
 /// A state store in a SQLite file.
 ///
 /// The file runs in WAL mode with `synchronous = NORMAL`: a commit is durable against a crash
@@ -36,10 +32,8 @@ const MERGED_COMMITS: usize = 8;
 /// goes on building and sending records while SQLite writes (and checkpoints) the last
 /// acknowledged batch. [`StateStore::commit`] queues the batch, waiting only when
 /// [`COMMITS_AHEAD`] batches are already queued; [`StateStore::flush`] waits until every
-/// queued batch is written. Batches that are already queued when the writer comes to them
-/// are written as one transaction (up to eight): each is still all or none, and
-/// fewer, larger transactions rewrite fewer pages. Lookups read on a second connection and see
-/// what has been written. A process killed with batches still queued loses them: those rows were
+/// queued batch is written. Lookups read on a second connection and see what has been
+/// written. A process killed with batches still queued loses them: those rows were
 /// acknowledged, so the next run sends them again (duplicates, bounded by the queue), and a
 /// row the stream did not acknowledge is never in the store.
 ///
@@ -54,6 +48,43 @@ pub struct SqliteStore {
     path: String,
     /// Lookup queries by (column, number of keys), built once.
     lookup_sql: HashMap<(&'static str, usize), String>,
+    /// How the file stores keys.
+    keys: KeyForm,
+}
+
+/// How a file stores its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyForm {
+    /// Integers after their length (see [`stored_key`]): schema version 2.
+    ByLength,
+    /// As the caller wrote them: a version 1 file opened without its upgrade.
+    AsWritten,
+}
+
+impl KeyForm {
+    fn stored(self, key: &str) -> Cow<'_, str> {
+        match self {
+            KeyForm::ByLength => stored_key(key),
+            KeyForm::AsWritten => Cow::Borrowed(key),
+        }
+    }
+
+    fn caller_key(self, stored: String) -> String {
+        match self {
+            KeyForm::ByLength => key_from_stored(stored),
+            KeyForm::AsWritten => stored,
+        }
+    }
+}
+
+/// The connection lookups read on.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    reader.pragma_update(None, "cache_size", -32768)?;
+    Ok(reader)
 }
 
 /// The writing side: a thread with its own connection, fed through a bounded queue.
@@ -86,30 +117,46 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`, upgrading a file of an older schema
+    /// version.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
-        let path = path.as_ref();
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// Opens the store at `path` without upgrading a file of an older schema version: such a
+    /// file is read as it is, and the store refuses to write to it. For runs that write
+    /// nothing (a dry run), so that trying a newer kinesync leaves the file as the older one
+    /// can still read it. A file of the current version opens as with [`open`](Self::open).
+    pub fn open_without_upgrade(path: impl AsRef<Path>) -> Result<Self, StateError> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    fn open_with(path: &Path, upgrade: bool) -> Result<Self, StateError> {
         let name = path.display().to_string();
         let sql = |source| StateError::Sqlite {
             path: name.clone(),
             source,
         };
         let mut writer = Connection::open(path).map_err(sql)?;
-        init(&writer, &name)?;
+        let keys = init(&writer, &name, upgrade)?;
+        if keys == KeyForm::AsWritten {
+            let reader = open_reader(path).map_err(sql)?;
+            drop(writer);
+            return Ok(Self {
+                reader,
+                writer: None,
+                path: name,
+                lookup_sql: HashMap::new(),
+                keys,
+            });
+        }
         let checkpoints = Connection::open(path).map_err(sql)?;
         // A connection finds the log only once it has read the file; until then its
         // checkpoints do nothing.
         checkpoints
             .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))
             .map_err(sql)?;
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql)?;
-        reader
-            .pragma_update(None, "cache_size", -32768)
-            .map_err(sql)?;
+        let reader = open_reader(path).map_err(sql)?;
         let (jobs, queue) = sync_channel(COMMITS_AHEAD);
         let (report, failures) = sync_channel(2);
         // Asks for a checkpoint; one pending request stands for any number.
@@ -158,19 +205,22 @@ impl SqliteStore {
             }),
             path: name,
             lookup_sql: HashMap::new(),
+            keys,
         })
     }
 
-    fn writer(&mut self) -> &mut Writer {
+    /// The writer; none for a file opened without its upgrade.
+    fn writer(&mut self) -> Result<&mut Writer, StateError> {
+        let path = &self.path;
         self.writer
             .as_mut()
-            .expect("the writer lives as long as the store")
+            .ok_or_else(|| StateError::NotUpgraded { path: path.clone() })
     }
 
     /// Queues a job for the writer, first reporting a failure it had.
     fn send(&mut self, job: Job) -> Result<(), StateError> {
         let path = self.path.clone();
-        let writer = self.writer();
+        let writer = self.writer()?;
         writer.check(&path)?;
         if writer.jobs.send(job).is_err() {
             return Err(writer.stopped(&path));
@@ -186,8 +236,9 @@ impl SqliteStore {
     }
 
     /// Looks `keys` up, `IN (...)` a few hundred at a time. Keys found are matched back to
-    /// their place through a map of borrowed keys, so a lookup copies no key.
-    fn lookup<T>(
+    /// their place through a map of their stored forms; a key asked more than once is answered
+    /// at every place.
+    fn lookup<T: Clone>(
         &mut self,
         keys: &[String],
         column: &'static str,
@@ -200,13 +251,16 @@ impl SqliteStore {
         };
         let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
         for (chunk_index, chunk) in keys.chunks(LOOKUP_CHUNK).enumerate() {
-            let stored: Vec<Cow<'_, str>> = chunk.iter().map(|k| stored_key(k)).collect();
+            let stored: Vec<Cow<'_, str>> = chunk.iter().map(|k| self.keys.stored(k)).collect();
             let mut places: HashMap<&str, usize> = HashMap::with_capacity(chunk.len());
+            // Places of keys asked again in the chunk, and where they were first asked.
+            let mut again: Vec<(usize, usize)> = Vec::new();
             for (i, key) in stored.iter().enumerate() {
-                // A key asked twice is answered at its first place.
-                places
-                    .entry(key.as_ref())
-                    .or_insert(chunk_index * LOOKUP_CHUNK + i);
+                let place = chunk_index * LOOKUP_CHUNK + i;
+                let first = *places.entry(key.as_ref()).or_insert(place);
+                if first != place {
+                    again.push((place, first));
+                }
             }
             let query = self
                 .lookup_sql
@@ -227,6 +281,9 @@ impl SqliteStore {
                     let value = read(row.get_ref(1).map_err(sql)?).map_err(|e| sql(e.into()))?;
                     found[place] = Some(value);
                 }
+            }
+            for (place, first) in again {
+                found[place] = found[first].clone();
             }
         }
         Ok(found)
@@ -276,7 +333,7 @@ impl Drop for SqliteStore {
 }
 
 /// Sets the writing connection up and checks (or creates) the schema.
-fn init(conn: &Connection, path: &str) -> Result<(), StateError> {
+fn init(conn: &Connection, path: &str, upgrade: bool) -> Result<KeyForm, StateError> {
     let sql = |source| StateError::Sqlite {
         path: path.to_owned(),
         source,
@@ -303,20 +360,24 @@ fn init(conn: &Connection, path: &str) -> Result<(), StateError> {
                  PRAGMA user_version = 2;
                  COMMIT;",
             )
+            .map(|()| KeyForm::ByLength)
             .map_err(sql),
+        1 if !upgrade => Ok(KeyForm::AsWritten),
         // Version 2 stores non-negative integer keys after their length (see `stored_key`),
         // and its callers may keep values in `meta`. Rows written by version 1 stay readable.
         // An older kinesync refuses the upgraded file rather than misread it.
         1 => conn
             .execute_batch(
                 "BEGIN;
+                 UPDATE rows SET key = char(31) || key WHERE unicode(key) < 32;
                  UPDATE rows SET key = char(length(key)) || key
                      WHERE length(key) BETWEEN 1 AND 20 AND key NOT GLOB '*[^0-9]*';
                  PRAGMA user_version = 2;
                  COMMIT;",
             )
+            .map(|()| KeyForm::ByLength)
             .map_err(sql),
-        SCHEMA_VERSION => Ok(()),
+        SCHEMA_VERSION => Ok(KeyForm::ByLength),
         found => Err(StateError::SchemaVersion {
             path: path.to_owned(),
             found,
@@ -334,28 +395,14 @@ fn write_jobs(
     report: &SyncSender<StateError>,
 ) {
     let mut failed = false;
-    let mut next: Option<Job> = None;
-    while let Some(job) = next.take().or_else(|| queue.recv().ok()) {
+    for job in queue {
         let result = match job {
             Job::Flush(done) => {
                 done.send(()).ok();
                 continue;
             }
             _ if failed => continue,
-            Job::Commit(changes) => {
-                let mut batches = vec![changes];
-                while batches.len() < MERGED_COMMITS {
-                    match queue.try_recv() {
-                        Ok(Job::Commit(more)) => batches.push(more),
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                write_changes(&mut conn, path, &batches)
-            }
+            Job::Commit(changes) => write_changes(&mut conn, path, &changes),
             Job::SetMeta(name, value) => conn
                 .execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
@@ -424,12 +471,8 @@ fn checkpoint(
         .ok();
 }
 
-/// Queued commits, as one transaction.
-fn write_changes(
-    conn: &mut Connection,
-    path: &str,
-    batches: &[Vec<Change>],
-) -> Result<(), StateError> {
+/// One atomic commit.
+fn write_changes(conn: &mut Connection, path: &str, changes: &[Change]) -> Result<(), StateError> {
     let sql = |source| StateError::Sqlite {
         path: path.to_owned(),
         source,
@@ -440,7 +483,7 @@ fn write_changes(
         let mut delete = tx
             .prepare_cached("DELETE FROM rows WHERE key = ?1")
             .map_err(sql)?;
-        for change in batches.iter().flatten() {
+        for change in changes {
             match change {
                 Change::Upsert {
                     key,
@@ -519,21 +562,32 @@ const MAX_LENGTH_PREFIXED: usize = 20;
 /// How a key is stored. A non-negative integer's digits go after a character that gives their
 /// count (`42` → `\u{2}42`), so that the key index's order is the integers' order: a model
 /// read by ascending id then appends to the index instead of splitting pages in its middle
-/// (text order puts `10` before `9`). Any other key is stored as it is. Keys are JSON text,
-/// which never starts with a control character, so the two forms cannot meet.
+/// (text order puts `10` before `9`). A key that itself starts with a control character
+/// (kinesync's never do: they are compact JSON) goes after [`ESCAPED`], so that a stored key
+/// starts with a control character exactly when one was added. Any other key is stored as it
+/// is.
 fn stored_key(key: &str) -> Cow<'_, str> {
     let digits = key.len();
-    if (1..=MAX_LENGTH_PREFIXED).contains(&digits) && key.bytes().all(|b| b.is_ascii_digit()) {
-        let mut stored = String::with_capacity(digits + 1);
-        stored.push(char::from(digits as u8));
-        stored.push_str(key);
-        Cow::Owned(stored)
-    } else {
-        Cow::Borrowed(key)
-    }
+    let prefix =
+        if (1..=MAX_LENGTH_PREFIXED).contains(&digits) && key.bytes().all(|b| b.is_ascii_digit()) {
+            char::from(digits as u8)
+        } else if key.as_bytes().first().is_some_and(|&b| b < 0x20) {
+            ESCAPED
+        } else {
+            return Cow::Borrowed(key);
+        };
+    let mut stored = String::with_capacity(key.len() + 1);
+    stored.push(prefix);
+    stored.push_str(key);
+    Cow::Owned(stored)
 }
 
-/// A key as the caller knows it, from its stored form.
+/// What a stored key that starts with a control character of its own starts with (the lengths
+/// of integers take 0x01 to 0x14).
+const ESCAPED: char = '\u{1f}';
+
+/// A key as the caller knows it, from its stored form: without the character
+/// [`stored_key`] added, if it added one.
 fn key_from_stored(mut stored: String) -> String {
     if stored.as_bytes().first().is_some_and(|&b| b < 0x20) {
         stored.remove(0);
@@ -581,21 +635,28 @@ impl StateStore for SqliteStore {
             path: path.clone(),
             source,
         };
-        // Reads only the key index, never the stored rows.
-        let mut statement = self
-            .reader
-            .prepare_cached("SELECT key FROM rows WHERE key > ?1 ORDER BY key LIMIT ?2")
-            .map_err(sql)?;
-        let keys = statement
-            .query_map(
-                params![
-                    after.map_or(Cow::Borrowed(""), stored_key),
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                |r| r.get::<_, String>(0).map(key_from_stored),
-            )
-            .map_err(sql)?;
-        keys.collect::<Result<Vec<_>, _>>().map_err(sql)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let form = self.keys;
+        let read = |r: &rusqlite::Row<'_>| r.get::<_, String>(0).map(|k| form.caller_key(k));
+        // Reads only the key index, never the stored rows. The first page has no lower bound:
+        // the empty key comes before any `after`.
+        let keys = match after {
+            Some(after) => self
+                .reader
+                .prepare_cached("SELECT key FROM rows WHERE key > ?1 ORDER BY key LIMIT ?2")
+                .and_then(|mut s| {
+                    s.query_map(params![self.keys.stored(after), limit], read)?
+                        .collect::<Result<Vec<_>, _>>()
+                }),
+            None => self
+                .reader
+                .prepare_cached("SELECT key FROM rows ORDER BY key LIMIT ?1")
+                .and_then(|mut s| {
+                    s.query_map(params![limit], read)?
+                        .collect::<Result<Vec<_>, _>>()
+                }),
+        };
+        keys.map_err(sql)
     }
 
     fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
@@ -603,10 +664,14 @@ impl StateStore for SqliteStore {
     }
 
     fn flush(&mut self) -> Result<(), StateError> {
+        if self.writer.is_none() {
+            // Nothing was written: there is nothing to wait for.
+            return Ok(());
+        }
         let (done, answer) = sync_channel(1);
         self.send(Job::Flush(done))?;
         let path = self.path.clone();
-        let writer = self.writer();
+        let writer = self.writer()?;
         if answer.recv().is_err() {
             return Err(writer.stopped(&path));
         }

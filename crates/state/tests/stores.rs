@@ -115,6 +115,7 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
          INSERT INTO rows VALUES ('-2', x'00000000000000000000000000000002', x'00');
          INSERT INTO rows VALUES ('\"7\"', x'00000000000000000000000000000003', x'00');
          INSERT INTO rows VALUES ('123456789012345678901', x'00000000000000000000000000000004', x'00');
+         INSERT INTO rows VALUES (char(1) || '5', x'00000000000000000000000000000005', x'00');
          PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -128,10 +129,10 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
         vec![Some(b"{\"id\":1}".to_vec())]
     );
     assert_eq!(store.meta("columns").unwrap(), None);
-    let all = keys(&["1", "10", "-2", "\"7\"", "123456789012345678901"]);
+    let all = keys(&["1", "10", "-2", "\"7\"", "123456789012345678901", "\u{1}5"]);
     assert_eq!(
         store.fingerprints(&all).unwrap(),
-        vec![Some(42), Some(1), Some(2), Some(3), Some(4)],
+        vec![Some(42), Some(1), Some(2), Some(3), Some(4), Some(5)],
         "every key is found under its own name"
     );
     assert_eq!(walk(&mut store, 2), sorted(all));
@@ -151,9 +152,64 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
     stored.sort();
     assert_eq!(
         stored,
-        keys(&["\u{1}1", "\u{2}10", "\"7\"", "-2", "123456789012345678901"]),
-        "integers of up to 20 digits are stored after their length, other keys as they were"
+        keys(&[
+            "\u{1}1",
+            "\u{2}10",
+            "\u{1f}\u{1}5",
+            "\"7\"",
+            "-2",
+            "123456789012345678901"
+        ]),
+        "integers of up to 20 digits are stored after their length, a key that starts with a \
+         control character after an escape, other keys as they were"
     );
+}
+
+#[test]
+fn sqlite_store_of_version_1_opened_without_upgrade_is_read_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite_conn(&path);
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE rows (key TEXT NOT NULL UNIQUE, fingerprint BLOB NOT NULL, row BLOB NOT NULL);
+         CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+         INSERT INTO rows VALUES ('10', x'00000000000000000000000000000001', x'00');
+         INSERT INTO rows VALUES ('9', x'00000000000000000000000000000002', x'00');
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut store = SqliteStore::open_without_upgrade(&path).unwrap();
+    assert_eq!(
+        store.fingerprints(&keys(&["9", "10", "11"])).unwrap(),
+        vec![Some(2), Some(1), None]
+    );
+    assert_eq!(walk(&mut store, 1), keys(&["10", "9"]));
+    store.flush().unwrap();
+    let refused = store.commit(vec![upsert("11", 3)]).unwrap_err();
+    assert!(
+        matches!(refused, StateError::NotUpgraded { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("without --dry-run"),
+        "{refused}"
+    );
+    assert!(store.set_meta("columns", "[]").is_err());
+    drop(store);
+    let version: i64 = rusqlite_conn(&path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1, "the file is as it was");
+    // A file of the current version opens as usual.
+    let current = dir.path().join("current.db");
+    drop(SqliteStore::open(&current).unwrap());
+    let mut store = SqliteStore::open_without_upgrade(&current).unwrap();
+    store.commit(vec![upsert("1", 1)]).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.key_count().unwrap(), 1);
 }
 
 #[test]
@@ -182,8 +238,8 @@ fn sqlite_store_walks_integer_keys_in_numeric_order() {
 fn sqlite_store_writes_queued_commits_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(dir.path().join("state.db")).unwrap();
-    // More commits than the queue holds, each replacing the one before: the writer takes
-    // several at a time, and the last one written must be the last one made.
+    // More commits than the queue holds, each replacing the one before: the last one
+    // written must be the last one made, and a value set between commits is kept.
     for version in 0..200u128 {
         store
             .commit(vec![upsert("1", version), upsert(&format!("{version}"), 0)])
@@ -268,6 +324,10 @@ const KEYS: &[&str] = &[
     "\"\"",
     "true",
     "null",
+    // Not JSON, which kinesync's keys always are, but a store takes any text.
+    "\u{1}5",
+    "\u{1f}",
+    "",
 ];
 
 proptest! {
@@ -294,13 +354,15 @@ proptest! {
         }
         sqlite.flush().unwrap();
         let all = keys(KEYS);
-        prop_assert_eq!(memory.fingerprints(&all).unwrap(), sqlite.fingerprints(&all).unwrap());
+        // Each key asked twice: every place is answered.
+        let asked: Vec<String> = all.iter().chain(all.iter().rev()).cloned().collect();
+        prop_assert_eq!(memory.fingerprints(&asked).unwrap(), sqlite.fingerprints(&asked).unwrap());
         prop_assert_eq!(memory.key_count().unwrap(), sqlite.key_count().unwrap());
         // The same keys, each walk in its store's own order.
         prop_assert_eq!(walk(&mut memory, 3), sorted(memory.keys_after(None, 100).unwrap()));
         prop_assert_eq!(walk(&mut sqlite, 3), sorted(sqlite.keys_after(None, 100).unwrap()));
         prop_assert_eq!(walk(&mut memory, 100), walk(&mut sqlite, 7));
-        prop_assert_eq!(memory.rows(&all).unwrap(), sqlite.rows(&all).unwrap());
+        prop_assert_eq!(memory.rows(&asked).unwrap(), sqlite.rows(&asked).unwrap());
     }
 }
 

@@ -7,6 +7,10 @@
 //! before adds its list. Without the names every row is about 40% smaller, and a backfill
 //! writes every byte twice (SQLite's log, then the database).
 //!
+//! The lists are read, extended and written back as a run starts: one sync at a time per
+//! state file, as everything else about the file assumes (two at once would also send the
+//! same changes twice).
+//!
 //! Rows stored as a JSON object (`{"id":1,...}`, state schema version 1) stay readable:
 //! their fingerprint is the same (it is taken over the object either way), so nothing is sent
 //! again because of the change, and they are replaced by the new form as they change.
