@@ -515,14 +515,16 @@ struct Upserts<'c, 'a> {
 
 impl<'c, 'a> Upserts<'c, 'a> {
     fn new(tx: &'c rusqlite::Transaction<'_>) -> rusqlite::Result<Self> {
-        let values = vec!["(?, ?, ?)"; UPSERT_GROUP].join(", ");
+        // Made once: every commit looks its statement up by this text.
+        static GROUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let values = vec!["(?, ?, ?)"; UPSERT_GROUP].join(", ");
+            format!("INSERT OR REPLACE INTO rows (key, fingerprint, row) VALUES {values}")
+        });
         Ok(Self {
             one: tx.prepare_cached(
                 "INSERT OR REPLACE INTO rows (key, fingerprint, row) VALUES (?1, ?2, ?3)",
             )?,
-            group: tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO rows (key, fingerprint, row) VALUES {values}"
-            ))?,
+            group: tx.prepare_cached(&GROUP)?,
             pending: Vec::with_capacity(UPSERT_GROUP),
         })
     }

@@ -104,22 +104,16 @@ fn sqlite_store_behaves_and_persists() {
 fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    // A file as version 1 wrote it.
-    let conn = rusqlite_conn(&path);
-    conn.execute_batch(
-        "CREATE TABLE rows (key TEXT NOT NULL UNIQUE, fingerprint BLOB NOT NULL, row BLOB NOT NULL);
-         CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-         INSERT INTO meta VALUES ('baseline', 'taken');
+    version_1_file(
+        &path,
+        "INSERT INTO meta VALUES ('baseline', 'taken');
          INSERT INTO rows VALUES ('1', x'0000000000000000000000000000002a', CAST('{\"id\":1}' AS BLOB));
          INSERT INTO rows VALUES ('10', x'00000000000000000000000000000001', x'00');
          INSERT INTO rows VALUES ('-2', x'00000000000000000000000000000002', x'00');
          INSERT INTO rows VALUES ('\"7\"', x'00000000000000000000000000000003', x'00');
          INSERT INTO rows VALUES ('123456789012345678901', x'00000000000000000000000000000004', x'00');
-         INSERT INTO rows VALUES (char(1) || '5', x'00000000000000000000000000000005', x'00');
-         PRAGMA user_version = 1;",
-    )
-    .unwrap();
-    drop(conn);
+         INSERT INTO rows VALUES (char(1) || '5', x'00000000000000000000000000000005', x'00');",
+    );
 
     let mut store = SqliteStore::open(&path).unwrap();
     assert!(store.has_baseline().unwrap());
@@ -169,17 +163,11 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
 fn sqlite_store_of_version_1_opened_without_upgrade_is_read_and_never_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let conn = rusqlite_conn(&path);
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         CREATE TABLE rows (key TEXT NOT NULL UNIQUE, fingerprint BLOB NOT NULL, row BLOB NOT NULL);
-         CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-         INSERT INTO rows VALUES ('10', x'00000000000000000000000000000001', x'00');
-         INSERT INTO rows VALUES ('9', x'00000000000000000000000000000002', x'00');
-         PRAGMA user_version = 1;",
-    )
-    .unwrap();
-    drop(conn);
+    version_1_file(
+        &path,
+        "INSERT INTO rows VALUES ('10', x'00000000000000000000000000000001', x'00');
+         INSERT INTO rows VALUES ('9', x'00000000000000000000000000000002', x'00');",
+    );
 
     let mut store = SqliteStore::open_without_upgrade(&path).unwrap();
     assert_eq!(
@@ -296,6 +284,19 @@ fn walk(store: &mut dyn StateStore, page: usize) -> Vec<String> {
 fn sorted(mut keys: Vec<String>) -> Vec<String> {
     keys.sort();
     keys
+}
+
+/// A file as state schema version 1 wrote it, with what `inserts` put in it.
+fn version_1_file(path: &std::path::Path, inserts: &str) {
+    rusqlite_conn(path)
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE rows (key TEXT NOT NULL UNIQUE, fingerprint BLOB NOT NULL, row BLOB NOT NULL);
+             CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+             {inserts}
+             PRAGMA user_version = 1;"
+        ))
+        .unwrap();
 }
 
 fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {
