@@ -101,8 +101,8 @@ struct Writer {
 
 enum Job {
     Commit(Vec<Change>),
-    SetBaseline,
-    /// A caller's value: its name (prefixed, apart from the store's own) and the value.
+    /// A row of `meta`: the store's own (`baseline`) or a caller's (prefixed, apart from
+    /// the store's own), and its value.
     SetMeta(String, String),
     /// Answered once every job before it is done.
     Flush(SyncSender<()>),
@@ -137,72 +137,17 @@ impl SqliteStore {
             path: name.clone(),
             source,
         };
-        let mut writer = Connection::open(path).map_err(sql)?;
-        let keys = init(&writer, &name, upgrade)?;
-        if keys == KeyForm::AsWritten {
-            let reader = open_reader(path).map_err(sql)?;
-            drop(writer);
-            return Ok(Self {
-                reader,
-                writer: None,
-                path: name,
-                lookup_sql: HashMap::new(),
-                keys,
-            });
-        }
-        let checkpoints = Connection::open(path).map_err(sql)?;
-        // A connection finds the log only once it has read the file; until then its
-        // checkpoints do nothing.
-        checkpoints
-            .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))
-            .map_err(sql)?;
+        let conn = Connection::open(path).map_err(sql)?;
+        let keys = init(&conn, &name, upgrade)?;
         let reader = open_reader(path).map_err(sql)?;
-        let (jobs, queue) = sync_channel(COMMITS_AHEAD);
-        let (report, failures) = sync_channel(2);
-        // Asks for a checkpoint; one pending request stands for any number.
-        let (ask, asked) = sync_channel::<()>(1);
-        // Replaces SQLite's own checkpoint-on-commit.
-        writer
-            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
-                if pages >= CHECKPOINT_PAGES {
-                    ask.try_send(()).ok();
-                }
-                Ok(())
-            }))
-            .map_err(sql)?;
-        let spawn = |role: &str, name: &str, work: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(work)
-                .map_err(|e| StateError::Thread {
-                    path: path.display().to_string(),
-                    message: format!("cannot start the thread that {role}: {e}"),
-                })
+        // A file read as an older version wrote it is never written.
+        let writer = match keys {
+            KeyForm::ByLength => Some(Writer::start(conn, path)?),
+            KeyForm::AsWritten => None,
         };
-        let checkpoint_path = name.clone();
-        let checkpoint_report = report.clone();
-        let checkpointer = spawn(
-            "checkpoints it",
-            "kinesync-checkpoint",
-            Box::new(move || {
-                checkpoint(&checkpoints, &checkpoint_path, &asked, &checkpoint_report)
-            }),
-        )?;
-        let thread_path = name.clone();
-        let thread = spawn(
-            "writes it",
-            "kinesync-state",
-            Box::new(move || write_jobs(writer, &thread_path, &queue, &report)),
-        )?;
         Ok(Self {
             reader,
-            writer: Some(Writer {
-                jobs,
-                failures,
-                thread: Some(thread),
-                checkpointer: Some(checkpointer),
-                failed: None,
-            }),
+            writer,
             path: name,
             lookup_sql: HashMap::new(),
             keys,
@@ -291,6 +236,65 @@ impl SqliteStore {
 }
 
 impl Writer {
+    /// Starts the writer thread on `conn`, and the checkpointer beside it.
+    fn start(mut writer: Connection, path: &Path) -> Result<Self, StateError> {
+        let name = path.display().to_string();
+        let sql = |source| StateError::Sqlite {
+            path: name.clone(),
+            source,
+        };
+        let checkpoints = Connection::open(path).map_err(sql)?;
+        // A connection finds the log only once it has read the file; until then its
+        // checkpoints do nothing.
+        checkpoints
+            .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))
+            .map_err(sql)?;
+        let (jobs, queue) = sync_channel(COMMITS_AHEAD);
+        let (report, failures) = sync_channel(2);
+        // Asks for a checkpoint; one pending request stands for any number.
+        let (ask, asked) = sync_channel::<()>(1);
+        // Replaces SQLite's own checkpoint-on-commit.
+        writer
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+                if pages >= CHECKPOINT_PAGES {
+                    ask.try_send(()).ok();
+                }
+                Ok(())
+            }))
+            .map_err(sql)?;
+        let spawn = |role: &str, name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .map_err(|e| StateError::Thread {
+                    path: path.display().to_string(),
+                    message: format!("cannot start the thread that {role}: {e}"),
+                })
+        };
+        let checkpoint_path = name.clone();
+        let checkpoint_report = report.clone();
+        let checkpointer = spawn(
+            "checkpoints it",
+            "kinesync-checkpoint",
+            Box::new(move || {
+                checkpoint(&checkpoints, &checkpoint_path, &asked, &checkpoint_report)
+            }),
+        )?;
+        let thread_path = name.clone();
+        let thread = spawn(
+            "writes it",
+            "kinesync-state",
+            Box::new(move || write_jobs(writer, &thread_path, &queue, &report)),
+        )?;
+        Ok(Self {
+            jobs,
+            failures,
+            thread: Some(thread),
+            checkpointer: Some(checkpointer),
+            failed: None,
+        })
+    }
+
     /// The writer's failure, if it had one.
     fn check(&mut self, path: &str) -> Result<(), StateError> {
         if let Ok(failure) = self.failures.try_recv() {
@@ -407,16 +411,6 @@ fn write_jobs(
                 .execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
                     params![name, value],
-                )
-                .map(drop)
-                .map_err(|source| StateError::Sqlite {
-                    path: path.to_owned(),
-                    source,
-                }),
-            Job::SetBaseline => conn
-                .execute(
-                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('baseline', 'taken')",
-                    [],
                 )
                 .map(drop)
                 .map_err(|source| StateError::Sqlite {
@@ -617,7 +611,7 @@ impl StateStore for SqliteStore {
     }
 
     fn set_baseline(&mut self) -> Result<(), StateError> {
-        self.send(Job::SetBaseline)?;
+        self.send(Job::SetMeta("baseline".into(), "taken".into()))?;
         self.flush()
     }
 
