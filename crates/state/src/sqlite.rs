@@ -236,7 +236,7 @@ impl SqliteStore {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, and the checkpointer beside it.
+    /// Starts the writer thread on `writer`, and the checkpointer beside it.
     fn start(mut writer: Connection, path: &Path) -> Result<Self, StateError> {
         let name = path.display().to_string();
         let sql = |source| StateError::Sqlite {
