@@ -33,7 +33,7 @@ gen-rows n out:
 
 # Whole syncs into InMemorySink through the engine: backfill and 1% changed (1M rows).
 bench-sync:
-    cargo bench -p kinesync --bench sync
+    cargo bench -p kinesync-engine --bench sync
 
 # The `kinesync sync` process end to end from a 1M-row NDJSON model: rows/s and peak memory.
 bench-process:

@@ -111,13 +111,13 @@ fn parse_event(s: &str) -> Result<Event, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config).map_err(Failure::from),
         Command::Sync {
             config,
             report,
             dry_run,
             debug_payloads,
-        } => sync::run(&config, report.as_deref(), dry_run, debug_payloads),
+        } => sync::run(&config, report.as_deref(), dry_run, debug_payloads).map_err(Failure::from),
         Command::Runs { config, show } => sync::runs(config.as_deref(), show),
         Command::Preview {
             config,
@@ -130,13 +130,37 @@ fn main() -> ExitCode {
             rows.as_deref(),
             limit,
             PreviewOptions { shards, event },
-        ),
+        )
+        .map_err(Failure::from),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Why a command failed: kinesync's own error, or a command line that cannot work.
+#[derive(Debug)]
+enum Failure {
+    Kinesync(kinesync::Error),
+    /// A command line clap accepts but the command cannot run with.
+    Usage(&'static str),
+}
+
+impl From<kinesync::Error> for Failure {
+    fn from(error: kinesync::Error) -> Self {
+        Failure::Kinesync(error)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Kinesync(error) => error.fmt(f),
+            Failure::Usage(message) => f.write_str(message),
         }
     }
 }

@@ -9,8 +9,8 @@ use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use kinesync::engine::{Outcome, Progress, ProgressSnapshot};
 use kinesync::runs::{Runs, describe_entry};
-use kinesync::sync::{Outcome, Progress, ProgressSnapshot};
 use kinesync::{Config, Error, RunOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -136,10 +136,13 @@ pub(crate) fn run(
 }
 
 /// `kinesync runs [show ID]`.
-pub(crate) fn runs(config: Option<&Path>, show: Option<RunsCommand>) -> Result<ExitCode, Error> {
-    let config_path = config.ok_or_else(|| {
-        Error::Sync("`kinesync runs` needs --config FILE: the runs are kept beside it".into())
-    })?;
+pub(crate) fn runs(
+    config: Option<&Path>,
+    show: Option<RunsCommand>,
+) -> Result<ExitCode, crate::Failure> {
+    let config_path = config.ok_or(crate::Failure::Usage(
+        "`kinesync runs` needs --config FILE: the runs are kept beside it",
+    ))?;
     let config = Config::from_file(config_path)?;
     let runs = Runs::new(config.runs_dir());
     match show {

@@ -117,8 +117,8 @@ pub struct SyncConfig {
 
 impl SyncConfig {
     /// The engine's limits: the defaults, with what this section sets.
-    pub fn limits(&self) -> crate::sync::Limits {
-        let mut limits = crate::sync::Limits::default();
+    pub fn limits(&self) -> kinesync_engine::Limits {
+        let mut limits = kinesync_engine::Limits::default();
         if let Some(n) = self.max_in_flight {
             limits.max_in_flight = Some(n);
         }
@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(limits.retry_time, std::time::Duration::from_secs(5));
         assert_eq!(limits.build_threads, 1);
         let defaults = Config::from_toml(base, "k.toml").unwrap().sync.limits();
-        assert_eq!(defaults, crate::sync::Limits::default());
+        assert_eq!(defaults, kinesync_engine::Limits::default());
         assert!(defaults.build_threads >= 1);
     }
 }

@@ -1,34 +1,31 @@
 //! kinesync: stream the rows of a data model into an Amazon Kinesis data stream.
 //!
-//! This crate is the orchestrator. It reads the configuration ([`Config`]), opens the model
-//! (`kinesync-source`), compiles the payload (`kinesync-payload`) and the key columns
-//! ([`KeySpec`], `kinesync-keys`), and turns each row into the exact [`Record`] that would be
-//! sent: message bytes, partition key, explicit hash key and hash key. [`preview`] shows those
-//! records, as JSON lines or as snapshot text for template tests.
+//! This crate is the orchestrator: it wires the other crates together and owns none of their
+//! jobs. It reads the configuration ([`Config`]), opens the model ([`source`]), compiles the
+//! payload ([`payload`]) and the key columns ([`KeySpec`]) into a [`RecordBuilder`], connects
+//! the destination ([`destination`], a [`transport`] sink), opens the [`state`] store, and hands
+//! them to the sync [`engine`]; [`run_config`] does all of that from a config file. [`preview`]
+//! shows the exact records a model would become, as JSON lines or as snapshot text for
+//! template tests; [`runs`] keeps past runs and their debugger logs.
 //!
-//! [`destination`] turns `[destination]` into a connected `KinesisSink` and runs `kinesync
-//! check`; [`sync`] is the engine (change detection against the state store, batching,
-//! sending, commits); [`run_config`] runs it from a config file; [`runs`] keeps past runs.
-//! The data path, in order: source → payload → keys → sync engine (batcher → sender) → sink,
-//! with the state store beside it. Each stage is its own crate with one job; this one wires
-//! them.
+//! The data path, in order: source → engine (prepare → diff → build → batch → send → commit)
+//! → sink, with the state store beside it. Each stage is its own crate with one job.
 
 pub mod config;
 pub mod destination;
 pub mod preview;
-mod records;
 pub mod runs;
-pub mod sync;
 
 use std::path::PathBuf;
 
 pub use config::Config;
+pub use kinesync_engine as engine;
+pub use kinesync_engine::{KeySpec, Record, RecordBuilder, RowError};
 pub use kinesync_keys as keys;
 pub use kinesync_payload as payload;
 pub use kinesync_source as source;
 pub use kinesync_state as state;
 pub use kinesync_transport as transport;
-pub use records::{KeySpec, Record, RecordBuilder, RowError};
 
 use config::TemplateOrigin;
 
@@ -86,9 +83,36 @@ pub enum Error {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] kinesync_state::StateError),
-    /// The sync is not set up right.
-    #[error("{0}")]
-    Sync(String),
+    /// The engine could not start or finish a run.
+    #[error(transparent)]
+    Engine(kinesync_engine::Error),
+    /// A past run asked for is not in the run history.
+    #[error(transparent)]
+    Run(#[from] runs::RunLookupError),
+}
+
+impl From<kinesync_engine::Error> for Error {
+    /// Errors that have a place of their own in a config file's terms keep it; the rest are
+    /// the engine's.
+    fn from(error: kinesync_engine::Error) -> Self {
+        match error {
+            kinesync_engine::Error::UnknownKeyColumn {
+                role,
+                name,
+                suggestion,
+            } => Error::UnknownKeyColumn {
+                setting: match role {
+                    kinesync_engine::KeyRole::PartitionKey => "keys.partition_key",
+                    kinesync_engine::KeyRole::ExplicitHashKey => "keys.explicit_hash_key",
+                },
+                name,
+                suggestion,
+            },
+            kinesync_engine::Error::Transport(e) => Error::Transport(e),
+            kinesync_engine::Error::State(e) => Error::State(e),
+            other => Error::Engine(other),
+        }
+    }
 }
 
 /// Compiles the config's payload and keys against `schema`; every problem is reported at once.
@@ -118,32 +142,32 @@ pub struct RunOptions {
     /// Do everything but send and commit.
     pub dry_run: bool,
     /// Where the run's debugger log goes.
-    pub debug_log: Option<sync::DebugLog>,
+    pub debug_log: Option<engine::DebugLog>,
     /// Counters to watch the run by.
-    pub progress: Option<std::sync::Arc<sync::Progress>>,
+    pub progress: Option<std::sync::Arc<engine::Progress>>,
 }
 
 /// One `kinesync sync` run from a config file: the model from `[source]` (read on a thread of
-/// its own, see [`sync::Engine::run_source`]), the records from `[payload]` and `[keys]`, the stream from `[destination]`, the
+/// its own, see [`engine::Engine::run_source`]), the records from `[payload]` and `[keys]`, the stream from `[destination]`, the
 /// state file, trigger and limits from `[sync]`. Gives the report and the destination (for a
 /// simulated stream's shard counts).
 pub async fn run_config(
     config: &Config,
     options: RunOptions,
-) -> Result<(sync::RunReport, destination::Destination), Error> {
+) -> Result<(engine::RunReport, destination::Destination), Error> {
     let source = kinesync_source::open(&config.source()?.spec(config))?;
     let records = records_for(config, source.schema())?;
     let destination = destination::connect(config).await?;
     let events = match &config.sync.events {
-        Some(names) => sync::Events::from_names(names)
+        Some(names) => engine::Events::from_names(names)
             .map_err(|e| config.invalid(format!("[sync] events: {e}")))?,
-        None => sync::Events::all(),
+        None => engine::Events::all(),
     };
     let initial = match config.sync.initial {
-        Some(config::InitialConfig::Skip) => sync::Initial::Skip,
-        _ => sync::Initial::Backfill,
+        Some(config::InitialConfig::Skip) => engine::Initial::Skip,
+        _ => engine::Initial::Backfill,
     };
-    let mut builder = sync::Engine::builder()
+    let mut builder = engine::Engine::builder()
         .records(records)
         .sink(destination.sink.clone(), destination.stream.clone())
         .state_boxed(state_store(config, options.dry_run)?)
@@ -157,7 +181,10 @@ pub async fn run_config(
     if let Some(progress) = options.progress {
         builder = builder.progress(progress);
     }
-    let mut engine = builder.build()?;
+    let mut engine = builder.build().map_err(|e| match e {
+        kinesync_engine::Error::Limit(limit) => config.invalid(format!("[sync] {limit}")),
+        other => other.into(),
+    })?;
     let report = engine.run_source(source).await?;
     Ok((report, destination))
 }

@@ -19,7 +19,7 @@ use kinesync_source::RowSource;
 
 use crate::Error;
 use crate::config::Config;
-use crate::records::{Record, RecordBuilder, RowError};
+use crate::{Record, RecordBuilder, RowError};
 
 /// How to preview: the simulated stream's shard count and the event rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,35 @@ use std::time::SystemTime;
 use serde_json::Value as Json;
 
 use crate::Error;
-use crate::sync::{DebugLog, Outcome, RunReport};
+use crate::engine::{DebugLog, Outcome, RunReport};
+
+/// A run asked for by id that the history cannot give.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunLookupError {
+    /// `latest` was asked for, and there are no runs yet.
+    #[error("no runs in {}", dir.display())]
+    NoRuns {
+        /// The runs directory.
+        dir: PathBuf,
+    },
+    /// No run's id is or starts with the id given.
+    #[error("no run {id:?} in {}; `kinesync runs` lists them", dir.display())]
+    NoSuchRun {
+        /// The id given.
+        id: String,
+        /// The runs directory.
+        dir: PathBuf,
+    },
+    /// More than one run's id starts with the id given.
+    #[error("{id:?} matches {} runs ({}); give more of the id", matches.len(), matches.join(", "))]
+    Ambiguous {
+        /// The id given.
+        id: String,
+        /// The ids it matches.
+        matches: Vec<String>,
+    },
+}
 
 /// The directory of past runs.
 #[derive(Debug, Clone)]
@@ -133,13 +161,13 @@ impl Runs {
     /// The run with this id, or the only one whose id starts with it; `latest` is the newest.
     pub fn find(&self, id: &str) -> Result<RunDir, Error> {
         let runs = self.list()?;
-        let not_found = |message: String| Error::Sync(message);
         if id == "latest" {
-            return runs
-                .into_iter()
-                .next_back()
-                .map(|e| e.run)
-                .ok_or_else(|| not_found(format!("no runs in {}", self.dir.display())));
+            return runs.into_iter().next_back().map(|e| e.run).ok_or_else(|| {
+                RunLookupError::NoRuns {
+                    dir: self.dir.clone(),
+                }
+                .into()
+            });
         }
         if let Some(exact) = runs.iter().find(|e| e.run.id == id) {
             return Ok(exact.run.clone());
@@ -147,18 +175,16 @@ impl Runs {
         let matching: Vec<&RunEntry> = runs.iter().filter(|e| e.run.id.starts_with(id)).collect();
         match matching.as_slice() {
             [one] => Ok(one.run.clone()),
-            [] => Err(not_found(format!(
-                "no run {id:?} in {}; `kinesync runs` lists them",
-                self.dir.display()
-            ))),
-            many => Err(not_found(format!(
-                "{id:?} matches {} runs ({}); give more of the id",
-                many.len(),
-                many.iter()
-                    .map(|e| e.run.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            [] => Err(RunLookupError::NoSuchRun {
+                id: id.to_owned(),
+                dir: self.dir.clone(),
+            }
+            .into()),
+            many => Err(RunLookupError::Ambiguous {
+                id: id.to_owned(),
+                matches: many.iter().map(|e| e.run.id.clone()).collect(),
+            }
+            .into()),
         }
     }
 

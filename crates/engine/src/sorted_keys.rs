@@ -176,9 +176,9 @@ impl Sorter {
         let mut sources = Vec::with_capacity(self.runs.len() + 1);
         for file in &mut self.runs {
             file.seek(SeekFrom::Start(0))?;
-            sources.push(Run::File(BufReader::with_capacity(1 << 16, &*file)));
+            sources.push(SortedRun::File(BufReader::with_capacity(1 << 16, &*file)));
         }
-        sources.push(Run::Memory(self.buffer.iter()));
+        sources.push(SortedRun::Memory(self.buffer.iter()));
         let mut heap = BinaryHeap::with_capacity(sources.len());
         for (index, source) in sources.iter_mut().enumerate() {
             if let Some(entry) = source.next_entry()? {
@@ -201,16 +201,16 @@ fn write_run(mut entries: Vec<Key>) -> io::Result<File> {
     Ok(file)
 }
 
-enum Run<'a> {
+enum SortedRun<'a> {
     File(BufReader<&'a File>),
     Memory(std::slice::Iter<'a, Key>),
 }
 
-impl Run<'_> {
+impl SortedRun<'_> {
     fn next_entry(&mut self) -> io::Result<Option<Key>> {
         match self {
-            Run::File(file) => Key::read_from(file),
-            Run::Memory(entries) => Ok(entries.next().cloned()),
+            SortedRun::File(file) => Key::read_from(file),
+            SortedRun::Memory(entries) => Ok(entries.next().cloned()),
         }
     }
 }
@@ -249,7 +249,7 @@ impl Iterator for Hashes<'_> {
 
 /// The sorted runs merged into one ordered stream.
 pub(crate) struct Merged<'a> {
-    sources: Vec<Run<'a>>,
+    sources: Vec<SortedRun<'a>>,
     heap: BinaryHeap<Reverse<(Key, usize)>>,
 }
 

@@ -1,4 +1,4 @@
-//! Records built on threads of their own.
+//! Stage 3, build: records rendered on threads of their own.
 //!
 //! Rendering a message is most of a sync's work per row. Done on the sync's own thread, it
 //! would leave that thread the slowest stage of the pipeline, while it also diffs chunks,
@@ -13,20 +13,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kinesync_payload::{Event, RenderInput, Row};
+use kinesync_state::Change;
 
-use super::Read;
-use crate::{Error, Record, RecordBuilder, RowError};
+use crate::error::Error;
+use crate::record::{Record, RecordBuilder, RowError};
 
-/// A row to build a record for.
-pub(super) struct ToBuild {
-    pub(super) read: Read,
-    pub(super) event: Event,
+/// A row to build a record for, with what the state store is told once it is acknowledged.
+/// Removed rows come this way too, built from their last sent version.
+#[derive(Debug)]
+pub(crate) struct ToBuild {
+    pub(crate) row: Row,
+    pub(crate) event: Event,
     /// The last version sent, for a changed row.
-    pub(super) previous: Option<Row>,
+    pub(crate) previous: Option<Row>,
+    pub(crate) change: Change,
 }
 
-/// A chunk's rows with their records (or why a row has none), in the chunk's order.
-pub(super) type Built = Vec<(ToBuild, Result<Record, RowError>)>;
+/// A chunk's records (or why a row has none), each with its change, in the chunk's order.
+/// The rows themselves are dropped on the building thread once rendered.
+pub(crate) type Built = Vec<(Change, Result<Record, RowError>)>;
 
 struct Job {
     rows: Vec<ToBuild>,
@@ -34,7 +39,7 @@ struct Job {
 }
 
 /// The builder threads, and the chunks handed to them, oldest first.
-pub(super) struct Builders {
+pub(crate) struct BuildPool {
     jobs: Option<SyncSender<Job>>,
     /// Set when the sync no longer wants what is being built (it ended early, or its future
     /// was dropped): the threads stop at the next row instead of finishing their chunks.
@@ -43,9 +48,9 @@ pub(super) struct Builders {
     building: VecDeque<Receiver<Built>>,
 }
 
-impl Builders {
+impl BuildPool {
     /// `threads` builder threads (at least one).
-    pub(super) fn start(records: Arc<RecordBuilder>, threads: usize) -> Result<Self, Error> {
+    pub(crate) fn start(records: Arc<RecordBuilder>, threads: usize) -> Result<Self, Error> {
         let threads = threads.max(1);
         let (jobs, queue) = sync_channel::<Job>(threads);
         let queue = Arc::new(Mutex::new(queue));
@@ -58,8 +63,9 @@ impl Builders {
                 std::thread::Builder::new()
                     .name(format!("kinesync-build-{i}"))
                     .spawn(move || build_jobs(&records, &queue, &abandoned))
-                    .map_err(|e| {
-                        Error::Sync(format!("cannot start a thread to build records: {e}"))
+                    .map_err(|source| Error::Thread {
+                        job: "builds records",
+                        source,
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -72,13 +78,13 @@ impl Builders {
     }
 
     /// Chunks handed over and not yet taken back.
-    pub(super) fn in_progress(&self) -> usize {
+    pub(crate) fn in_progress(&self) -> usize {
         self.building.len()
     }
 
     /// Hands a chunk's rows over; waits only while every thread is busy and as many chunks
     /// as there are threads already wait for one.
-    pub(super) fn submit(&mut self, rows: Vec<ToBuild>) -> Result<(), Error> {
+    pub(crate) fn submit(&mut self, rows: Vec<ToBuild>) -> Result<(), Error> {
         let (done, built) = sync_channel(1);
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(Job { rows, done }).map_err(|_| stopped())?;
@@ -87,7 +93,7 @@ impl Builders {
     }
 
     /// The oldest chunk, if it is built (`wait = false`) or once it is (`wait = true`).
-    pub(super) fn next_built(&mut self, wait: bool) -> Result<Option<Built>, Error> {
+    pub(crate) fn next_built(&mut self, wait: bool) -> Result<Option<Built>, Error> {
         let Some(oldest) = self.building.front() else {
             return Ok(None);
         };
@@ -105,7 +111,7 @@ impl Builders {
     }
 }
 
-impl Drop for Builders {
+impl Drop for BuildPool {
     fn drop(&mut self) {
         // Closing the queue ends the threads; what they hold is abandoned at the next row.
         self.abandoned.store(true, Ordering::Relaxed);
@@ -118,7 +124,7 @@ impl Drop for Builders {
 }
 
 fn stopped() -> Error {
-    Error::Sync("a thread building records stopped unexpectedly (a bug: please report it)".into())
+    Error::BuildThreadStopped
 }
 
 /// A builder thread: takes chunks until the queue closes or the sync abandons them.
@@ -139,13 +145,13 @@ fn build_jobs(
             if abandoned.load(Ordering::Relaxed) {
                 return;
             }
-            let input = RenderInput::new(&row.read.row, row.event);
+            let input = RenderInput::new(&row.row, row.event);
             let input = match &row.previous {
                 Some(previous) => input.with_previous(previous),
                 None => input,
             };
             let record = records.build(input);
-            built.push((row, record));
+            built.push((row.change, record));
         }
         // The sync may have stopped and no longer want it.
         done.send(built).ok();

@@ -1,5 +1,6 @@
-//! How the state store holds each row: its values alone, with the column names kept once
-//! per store.
+//! The stored-row codec: how the state store holds each row (its values alone, with the
+//! column names kept once per store), and how a stored row is read back for `previous` and
+//! `removed` events. The prepare stage writes this form; nothing else reads it.
 //!
 //! A stored row is the number of its column list followed by its values as a JSON array:
 //! `0[1,"Ada",true]`. The column lists live in the store's meta values under
@@ -18,23 +19,23 @@
 use kinesync_payload::{Row, Schema, Value};
 use kinesync_state::StateStore;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The meta value that holds the column lists.
-pub(super) const COLUMN_LISTS: &str = "row_columns";
+pub(crate) const COLUMN_LISTS: &str = "row_columns";
 
 /// The store's column lists, and which of them is this run's schema.
 #[derive(Debug, Default)]
-pub(super) struct Layouts {
+pub(crate) struct RowCodec {
     lists: Vec<Vec<String>>,
     /// The schema's list, by number.
     current: usize,
 }
 
-impl Layouts {
+impl RowCodec {
     /// The store's lists, with the schema's added (and kept, unless `dry_run`) when the store
     /// does not have it yet.
-    pub(super) fn load(
+    pub(crate) fn load(
         state: &mut dyn StateStore,
         schema: &Schema,
         dry_run: bool,
@@ -46,8 +47,9 @@ impl Layouts {
             None => {
                 lists.push(columns.to_vec());
                 if !dry_run {
-                    let text = serde_json::to_string(&lists).map_err(|e| {
-                        Error::Sync(format!("cannot write the stored rows' column lists: {e}"))
+                    let text = serde_json::to_string(&lists).map_err(|e| Error::ColumnLists {
+                        name: COLUMN_LISTS,
+                        reason: e.to_string(),
                     })?;
                     state.set_meta(COLUMN_LISTS, &text)?;
                 }
@@ -58,13 +60,14 @@ impl Layouts {
     }
 
     /// What a stored row of this run starts with: the number of its column list.
-    pub(super) fn prefix(&self) -> Vec<u8> {
+    pub(crate) fn prefix(&self) -> Vec<u8> {
         self.current.to_string().into_bytes()
     }
 
     /// A stored row in `schema`'s column order: columns it did not have are null, columns
-    /// the schema no longer has are left out. A row that cannot be read is empty.
-    pub(super) fn decode(&self, schema: &Schema, stored: &[u8]) -> Row {
+    /// the schema no longer has are left out. `None` when the bytes are not a row this codec
+    /// wrote: the caller reports it against the row's key, never as a row of nulls.
+    pub(crate) fn decode(&self, schema: &Schema, stored: &[u8]) -> Option<Row> {
         let digits = stored.iter().take_while(|b| b.is_ascii_digit()).count();
         if digits == 0 {
             return decode_object(schema, stored);
@@ -73,13 +76,13 @@ impl Layouts {
             .ok()
             .and_then(|n| n.parse::<usize>().ok());
         let Ok(Value::Array(values)) = serde_json::from_slice::<Value>(&stored[digits..]) else {
-            return Row::default();
+            return None;
         };
         let columns = schema.columns();
         match list {
-            Some(n) if n == self.current && values.len() == columns.len() => Row::new(values),
+            Some(n) if n == self.current && values.len() == columns.len() => Some(Row::new(values)),
             Some(n) => match self.lists.get(n) {
-                Some(names) if names.len() == values.len() => Row::new(
+                Some(names) if names.len() == values.len() => Some(Row::new(
                     columns
                         .iter()
                         .map(|c| {
@@ -89,10 +92,10 @@ impl Layouts {
                                 .map_or(Value::Null, |i| values[i].clone())
                         })
                         .collect(),
-                ),
-                _ => Row::default(),
+                )),
+                _ => None,
             },
-            None => Row::default(),
+            None => None,
         }
     }
 }
@@ -101,32 +104,29 @@ impl Layouts {
 fn read_lists(state: &mut dyn StateStore) -> Result<Vec<Vec<String>>, Error> {
     match state.meta(COLUMN_LISTS)? {
         None => Ok(Vec::new()),
-        Some(text) => serde_json::from_str(&text).map_err(|e| {
-            Error::Sync(format!(
-                "the state store's column lists ({COLUMN_LISTS:?}) cannot be read ({e}); the \
-                 store was changed by something other than kinesync: start over with a new \
-                 state file (everything is then sent again)"
-            ))
+        Some(text) => serde_json::from_str(&text).map_err(|e| Error::ColumnLists {
+            name: COLUMN_LISTS,
+            reason: e.to_string(),
         }),
     }
 }
 
 /// A row stored as a JSON object (state schema version 1).
-fn decode_object(schema: &Schema, json: &[u8]) -> Row {
+fn decode_object(schema: &Schema, json: &[u8]) -> Option<Row> {
     let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(json) else {
-        return Row::default();
+        return None;
     };
-    Row::new(
+    Some(Row::new(
         schema
             .columns()
             .iter()
             .map(|c| object.get(c).cloned().unwrap_or(Value::Null))
             .collect(),
-    )
+    ))
 }
 
 /// The rows the stream last acknowledged for `keys`, in `schema`'s column order (`None`: the
-/// store does not have the key): what a template's `previous` and a `removed` event see. For
+/// store does not have the key, or holds bytes that are not a stored row): what a template's `previous` and a `removed` event see. For
 /// tests that check what a run left in the store, and for looking into a store.
 pub fn last_sent_rows(
     state: &mut dyn StateStore,
@@ -134,7 +134,7 @@ pub fn last_sent_rows(
     keys: &[String],
 ) -> Result<Vec<Option<Row>>, Error> {
     state.flush()?;
-    let layouts = Layouts {
+    let codec = RowCodec {
         lists: read_lists(state)?,
         // No list is this schema's without being looked up: every row is read by its names.
         current: usize::MAX,
@@ -142,6 +142,6 @@ pub fn last_sent_rows(
     Ok(state
         .rows(keys)?
         .into_iter()
-        .map(|row| row.map(|stored| layouts.decode(schema, &stored)))
+        .map(|row| row.and_then(|stored| codec.decode(schema, &stored)))
         .collect())
 }

@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesync::payload::{Payload, PayloadSpec, Row, Schema, Value};
-use kinesync::state::{MemoryStore, SqliteStore, StateStore};
-use kinesync::sync::{Engine, Limits, Outcome, last_sent_rows};
-use kinesync::transport::{
+use kinesync_engine::{Engine, Limits, Outcome, last_sent_rows};
+use kinesync_engine::{KeySpec, RecordBuilder};
+use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
+use kinesync_state::{MemoryStore, SqliteStore, StateStore};
+use kinesync_transport::{
     FaultySink, InMemorySink, KinesisSink, LimitSink, PutRecord, RandomFaults, RecordOutcome,
     ShardLimits, StreamConfig, StreamDescription, StreamName, TokioClock, TransportError,
 };
-use kinesync::{KeySpec, RecordBuilder};
 use proptest::prelude::*;
 
 type Model = BTreeMap<i64, u64>;

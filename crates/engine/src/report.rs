@@ -128,6 +128,28 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A report of a run that has just started: nothing counted yet, its outcome `Complete`
+    /// until something says otherwise.
+    pub(crate) fn new(started_at: String, stream: &str, dry_run: bool) -> Self {
+        Self {
+            outcome: Outcome::Complete,
+            started_at,
+            duration_ms: 0,
+            stream: stream.to_owned(),
+            rows_read: 0,
+            unreadable_rows: 0,
+            events: EventCounts::default(),
+            records: RecordCounts::default(),
+            row_errors: RowErrors::default(),
+            retries: 0,
+            throttled_records: 0,
+            calls: 0,
+            bytes_sent: 0,
+            dry_run,
+            by_shard: BTreeMap::new(),
+        }
+    }
+
     /// A short human summary.
     pub fn summary(&self) -> String {
         let outcome = match &self.outcome {

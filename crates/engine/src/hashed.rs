@@ -9,14 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 
 /// A map from a key's XXH3-128 hash.
-pub(super) type HashedMap<V> = HashMap<u128, V, AlreadyHashed>;
+pub(crate) type HashedMap<V> = HashMap<u128, V, AlreadyHashed>;
 
 /// A set of keys' XXH3-128 hashes.
-pub(super) type HashedSet = HashSet<u128, AlreadyHashed>;
+pub(crate) type HashedSet = HashSet<u128, AlreadyHashed>;
 
 /// Builds [`LowBits`].
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct AlreadyHashed;
+pub(crate) struct AlreadyHashed;
 
 impl BuildHasher for AlreadyHashed {
     type Hasher = LowBits;
@@ -28,7 +28,7 @@ impl BuildHasher for AlreadyHashed {
 
 /// Hashes a `u128` hash to its low 64 bits.
 #[derive(Debug)]
-pub(super) struct LowBits(u64);
+pub(crate) struct LowBits(u64);
 
 impl Hasher for LowBits {
     fn finish(&self) -> u64 {

@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesync::payload::{Payload, PayloadSpec, Row, RowEncoder, Schema, Value};
-use kinesync::state::{Change, MemoryStore, SqliteStore, StateStore};
-use kinesync::sync::{
+use kinesync_engine::{
     DebugLog, Engine, Events, Initial, Limits, Outcome, RunReport, last_sent_rows,
 };
-use kinesync::transport::{
+use kinesync_engine::{KeySpec, RecordBuilder};
+use kinesync_payload::{Payload, PayloadSpec, Row, RowEncoder, Schema, Value};
+use kinesync_state::{Change, MemoryStore, SqliteStore, StateStore};
+use kinesync_transport::{
     ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, RecordFailure, StoredRecord,
     StreamConfig, StreamName,
 };
-use kinesync::{KeySpec, RecordBuilder};
 
 const TEMPLATE: &str = r#"{"id": {{ row.id }}, "name": "{{ row.name }}", "event": "{{ event }}", "was": {% if previous %}"{{ previous.name }}"{% else %}null{% endif %}}"#;
 
@@ -420,13 +420,13 @@ impl KinesisSink for FailKeys {
     async fn put_records(
         &self,
         stream: &StreamName,
-        records: &[kinesync::transport::PutRecord],
-    ) -> Result<Vec<kinesync::transport::RecordOutcome>, kinesync::transport::TransportError> {
+        records: &[kinesync_transport::PutRecord],
+    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
         let keys = self.keys.lock().unwrap().clone();
         let mut out = Vec::new();
         for r in records {
             if keys.contains(r.partition_key.as_str()) {
-                out.push(kinesync::transport::RecordOutcome::Failed {
+                out.push(kinesync_transport::RecordOutcome::Failed {
                     failure: RecordFailure::InternalFailure,
                     message: "always".into(),
                 });
@@ -443,10 +443,10 @@ impl KinesisSink for FailKeys {
     async fn describe_stream(
         &self,
         stream: &StreamName,
-    ) -> Result<kinesync::transport::StreamDescription, kinesync::transport::TransportError> {
+    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
         self.inner.describe_stream(stream).await
     }
-    async fn list_streams(&self) -> Result<Vec<String>, kinesync::transport::TransportError> {
+    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
         self.inner.list_streams().await
     }
 }
@@ -640,7 +640,7 @@ async fn row_errors_are_reported_with_their_key_and_the_run_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn records_sharing_a_partition_key_arrive_in_model_order_despite_throttling() {
     let memory = memory_sink(2);
-    let rates = kinesync::transport::RandomFaults {
+    let rates = kinesync_transport::RandomFaults {
         record_throttle: 0.4,
         call_error: 0.1,
         ..Default::default()
@@ -796,23 +796,23 @@ struct PanickingSource {
 }
 
 impl Iterator for PanickingSource {
-    type Item = Result<kinesync::source::SourceRow, kinesync::source::SourceError>;
+    type Item = Result<kinesync_source::SourceRow, kinesync_source::SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         assert!(self.good > 0, "a bug in the source");
         self.good -= 1;
         let row = self.rows.next()?;
-        Some(Ok(kinesync::source::SourceRow { line: 1, row }))
+        Some(Ok(kinesync_source::SourceRow { line: 1, row }))
     }
 }
 
-impl kinesync::source::RowSource for PanickingSource {
+impl kinesync_source::RowSource for PanickingSource {
     fn schema(&self) -> &Arc<Schema> {
         &self.schema
     }
 
-    fn locator(&self) -> kinesync::source::Locator {
-        kinesync::source::Locator::lines("bug.ndjson")
+    fn locator(&self) -> kinesync_source::Locator {
+        kinesync_source::Locator::lines("bug.ndjson")
     }
 }
 
@@ -889,7 +889,7 @@ async fn a_duplicate_past_the_keys_held_in_memory_is_found_at_the_end() {
 
 #[tokio::test]
 async fn progress_counters_end_at_the_reports_counts() {
-    let progress = Arc::new(kinesync::sync::Progress::new());
+    let progress = Arc::new(kinesync_engine::Progress::new());
     let mut engine = Engine::builder()
         .records(records(None))
         .sink(memory_sink(2), stream())

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A run's counters so far; share one through [`super::EngineBuilder::progress`].
+/// A run's counters so far; share one through [`crate::EngineBuilder::progress`].
 #[derive(Debug, Default)]
 pub struct Progress {
     rows_read: AtomicU64,

@@ -1,6 +1,6 @@
 //! Rows to records: every key rule surfaces as a row error naming the row and the column.
 
-use kinesync::{KeySpec, RecordBuilder, RowError};
+use kinesync_engine::{KeySpec, RecordBuilder, RowError};
 use kinesync_keys::{HashKey, KeyError, PartitionKey};
 use kinesync_payload::{Event, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
 
@@ -13,7 +13,11 @@ fn builder(explicit: Option<&str>) -> RecordBuilder {
     )
 }
 
-fn build(builder: &RecordBuilder, key: Value, hash: Value) -> Result<kinesync::Record, RowError> {
+fn build(
+    builder: &RecordBuilder,
+    key: Value,
+    hash: Value,
+) -> Result<kinesync_engine::Record, RowError> {
     let row = Row::new(vec![Value::from("r-1"), key, hash]);
     builder.build(RenderInput::new(&row, Event::Added))
 }
@@ -102,13 +106,22 @@ fn explicit_hash_keys_route_and_their_rules_are_row_errors() {
 fn key_columns_are_checked_against_the_schema() {
     let schema = Schema::new(["id", "user_id"], "id").unwrap();
     let err = KeySpec::new(&schema, Some("userid"), None).unwrap_err();
+    // The library speaks of keys and columns; the config file's setting names are the
+    // orchestrator's (tested through the CLI).
     assert_eq!(
         err.to_string(),
-        "keys.partition_key names column \"userid\", which the model does not have; did you mean \"user_id\"?"
+        "the partition key column \"userid\" is not in the model; did you mean \"user_id\"?"
     );
+    assert!(matches!(
+        err,
+        kinesync_engine::Error::UnknownKeyColumn {
+            role: kinesync_engine::KeyRole::PartitionKey,
+            ..
+        }
+    ));
     let err = KeySpec::new(&schema, None, Some("hash")).unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("keys.explicit_hash_key names column \"hash\"")
+            .starts_with("the explicit hash key column \"hash\" is not in the model")
     );
 }

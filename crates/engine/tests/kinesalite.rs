@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kinesync::keys::{HashKey, ShardMap};
-use kinesync::payload::{Payload, PayloadSpec, Row, Schema, Value};
-use kinesync::state::MemoryStore;
-use kinesync::sync::{Engine, Limits, Outcome};
-use kinesync::{KeySpec, RecordBuilder};
+use kinesync_engine::{Engine, Limits, Outcome};
+use kinesync_engine::{KeySpec, RecordBuilder};
+use kinesync_keys::{HashKey, ShardMap};
+use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
+use kinesync_state::MemoryStore;
 use kinesync_testkit::probe::{KinesisProbe, aws_sink};
 use kinesync_testkit::servers::kinesalite;
 use kinesync_transport::conformance::{StreamProbe, unique_stream};

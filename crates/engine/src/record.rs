@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kinesync_keys::{ExplicitHashKey, HashKey, KeyError, KeyInput, PartitionKey};
 use kinesync_payload::{Payload, RenderError, RenderInput, Schema, Value};
 
-use crate::Error;
+use crate::error::{Error, KeyRole};
 
 thread_local! {
     /// Where [`RecordBuilder::build`] renders a message.
@@ -37,22 +37,22 @@ impl KeySpec {
         partition_key: Option<&str>,
         explicit_hash_key: Option<&str>,
     ) -> Result<Self, Error> {
-        let column = |setting: &'static str, name: &str| {
+        let column = |role: KeyRole, name: &str| {
             schema
                 .index_of(name)
                 .ok_or_else(|| Error::UnknownKeyColumn {
-                    setting,
+                    role,
                     name: name.to_owned(),
                     suggestion: schema.closest_column(name),
                 })
         };
         Ok(Self {
             partition_key: match partition_key {
-                Some(name) => column("keys.partition_key", name)?,
+                Some(name) => column(KeyRole::PartitionKey, name)?,
                 None => schema.primary_key_index(),
             },
             explicit_hash_key: explicit_hash_key
-                .map(|name| column("keys.explicit_hash_key", name))
+                .map(|name| column(KeyRole::ExplicitHashKey, name))
                 .transpose()?,
         })
     }
@@ -151,7 +151,7 @@ impl RowError {
 /// Turns rows into records: a compiled payload plus key columns.
 ///
 /// ```
-/// use kinesync::{KeySpec, RecordBuilder};
+/// use kinesync_engine::{KeySpec, RecordBuilder};
 /// use kinesync_payload::{Event, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
 ///
 /// let schema = Schema::new(["id", "email"], "id").unwrap();

@@ -4,8 +4,8 @@
 //! range), the ratio to the payload engine's own render rate measured in the same process, and
 //! peak memory (VmHWM) of each scenario, each in its own process so the peaks do not mix.
 //!
-//! `cargo bench -p kinesync --bench sync` (1,000,000 rows), or
-//! `cargo bench -p kinesync --bench sync -- ROWS` for another size.
+//! `cargo bench -p kinesync-engine --bench sync` (1,000,000 rows), or
+//! `cargo bench -p kinesync-engine --bench sync -- ROWS` for another size.
 
 // The harness prints its results; that is its job.
 #![allow(clippy::print_stdout, missing_docs)]
@@ -14,13 +14,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kinesync::payload::{FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
-use kinesync::source::{Locator, RowSource, SourceError, SourceRow};
-use kinesync::state::SqliteStore;
-use kinesync::sync::{Engine, Outcome};
-use kinesync::transport::{InMemorySink, StreamConfig, StreamName};
-use kinesync::{KeySpec, RecordBuilder};
+use kinesync_engine::{Engine, Outcome};
+use kinesync_engine::{KeySpec, RecordBuilder};
+use kinesync_payload::{FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+use kinesync_source::{Locator, RowSource, SourceError, SourceRow};
+use kinesync_state::SqliteStore;
 use kinesync_testkit::{BENCH_COLUMNS, bench_row};
+use kinesync_transport::{InMemorySink, StreamConfig, StreamName};
 
 /// The allocator the `kinesync` binary uses, so that the figures are the ones users get.
 #[global_allocator]
@@ -185,7 +185,7 @@ fn scenario(mode: &str, rows: usize) {
             for r in &sample_rows {
                 payload
                     .render_into(
-                        RenderInput::new(r, kinesync::payload::Event::Added),
+                        RenderInput::new(r, kinesync_payload::Event::Added),
                         &mut out,
                     )
                     .unwrap();

@@ -1,17 +1,12 @@
-//! Sending records: batches within the stream's limits, a bounded number of calls in flight,
-//! retries with capped exponential backoff and full jitter, and per-key order.
+//! Stage 5, send: calls in flight, their outcomes, and retries.
 //!
-//! **Per-key order.** A partition key is *owned* by at most one record at a time: the record
-//! in flight, or waiting to be retried, holds it until the stream acknowledges it. Later
-//! records with the same key wait in the queue, so no record overtakes an earlier one with the
-//! same key: not while in flight (one per key per call, one call per key), and not across a
-//! retry. A record that exhausts its retries keeps its key for the rest of the run, so the
-//! records behind it wait too and stay pending: the next run sends them all, in model order.
-//!
-//! **Commits.** After each call, the changes of the records it got acknowledged are committed
-//! to the state store in one transaction; nothing unacknowledged is ever committed.
+//! The [`Outbox`] takes records in model order, asks the [batcher](crate::batch) for calls,
+//! keeps a bounded number of them in flight, and sorts each answer's records into
+//! acknowledged (handed to the [commit](crate::commit) stage), retried after a
+//! [backoff](crate::backoff), or given up (pending for the next run). A call that fails in a
+//! way no retry can mend (access denied, stream gone) stops the outbox: what waits is left
+//! pending, and the run reports the error.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,54 +15,20 @@ use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use kinesync_state::{Change, StateError, StateStore};
+use kinesync_state::{StateError, StateStore};
 use kinesync_transport::{
     ErrorKind, KinesisSink, PutRecord, RecordFailure, RecordOutcome, StreamName, TransportError,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-use super::debug_log::{CallLine, DebugLog};
-use super::hashed::{HashedMap, HashedSet};
-use super::progress::Progress;
+use crate::backoff::Backoff;
+use crate::batch::{Batcher, Item};
+use crate::call_log::{CallLine, DebugLog};
+use crate::commit;
+use crate::progress::Progress;
 
-/// One record waiting to be sent, with what to commit once it is acknowledged.
-#[derive(Debug)]
-pub(crate) struct Item {
-    /// Position in the run's order.
-    seq: u64,
-    record: PutRecord,
-    change: Change,
-    /// Failed attempts so far.
-    attempts: u32,
-    /// The partition key's XXH3-128: keys are owned by hash, so a record costs no key copy.
-    key: u128,
-}
-
-impl Item {
-    pub(crate) fn new(seq: u64, record: PutRecord, change: Change) -> Self {
-        let key = xxhash_rust::xxh3::xxh3_128(record.partition_key.as_str().as_bytes());
-        Self {
-            seq,
-            record,
-            change,
-            attempts: 0,
-            key,
-        }
-    }
-}
-
-/// An item whose record is out in a call.
-struct Sent {
-    seq: u64,
-    change: Change,
-    attempts: u32,
-    key: u128,
-}
-
-/// How the sender behaves; see [`crate::sync::Limits`].
+/// How the outbox behaves; see [`crate::Limits`].
 #[derive(Debug, Clone)]
-pub(crate) struct SenderConfig {
+pub(crate) struct OutboxConfig {
     pub(crate) max_in_flight: usize,
     pub(crate) max_batch_records: usize,
     pub(crate) max_batch_bytes: usize,
@@ -78,19 +39,26 @@ pub(crate) struct SenderConfig {
     pub(crate) seed: u64,
 }
 
-/// What the sender counted.
+/// What the outbox counted.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct SenderCounts {
+pub(crate) struct SendCounts {
     pub(crate) acknowledged: u64,
-    pub(crate) pending: u64,
     pub(crate) retries: u64,
     pub(crate) throttled: u64,
     pub(crate) calls: u64,
     pub(crate) bytes: u64,
 }
 
+/// An item whose record is out in a call (the call holds the record itself).
+struct Sent {
+    seq: u64,
+    change: kinesync_state::Change,
+    attempts: u32,
+    key: u128,
+}
+
+/// A call's answer, with its records handed back so that failed ones can be retried.
 struct Done {
-    /// The records, handed back by the call so that failed ones can be retried.
     records: Vec<PutRecord>,
     sent: Vec<Sent>,
     attempt: u32,
@@ -100,49 +68,41 @@ struct Done {
     result: Result<Vec<RecordOutcome>, TransportError>,
 }
 
-/// How far past records whose key is taken a batch looks for records it may send.
-const SCAN_WINDOW: usize = 4096;
-
-pub(crate) struct Sender {
+/// Records on their way to the stream.
+pub(crate) struct Outbox {
     sink: Arc<dyn KinesisSink>,
     stream: StreamName,
-    config: SenderConfig,
-    queue: VecDeque<Item>,
-    retries: BTreeMap<(Instant, u64), Item>,
-    /// Partition key (hash) → the seq of the record that owns it.
-    owners: HashedMap<u64>,
-    /// Keys whose owner gave up: everything behind them stays pending.
-    stranded: HashedSet,
+    config: OutboxConfig,
+    batcher: Batcher,
+    backoff: Backoff,
     in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
-    rng: StdRng,
     started: Instant,
+    /// Records that arrived after the outbox stopped: pending.
+    refused: u64,
     /// The error that stopped sending, if one did.
     stopped: Option<TransportError>,
-    pub(crate) counts: SenderCounts,
+    pub(crate) counts: SendCounts,
     progress: Arc<Progress>,
 }
 
-impl Sender {
+impl Outbox {
     pub(crate) fn new(
         sink: Arc<dyn KinesisSink>,
         stream: StreamName,
-        config: SenderConfig,
+        config: OutboxConfig,
         progress: Arc<Progress>,
     ) -> Self {
-        let rng = StdRng::seed_from_u64(config.seed);
         Self {
             sink,
             stream,
+            batcher: Batcher::new(config.max_batch_records, config.max_batch_bytes),
+            backoff: Backoff::new(config.backoff_base, config.backoff_cap, config.seed),
             config,
-            queue: VecDeque::new(),
-            retries: BTreeMap::new(),
-            owners: HashedMap::default(),
-            stranded: HashedSet::default(),
             in_flight: FuturesUnordered::new(),
-            rng,
             started: Instant::now(),
+            refused: 0,
             stopped: None,
-            counts: SenderCounts::default(),
+            counts: SendCounts::default(),
             progress,
         }
     }
@@ -150,18 +110,18 @@ impl Sender {
     /// Queues a record behind everything queued before it.
     pub(crate) fn push(&mut self, item: Item) {
         if self.stopped.is_some() {
-            self.counts.pending += 1;
+            self.refused += 1;
         } else {
-            self.queue.push_back(item);
+            self.batcher.push(item);
         }
     }
 
-    /// Records queued or waiting for a retry.
-    pub(crate) fn backlog(&self) -> usize {
-        self.queue.len() + self.retries.len()
+    /// Records not acknowledged, and no longer on their way: pending for the next run.
+    pub(crate) fn pending(&self) -> u64 {
+        self.batcher.pending() + self.refused
     }
 
-    /// The error that stopped the sender, if any.
+    /// The error that stopped the outbox, if any.
     pub(crate) fn stopped(&self) -> Option<&TransportError> {
         self.stopped.as_ref()
     }
@@ -173,7 +133,7 @@ impl Sender {
         store: &mut dyn StateStore,
         log: &mut DebugLog,
     ) -> Result<(), StateError> {
-        while self.backlog() > limit && self.stopped.is_none() {
+        while self.batcher.backlog() > limit && self.stopped.is_none() {
             if !self.step(store, log).await? {
                 break;
             }
@@ -181,17 +141,15 @@ impl Sender {
         Ok(())
     }
 
-    /// Sends until nothing is left: all acknowledged, given up, or stopped.
+    /// Sends until nothing is left: all acknowledged, given up, or stopped. Whatever could not
+    /// be sent stays pending for the next run.
     pub(crate) async fn finish(
         &mut self,
         store: &mut dyn StateStore,
         log: &mut DebugLog,
     ) -> Result<(), StateError> {
         while self.step(store, log).await? {}
-        // Whatever could not be sent stays pending for the next run.
-        self.counts.pending += (self.queue.len() + self.retries.len()) as u64;
-        self.queue.clear();
-        self.retries.clear();
+        self.batcher.abandon();
         Ok(())
     }
 
@@ -208,12 +166,7 @@ impl Sender {
         // A retry falling due matters only if a call could start for it; otherwise wait for a
         // call to finish (waiting on a past due time would spin without ever yielding).
         let can_launch = self.stopped.is_none() && self.in_flight.len() < self.config.max_in_flight;
-        let next_retry = self
-            .retries
-            .keys()
-            .next()
-            .map(|(due, _)| *due)
-            .filter(|_| can_launch);
+        let next_retry = self.batcher.next_due().filter(|_| can_launch);
         let done = match (self.in_flight.is_empty(), next_retry) {
             (true, None) => return Ok(false),
             (true, Some(due)) => {
@@ -232,29 +185,27 @@ impl Sender {
         Ok(true)
     }
 
-    /// Starts batches while calls may be added and records are ready.
+    /// Starts calls while more may be in flight and records are ready.
     fn launch(&mut self) {
         while self.in_flight.len() < self.config.max_in_flight {
-            let batch = self.fill_batch();
-            if batch.is_empty() {
+            let items = self.batcher.next_batch(Instant::now());
+            if items.is_empty() {
                 break;
             }
-            let attempt = batch.iter().map(|i| i.attempts).max().unwrap_or(0) + 1;
-            let (records, sent): (Vec<PutRecord>, Vec<Sent>) = batch
+            let attempt = items.iter().map(|i| i.attempts).max().unwrap_or(0) + 1;
+            let bytes = items.iter().map(|i| i.record.size()).sum();
+            let (records, sent): (Vec<PutRecord>, Vec<Sent>) = items
                 .into_iter()
                 .map(|i| {
-                    (
-                        i.record,
-                        Sent {
-                            seq: i.seq,
-                            change: i.change,
-                            attempts: i.attempts,
-                            key: i.key,
-                        },
-                    )
+                    let sent = Sent {
+                        seq: i.seq,
+                        change: i.change,
+                        attempts: i.attempts,
+                        key: i.key,
+                    };
+                    (i.record, sent)
                 })
                 .unzip();
-            let bytes = records.iter().map(PutRecord::size).sum();
             let sink = self.sink.clone();
             let stream = self.stream.clone();
             self.in_flight.push(Box::pin(async move {
@@ -274,75 +225,21 @@ impl Sender {
         }
     }
 
-    /// The next batch: due retries first, then queued records in order, one record per key,
-    /// within the call limits.
-    fn fill_batch(&mut self) -> Vec<Item> {
-        let now = Instant::now();
-        let (max_records, max_bytes) = (self.config.max_batch_records, self.config.max_batch_bytes);
-        let mut batch: Vec<Item> = Vec::new();
-        let mut bytes = 0;
-        while let Some(entry) = self.retries.first_entry() {
-            let (due, _) = *entry.key();
-            if due > now
-                || batch.len() == max_records
-                || bytes + entry.get().record.size() > max_bytes
-            {
-                break;
-            }
-            let item = entry.remove();
-            bytes += item.record.size();
-            batch.push(item);
-        }
-        let mut i = 0;
-        let mut scanned = 0;
-        while i < self.queue.len() && batch.len() < max_records && scanned < SCAN_WINDOW {
-            let item = &self.queue[i];
-            if self.owners.contains_key(&item.key) {
-                if self.stranded.contains(&item.key) {
-                    // Its key's owner gave up: it cannot go out this run without overtaking.
-                    self.queue.remove(i);
-                    self.counts.pending += 1;
-                } else {
-                    i += 1;
-                    scanned += 1;
-                }
-                continue;
-            }
-            if bytes + item.record.size() > max_bytes {
-                break;
-            }
-            let item = self.queue.remove(i).expect("index is in range");
-            self.owners.insert(item.key, item.seq);
-            bytes += item.record.size();
-            batch.push(item);
-        }
-        batch
-    }
-
-    /// Full-jitter backoff: uniform in [0, min(cap, base · 2^(attempts-1))].
-    fn backoff(&mut self, attempts: u32) -> Duration {
-        let exp = self
-            .config
-            .backoff_base
-            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
-        let ceiling = exp.min(self.config.backoff_cap);
-        ceiling.mul_f64(self.rng.random::<f64>())
-    }
-
     fn retry_or_give_up(&mut self, mut item: Item) {
         item.attempts += 1;
         if item.attempts >= self.config.max_attempts
             || self.started.elapsed() >= self.config.retry_time
         {
-            self.stranded.insert(item.key);
-            self.counts.pending += 1;
+            self.batcher.give_up(item);
             return;
         }
-        let due = Instant::now() + self.backoff(item.attempts);
+        let due = Instant::now() + self.backoff.delay(item.attempts);
         self.counts.retries += 1;
-        self.retries.insert((due, item.seq), item);
+        self.batcher.retry_at(item, due);
     }
 
+    /// Sorts an answer's records into acknowledged, retried and given up, and commits the
+    /// acknowledged ones.
     fn complete(
         &mut self,
         done: Done,
@@ -385,7 +282,7 @@ impl Sender {
                 for (item, outcome) in items.into_iter().zip(outcomes) {
                     match outcome {
                         RecordOutcome::Accepted { .. } => {
-                            self.owners.remove(&item.key);
+                            self.batcher.acknowledged(&item);
                             acknowledged.push(item.change);
                         }
                         RecordOutcome::Failed { failure, .. } => {
@@ -412,19 +309,17 @@ impl Sender {
                     }
                 } else {
                     // Nothing more can go out: finish what is in flight, keep the rest pending.
-                    self.counts.pending += items.len() as u64;
-                    self.counts.pending += (self.queue.len() + self.retries.len()) as u64;
-                    self.queue.clear();
-                    self.retries.clear();
+                    for item in items {
+                        self.batcher.give_up(item);
+                    }
+                    self.batcher.abandon();
                     self.stopped.get_or_insert(error);
                 }
             }
         }
         log.write(&line);
-        if !acknowledged.is_empty() {
-            self.counts.acknowledged += acknowledged.len() as u64;
-            store.commit(acknowledged)?;
-        }
+        self.counts.acknowledged += acknowledged.len() as u64;
+        commit::acknowledged(store, acknowledged)?;
         let c = &self.counts;
         self.progress
             .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);

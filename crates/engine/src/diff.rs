@@ -1,0 +1,313 @@
+//! Stage 2, diff: each prepared row is added (a new primary key), changed (a new
+//! fingerprint) or unchanged; a key read twice stops the run; once the whole model is read,
+//! the keys the state has and the model lacks are removed.
+//!
+//! The run's keys and the state's keys are each sorted by their XXH3-128 hash (in memory up to
+//! [`crate::Limits::keys_in_memory`], in sorted runs on temporary files beyond) and compared in
+//! one pass, so a run's memory is the same whatever the model's size. While the model is small
+//! enough, its keys are also in a hash set, so that a key read twice stops the run before the
+//! second row is sent.
+
+use std::iter::Peekable;
+
+use kinesync_payload::{Event, Schema};
+use kinesync_state::{Change, StateStore};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::build::ToBuild;
+use crate::codec::RowCodec;
+use crate::error::{Error, spill_error};
+use crate::hashed::HashedSet;
+use crate::prepare::Prepared;
+use crate::report::RunReport;
+use crate::settings::Events;
+use crate::sorted_keys::{Hashes, Key, Merged, Sorter};
+
+/// A primary key read twice: the key, and the lines it was read from.
+#[derive(Debug)]
+pub(crate) struct Duplicate {
+    pub(crate) key: String,
+    pub(crate) first: u64,
+    pub(crate) again: u64,
+}
+
+/// The primary keys of the model read so far.
+pub(crate) struct ModelKeys {
+    /// Every key, sorted by hash (on disk past `keys_in_memory`).
+    seen: Sorter,
+    /// Every key's hash while there are at most `keys_in_memory`; then dropped.
+    recent: Option<HashedSet>,
+    keys_in_memory: usize,
+}
+
+impl ModelKeys {
+    pub(crate) fn new(keys_in_memory: usize) -> Self {
+        Self {
+            seen: Sorter::new(keys_in_memory),
+            recent: Some(HashedSet::default()),
+            keys_in_memory,
+        }
+    }
+
+    /// Notes a chunk's keys (`rows_before` rows were read before it). A key read twice that
+    /// the in-memory set catches is returned at once.
+    pub(crate) fn note(
+        &mut self,
+        chunk: &[Prepared],
+        rows_before: u64,
+    ) -> Result<Option<Duplicate>, Error> {
+        for (i, read) in chunk.iter().enumerate() {
+            self.seen
+                .push(Key {
+                    hash: read.key_hash,
+                    // Without a line, the row's place in the model.
+                    line: if read.line > 0 {
+                        read.line
+                    } else {
+                        rows_before + i as u64 + 1
+                    },
+                    key: read.key.clone(),
+                })
+                .map_err(spill_error)?;
+        }
+        if let Some(keys) = &mut self.recent {
+            if let Some(again) = chunk.iter().find(|r| !keys.insert(r.key_hash)) {
+                return self.duplicate_of(again.key_hash).map(Some);
+            }
+            if keys.len() > self.keys_in_memory {
+                self.recent = None;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Once the model is read: the first key read twice. Needed only when the keys outgrew
+    /// the in-memory set (otherwise a duplicate already stopped the run).
+    pub(crate) fn duplicate_at_end(&mut self) -> Result<Option<Duplicate>, Error> {
+        if self.recent.is_some() {
+            return Ok(None);
+        }
+        // The hashes alone rule duplicates out; only when there is one are the keys read.
+        if !self.seen.has_equal_hashes().map_err(spill_error)? {
+            return Ok(None);
+        }
+        let mut previous: Option<Key> = None;
+        for entry in self.seen.sorted().map_err(spill_error)? {
+            let entry = entry.map_err(spill_error)?;
+            if let Some(previous) = previous.take_if(|p| p.hash == entry.hash) {
+                return Ok(Some(Duplicate {
+                    key: entry.key,
+                    first: previous.line,
+                    again: entry.line,
+                }));
+            }
+            previous = Some(entry);
+        }
+        Ok(None)
+    }
+
+    /// The duplicate whose hash is `hash`, with both its lines.
+    fn duplicate_of(&mut self, hash: u128) -> Result<Duplicate, Error> {
+        let mut lines = Vec::with_capacity(2);
+        let mut key = String::new();
+        for entry in self.seen.sorted().map_err(spill_error)? {
+            let entry = entry.map_err(spill_error)?;
+            if entry.hash == hash {
+                lines.push(entry.line);
+                key = entry.key;
+            }
+        }
+        lines.sort_unstable();
+        Ok(Duplicate {
+            key,
+            first: lines.first().copied().unwrap_or_default(),
+            again: lines.get(1).copied().unwrap_or_default(),
+        })
+    }
+
+    /// The removal walk: the state's keys, read page by page and sorted by hash, ready to be
+    /// compared with the model's.
+    pub(crate) fn removal_walk(
+        self,
+        state: &mut dyn StateStore,
+        page_size: usize,
+    ) -> Result<RemovalWalk, Error> {
+        let mut stored = Sorter::new(self.keys_in_memory);
+        let mut after: Option<String> = None;
+        loop {
+            let page = state.keys_after(after.as_deref(), page_size)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            for key in page {
+                stored
+                    .push(Key {
+                        hash: xxh3_128(key.as_bytes()),
+                        line: 0,
+                        key,
+                    })
+                    .map_err(spill_error)?;
+            }
+        }
+        Ok(RemovalWalk {
+            model: self.seen,
+            stored,
+        })
+    }
+}
+
+/// The model's keys and the state's, both sorted by hash.
+pub(crate) struct RemovalWalk {
+    model: Sorter,
+    stored: Sorter,
+}
+
+impl RemovalWalk {
+    /// The keys the state has and the model does not, in hash order.
+    pub(crate) fn gone(&mut self) -> Result<GoneKeys<'_>, Error> {
+        // The model's side needs only its hashes.
+        Ok(GoneKeys {
+            model: self.model.hashes().map_err(spill_error)?.peekable(),
+            stored: self.stored.sorted().map_err(spill_error)?,
+        })
+    }
+}
+
+/// See [`RemovalWalk::gone`].
+pub(crate) struct GoneKeys<'a> {
+    model: Peekable<Hashes<'a>>,
+    stored: Merged<'a>,
+}
+
+impl Iterator for GoneKeys<'_> {
+    type Item = Result<String, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let entry = match self.stored.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(spill_error(e))),
+            };
+            // Skip the model's hashes below this one; then it is in the model if the next
+            // one is equal.
+            let in_model = loop {
+                match self
+                    .model
+                    .next_if(|m| m.as_ref().is_ok_and(|m| *m < entry.hash))
+                {
+                    Some(_) => continue,
+                    None => match self.model.peek() {
+                        Some(Ok(m)) => break *m == entry.hash,
+                        Some(Err(_)) => match self.model.next() {
+                            Some(Err(e)) => return Some(Err(spill_error(e))),
+                            _ => unreachable!("peeked an error"),
+                        },
+                        None => break false,
+                    },
+                }
+            };
+            if !in_model {
+                return Some(Ok(entry.key));
+            }
+        }
+    }
+}
+
+/// How a chunk is compared with the state.
+pub(crate) struct Differ<'a> {
+    pub(crate) state: &'a mut dyn StateStore,
+    pub(crate) codec: &'a RowCodec,
+    pub(crate) schema: &'a Schema,
+    pub(crate) events: Events,
+    pub(crate) dry_run: bool,
+    /// A store with nothing in it has nothing to look up.
+    pub(crate) state_was_empty: bool,
+}
+
+impl Differ<'_> {
+    /// Sorts a chunk into events; returns the rows whose records the trigger sends.
+    pub(crate) fn chunk(
+        &mut self,
+        chunk: Vec<Prepared>,
+        report: &mut RunReport,
+    ) -> Result<Vec<ToBuild>, Error> {
+        let known = if self.state_was_empty {
+            vec![None; chunk.len()]
+        } else {
+            let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
+            self.state.fingerprints(&keys)?
+        };
+        let changed_keys: Vec<String> = chunk
+            .iter()
+            .zip(&known)
+            .filter(|(r, k)| k.is_some_and(|fp| fp != r.fingerprint))
+            .map(|(r, _)| r.key.clone())
+            .collect();
+        let mut previous = if self.events.changed && !changed_keys.is_empty() {
+            self.state.rows(&changed_keys)?.into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        let mut untriggered = Vec::new();
+        let mut to_send = Vec::with_capacity(chunk.len());
+        for (read, known) in chunk.into_iter().zip(known) {
+            let event = match known {
+                None => Event::Added,
+                Some(fp) if fp != read.fingerprint => Event::Changed,
+                Some(_) => {
+                    report.events.unchanged += 1;
+                    continue;
+                }
+            };
+            match event {
+                Event::Added => report.events.added += 1,
+                _ => report.events.changed += 1,
+            }
+            if !self.events.sends(event) {
+                report.events.not_triggered += 1;
+                untriggered.push(Change::Upsert {
+                    key: read.key,
+                    fingerprint: read.fingerprint,
+                    row: read.stored,
+                });
+                continue;
+            }
+            let previous_row = match event {
+                Event::Changed => match previous.next().flatten() {
+                    Some(stored) => match self.codec.decode(self.schema, &stored) {
+                        Some(row) => Some(row),
+                        None => {
+                            report_unreadable(report, read.key);
+                            continue;
+                        }
+                    },
+                    None => None,
+                },
+                _ => None,
+            };
+            to_send.push(ToBuild {
+                row: read.row,
+                event,
+                previous: previous_row,
+                change: Change::Upsert {
+                    key: read.key,
+                    fingerprint: read.fingerprint,
+                    row: read.stored,
+                },
+            });
+        }
+        crate::commit::without_sending(self.state, untriggered, self.dry_run)?;
+        Ok(to_send)
+    }
+}
+
+/// A row whose last sent version in the state cannot be read: reported against its key, and
+/// not sent (a `previous` or `removed` built from nothing would tell consumers a falsehood).
+pub(crate) fn report_unreadable(report: &mut RunReport, key: String) {
+    report.row_errors.add(
+        key,
+        "unreadable_state_row",
+        "the state store's copy of this row, as last sent, cannot be read: the store was \
+         changed by something other than kinesync; `previous` and removed events need it"
+            .to_owned(),
+    );
+}

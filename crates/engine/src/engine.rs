@@ -1,0 +1,272 @@
+//! The engine as its users hold it: built once from its parts, then run as often as the model
+//! changes. Each run is a [`crate::run::Run`] of its own.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kinesync_payload::{RowEncoder, Schema};
+use kinesync_source::{Locator, RowSource};
+use kinesync_state::StateStore;
+use kinesync_transport::{KinesisSink, StreamName};
+
+use crate::call_log::DebugLog;
+use crate::codec::RowCodec;
+use crate::error::Error;
+use crate::prepare::{ModelRow, Prepared, Preparer};
+use crate::progress::Progress;
+use crate::record::RecordBuilder;
+use crate::report::RunReport;
+use crate::run::Run;
+use crate::settings::{Events, Initial, Limits};
+
+/// Builds an [`Engine`].
+#[derive(Default)]
+pub struct EngineBuilder {
+    records: Option<RecordBuilder>,
+    sink: Option<(Arc<dyn KinesisSink>, StreamName)>,
+    state: Option<Box<dyn StateStore>>,
+    events: Option<Events>,
+    initial: Initial,
+    limits: Limits,
+    debug_log: Option<DebugLog>,
+    dry_run: bool,
+    progress: Option<Arc<Progress>>,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("events", &self.events)
+            .field("initial", &self.initial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// How rows become records (compiled payload and key columns).
+    pub fn records(mut self, records: RecordBuilder) -> Self {
+        self.records = Some(records);
+        self
+    }
+
+    /// Where records go.
+    pub fn sink(mut self, sink: Arc<dyn KinesisSink>, stream: StreamName) -> Self {
+        self.sink = Some((sink, stream));
+        self
+    }
+
+    /// What was sent before.
+    pub fn state(self, store: impl StateStore + 'static) -> Self {
+        self.state_boxed(Box::new(store))
+    }
+
+    /// What was sent before, a store chosen at run time.
+    pub fn state_boxed(mut self, store: Box<dyn StateStore>) -> Self {
+        self.state = Some(store);
+        self
+    }
+
+    /// Which changes to send (default: all).
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// What the first run does (default: backfill).
+    pub fn initial(mut self, initial: Initial) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Limits (default: the service's, with a two-minute retry budget).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Where to write the debugger log (default: nowhere).
+    pub fn debug_log(mut self, log: DebugLog) -> Self {
+        self.debug_log = Some(log);
+        self
+    }
+
+    /// Does everything but send and commit: the report says what would be sent (default: off).
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Counters to watch the run by (default: the engine keeps its own).
+    pub fn progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Checks that everything is there and the limits are in range.
+    pub fn build(self) -> Result<Engine, Error> {
+        self.limits.validate()?;
+        let records = self.records.ok_or(Error::MissingPart {
+            part: "records (a RecordBuilder)",
+            method: "records",
+        })?;
+        let (sink, stream) = self.sink.ok_or(Error::MissingPart {
+            part: "a sink and a stream",
+            method: "sink",
+        })?;
+        let state = self.state.ok_or(Error::MissingPart {
+            part: "a state store",
+            method: "state",
+        })?;
+        let encoder = RowEncoder::new(records.schema());
+        Ok(Engine {
+            settings: Settings {
+                encoder,
+                records: Arc::new(records),
+                sink,
+                stream,
+                events: self.events.unwrap_or_else(Events::all),
+                initial: self.initial,
+                limits: self.limits,
+                dry_run: self.dry_run,
+                progress: self.progress.unwrap_or_default(),
+            },
+            state,
+            log: self.debug_log.unwrap_or_else(DebugLog::disabled),
+            runs: 0,
+        })
+    }
+}
+
+/// What an engine was built with: the same for every run.
+pub(crate) struct Settings {
+    pub(crate) records: Arc<RecordBuilder>,
+    pub(crate) encoder: RowEncoder,
+    pub(crate) sink: Arc<dyn KinesisSink>,
+    pub(crate) stream: StreamName,
+    pub(crate) events: Events,
+    pub(crate) initial: Initial,
+    pub(crate) limits: Limits,
+    pub(crate) dry_run: bool,
+    pub(crate) progress: Arc<Progress>,
+}
+
+impl Settings {
+    pub(crate) fn schema(&self) -> &Arc<Schema> {
+        self.records.schema()
+    }
+}
+
+/// A configured sync: run it as often as the model changes. (Named `Engine`, not `Sync`,
+/// so that it never shadows the `Sync` marker trait where it is imported.)
+pub struct Engine {
+    settings: Settings,
+    state: Box<dyn StateStore>,
+    log: DebugLog,
+    /// Runs so far: each run's jitter seed is the configured seed plus this.
+    runs: u64,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("stream", &self.settings.stream)
+            .field("sink", &self.settings.sink.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A builder.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The state store (to inspect it in tests).
+    pub fn state(&self) -> &dyn StateStore {
+        &*self.state
+    }
+
+    /// The state store, for lookups (which need `&mut`).
+    pub fn state_mut(&mut self) -> &mut dyn StateStore {
+        &mut *self.state
+    }
+
+    /// Replaces the debugger log for the next runs.
+    pub fn set_debug_log(&mut self, log: DebugLog) {
+        self.log = log;
+    }
+
+    /// Runs one sync over a model source; errors about its rows say which line they are on.
+    ///
+    /// The source is read on a thread of its own, which also encodes and fingerprints each
+    /// row, so that reading and parsing the model overlap with rendering and sending.
+    pub async fn run_source(&mut self, source: Box<dyn RowSource>) -> Result<RunReport, Error> {
+        let locator = source.locator();
+        let (codec, preparer) = self.prepare_run()?;
+        let prepared = source.map(move |item| {
+            item.map(|read| preparer.prepare(read.row, read.line))
+                .map_err(|e| e.to_string())
+        });
+        // A reading thread that dies ends the rows with an error, never silently: rows it
+        // never read must not count as removed.
+        let items = kinesync_source::read_ahead(prepared)
+            .map_err(|source| Error::Thread {
+                job: "reads the model",
+                source,
+            })?
+            .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string())));
+        self.run_prepared(codec, Some(locator), items).await
+    }
+
+    /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
+    /// and duplicate keys end up in the report; `Err` is for a state store that fails, or a
+    /// stream that cannot be described.
+    pub async fn run<I, R, E>(&mut self, rows: I) -> Result<RunReport, Error>
+    where
+        I: IntoIterator<Item = Result<R, E>>,
+        R: ModelRow,
+        E: fmt::Display,
+    {
+        let (codec, preparer) = self.prepare_run()?;
+        let items = rows.into_iter().map(move |item| match item {
+            Ok(row) => {
+                let (row, line) = row.into_parts();
+                Ok(preparer.prepare(row, line))
+            }
+            Err(e) => Err(e.to_string()),
+        });
+        self.run_prepared(codec, None, items).await
+    }
+
+    /// The stored-row codec for this run, once the store's column lists are read (and this
+    /// schema's added to them), and the preparer that writes rows in its form.
+    fn prepare_run(&mut self) -> Result<(RowCodec, Preparer), Error> {
+        let settings = &self.settings;
+        let codec = RowCodec::load(&mut *self.state, settings.schema(), settings.dry_run)?;
+        let preparer = Preparer {
+            encoder: settings.encoder.clone(),
+            primary_key: settings.schema().primary_key_index(),
+            stored_prefix: codec.prefix(),
+        };
+        Ok((codec, preparer))
+    }
+
+    async fn run_prepared(
+        &mut self,
+        codec: RowCodec,
+        locator: Option<Locator>,
+        rows: impl Iterator<Item = Result<Prepared, String>>,
+    ) -> Result<RunReport, Error> {
+        self.runs += 1;
+        let run = Run::start(
+            &self.settings,
+            &mut *self.state,
+            &mut self.log,
+            codec,
+            locator,
+            self.runs,
+        )
+        .await?;
+        run.execute(rows).await
+    }
+}

@@ -1,0 +1,102 @@
+//! What can stop a run (as opposed to a row error, which a run reports and goes on from).
+
+use std::path::PathBuf;
+
+use crate::settings::{EventsError, LimitError};
+
+/// What stops the engine from starting or finishing a run. Row errors are not here: a row
+/// that cannot become a record is reported in [`crate::RunReport::row_errors`] and the run goes
+/// on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// [`crate::EngineBuilder::build`] was called without a part the engine cannot run
+    /// without.
+    #[error("the engine needs {part}: call EngineBuilder::{method} before build()")]
+    MissingPart {
+        /// What is missing, in words.
+        part: &'static str,
+        /// The builder method that supplies it.
+        method: &'static str,
+    },
+    /// A limit is out of its range.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// The events to send are not usable.
+    #[error(transparent)]
+    Events(#[from] EventsError),
+    /// A key column is not in the model.
+    #[error("the {role} column {name:?} is not in the model{}", suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default())]
+    UnknownKeyColumn {
+        /// Which key the column was to give.
+        role: KeyRole,
+        /// The column named.
+        name: String,
+        /// The closest existing column.
+        suggestion: Option<String>,
+    },
+    /// A call to the stream failed in a way retrying cannot mend (or the calls a run starts
+    /// with failed).
+    #[error(transparent)]
+    Transport(#[from] kinesync_transport::TransportError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] kinesync_state::StateError),
+    /// The run's primary keys could not be spilled to (or read back from) a temporary file.
+    #[error("cannot spill the run's primary keys to a temporary file in {}: {source}", dir.display())]
+    Spill {
+        /// The temporary directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The operating system would not start a thread the run needs.
+    #[error("cannot start the thread that {job}: {source}")]
+    Thread {
+        /// What the thread was for.
+        job: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread building records ended without handing its work back: a bug.
+    #[error("a thread building records stopped unexpectedly (a bug: please report it)")]
+    BuildThreadStopped,
+    /// The state store's list of stored column layouts is not what kinesync wrote.
+    #[error(
+        "the state store's column lists ({name:?}) cannot be read ({reason}); the store was changed by something other than kinesync: start over with a new state (everything is then sent again)"
+    )]
+    ColumnLists {
+        /// The meta value's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Which of a record's keys a column gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    /// The partition key.
+    PartitionKey,
+    /// The explicit hash key.
+    ExplicitHashKey,
+}
+
+impl std::fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyRole::PartitionKey => "partition key",
+            KeyRole::ExplicitHashKey => "explicit hash key",
+        })
+    }
+}
+
+/// `Result` with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn spill_error(source: std::io::Error) -> Error {
+    Error::Spill {
+        dir: std::env::temp_dir(),
+        source,
+    }
+}

@@ -1,0 +1,411 @@
+//! One run, from the first call to the report: the loop that moves rows through the stages.
+//!
+//! 1. **Describe** the stream once: its open shards (for the default number of calls in
+//!    flight) and its maximum record size.
+//! 2. **Read the model in chunks** of prepared rows ([`crate::prepare`]). For each chunk: note
+//!    its keys, [diff](crate::diff) it against the state, hand the rows whose event the
+//!    trigger sends to the [build](crate::build) threads, queue what they built in model
+//!    order, and [send](crate::send) until the backlog is within bounds (the reader waits
+//!    meanwhile).
+//! 3. **Duplicate and removed keys**, once the whole model has been read (and only then: a run
+//!    that stopped early, or could not read every row, does not know what is gone).
+//! 4. **Drain** the outbox, then [commit](crate::commit) the end of the run.
+//!
+//! What is not acknowledged by the end (still throttled, a row error, a call that failed) is
+//! not committed, so the next run finds those rows again and sends them.
+
+use std::time::{Instant, SystemTime};
+
+use kinesync_keys::ShardMap;
+use kinesync_payload::Event;
+use kinesync_source::Locator;
+use kinesync_state::{Change, StateStore};
+use kinesync_transport::PutRecord;
+
+use crate::batch::Item;
+use crate::build::{BuildPool, Built, ToBuild};
+use crate::call_log::DebugLog;
+use crate::codec::RowCodec;
+use crate::commit;
+use crate::diff::{Differ, Duplicate, ModelKeys, report_unreadable};
+use crate::engine::Settings;
+use crate::error::Error;
+use crate::prepare::Prepared;
+use crate::record::{Record, RowError};
+use crate::report::{Outcome, RunReport};
+use crate::send::{Outbox, OutboxConfig};
+use crate::settings::Initial;
+
+/// Why the model phase stopped early.
+enum Stop {
+    /// A primary key read twice.
+    Duplicate(Duplicate),
+    /// The stream refused calls in a way retrying cannot mend.
+    Transport,
+}
+
+/// The state of one run: what it was built with, what it has counted, and where its records
+/// are.
+pub(crate) struct Run<'e> {
+    settings: &'e Settings,
+    state: &'e mut dyn StateStore,
+    log: &'e mut DebugLog,
+    codec: RowCodec,
+    /// Where the rows come from, when known (for errors that name a line).
+    locator: Option<Locator>,
+    report: RunReport,
+    outbox: Outbox,
+    shards: ShardMap,
+    /// The largest record the stream and a call take.
+    max_record_bytes: usize,
+    /// The last record's place in the run's order.
+    seq: u64,
+    clock: Instant,
+}
+
+impl<'e> Run<'e> {
+    /// Describes the stream and sets the run up.
+    pub(crate) async fn start(
+        settings: &'e Settings,
+        state: &'e mut dyn StateStore,
+        log: &'e mut DebugLog,
+        codec: RowCodec,
+        locator: Option<Locator>,
+        run_number: u64,
+    ) -> Result<Run<'e>, Error> {
+        settings.progress.reset();
+        let clock = Instant::now();
+        let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let report = RunReport::new(started_at, settings.stream.as_str(), settings.dry_run);
+        let description = settings.sink.describe_stream(&settings.stream).await?;
+        let limits = &settings.limits;
+        let config = OutboxConfig {
+            max_in_flight: limits
+                .max_in_flight
+                .unwrap_or((description.shards.len() * 2).clamp(2, 64)),
+            max_batch_records: limits.max_batch_records,
+            max_batch_bytes: limits.max_batch_bytes,
+            max_attempts: limits.max_attempts,
+            retry_time: limits.retry_time,
+            backoff_base: limits.backoff_base,
+            backoff_cap: limits.backoff_cap,
+            seed: limits.seed.map_or_else(
+                || {
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                },
+                |seed| seed.wrapping_add(run_number),
+            ),
+        };
+        let outbox = Outbox::new(
+            settings.sink.clone(),
+            settings.stream.clone(),
+            config,
+            settings.progress.clone(),
+        );
+        Ok(Run {
+            settings,
+            state,
+            log,
+            codec,
+            locator,
+            report,
+            outbox,
+            // A record must fit the stream and a call.
+            max_record_bytes: description.max_record_bytes.min(limits.max_batch_bytes),
+            shards: description.shards,
+            seq: 0,
+            clock,
+        })
+    }
+
+    /// Runs the model through the stages, then reports.
+    pub(crate) async fn execute(
+        mut self,
+        mut rows: impl Iterator<Item = Result<Prepared, String>>,
+    ) -> Result<RunReport, Error> {
+        let settings = self.settings;
+        let first_run = !self.state.has_baseline()?;
+        let baseline_only = first_run && settings.initial == Initial::Skip;
+        let state_was_empty = self.state.key_count()? == 0;
+        let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
+        let mut pool = BuildPool::start(settings.records.clone(), settings.limits.build_threads)?;
+        let mut stop = None;
+        while let Some(chunk) = self.next_chunk(&mut rows) {
+            if let Some(duplicate) = keys.note(&chunk, self.report.rows_read)? {
+                stop = Some(Stop::Duplicate(duplicate));
+                break;
+            }
+            self.report.rows_read += chunk.len() as u64;
+            self.show_progress();
+            if baseline_only {
+                self.record_unsent(chunk)?;
+                continue;
+            }
+            let to_build = Differ {
+                state: &mut *self.state,
+                codec: &self.codec,
+                schema: settings.schema(),
+                events: settings.events,
+                dry_run: settings.dry_run,
+                state_was_empty,
+            }
+            .chunk(chunk, &mut self.report)?;
+            self.build_and_send(&mut pool, to_build).await?;
+            if self.outbox.stopped().is_some() {
+                stop = Some(Stop::Transport);
+                break;
+            }
+        }
+        if stop.is_none()
+            && let Some(duplicate) = keys.duplicate_at_end()?
+        {
+            stop = Some(Stop::Duplicate(duplicate));
+        }
+        let model_complete = stop.is_none() && self.report.unreadable_rows == 0;
+        if model_complete && !first_run {
+            self.removed(keys, &mut pool).await?;
+        }
+        // The chunks still being built. After the stream stopped the run, the outbox counts
+        // their records as pending.
+        while let Some(built) = pool.next_built(true)? {
+            self.queue_built(built);
+            self.send_queued().await?;
+        }
+        drop(pool);
+        self.outbox.finish(&mut *self.state, self.log).await?;
+        // Every acknowledged change written before the run reports it.
+        commit::close_run(
+            &mut *self.state,
+            model_complete && first_run && !settings.dry_run,
+        )?;
+        self.log.flush();
+        Ok(self.into_report(stop, baseline_only))
+    }
+
+    /// The next chunk of readable rows (rows that could not be read are reported); `None` at
+    /// the model's end.
+    fn next_chunk(
+        &mut self,
+        rows: &mut impl Iterator<Item = Result<Prepared, String>>,
+    ) -> Option<Vec<Prepared>> {
+        let size = self.settings.limits.chunk_rows;
+        let mut chunk = Vec::with_capacity(size);
+        for item in rows.by_ref() {
+            match item {
+                Ok(read) => chunk.push(read),
+                Err(e) => {
+                    self.report.unreadable_rows += 1;
+                    self.report.row_errors.add(String::new(), "unreadable", e);
+                }
+            }
+            if chunk.len() == size {
+                break;
+            }
+        }
+        (!chunk.is_empty()).then_some(chunk)
+    }
+
+    /// A first run with `initial = "skip"`: the rows become the state, unsent.
+    fn record_unsent(&mut self, chunk: Vec<Prepared>) -> Result<(), Error> {
+        let changes = chunk
+            .into_iter()
+            .map(|r| Change::Upsert {
+                key: r.key,
+                fingerprint: r.fingerprint,
+                row: r.stored,
+            })
+            .collect();
+        commit::without_sending(&mut *self.state, changes, self.settings.dry_run)?;
+        Ok(())
+    }
+
+    /// Hands rows to the build threads, queues whatever they have built (oldest first), and
+    /// sends until the backlog is within bounds.
+    async fn build_and_send(
+        &mut self,
+        pool: &mut BuildPool,
+        to_build: Vec<ToBuild>,
+    ) -> Result<(), Error> {
+        if !to_build.is_empty() {
+            pool.submit(to_build)?;
+        }
+        // Wait for a chunk only while the threads hold more than they can work on.
+        let threads = self.settings.limits.build_threads;
+        while let Some(built) = pool.next_built(pool.in_progress() > 2 * threads)? {
+            self.queue_built(built);
+        }
+        self.send_queued().await
+    }
+
+    /// Finds the keys the state has and the model does not, and sends their removals, page
+    /// by page, built from their last sent rows.
+    async fn removed(&mut self, keys: ModelKeys, pool: &mut BuildPool) -> Result<(), Error> {
+        let page_size = self.settings.limits.chunk_rows;
+        let mut walk = keys.removal_walk(&mut *self.state, page_size)?;
+        let mut page = Vec::with_capacity(page_size);
+        for key in walk.gone()? {
+            page.push(key?);
+            if page.len() == page_size {
+                let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));
+                let to_build = self.removals(full)?;
+                self.build_and_send(pool, to_build).await?;
+                if self.outbox.stopped().is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        if !page.is_empty() {
+            let to_build = self.removals(page)?;
+            self.build_and_send(pool, to_build).await?;
+        }
+        Ok(())
+    }
+
+    /// The removed rows of `gone` keys to build, or (when the trigger leaves removals out)
+    /// the state moved on without sending.
+    fn removals(&mut self, gone: Vec<String>) -> Result<Vec<ToBuild>, Error> {
+        let settings = self.settings;
+        self.report.events.removed += gone.len() as u64;
+        if !settings.events.removed {
+            self.report.events.not_triggered += gone.len() as u64;
+            let changes = gone.into_iter().map(|key| Change::Delete { key }).collect();
+            commit::without_sending(&mut *self.state, changes, settings.dry_run)?;
+            return Ok(Vec::new());
+        }
+        let rows = self.state.rows(&gone)?;
+        let mut to_build = Vec::with_capacity(gone.len());
+        for (key, stored) in gone.into_iter().zip(rows) {
+            match stored.and_then(|s| self.codec.decode(settings.schema(), &s)) {
+                Some(row) => to_build.push(ToBuild {
+                    row,
+                    event: Event::Removed,
+                    previous: None,
+                    change: Change::Delete { key },
+                }),
+                None => report_unreadable(&mut self.report, key),
+            }
+        }
+        Ok(to_build)
+    }
+
+    /// Queues a built chunk's records, in order.
+    fn queue_built(&mut self, built: Built) {
+        for (change, record) in built {
+            self.queue(record, change);
+        }
+    }
+
+    /// Queues a built record, or reports the row's error.
+    fn queue(&mut self, record: Result<Record, RowError>, change: Change) {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let (key, kind, reason) = (e.primary_key().to_owned(), e.kind(), e.reason());
+                self.report.row_errors.add(key, kind, reason);
+                return;
+            }
+        };
+        let size = record.data.len() + record.partition_key.byte_len();
+        if size > self.max_record_bytes {
+            let (Change::Upsert { key, .. } | Change::Delete { key }) = change;
+            self.report.row_errors.add(
+                key,
+                "record_too_large",
+                format!(
+                    "the record is {size} bytes (message plus partition key), over the stream's maximum of {}",
+                    self.max_record_bytes
+                ),
+            );
+            return;
+        }
+        self.report.records.to_send += 1;
+        if self.settings.dry_run {
+            let shard = self.shards.shard_for(record.hash_key()).id().to_owned();
+            *self.report.by_shard.entry(shard).or_default() += 1;
+            return;
+        }
+        let mut put = PutRecord::new(record.partition_key, record.data);
+        if let Some(explicit) = record.explicit_hash_key {
+            put = put.with_explicit_hash_key(explicit);
+        }
+        self.seq += 1;
+        self.outbox.push(Item::new(self.seq, put, change));
+    }
+
+    fn show_progress(&self) {
+        self.settings
+            .progress
+            .set_read(self.report.rows_read, self.report.records.to_send);
+    }
+
+    /// Reports progress, then sends until the outbox's backlog is within bounds (committing
+    /// what is acknowledged).
+    async fn send_queued(&mut self) -> Result<(), Error> {
+        self.show_progress();
+        self.outbox
+            .drain_to(self.settings.limits.max_backlog, &mut *self.state, self.log)
+            .await?;
+        Ok(())
+    }
+
+    /// The report, with how the run ended.
+    fn into_report(mut self, stop: Option<Stop>, baseline_only: bool) -> RunReport {
+        let counts = &self.outbox.counts;
+        let report = &mut self.report;
+        report.records.acknowledged = counts.acknowledged;
+        report.records.pending = self.outbox.pending();
+        report.retries = counts.retries;
+        report.throttled_records = counts.throttled;
+        report.calls = counts.calls;
+        report.bytes_sent = counts.bytes;
+        let dry_run = self.settings.dry_run;
+        report.outcome = match (stop, self.outbox.stopped()) {
+            (Some(Stop::Duplicate(duplicate)), _) => Outcome::Failed {
+                error: duplicate_message(
+                    &duplicate,
+                    self.locator.as_ref(),
+                    self.settings.schema().primary_key(),
+                    self.settings.limits.keys_in_memory,
+                ),
+            },
+            (_, Some(error)) => Outcome::Failed {
+                error: error.to_string(),
+            },
+            _ if dry_run => Outcome::DryRun,
+            _ if baseline_only => Outcome::Baseline,
+            _ if report.records.pending > 0 || report.row_errors.total > 0 => Outcome::Partial,
+            _ => Outcome::Complete,
+        };
+        if report.unreadable_rows > 0
+            && !dry_run
+            && matches!(report.outcome, Outcome::Partial | Outcome::Complete)
+        {
+            report.outcome = Outcome::Partial;
+        }
+        report.duration_ms = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.report
+    }
+}
+
+/// What a user is told about a key read twice: where, and what the run did about it.
+fn duplicate_message(
+    duplicate: &Duplicate,
+    locator: Option<&Locator>,
+    primary_key: &str,
+    keys_in_memory: usize,
+) -> String {
+    let Duplicate { key, first, again } = duplicate;
+    format!(
+        "{}primary key {key} (column {primary_key:?}) appears more than once in the model ({}); primary keys must be unique. The run stopped there (in a model of more than {keys_in_memory} rows, at its end: the rows were sent in model order) and did not look for removed rows",
+        match locator {
+            Some(locator) => format!("{}: ", locator.at(*again)),
+            None => String::new(),
+        },
+        match locator {
+            Some(locator) => format!("first at {}", locator.place(*first)),
+            None => format!("rows {first} and {again}"),
+        },
+    )
+}

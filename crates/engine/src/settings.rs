@@ -1,0 +1,247 @@
+//! What a sync is told: which events it sends, what its first run does, and how hard it
+//! pushes. Checked once, when the engine is built, with errors that name the setting.
+
+use std::time::Duration;
+
+use kinesync_payload::Event;
+use kinesync_transport::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
+
+/// Which changes a sync sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Events {
+    /// New primary keys.
+    pub added: bool,
+    /// Changed rows.
+    pub changed: bool,
+    /// Primary keys gone from the model.
+    pub removed: bool,
+}
+
+/// Why a list of event names is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsError {
+    /// A name that is not an event.
+    #[error("unknown event {name:?}: use added, changed or removed")]
+    Unknown {
+        /// The name given.
+        name: String,
+    },
+    /// No event at all: the sync would never send anything.
+    #[error("events is empty: name at least one of added, changed, removed")]
+    Empty,
+}
+
+impl Events {
+    /// All three.
+    pub fn all() -> Self {
+        Self {
+            added: true,
+            changed: true,
+            removed: true,
+        }
+    }
+
+    /// From names: `added`, `changed`, `removed`.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<Self, EventsError> {
+        let mut events = Self {
+            added: false,
+            changed: false,
+            removed: false,
+        };
+        for name in names {
+            match name.as_ref() {
+                "added" => events.added = true,
+                "changed" => events.changed = true,
+                "removed" => events.removed = true,
+                other => {
+                    return Err(EventsError::Unknown {
+                        name: other.to_owned(),
+                    });
+                }
+            }
+        }
+        if !(events.added || events.changed || events.removed) {
+            return Err(EventsError::Empty);
+        }
+        Ok(events)
+    }
+
+    pub(crate) fn sends(self, event: Event) -> bool {
+        match event {
+            Event::Added => self.added,
+            Event::Changed => self.changed,
+            Event::Removed => self.removed,
+        }
+    }
+}
+
+/// What the first run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Initial {
+    /// Send every row as added.
+    #[default]
+    Backfill,
+    /// Record the model as the baseline and send nothing; only later changes flow.
+    Skip,
+}
+
+/// How hard a sync pushes, and how long it keeps trying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Calls in flight at once; by default twice the stream's open shards, within 2..=64.
+    pub max_in_flight: Option<usize>,
+    /// Records per call (at most the service's 500).
+    pub max_batch_records: usize,
+    /// Bytes per call, partition keys included (at most the service's 10 MiB).
+    pub max_batch_bytes: usize,
+    /// Attempts per record before it is left pending for the next run.
+    pub max_attempts: u32,
+    /// How long after the run starts records may still be retried.
+    pub retry_time: Duration,
+    /// The first retry waits up to this long (full jitter).
+    pub backoff_base: Duration,
+    /// No retry waits longer than this.
+    pub backoff_cap: Duration,
+    /// Model rows read per state lookup.
+    pub chunk_rows: usize,
+    /// Threads that build records (render messages) while the sync's own thread reads,
+    /// diffs and sends; by default one per core, up to 8.
+    pub build_threads: usize,
+    /// Records queued before the reader waits for the sender.
+    pub max_backlog: usize,
+    /// Primary keys a run holds in memory (to find duplicates and removed keys at the end)
+    /// before it spills them, sorted, to temporary files: what keeps a run's memory the same
+    /// whatever the model's size.
+    pub keys_in_memory: usize,
+    /// Seed of the retry jitter (a fixed seed makes a run's timing repeatable in tests).
+    pub seed: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: None,
+            max_batch_records: MAX_RECORDS_PER_CALL,
+            max_batch_bytes: MAX_BYTES_PER_CALL,
+            max_attempts: 10,
+            retry_time: Duration::from_secs(120),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            chunk_rows: 1000,
+            build_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            max_backlog: 5000,
+            keys_in_memory: 1 << 18,
+            seed: None,
+        }
+    }
+}
+
+/// A limit out of its range: which one, what it was, and what it may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting} must be {allowed}, not {value}")]
+pub struct LimitError {
+    /// The setting's name, as [`Limits`] spells it.
+    pub setting: &'static str,
+    /// The value given.
+    pub value: String,
+    /// The range it may take.
+    pub allowed: String,
+}
+
+impl Limits {
+    /// Refuses limits the service would refuse, rather than clamping them silently; the error
+    /// names the first setting that is out of range.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        fn within(
+            setting: &'static str,
+            value: usize,
+            range: std::ops::RangeInclusive<usize>,
+        ) -> Result<(), LimitError> {
+            if range.contains(&value) {
+                return Ok(());
+            }
+            Err(LimitError {
+                setting,
+                value: value.to_string(),
+                allowed: format!("{}..={}", range.start(), range.end()),
+            })
+        }
+        fn at_least_one(setting: &'static str, value: u64) -> Result<(), LimitError> {
+            if value >= 1 {
+                return Ok(());
+            }
+            Err(LimitError {
+                setting,
+                value: value.to_string(),
+                allowed: "at least 1".into(),
+            })
+        }
+        within(
+            "max_batch_records",
+            self.max_batch_records,
+            1..=MAX_RECORDS_PER_CALL,
+        )?;
+        within(
+            "max_batch_bytes",
+            self.max_batch_bytes,
+            1..=MAX_BYTES_PER_CALL,
+        )?;
+        if let Some(in_flight) = self.max_in_flight {
+            at_least_one("max_in_flight", in_flight as u64)?;
+        }
+        at_least_one("max_attempts", u64::from(self.max_attempts))?;
+        at_least_one("chunk_rows", self.chunk_rows as u64)?;
+        at_least_one("build_threads", self.build_threads as u64)?;
+        at_least_one("max_backlog", self.max_backlog as u64)?;
+        at_least_one("keys_in_memory", self.keys_in_memory as u64)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_limit_is_named_alone() {
+        let limits = Limits {
+            build_threads: 0,
+            ..Limits::default()
+        };
+        let error = limits.validate().unwrap_err();
+        assert_eq!(error.setting, "build_threads");
+        assert_eq!(error.to_string(), "build_threads must be at least 1, not 0");
+        let limits = Limits {
+            max_batch_records: 501,
+            ..Limits::default()
+        };
+        assert_eq!(
+            limits.validate().unwrap_err().to_string(),
+            "max_batch_records must be 1..=500, not 501"
+        );
+        assert!(Limits::default().validate().is_ok());
+    }
+
+    #[test]
+    fn event_names_are_checked() {
+        assert_eq!(
+            Events::from_names(&["added", "removed"]).unwrap(),
+            Events {
+                added: true,
+                changed: false,
+                removed: true
+            }
+        );
+        assert_eq!(
+            Events::from_names(&["gone"]).unwrap_err(),
+            EventsError::Unknown {
+                name: "gone".into()
+            }
+        );
+        assert_eq!(
+            Events::from_names::<&str>(&[]).unwrap_err(),
+            EventsError::Empty
+        );
+    }
+}
