@@ -92,22 +92,32 @@ impl BuildPool {
         Ok(())
     }
 
-    /// The oldest chunk, if it is built (`wait = false`) or once it is (`wait = true`).
-    pub(crate) fn next_built(&mut self, wait: bool) -> Result<Option<Built>, Error> {
+    /// The oldest chunk, if it is built.
+    pub(crate) fn try_next(&mut self) -> Result<Option<Built>, Error> {
         let Some(oldest) = self.building.front() else {
             return Ok(None);
         };
-        let built = if wait {
-            oldest.recv().map_err(|_| stopped())?
-        } else {
-            match oldest.try_recv() {
-                Ok(built) => built,
-                Err(TryRecvError::Empty) => return Ok(None),
-                Err(TryRecvError::Disconnected) => return Err(stopped()),
-            }
+        let built = match oldest.try_recv() {
+            Ok(built) => built,
+            Err(TryRecvError::Empty) => return Ok(None),
+            Err(TryRecvError::Disconnected) => return Err(stopped()),
         };
         self.building.pop_front();
         Ok(Some(built))
+    }
+
+    /// The oldest chunk, once it is built; `None` when no chunk is being built. The wait is
+    /// on tokio's blocking pool, so that calls in flight go on meanwhile.
+    pub(crate) async fn next(&mut self) -> Result<Option<Built>, Error> {
+        let Some(oldest) = self.building.pop_front() else {
+            return Ok(None);
+        };
+        match tokio::task::spawn_blocking(move || oldest.recv()).await {
+            Ok(Ok(built)) => Ok(Some(built)),
+            Ok(Err(_)) => Err(stopped()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::RuntimeStopped),
+        }
     }
 }
 

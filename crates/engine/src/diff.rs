@@ -9,6 +9,7 @@
 //! second row is sent.
 
 use std::iter::Peekable;
+use std::sync::Arc;
 
 use kinesync_payload::{Event, Schema};
 use kinesync_state::{Change, StateStore};
@@ -19,7 +20,7 @@ use crate::codec::RowCodec;
 use crate::error::{Error, spill_error};
 use crate::hashed::HashedSet;
 use crate::prepare::Prepared;
-use crate::report::RunReport;
+use crate::report::{EventCounts, RunReport};
 use crate::settings::Events;
 use crate::sorted_keys::{Hashes, Key, Merged, Sorter};
 
@@ -212,92 +213,103 @@ impl Iterator for GoneKeys<'_> {
     }
 }
 
-/// How a chunk is compared with the state.
-pub(crate) struct Differ<'a> {
-    pub(crate) state: &'a mut dyn StateStore,
-    pub(crate) codec: &'a RowCodec,
-    pub(crate) schema: &'a Schema,
+/// What a chunk is compared with the state by: the same for every chunk of a run.
+pub(crate) struct DiffContext {
+    pub(crate) codec: RowCodec,
+    pub(crate) schema: Arc<Schema>,
     pub(crate) events: Events,
     pub(crate) dry_run: bool,
     /// A store with nothing in it has nothing to look up.
     pub(crate) state_was_empty: bool,
 }
 
-impl Differ<'_> {
-    /// Sorts a chunk into events; returns the rows whose records the trigger sends.
-    pub(crate) fn chunk(
-        &mut self,
-        chunk: Vec<Prepared>,
-        report: &mut RunReport,
-    ) -> Result<Vec<ToBuild>, Error> {
-        let known = if self.state_was_empty {
-            vec![None; chunk.len()]
-        } else {
-            let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
-            self.state.fingerprints(&keys)?
-        };
-        let changed_keys: Vec<String> = chunk
-            .iter()
-            .zip(&known)
-            .filter(|(r, k)| k.is_some_and(|fp| fp != r.fingerprint))
-            .map(|(r, _)| r.key.clone())
-            .collect();
-        let mut previous = if self.events.changed && !changed_keys.is_empty() {
-            self.state.rows(&changed_keys)?.into_iter()
-        } else {
-            Vec::new().into_iter()
-        };
-        let mut untriggered = Vec::new();
-        let mut to_send = Vec::with_capacity(chunk.len());
-        for (read, known) in chunk.into_iter().zip(known) {
-            let event = match known {
-                None => Event::Added,
-                Some(fp) if fp != read.fingerprint => Event::Changed,
-                Some(_) => {
-                    report.events.unchanged += 1;
-                    continue;
-                }
-            };
-            match event {
-                Event::Added => report.events.added += 1,
-                _ => report.events.changed += 1,
-            }
-            if !self.events.sends(event) {
-                report.events.not_triggered += 1;
-                untriggered.push(Change::Upsert {
-                    key: read.key,
-                    fingerprint: read.fingerprint,
-                    row: read.stored,
-                });
+/// A chunk, sorted into events.
+#[derive(Debug, Default)]
+pub(crate) struct Diffed {
+    /// The rows whose records the trigger sends.
+    pub(crate) to_build: Vec<ToBuild>,
+    /// Added, changed, unchanged and not triggered rows, counted.
+    pub(crate) events: EventCounts,
+    /// Changed rows whose last sent version cannot be read: not sent (see
+    /// [`report_unreadable`]).
+    pub(crate) unreadable: Vec<String>,
+}
+
+/// Sorts a chunk into events against the store, and moves the store on to the changes the
+/// trigger does not send. Blocking: the run calls it on tokio's blocking pool.
+pub(crate) fn diff_chunk(
+    state: &mut dyn StateStore,
+    chunk: Vec<Prepared>,
+    context: &DiffContext,
+) -> Result<Diffed, Error> {
+    let known = if context.state_was_empty {
+        vec![None; chunk.len()]
+    } else {
+        let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
+        state.fingerprints(&keys)?
+    };
+    let changed_keys: Vec<String> = chunk
+        .iter()
+        .zip(&known)
+        .filter(|(r, k)| k.is_some_and(|fp| fp != r.fingerprint))
+        .map(|(r, _)| r.key.clone())
+        .collect();
+    let mut previous = if context.events.changed && !changed_keys.is_empty() {
+        state.rows(&changed_keys)?.into_iter()
+    } else {
+        Vec::new().into_iter()
+    };
+    let mut diffed = Diffed {
+        to_build: Vec::with_capacity(chunk.len()),
+        ..Diffed::default()
+    };
+    let mut untriggered = Vec::new();
+    for (read, known) in chunk.into_iter().zip(known) {
+        let event = match known {
+            None => Event::Added,
+            Some(fp) if fp != read.fingerprint => Event::Changed,
+            Some(_) => {
+                diffed.events.unchanged += 1;
                 continue;
             }
-            let previous_row = match event {
-                Event::Changed => match previous.next().flatten() {
-                    Some(stored) => match self.codec.decode(self.schema, &stored) {
-                        Some(row) => Some(row),
-                        None => {
-                            report_unreadable(report, read.key);
-                            continue;
-                        }
-                    },
-                    None => None,
-                },
-                _ => None,
-            };
-            to_send.push(ToBuild {
-                row: read.row,
-                event,
-                previous: previous_row,
-                change: Change::Upsert {
-                    key: read.key,
-                    fingerprint: read.fingerprint,
-                    row: read.stored,
-                },
-            });
+        };
+        match event {
+            Event::Added => diffed.events.added += 1,
+            _ => diffed.events.changed += 1,
         }
-        crate::commit::without_sending(self.state, untriggered, self.dry_run)?;
-        Ok(to_send)
+        let change = Change::Upsert {
+            key: read.key,
+            fingerprint: read.fingerprint,
+            row: read.stored,
+        };
+        if !context.events.sends(event) {
+            diffed.events.not_triggered += 1;
+            untriggered.push(change);
+            continue;
+        }
+        let previous_row = match event {
+            Event::Changed => match previous.next().flatten() {
+                Some(stored) => match context.codec.decode(&context.schema, &stored) {
+                    Some(row) => Some(row),
+                    None => {
+                        let (Change::Upsert { key, .. } | Change::Delete { key }) = change;
+                        diffed.unreadable.push(key);
+                        continue;
+                    }
+                },
+                None => None,
+            },
+            _ => None,
+        };
+        diffed.to_build.push(ToBuild {
+            row: read.row,
+            event,
+            previous: previous_row,
+            change,
+        });
     }
+    crate::commit::without_sending(state, untriggered, context.dry_run)?;
+    Ok(diffed)
 }
 
 /// A row whose last sent version in the state cannot be read: reported against its key, and

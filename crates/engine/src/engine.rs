@@ -2,7 +2,7 @@
 //! changes. Each run is a [`crate::run::Run`] of its own.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kinesync_payload::{RowEncoder, Schema};
 use kinesync_source::{Locator, RowSource};
@@ -18,13 +18,14 @@ use crate::record::RecordBuilder;
 use crate::report::RunReport;
 use crate::run::Run;
 use crate::settings::{Events, Initial, Limits};
+use crate::store::{self, SharedState};
 
 /// Builds an [`Engine`].
 #[derive(Default)]
 pub struct EngineBuilder {
     records: Option<RecordBuilder>,
     sink: Option<(Arc<dyn KinesisSink>, StreamName)>,
-    state: Option<Box<dyn StateStore>>,
+    state: Option<SharedState>,
     events: Option<Events>,
     initial: Initial,
     limits: Limits,
@@ -57,11 +58,18 @@ impl EngineBuilder {
 
     /// What was sent before.
     pub fn state(self, store: impl StateStore + 'static) -> Self {
-        self.state_boxed(Box::new(store))
+        self.state_shared(Arc::new(Mutex::new(store)))
     }
 
     /// What was sent before, a store chosen at run time.
-    pub fn state_boxed(mut self, store: Box<dyn StateStore>) -> Self {
+    pub fn state_boxed(self, store: Box<dyn StateStore>) -> Self {
+        self.state_shared(Arc::new(Mutex::new(store)))
+    }
+
+    /// What was sent before, in a store the caller keeps a handle to (to look inside it
+    /// between runs, with its own type: `Arc<Mutex<MemoryStore>>` coerces to
+    /// [`SharedState`]). A run locks it only while it works with it.
+    pub fn state_shared(mut self, store: SharedState) -> Self {
         self.state = Some(store);
         self
     }
@@ -160,7 +168,7 @@ impl Settings {
 /// so that it never shadows the `Sync` marker trait where it is imported.)
 pub struct Engine {
     settings: Settings,
-    state: Box<dyn StateStore>,
+    state: SharedState,
     log: DebugLog,
     /// Runs so far: each run's jitter seed is the configured seed plus this.
     runs: u64,
@@ -181,14 +189,9 @@ impl Engine {
         EngineBuilder::default()
     }
 
-    /// The state store (to inspect it in tests).
-    pub fn state(&self) -> &dyn StateStore {
-        &*self.state
-    }
-
-    /// The state store, for lookups (which need `&mut`).
-    pub fn state_mut(&mut self) -> &mut dyn StateStore {
-        &mut *self.state
+    /// The state store, shared: lock it to look inside between runs.
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
     }
 
     /// Replaces the debugger log for the next runs.
@@ -241,8 +244,14 @@ impl Engine {
     /// The stored-row codec for this run, once the store's column lists are read (and this
     /// schema's added to them), and the preparer that writes rows in its form.
     fn prepare_run(&mut self) -> Result<(RowCodec, Preparer), Error> {
+        // Everything a run does is on tokio: say so now rather than panic at the first wait.
+        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let settings = &self.settings;
-        let codec = RowCodec::load(&mut *self.state, settings.schema(), settings.dry_run)?;
+        let codec = RowCodec::load(
+            &mut *store::lock(&self.state),
+            settings.schema(),
+            settings.dry_run,
+        )?;
         let preparer = Preparer {
             encoder: settings.encoder.clone(),
             primary_key: settings.schema().primary_key_index(),
@@ -260,7 +269,7 @@ impl Engine {
         self.runs += 1;
         let run = Run::start(
             &self.settings,
-            &mut *self.state,
+            self.state.clone(),
             &mut self.log,
             codec,
             locator,

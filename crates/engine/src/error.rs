@@ -58,6 +58,15 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The engine runs on tokio, and was not called from within a tokio runtime (with its
+    /// time driver: `Builder::enable_all()` or `enable_time()`).
+    #[error(
+        "kinesync's engine needs a tokio runtime with time enabled: call it from within one (#[tokio::main], or Runtime::block_on)"
+    )]
+    NoRuntime,
+    /// The tokio runtime shut down while the run was using it.
+    #[error("the tokio runtime shut down while the run was working")]
+    RuntimeStopped,
     /// A thread building records ended without handing its work back: a bug.
     #[error("a thread building records stopped unexpectedly (a bug: please report it)")]
     BuildThreadStopped,

@@ -76,6 +76,7 @@ mod run;
 mod send;
 mod settings;
 mod sorted_keys;
+mod store;
 
 pub use call_log::DebugLog;
 pub use codec::last_sent_rows;
@@ -88,3 +89,4 @@ pub use report::{
     EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, RecordCounts, RowErrorEntry, RowErrors, RunReport,
 };
 pub use settings::{Events, EventsError, Initial, LimitError, Limits};
+pub use store::SharedState;

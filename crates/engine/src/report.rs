@@ -43,6 +43,17 @@ pub struct EventCounts {
     pub not_triggered: u64,
 }
 
+impl EventCounts {
+    /// Adds `other`'s counts to these.
+    pub(crate) fn add(&mut self, other: &EventCounts) {
+        self.added += other.added;
+        self.changed += other.changed;
+        self.removed += other.removed;
+        self.unchanged += other.unchanged;
+        self.not_triggered += other.not_triggered;
+    }
+}
+
 /// Records, by what became of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordCounts {

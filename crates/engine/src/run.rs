@@ -14,12 +14,13 @@
 //! What is not acknowledged by the end (still throttled, a row error, a call that failed) is
 //! not committed, so the next run finds those rows again and sends them.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use kinesync_keys::ShardMap;
 use kinesync_payload::Event;
 use kinesync_source::Locator;
-use kinesync_state::{Change, StateStore};
+use kinesync_state::Change;
 use kinesync_transport::PutRecord;
 
 use crate::batch::Item;
@@ -27,7 +28,7 @@ use crate::build::{BuildPool, Built, ToBuild};
 use crate::call_log::DebugLog;
 use crate::codec::RowCodec;
 use crate::commit;
-use crate::diff::{Differ, Duplicate, ModelKeys, report_unreadable};
+use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
 use crate::engine::Settings;
 use crate::error::Error;
 use crate::prepare::Prepared;
@@ -35,6 +36,7 @@ use crate::record::{Record, RowError};
 use crate::report::{Outcome, RunReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
+use crate::store::{SharedState, blocking};
 
 /// Why the model phase stopped early.
 enum Stop {
@@ -48,9 +50,10 @@ enum Stop {
 /// are.
 pub(crate) struct Run<'e> {
     settings: &'e Settings,
-    state: &'e mut dyn StateStore,
+    state: SharedState,
     log: &'e mut DebugLog,
-    codec: RowCodec,
+    /// How chunks are compared with the state, and stored rows read back.
+    diff: Arc<DiffContext>,
     /// Where the rows come from, when known (for errors that name a line).
     locator: Option<Locator>,
     report: RunReport,
@@ -67,7 +70,7 @@ impl<'e> Run<'e> {
     /// Describes the stream and sets the run up.
     pub(crate) async fn start(
         settings: &'e Settings,
-        state: &'e mut dyn StateStore,
+        state: SharedState,
         log: &'e mut DebugLog,
         codec: RowCodec,
         locator: Option<Locator>,
@@ -104,11 +107,20 @@ impl<'e> Run<'e> {
             config,
             settings.progress.clone(),
         );
+        // A store with nothing in it has nothing to look up.
+        let state_was_empty = blocking(&state, |s| Ok(s.key_count()? == 0)).await?;
+        let diff = Arc::new(DiffContext {
+            codec,
+            schema: settings.schema().clone(),
+            events: settings.events,
+            dry_run: settings.dry_run,
+            state_was_empty,
+        });
         Ok(Run {
             settings,
             state,
             log,
-            codec,
+            diff,
             locator,
             report,
             outbox,
@@ -126,9 +138,8 @@ impl<'e> Run<'e> {
         mut rows: impl Iterator<Item = Result<Prepared, String>>,
     ) -> Result<RunReport, Error> {
         let settings = self.settings;
-        let first_run = !self.state.has_baseline()?;
+        let first_run = !blocking(&self.state, |s| Ok(s.has_baseline()?)).await?;
         let baseline_only = first_run && settings.initial == Initial::Skip;
-        let state_was_empty = self.state.key_count()? == 0;
         let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
         let mut pool = BuildPool::start(settings.records.clone(), settings.limits.build_threads)?;
         let mut stop = None;
@@ -140,19 +151,16 @@ impl<'e> Run<'e> {
             self.report.rows_read += chunk.len() as u64;
             self.show_progress();
             if baseline_only {
-                self.record_unsent(chunk)?;
+                self.record_unsent(chunk).await?;
                 continue;
             }
-            let to_build = Differ {
-                state: &mut *self.state,
-                codec: &self.codec,
-                schema: settings.schema(),
-                events: settings.events,
-                dry_run: settings.dry_run,
-                state_was_empty,
+            let context = self.diff.clone();
+            let diffed = blocking(&self.state, move |s| diff_chunk(s, chunk, &context)).await?;
+            self.report.events.add(&diffed.events);
+            for key in diffed.unreadable {
+                report_unreadable(&mut self.report, key);
             }
-            .chunk(chunk, &mut self.report)?;
-            self.build_and_send(&mut pool, to_build).await?;
+            self.build_and_send(&mut pool, diffed.to_build).await?;
             if self.outbox.stopped().is_some() {
                 stop = Some(Stop::Transport);
                 break;
@@ -169,17 +177,18 @@ impl<'e> Run<'e> {
         }
         // The chunks still being built. After the stream stopped the run, the outbox counts
         // their records as pending.
-        while let Some(built) = pool.next_built(true)? {
+        while let Some(built) = pool.next().await? {
             self.queue_built(built);
             self.send_queued().await?;
         }
         drop(pool);
-        self.outbox.finish(&mut *self.state, self.log).await?;
+        self.outbox.finish(&self.state, self.log).await?;
         // Every acknowledged change written before the run reports it.
-        commit::close_run(
-            &mut *self.state,
-            model_complete && first_run && !settings.dry_run,
-        )?;
+        let record_baseline = model_complete && first_run && !settings.dry_run;
+        blocking(&self.state, move |s| {
+            Ok(commit::close_run(s, record_baseline)?)
+        })
+        .await?;
         self.log.flush();
         Ok(self.into_report(stop, baseline_only))
     }
@@ -208,7 +217,7 @@ impl<'e> Run<'e> {
     }
 
     /// A first run with `initial = "skip"`: the rows become the state, unsent.
-    fn record_unsent(&mut self, chunk: Vec<Prepared>) -> Result<(), Error> {
+    async fn record_unsent(&mut self, chunk: Vec<Prepared>) -> Result<(), Error> {
         let changes = chunk
             .into_iter()
             .map(|r| Change::Upsert {
@@ -217,8 +226,11 @@ impl<'e> Run<'e> {
                 row: r.stored,
             })
             .collect();
-        commit::without_sending(&mut *self.state, changes, self.settings.dry_run)?;
-        Ok(())
+        let dry_run = self.settings.dry_run;
+        blocking(&self.state, move |s| {
+            Ok(commit::without_sending(s, changes, dry_run)?)
+        })
+        .await
     }
 
     /// Hands rows to the build threads, queues whatever they have built (oldest first), and
@@ -233,7 +245,13 @@ impl<'e> Run<'e> {
         }
         // Wait for a chunk only while the threads hold more than they can work on.
         let threads = self.settings.limits.build_threads;
-        while let Some(built) = pool.next_built(pool.in_progress() > 2 * threads)? {
+        loop {
+            let built = if pool.in_progress() > 2 * threads {
+                pool.next().await?
+            } else {
+                pool.try_next()?
+            };
+            let Some(built) = built else { break };
             self.queue_built(built);
         }
         self.send_queued().await
@@ -243,13 +261,13 @@ impl<'e> Run<'e> {
     /// by page, built from their last sent rows.
     async fn removed(&mut self, keys: ModelKeys, pool: &mut BuildPool) -> Result<(), Error> {
         let page_size = self.settings.limits.chunk_rows;
-        let mut walk = keys.removal_walk(&mut *self.state, page_size)?;
+        let mut walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
         let mut page = Vec::with_capacity(page_size);
         for key in walk.gone()? {
             page.push(key?);
             if page.len() == page_size {
                 let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));
-                let to_build = self.removals(full)?;
+                let to_build = self.removals(full).await?;
                 self.build_and_send(pool, to_build).await?;
                 if self.outbox.stopped().is_some() {
                     return Ok(());
@@ -257,7 +275,7 @@ impl<'e> Run<'e> {
             }
         }
         if !page.is_empty() {
-            let to_build = self.removals(page)?;
+            let to_build = self.removals(page).await?;
             self.build_and_send(pool, to_build).await?;
         }
         Ok(())
@@ -265,19 +283,27 @@ impl<'e> Run<'e> {
 
     /// The removed rows of `gone` keys to build, or (when the trigger leaves removals out)
     /// the state moved on without sending.
-    fn removals(&mut self, gone: Vec<String>) -> Result<Vec<ToBuild>, Error> {
+    async fn removals(&mut self, gone: Vec<String>) -> Result<Vec<ToBuild>, Error> {
         let settings = self.settings;
         self.report.events.removed += gone.len() as u64;
         if !settings.events.removed {
             self.report.events.not_triggered += gone.len() as u64;
             let changes = gone.into_iter().map(|key| Change::Delete { key }).collect();
-            commit::without_sending(&mut *self.state, changes, settings.dry_run)?;
+            let dry_run = settings.dry_run;
+            blocking(&self.state, move |s| {
+                Ok(commit::without_sending(s, changes, dry_run)?)
+            })
+            .await?;
             return Ok(Vec::new());
         }
-        let rows = self.state.rows(&gone)?;
+        let (gone, rows) = blocking(&self.state, move |s| {
+            let rows = s.rows(&gone)?;
+            Ok((gone, rows))
+        })
+        .await?;
         let mut to_build = Vec::with_capacity(gone.len());
         for (key, stored) in gone.into_iter().zip(rows) {
-            match stored.and_then(|s| self.codec.decode(settings.schema(), &s)) {
+            match stored.and_then(|s| self.diff.codec.decode(settings.schema(), &s)) {
                 Some(row) => to_build.push(ToBuild {
                     row,
                     event: Event::Removed,
@@ -345,9 +371,8 @@ impl<'e> Run<'e> {
     async fn send_queued(&mut self) -> Result<(), Error> {
         self.show_progress();
         self.outbox
-            .drain_to(self.settings.limits.max_backlog, &mut *self.state, self.log)
-            .await?;
-        Ok(())
+            .drain_to(self.settings.limits.max_backlog, &self.state, self.log)
+            .await
     }
 
     /// The report, with how the run ended.

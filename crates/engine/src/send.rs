@@ -13,18 +13,19 @@ use std::time::{Duration, SystemTime};
 // tokio's clock, not std's: it is the one that paused test time moves.
 use tokio::time::Instant;
 
-use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use kinesync_state::{StateError, StateStore};
 use kinesync_transport::{
     ErrorKind, KinesisSink, PutRecord, RecordFailure, RecordOutcome, StreamName, TransportError,
 };
+use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::batch::{Batcher, Item};
 use crate::call_log::{CallLine, DebugLog};
 use crate::commit;
+use crate::error::Error;
 use crate::progress::Progress;
+use crate::store::SharedState;
 
 /// How the outbox behaves; see [`crate::Limits`].
 #[derive(Debug, Clone)]
@@ -75,7 +76,9 @@ pub(crate) struct Outbox {
     config: OutboxConfig,
     batcher: Batcher,
     backoff: Backoff,
-    in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// Each call is a task of its own, so that it goes on while the run's loop waits for the
+    /// state store or the build threads.
+    in_flight: FuturesUnordered<JoinHandle<Done>>,
     started: Instant,
     /// Records that arrived after the outbox stopped: pending.
     refused: u64,
@@ -130,9 +133,9 @@ impl Outbox {
     pub(crate) async fn drain_to(
         &mut self,
         limit: usize,
-        store: &mut dyn StateStore,
+        store: &SharedState,
         log: &mut DebugLog,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), Error> {
         while self.batcher.backlog() > limit && self.stopped.is_none() {
             if !self.step(store, log).await? {
                 break;
@@ -145,9 +148,9 @@ impl Outbox {
     /// be sent stays pending for the next run.
     pub(crate) async fn finish(
         &mut self,
-        store: &mut dyn StateStore,
+        store: &SharedState,
         log: &mut DebugLog,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), Error> {
         while self.step(store, log).await? {}
         self.batcher.abandon();
         Ok(())
@@ -155,11 +158,7 @@ impl Outbox {
 
     /// Starts what can start, then waits for one completion or retry time. `false` when
     /// there is nothing left that this run can do.
-    async fn step(
-        &mut self,
-        store: &mut dyn StateStore,
-        log: &mut DebugLog,
-    ) -> Result<bool, StateError> {
+    async fn step(&mut self, store: &SharedState, log: &mut DebugLog) -> Result<bool, Error> {
         if self.stopped.is_none() {
             self.launch();
         }
@@ -179,9 +178,23 @@ impl Outbox {
             },
             (false, None) => self.in_flight.next().await,
         };
-        if let Some(done) = done {
-            self.complete(done, store, log)?;
+        let done = match done {
+            None => return Ok(true),
+            Some(Ok(done)) => done,
+            Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Some(Err(_)) => return Err(Error::RuntimeStopped),
+        };
+        let acknowledged = self.complete(done, log);
+        self.counts.acknowledged += acknowledged.len() as u64;
+        if !acknowledged.is_empty() {
+            crate::store::blocking(store, move |store| {
+                Ok(commit::acknowledged(store, acknowledged)?)
+            })
+            .await?;
         }
+        let c = &self.counts;
+        self.progress
+            .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);
         Ok(true)
     }
 
@@ -208,7 +221,7 @@ impl Outbox {
                 .unzip();
             let sink = self.sink.clone();
             let stream = self.stream.clone();
-            self.in_flight.push(Box::pin(async move {
+            self.in_flight.push(tokio::spawn(async move {
                 let started = SystemTime::now();
                 let clock = Instant::now();
                 let result = sink.put_records(&stream, &records).await;
@@ -238,14 +251,9 @@ impl Outbox {
         self.batcher.retry_at(item, due);
     }
 
-    /// Sorts an answer's records into acknowledged, retried and given up, and commits the
-    /// acknowledged ones.
-    fn complete(
-        &mut self,
-        done: Done,
-        store: &mut dyn StateStore,
-        log: &mut DebugLog,
-    ) -> Result<(), StateError> {
+    /// Sorts an answer's records into retried and given up, and returns the changes of the
+    /// acknowledged ones, in the call's order, to commit.
+    fn complete(&mut self, done: Done, log: &mut DebugLog) -> Vec<kinesync_state::Change> {
         self.counts.calls += 1;
         self.counts.bytes += done.bytes as u64;
         let items: Vec<Item> = done
@@ -318,11 +326,6 @@ impl Outbox {
             }
         }
         log.write(&line);
-        self.counts.acknowledged += acknowledged.len() as u64;
-        commit::acknowledged(store, acknowledged)?;
-        let c = &self.counts;
-        self.progress
-            .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);
-        Ok(())
+        acknowledged
     }
 }

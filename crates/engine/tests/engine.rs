@@ -176,7 +176,7 @@ async fn rows_stored_as_json_objects_by_an_older_kinesync_are_still_matched_and_
         "previous and removed rows read from JSON objects"
     );
     let keys: Vec<String> = (1..=3).map(|id: i64| id.to_string()).collect();
-    let now = last_sent_rows(engine.state_mut(), &schema(), &keys).unwrap();
+    let now = last_sent_rows(&mut *engine.state().lock().unwrap(), &schema(), &keys).unwrap();
     assert_eq!(
         now,
         vec![Some(row(1, "Ada")), Some(row(2, "Grace Hopper")), None]
@@ -243,11 +243,17 @@ async fn rows_stored_under_other_columns_are_read_by_column_name() {
     );
     let keys = vec!["1".to_owned(), "3".to_owned()];
     assert_eq!(
-        last_sent_rows(after.state_mut(), &renamed, &keys).unwrap(),
+        last_sent_rows(&mut *after.state().lock().unwrap(), &renamed, &keys).unwrap(),
         vec![Some(row(1, "ada", "Ada")), None]
     );
     assert_eq!(
-        after.state_mut().meta("row_columns").unwrap().as_deref(),
+        after
+            .state()
+            .lock()
+            .unwrap()
+            .meta("row_columns")
+            .unwrap()
+            .as_deref(),
         Some(r#"[["id","name","group"],["nick","id","name"]]"#),
         "each column list is kept once"
     );
@@ -273,7 +279,7 @@ async fn a_first_run_backfills_and_a_second_sends_exactly_the_changes() {
         (4, 4, 4, 0)
     );
     assert_eq!(sink.records(&stream()).unwrap().len(), 4);
-    assert_eq!(engine.state().key_count().unwrap(), 4);
+    assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 4);
 
     // 2 changes its name, 3 is deleted, 5 is new, 1 and 4 are as they were.
     let second = run(
@@ -318,7 +324,7 @@ async fn a_first_run_backfills_and_a_second_sends_exactly_the_changes() {
         "removed rows are their last sent version"
     );
     assert_eq!(
-        engine.state().key_count().unwrap(),
+        engine.state().lock().unwrap().key_count().unwrap(),
         4,
         "the state is the model"
     );
@@ -480,7 +486,7 @@ async fn records_that_keep_failing_stay_pending_and_go_out_next_run() {
         (2, 1, 2)
     );
     assert_eq!(
-        engine.state().key_count().unwrap(),
+        engine.state().lock().unwrap().key_count().unwrap(),
         2,
         "only acknowledged rows are committed"
     );
@@ -537,7 +543,7 @@ async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
         (report.records.acknowledged, report.records.pending),
         (2, 3)
     );
-    assert_eq!(engine.state().key_count().unwrap(), 2);
+    assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 2);
     let next = run(&mut engine, &rows).await;
     assert_eq!(
         (next.outcome, next.events.added, next.events.removed),
@@ -569,7 +575,7 @@ async fn a_run_stopped_by_the_stream_counts_every_row_it_did_not_send() {
             report.events.added,
             "every row found is acknowledged or pending ({build_threads} builder threads): {report:?}"
         );
-        assert_eq!(engine.state().key_count().unwrap(), 2);
+        assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 2);
     }
 }
 

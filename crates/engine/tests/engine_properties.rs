@@ -210,7 +210,7 @@ proptest! {
                     }
                 }
                 prop_assert!(settled, "the runs settle");
-                state_matches(engine.state_mut(), &model)?;
+                state_matches(&mut *engine.state().lock().unwrap(), &model)?;
             }
             check_delivery(&history, &delivered(&memory), !lost_answers)
         })?;

@@ -145,3 +145,49 @@ pub trait StateStore: Send {
     /// never in the store without it.
     fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError>;
 }
+
+/// A boxed store is a store: what lets a store chosen at run time be shared like any other.
+/// Every method is forwarded, the provided ones too, so that a store's own `flush` is never
+/// replaced by the default.
+#[deny(clippy::missing_trait_methods)]
+impl<S: StateStore + ?Sized> StateStore for Box<S> {
+    fn has_baseline(&self) -> Result<bool, StateError> {
+        (**self).has_baseline()
+    }
+
+    fn set_baseline(&mut self) -> Result<(), StateError> {
+        (**self).set_baseline()
+    }
+
+    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
+        (**self).fingerprints(keys)
+    }
+
+    fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        (**self).rows(keys)
+    }
+
+    fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {
+        (**self).keys_after(after, limit)
+    }
+
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
+        (**self).commit(changes)
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        (**self).flush()
+    }
+
+    fn key_count(&self) -> Result<usize, StateError> {
+        (**self).key_count()
+    }
+
+    fn meta(&mut self, name: &str) -> Result<Option<String>, StateError> {
+        (**self).meta(name)
+    }
+
+    fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        (**self).set_meta(name, value)
+    }
+}
