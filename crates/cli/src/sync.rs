@@ -32,9 +32,9 @@ pub(crate) fn run(
     let runs = Runs::new(config.runs_dir());
     // A dry run sends nothing, so it has no calls to keep.
     let run_dir = if dry_run { None } else { Some(runs.start()?) };
-    let debug_log = run_dir
+    let call_log = run_dir
         .as_ref()
-        .map(|run| run.debug_log(debug_payloads))
+        .map(|run| run.call_log(debug_payloads).map(Arc::new))
         .transpose()?;
     tracing::info!(
         config = %config_path.display(),
@@ -47,7 +47,7 @@ pub(crate) fn run(
         &config,
         RunOptions {
             dry_run,
-            debug_log,
+            call_log,
             progress: Some(progress),
         },
     ));
@@ -55,13 +55,16 @@ pub(crate) fn run(
     let (report, destination) = match result {
         Ok(done) => done,
         Err(e) => {
-            // A run that stopped before it made a call (a bad template, a missing stream)
-            // leaves nothing worth keeping; one that made calls keeps them, and why it stopped.
+            // The run is kept with why it stopped and the calls it made, even when it stopped
+            // before its first PutRecords (a missing stream, refused credentials, a template
+            // that does not compile against the model it opened).
             if let Some(run) = &run_dir {
-                if run.call_count() == 0 {
-                    std::fs::remove_dir_all(&run.path).ok();
-                } else if let Err(note) = run.write_error(&e) {
+                if let Err(note) = run.write_error(&e) {
                     tracing::warn!("{note}");
+                }
+                if let Err(e) = runs.prune(config.sync.keep_runs.unwrap_or(DEFAULT_KEEP_RUNS), run)
+                {
+                    tracing::warn!("keeping old runs: {e}");
                 }
             }
             return Err(e);

@@ -228,21 +228,24 @@ fn runs_lists_past_runs_and_shows_every_call() {
 
     let (output, shown) = kinesync(&config, &["runs", "show", &first_id]);
     assert_eq!(output.status.code(), Some(0));
-    assert!(shown.contains("1 API calls"), "{shown}");
+    // The stream's description, then the one PutRecords.
+    assert!(shown.contains("2 API calls"), "{shown}");
+    assert!(shown.contains("DescribeStreamSummary"), "{shown}");
     assert!(
-        shown.contains("PutRecords  attempt 1  3 records") && shown.contains(" ok "),
+        shown.contains("PutRecords                3 records") && shown.contains(" ok "),
         "{shown}"
     );
     assert!(
         !shown.contains("ada@example.com"),
         "no payloads unless asked: {shown}"
     );
-    // The second run sent nothing, so it made no call.
+    // The second run sent nothing: its one call described the stream.
     let (_, shown) = kinesync(&config, &["runs", "show", "latest"]);
     assert!(
-        shown.contains(&second_id) && shown.contains("0 API calls"),
+        shown.contains(&second_id) && shown.contains("1 API call:"),
         "{shown}"
     );
+    assert!(!shown.contains("PutRecords"), "{shown}");
 
     // An edit, sent with payloads in the debugger log.
     let model = std::fs::read_to_string(dir.path().join("users.ndjson")).unwrap();

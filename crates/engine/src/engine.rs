@@ -9,7 +9,6 @@ use kinesync_source::{Locator, RowSource};
 use kinesync_state::StateStore;
 use kinesync_transport::{KinesisSink, StreamName};
 
-use crate::call_log::DebugLog;
 use crate::codec::RowCodec;
 use crate::error::Error;
 use crate::prepare::{ModelRow, Prepared, Preparer};
@@ -29,7 +28,6 @@ pub struct EngineBuilder {
     events: Option<Events>,
     initial: Initial,
     limits: Limits,
-    debug_log: Option<DebugLog>,
     dry_run: bool,
     progress: Option<Arc<Progress>>,
 }
@@ -92,12 +90,6 @@ impl EngineBuilder {
         self
     }
 
-    /// Where to write the debugger log (default: nowhere).
-    pub fn debug_log(mut self, log: DebugLog) -> Self {
-        self.debug_log = Some(log);
-        self
-    }
-
     /// Does everything but send and commit: the report says what would be sent (default: off).
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
@@ -139,7 +131,6 @@ impl EngineBuilder {
                 progress: self.progress.unwrap_or_default(),
             },
             state,
-            log: self.debug_log.unwrap_or_else(DebugLog::disabled),
             runs: 0,
         })
     }
@@ -169,7 +160,6 @@ impl Settings {
 pub struct Engine {
     settings: Settings,
     state: SharedState,
-    log: DebugLog,
     /// Runs so far: each run's jitter seed is the configured seed plus this.
     runs: u64,
 }
@@ -192,11 +182,6 @@ impl Engine {
     /// The state store, shared: lock it to look inside between runs.
     pub fn state(&self) -> SharedState {
         self.state.clone()
-    }
-
-    /// Replaces the debugger log for the next runs.
-    pub fn set_debug_log(&mut self, log: DebugLog) {
-        self.log = log;
     }
 
     /// Runs one sync over a model source; errors about its rows say which line they are on.
@@ -270,7 +255,6 @@ impl Engine {
         let run = Run::start(
             &self.settings,
             self.state.clone(),
-            &mut self.log,
             codec,
             locator,
             self.runs,

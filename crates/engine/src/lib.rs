@@ -61,7 +61,6 @@
 mod backoff;
 mod batch;
 mod build;
-mod call_log;
 mod codec;
 mod commit;
 mod diff;
@@ -78,7 +77,6 @@ mod settings;
 mod sorted_keys;
 mod store;
 
-pub use call_log::DebugLog;
 pub use codec::last_sent_rows;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, KeyRole, Result};

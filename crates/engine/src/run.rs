@@ -25,7 +25,6 @@ use kinesync_transport::PutRecord;
 
 use crate::batch::Item;
 use crate::build::{BuildPool, Built, ToBuild};
-use crate::call_log::DebugLog;
 use crate::codec::RowCodec;
 use crate::commit;
 use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
@@ -51,7 +50,6 @@ enum Stop {
 pub(crate) struct Run<'e> {
     settings: &'e Settings,
     state: SharedState,
-    log: &'e mut DebugLog,
     /// How chunks are compared with the state, and stored rows read back.
     diff: Arc<DiffContext>,
     /// Where the rows come from, when known (for errors that name a line).
@@ -71,7 +69,6 @@ impl<'e> Run<'e> {
     pub(crate) async fn start(
         settings: &'e Settings,
         state: SharedState,
-        log: &'e mut DebugLog,
         codec: RowCodec,
         locator: Option<Locator>,
         run_number: u64,
@@ -119,7 +116,6 @@ impl<'e> Run<'e> {
         Ok(Run {
             settings,
             state,
-            log,
             diff,
             locator,
             report,
@@ -182,14 +178,13 @@ impl<'e> Run<'e> {
             self.send_queued().await?;
         }
         drop(pool);
-        self.outbox.finish(&self.state, self.log).await?;
+        self.outbox.finish(&self.state).await?;
         // Every acknowledged change written before the run reports it.
         let record_baseline = model_complete && first_run && !settings.dry_run;
         blocking(&self.state, move |s| {
             Ok(commit::close_run(s, record_baseline)?)
         })
         .await?;
-        self.log.flush();
         Ok(self.into_report(stop, baseline_only))
     }
 
@@ -371,7 +366,7 @@ impl<'e> Run<'e> {
     async fn send_queued(&mut self) -> Result<(), Error> {
         self.show_progress();
         self.outbox
-            .drain_to(self.settings.limits.max_backlog, &self.state, self.log)
+            .drain_to(self.settings.limits.max_backlog, &self.state)
             .await
     }
 

@@ -8,7 +8,7 @@
 //! pending, and the run reports the error.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 // tokio's clock, not std's: it is the one that paused test time moves.
 use tokio::time::Instant;
@@ -21,7 +21,6 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::batch::{Batcher, Item};
-use crate::call_log::{CallLine, DebugLog};
 use crate::commit;
 use crate::error::Error;
 use crate::progress::Progress;
@@ -62,10 +61,7 @@ struct Sent {
 struct Done {
     records: Vec<PutRecord>,
     sent: Vec<Sent>,
-    attempt: u32,
     bytes: usize,
-    started: SystemTime,
-    duration: Duration,
     result: Result<Vec<RecordOutcome>, TransportError>,
 }
 
@@ -134,10 +130,9 @@ impl Outbox {
         &mut self,
         limit: usize,
         store: &SharedState,
-        log: &mut DebugLog,
     ) -> Result<(), Error> {
         while self.batcher.backlog() > limit && self.stopped.is_none() {
-            if !self.step(store, log).await? {
+            if !self.step(store).await? {
                 break;
             }
         }
@@ -146,19 +141,15 @@ impl Outbox {
 
     /// Sends until nothing is left: all acknowledged, given up, or stopped. Whatever could not
     /// be sent stays pending for the next run.
-    pub(crate) async fn finish(
-        &mut self,
-        store: &SharedState,
-        log: &mut DebugLog,
-    ) -> Result<(), Error> {
-        while self.step(store, log).await? {}
+    pub(crate) async fn finish(&mut self, store: &SharedState) -> Result<(), Error> {
+        while self.step(store).await? {}
         self.batcher.abandon();
         Ok(())
     }
 
     /// Starts what can start, then waits for one completion or retry time. `false` when
     /// there is nothing left that this run can do.
-    async fn step(&mut self, store: &SharedState, log: &mut DebugLog) -> Result<bool, Error> {
+    async fn step(&mut self, store: &SharedState) -> Result<bool, Error> {
         if self.stopped.is_none() {
             self.launch();
         }
@@ -184,7 +175,7 @@ impl Outbox {
             Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Some(Err(_)) => return Err(Error::RuntimeStopped),
         };
-        let acknowledged = self.complete(done, log);
+        let acknowledged = self.complete(done);
         self.counts.acknowledged += acknowledged.len() as u64;
         if !acknowledged.is_empty() {
             crate::store::blocking(store, move |store| {
@@ -205,7 +196,6 @@ impl Outbox {
             if items.is_empty() {
                 break;
             }
-            let attempt = items.iter().map(|i| i.attempts).max().unwrap_or(0) + 1;
             let bytes = items.iter().map(|i| i.record.size()).sum();
             let (records, sent): (Vec<PutRecord>, Vec<Sent>) = items
                 .into_iter()
@@ -222,16 +212,11 @@ impl Outbox {
             let sink = self.sink.clone();
             let stream = self.stream.clone();
             self.in_flight.push(tokio::spawn(async move {
-                let started = SystemTime::now();
-                let clock = Instant::now();
                 let result = sink.put_records(&stream, &records).await;
                 Done {
                     records,
                     sent,
-                    attempt,
                     bytes,
-                    started,
-                    duration: clock.elapsed(),
                     result,
                 }
             }));
@@ -253,7 +238,7 @@ impl Outbox {
 
     /// Sorts an answer's records into retried and given up, and returns the changes of the
     /// acknowledged ones, in the call's order, to commit.
-    fn complete(&mut self, done: Done, log: &mut DebugLog) -> Vec<kinesync_state::Change> {
+    fn complete(&mut self, done: Done) -> Vec<kinesync_state::Change> {
         self.counts.calls += 1;
         self.counts.bytes += done.bytes as u64;
         let items: Vec<Item> = done
@@ -268,22 +253,6 @@ impl Outbox {
                 key: s.key,
             })
             .collect();
-        let mut line = CallLine::put_records(
-            &self.stream,
-            done.started,
-            done.duration,
-            done.attempt,
-            items.len(),
-            done.bytes,
-        );
-        if log.wants_payloads() {
-            line.payloads = Some(
-                items
-                    .iter()
-                    .map(|i| String::from_utf8_lossy(&i.record.data).into_owned())
-                    .collect(),
-            );
-        }
         let mut acknowledged = Vec::new();
         match done.result {
             Ok(outcomes) => {
@@ -294,10 +263,6 @@ impl Outbox {
                             acknowledged.push(item.change);
                         }
                         RecordOutcome::Failed { failure, .. } => {
-                            *line
-                                .record_errors
-                                .entry(failure.code().to_owned())
-                                .or_default() += 1;
                             if failure == RecordFailure::Throttled {
                                 self.counts.throttled += 1;
                             }
@@ -307,7 +272,6 @@ impl Outbox {
                 }
             }
             Err(error) => {
-                line.failed(&error);
                 if error.is_retryable() {
                     if error.kind() == ErrorKind::Throttled {
                         self.counts.throttled += items.len() as u64;
@@ -325,7 +289,6 @@ impl Outbox {
                 }
             }
         }
-        log.write(&line);
         acknowledged
     }
 }

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesync_engine::{
-    DebugLog, Engine, Events, Initial, Limits, Outcome, RunReport, last_sent_rows,
-};
+use kinesync_engine::{Engine, Events, Initial, Limits, Outcome, RunReport, last_sent_rows};
 use kinesync_engine::{KeySpec, RecordBuilder};
 use kinesync_payload::{Payload, PayloadSpec, Row, RowEncoder, Schema, Value};
 use kinesync_state::{Change, MemoryStore, SqliteStore, StateStore};
@@ -701,97 +699,6 @@ async fn the_sqlite_store_carries_state_between_engines() {
     let mut second = build(sink.clone());
     let report = run(&mut second, &model(&[(1, "a"), (2, "b2")])).await;
     assert_eq!((report.events.unchanged, report.events.changed), (1, 1));
-}
-
-#[tokio::test]
-async fn the_debugger_log_has_a_line_per_call_without_payloads() {
-    #[derive(Clone, Default)]
-    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let memory = memory_sink(1);
-    let faulty = Arc::new(FaultySink::scripted(
-        memory,
-        [
-            Fault::FailRecords(vec![(0, RecordFailure::Throttled)]),
-            Fault::CallError(ErrorKind::Transient),
-        ],
-    ));
-    let out = Shared::default();
-    let mut engine = Engine::builder()
-        .records(records(None))
-        .sink(faulty, stream())
-        .state(MemoryStore::new())
-        .limits(fast_limits())
-        .debug_log(DebugLog::to_writer(out.clone()))
-        .build()
-        .unwrap();
-    let report = engine
-        .run(
-            model(&[(1, "secret-name"), (2, "b")])
-                .into_iter()
-                .map(Ok::<_, String>),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.outcome, Outcome::Complete);
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len() as u64, report.calls);
-    assert_eq!(lines[0]["operation"], "PutRecords");
-    assert_eq!(lines[0]["records"], 2);
-    assert_eq!(
-        lines[0]["record_errors"]["ProvisionedThroughputExceededException"],
-        1
-    );
-    assert_eq!(lines[1]["status"], "transient");
-    assert_eq!(lines[1]["attempt"], 2);
-    assert!(
-        lines.iter().all(|l| l["stream"] == "engine"
-            && l["duration_ms"].is_number()
-            && l["time"].is_string())
-    );
-    assert!(
-        !text.contains("secret-name"),
-        "payloads stay out of the log by default"
-    );
-
-    // Asked for, the messages come along.
-    let out = Shared::default();
-    let mut engine = Engine::builder()
-        .records(records(None))
-        .sink(memory_sink(1), stream())
-        .state(MemoryStore::new())
-        .debug_log(DebugLog::to_writer(out.clone()).with_payloads(true))
-        .build()
-        .unwrap();
-    engine
-        .run(
-            model(&[(1, "secret-name")])
-                .into_iter()
-                .map(Ok::<_, String>),
-        )
-        .await
-        .unwrap();
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert!(
-        line["payloads"][0]
-            .as_str()
-            .unwrap()
-            .contains("secret-name"),
-        "{line}"
-    );
 }
 
 /// A model source with a bug: it panics after `good` rows.

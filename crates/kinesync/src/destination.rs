@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use kinesync_transport::{
-    AssumeRole, AwsKinesisSink, CapacityMode, Credentials, Encryption, InMemorySink, KinesisSink,
-    Secret, StreamConfig, StreamDescription, StreamName, StreamStatus,
+    AssumeRole, AwsKinesisSink, CallObserver, CapacityMode, Credentials, Encryption, InMemorySink,
+    KinesisSink, ObservedSink, Secret, StreamConfig, StreamDescription, StreamName, StreamStatus,
 };
 
 use crate::Error;
@@ -91,6 +91,16 @@ fn base_credentials(
 
 /// Builds the sink `[destination]` describes. Credentials are resolved on the first call.
 pub async fn connect(config: &Config) -> Result<Destination, Error> {
+    connect_observed(config, None).await
+}
+
+/// [`connect`], with every API call the destination makes reported to `observer` (the run's
+/// debugger log): the AWS sink reports its own calls, STS's included; a simulated stream is
+/// observed from outside.
+pub async fn connect_observed(
+    config: &Config,
+    observer: Option<Arc<dyn CallObserver>>,
+) -> Result<Destination, Error> {
     let dest = config.destination()?;
     let stream = StreamName::new(&dest.stream)
         .map_err(|e| config.invalid(format!("[destination] stream: {e}")))?;
@@ -110,8 +120,12 @@ pub async fn connect(config: &Config) -> Result<Destination, Error> {
         stream_config.keep_records = false;
         sink.create_stream(&stream, stream_config);
         let sink = Arc::new(sink);
+        let observed: Arc<dyn KinesisSink> = match observer {
+            Some(observer) => Arc::new(ObservedSink::new(sink.clone(), observer)),
+            None => sink.clone(),
+        };
         return Ok(Destination {
-            sink: sink.clone(),
+            sink: observed,
             stream,
             location: format!("simulated in memory, {} shards", simulated.shards),
             credentials: "none needed".into(),
@@ -120,6 +134,9 @@ pub async fn connect(config: &Config) -> Result<Destination, Error> {
     }
     let (credentials, mut described) = base_credentials(config, dest)?;
     let mut builder = AwsKinesisSink::builder().credentials(credentials);
+    if let Some(observer) = observer {
+        builder = builder.observer(observer);
+    }
     if let Some(region) = &dest.region {
         builder = builder.region(region);
     }

@@ -11,6 +11,7 @@
 //! The data path, in order: source → engine (prepare → diff → build → batch → send → commit)
 //! → sink, with the state store beside it. Each stage is its own crate with one job.
 
+pub mod call_log;
 pub mod config;
 pub mod destination;
 pub mod preview;
@@ -141,8 +142,8 @@ pub fn records_for(
 pub struct RunOptions {
     /// Do everything but send and commit.
     pub dry_run: bool,
-    /// Where the run's debugger log goes.
-    pub debug_log: Option<engine::DebugLog>,
+    /// Where the run's debugger log goes: every API call the destination makes.
+    pub call_log: Option<std::sync::Arc<call_log::CallLog>>,
     /// Counters to watch the run by.
     pub progress: Option<std::sync::Arc<engine::Progress>>,
 }
@@ -157,7 +158,11 @@ pub async fn run_config(
 ) -> Result<(engine::RunReport, destination::Destination), Error> {
     let source = kinesync_source::open(&config.source()?.spec(config))?;
     let records = records_for(config, source.schema())?;
-    let destination = destination::connect(config).await?;
+    let observer = options
+        .call_log
+        .clone()
+        .map(|log| log as std::sync::Arc<dyn kinesync_transport::CallObserver>);
+    let destination = destination::connect_observed(config, observer).await?;
     let events = match &config.sync.events {
         Some(names) => engine::Events::from_names(names)
             .map_err(|e| config.invalid(format!("[sync] events: {e}")))?,
@@ -175,9 +180,6 @@ pub async fn run_config(
         .initial(initial)
         .limits(config.sync.limits())
         .dry_run(options.dry_run);
-    if let Some(log) = options.debug_log {
-        builder = builder.debug_log(log);
-    }
     if let Some(progress) = options.progress {
         builder = builder.progress(progress);
     }
@@ -185,8 +187,11 @@ pub async fn run_config(
         kinesync_engine::Error::Limit(limit) => config.invalid(format!("[sync] {limit}")),
         other => other.into(),
     })?;
-    let report = engine.run_source(source).await?;
-    Ok((report, destination))
+    let report = engine.run_source(source).await;
+    if let Some(log) = &options.call_log {
+        log.flush();
+    }
+    Ok((report?, destination))
 }
 
 /// The `[sync] state` store. A dry run commits nothing, and does not create a state file

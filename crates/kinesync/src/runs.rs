@@ -4,7 +4,8 @@
 //! one directory per run, named by its start time (`20261122-093355-123`, UTC, so that names
 //! sort in time order):
 //!
-//! - `calls.jsonl`: the debugger log, one JSON line per API call attempt, written as the run
+//! - `calls.jsonl`: the debugger log, one JSON line per API call (each attempt is a call of
+//!   its own), as the destination observed it ([`crate::call_log`]), written as the run
 //!   goes (a run killed part way still has the calls it made);
 //! - `report.json`: the run report, written when the run ends. A run without one was
 //!   interrupted.
@@ -16,10 +17,9 @@ use std::io::{BufRead, BufReader, LineWriter};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde_json::Value as Json;
-
 use crate::Error;
-use crate::engine::{DebugLog, Outcome, RunReport};
+use crate::call_log::{CallLog, LoggedCall};
+use crate::engine::{Outcome, RunReport};
 
 /// A run asked for by id that the history cannot give.
 #[derive(Debug, thiserror::Error)]
@@ -240,10 +240,10 @@ impl RunDir {
 
     /// A debugger log writing to this run's `calls.jsonl`, a line at a time (so that a run
     /// killed part way keeps every call it finished).
-    pub fn debug_log(&self, payloads: bool) -> Result<DebugLog, Error> {
+    pub fn call_log(&self, payloads: bool) -> Result<CallLog, Error> {
         let path = self.calls_path();
         let file = fs::File::create(&path).map_err(io_error("create the debugger log", &path))?;
-        Ok(DebugLog::to_writer(LineWriter::new(file)).with_payloads(payloads))
+        Ok(CallLog::to_writer(LineWriter::new(file)).with_payloads(payloads))
     }
 
     /// Stores the report.
@@ -260,7 +260,7 @@ impl RunDir {
     }
 
     /// The debugger log's lines, parsed (a torn last line, from a kill mid-write, is skipped).
-    pub fn calls(&self) -> Result<Vec<Json>, Error> {
+    pub fn calls(&self) -> Result<Vec<LoggedCall>, Error> {
         let path = self.calls_path();
         let file = match fs::File::open(&path) {
             Ok(file) => file,
@@ -316,7 +316,8 @@ impl RunDir {
             },
         }
         let calls = self.calls()?;
-        push_line(&mut out, format!("\n{} API calls:", calls.len()));
+        let noun = if calls.len() == 1 { "call" } else { "calls" };
+        push_line(&mut out, format!("\n{} API {noun}:", calls.len()));
         for call in &calls {
             out.push_str(&describe_call(call));
             out.push('\n');
@@ -325,45 +326,39 @@ impl RunDir {
     }
 }
 
-/// One debugger-log line, readably: time, operation, attempt, records, bytes, status,
-/// duration, per-record error codes, and for a failed call its code, request id and message.
-fn describe_call(call: &Json) -> String {
-    let text = |key: &str| call.get(key).and_then(Json::as_str).unwrap_or("");
-    let number = |key: &str| call.get(key).and_then(Json::as_u64).unwrap_or(0);
-    let time = text("time");
+/// One debugger-log line, readably: time, operation, records, bytes, status, duration,
+/// per-record error codes, and for a failed call its code, request id and message.
+fn describe_call(call: &LoggedCall) -> String {
     // Only the time of day: the run's date is in its id.
-    let time = time.split('T').nth(1).unwrap_or(time).trim_end_matches('Z');
+    let time = call.time.split('T').nth(1).unwrap_or(&call.time);
+    let time = time.trim_end_matches('Z');
     let mut line = format!(
-        "  {time}  {}  attempt {}  {} records  {}  {:<14} {:>9.1} ms",
-        text("operation"),
-        number("attempt"),
-        number("records"),
-        human_bytes(number("bytes")),
-        text("status"),
-        call.get("duration_ms")
-            .and_then(Json::as_f64)
-            .unwrap_or(0.0),
+        "  {time}  {:<21}  {:>4} records  {:>9}  {:<16} {:>9.1} ms",
+        call.operation,
+        call.records,
+        human_bytes(call.bytes as u64),
+        call.status,
+        call.duration_ms,
     );
-    if let Some(errors) = call.get("record_errors").and_then(Json::as_object) {
-        let counted: Vec<String> = errors
+    if !call.record_errors.is_empty() {
+        let counted: Vec<String> = call
+            .record_errors
             .iter()
             .map(|(code, n)| format!("{code} ×{n}"))
             .collect();
         line.push_str(&format!("  record errors: {}", counted.join(", ")));
     }
-    if let Some(code) = call.get("code").and_then(Json::as_str) {
+    if let Some(code) = &call.code {
         line.push_str(&format!("  {code}"));
     }
-    if let Some(id) = call.get("request_id").and_then(Json::as_str) {
+    if let Some(id) = &call.request_id {
         line.push_str(&format!("  request {id}"));
     }
-    if let Some(message) = call.get("message").and_then(Json::as_str) {
+    if let Some(message) = &call.message {
         line.push_str(&format!("\n      {message}"));
     }
-    if let Some(payloads) = call.get("payloads").and_then(Json::as_array) {
-        for payload in payloads {
-            line.push_str(&format!("\n      {}", payload.as_str().unwrap_or_default()));
-        }
+    for payload in call.payloads.iter().flatten() {
+        line.push_str(&format!("\n      {payload}"));
     }
     line
 }
@@ -495,10 +490,9 @@ mod tests {
         let text = run.show().unwrap();
         assert!(text.contains("interrupted"), "{text}");
         assert!(text.contains("2 API calls"), "{text}");
-        assert!(
-            text.contains("09:33:55.140  PutRecords  attempt 1  500 records  50.0 KiB  ok"),
-            "{text}"
-        );
+        // Lines of older kinesync versions (with an `attempt`) read as they are.
+        assert!(text.contains("09:33:55.140  PutRecords "), "{text}");
+        assert!(text.contains(" 500 records   50.0 KiB  ok "), "{text}");
         assert!(
             text.contains("record errors: ProvisionedThroughputExceededException ×3"),
             "{text}"

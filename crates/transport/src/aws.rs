@@ -362,7 +362,7 @@ impl AwsKinesisSink {
 
     fn observe(&self, call: CallRecord) {
         if let Some(observer) = &self.observer {
-            observer.on_call(&call);
+            observer.on_call(&call, &[]);
         }
     }
 
@@ -418,11 +418,7 @@ impl AwsKinesisSink {
             error = error.with_stream(stream);
         }
         call.http_status = status;
-        call.error = Some(match error.code() {
-            Some(code) => format!("{}: {code}", error.kind().name()),
-            None => error.kind().name().to_owned(),
-        });
-        call.request_id = error.request_id().map(str::to_owned);
+        call.failed(&error);
         self.observe(call);
         error
     }

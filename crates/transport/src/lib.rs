@@ -66,7 +66,7 @@ pub use error::{ErrorKind, KmsProblem, Operation, TransportError};
 pub use faults::{Fault, FaultySink, RandomFaults};
 pub use limit::{Clock, LimitSink, ManualClock, ShardLimits, TokioClock};
 pub use memory::{InMemorySink, StoredRecord, StreamConfig};
-pub use observe::{CallObserver, CallRecord};
+pub use observe::{CallFailure, CallObserver, CallRecord, ObservedSink};
 
 /// The most records one `PutRecords` call may carry.
 pub const MAX_RECORDS_PER_CALL: usize = 500;

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use kinesync_testkit::probe::{KinesisProbe, aws_sink};
 use kinesync_testkit::servers::kinesalite;
 use kinesync_transport::conformance;
-use kinesync_transport::{CallObserver, CallRecord, KinesisSink, Operation, PutRecord, StreamName};
+use kinesync_transport::{
+    CallObserver, CallRecord, ErrorKind, KinesisSink, Operation, PutRecord, StreamName,
+};
 
 #[tokio::test]
 async fn aws_sink_conforms_on_kinesalite() {
@@ -50,7 +52,7 @@ async fn in_memory_and_aws_sinks_agree_on_the_same_records() {
 struct Recorder(Mutex<Vec<CallRecord>>);
 
 impl CallObserver for Recorder {
-    fn on_call(&self, call: &CallRecord) {
+    fn on_call(&self, call: &CallRecord, _records: &[PutRecord]) {
         self.0.lock().unwrap().push(call.clone());
     }
 }
@@ -103,9 +105,10 @@ async fn every_call_is_observed_without_secrets_or_payloads() {
         "kinesalite sends request ids"
     );
     assert_eq!(calls[3].http_status, Some(400));
+    let failure = calls[3].error.as_ref().expect("the call failed");
     assert_eq!(
-        calls[3].error.as_deref(),
-        Some("stream_not_found: ResourceNotFoundException")
+        (failure.kind, failure.code.as_deref()),
+        (ErrorKind::StreamNotFound, Some("ResourceNotFoundException"))
     );
     let text = format!("{calls:?}");
     assert!(
