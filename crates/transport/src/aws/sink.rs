@@ -98,8 +98,25 @@ impl AwsKinesisSink {
     fn settle<O, E>(
         &self,
         result: Result<O, SdkError<E, HttpResponse>>,
-        mut call: CallRecord,
+        call: CallRecord,
     ) -> Result<O, TransportError>
+    where
+        O: RequestId,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.settle_with(result, call, |output, _| Ok(output))
+    }
+
+    /// [`settle`](Self::settle), with `read` turning the answer into the result before the
+    /// call is reported, so that what it adds to the record (a `PutRecords` call's per-record
+    /// errors) reaches the observer in the call's one record. When `read` fails, the caller
+    /// gets its error while the record keeps what the service answered: HTTP 200.
+    fn settle_with<O, E, T>(
+        &self,
+        result: Result<O, SdkError<E, HttpResponse>>,
+        mut call: CallRecord,
+        read: impl FnOnce(O, &mut CallRecord) -> Result<T, TransportError>,
+    ) -> Result<T, TransportError>
     where
         O: RequestId,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -108,8 +125,9 @@ impl AwsKinesisSink {
             Ok(output) => {
                 call.http_status = Some(200);
                 call.request_id = output.request_id().map(str::to_owned);
+                let result = read(output, &mut call);
                 self.observe(call);
-                Ok(output)
+                result
             }
             Err(err) => Err(self.failed(err, call)),
         }
@@ -155,30 +173,22 @@ impl KinesisSink for AwsKinesisSink {
         let mut call = self.call_record(Operation::PutRecords, Some(stream), started);
         call.records = records.len();
         call.bytes = records.iter().map(PutRecord::size).sum();
-        match result {
-            Ok(output) => {
-                call.http_status = Some(200);
-                call.request_id = output.request_id().map(str::to_owned);
-                let outcomes = outcomes_of(&output, records.len()).map_err(|message| {
-                    TransportError::new(ErrorKind::Other, Operation::PutRecords, message)
-                        .with_stream(stream.as_str())
-                        .with_region(&self.region)
-                });
-                if let Ok(outcomes) = &outcomes {
-                    for outcome in outcomes {
-                        if let RecordOutcome::Failed { failure, .. } = outcome {
-                            *call
-                                .record_errors
-                                .entry(failure.code().to_owned())
-                                .or_default() += 1;
-                        }
-                    }
+        self.settle_with(result, call, |output, call| {
+            let outcomes = outcomes_of(&output, records.len()).map_err(|message| {
+                TransportError::new(ErrorKind::Other, Operation::PutRecords, message)
+                    .with_stream(stream.as_str())
+                    .with_region(&self.region)
+            })?;
+            for outcome in &outcomes {
+                if let RecordOutcome::Failed { failure, .. } = outcome {
+                    *call
+                        .record_errors
+                        .entry(failure.code().to_owned())
+                        .or_default() += 1;
                 }
-                self.observe(call);
-                outcomes
             }
-            Err(err) => Err(self.failed(err, call)),
-        }
+            Ok(outcomes)
+        })
     }
 
     async fn describe_stream(
