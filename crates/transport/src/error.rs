@@ -14,6 +14,8 @@ pub enum Operation {
     ListShards,
     /// `ListStreams`.
     ListStreams,
+    /// STS's `AssumeRole`: the temporary credentials of a role to assume.
+    AssumeRole,
 }
 
 impl Operation {
@@ -24,6 +26,7 @@ impl Operation {
             Operation::DescribeStreamSummary => "DescribeStreamSummary",
             Operation::ListShards => "ListShards",
             Operation::ListStreams => "ListStreams",
+            Operation::AssumeRole => "AssumeRole",
         }
     }
 
@@ -34,6 +37,7 @@ impl Operation {
             Operation::DescribeStreamSummary => "kinesis:DescribeStreamSummary",
             Operation::ListShards => "kinesis:ListShards",
             Operation::ListStreams => "kinesis:ListStreams",
+            Operation::AssumeRole => "sts:AssumeRole",
         }
     }
 }

@@ -1,15 +1,16 @@
 //! The real SDK path of `AwsKinesisSink` under faults kinesalite cannot make: a loopback
 //! endpoint speaking the Kinesis JSON protocol, backed by `InMemorySink` and `FaultySink`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kinesync_keys::PartitionKey;
 use kinesync_testkit::fake_kinesis::{FakeKinesis, HttpFault};
 use kinesync_testkit::probe::{TEST_REGION, aws_sink, test_credentials};
 use kinesync_transport::{
-    AwsKinesisSink, ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, PutRecord,
-    RecordFailure, RecordOutcome, StreamConfig, StreamName,
+    AwsKinesisSink, CallObserver, CallRecord, ErrorKind, Fault, FaultySink, InMemorySink,
+    KinesisSink, PutRecord, RecordFailure, RecordOutcome, StreamConfig, StreamName,
 };
 
 struct Setup {
@@ -70,6 +71,54 @@ async fn per_record_failures_inside_an_http_200_are_outcomes_not_errors() {
         ["PutRecords"],
         "one attempt: the SDK does not retry, kinesync does"
     );
+}
+
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<CallRecord>>);
+
+impl CallObserver for Recorder {
+    fn on_call(&self, call: &CallRecord, _records: &[PutRecord]) {
+        self.0.lock().unwrap().push(call.clone());
+    }
+}
+
+#[tokio::test]
+async fn per_record_failures_are_counted_in_the_one_call_record() {
+    let s = setup().await;
+    let recorder = Arc::new(Recorder::default());
+    let sink = AwsKinesisSink::builder()
+        .region(TEST_REGION)
+        .endpoint_url(&s.fake.endpoint)
+        .credentials(test_credentials())
+        .observer(recorder.clone())
+        .build()
+        .await
+        .unwrap();
+    s.faulty.push(Fault::FailRecords(vec![
+        (0, RecordFailure::Throttled),
+        (2, RecordFailure::Throttled),
+        (3, RecordFailure::InternalFailure),
+    ]));
+    sink.put_records(&s.stream, &batch(5)).await.unwrap();
+    sink.put_records(&s.stream, &batch(2)).await.unwrap();
+
+    let calls = recorder.0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "one record per call: {calls:?}");
+    let failed = &calls[0];
+    assert_eq!(
+        (failed.records, failed.http_status, failed.error.as_ref()),
+        (5, Some(200), None),
+        "per-record failures do not fail the call"
+    );
+    assert_eq!(
+        failed.record_errors,
+        BTreeMap::from([
+            ("InternalFailure".to_owned(), 1),
+            ("ProvisionedThroughputExceededException".to_owned(), 2),
+        ])
+    );
+    assert!(failed.request_id.is_some(), "{failed:?}");
+    assert!(calls[1].record_errors.is_empty(), "{:?}", calls[1]);
 }
 
 #[tokio::test]

@@ -7,8 +7,9 @@ use std::time::Duration;
 use kinesync_keys::PartitionKey;
 use kinesync_transport::conformance::{self, StreamProbe};
 use kinesync_transport::{
-    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, LimitSink, ManualClock, PutRecord,
-    RandomFaults, RecordFailure, RecordOutcome, StreamConfig, StreamName,
+    CallObserver, CallRecord, ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, LimitSink,
+    ManualClock, ObservedSink, Operation, PutRecord, RandomFaults, RecordFailure, RecordOutcome,
+    StreamConfig, StreamName,
 };
 
 fn record(key: &str, bytes: usize) -> PutRecord {
@@ -34,6 +35,68 @@ async fn conformance_holds_through_arc_box_and_pass_through_decorators() {
     // Within one second's allowance, the limits let everything through.
     conformance::put_and_read_back(&limited, &*sink, "limited").await;
     conformance::refuses_bad_batches(&limited, &*sink, "limited").await;
+    let observed = ObservedSink::new(sink.clone(), Arc::new(Counted::default()));
+    conformance::run_all(&observed, &*sink, "observed").await;
+}
+
+/// An observer that only counts.
+#[derive(Debug, Default)]
+struct Counted(std::sync::atomic::AtomicUsize);
+
+impl CallObserver for Counted {
+    fn on_call(&self, _call: &CallRecord, _records: &[PutRecord]) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn an_observed_sink_reports_each_call_with_its_records_and_failures() {
+    #[derive(Debug, Default)]
+    struct Kept(std::sync::Mutex<Vec<(CallRecord, usize)>>);
+    impl CallObserver for Kept {
+        fn on_call(&self, call: &CallRecord, records: &[PutRecord]) {
+            self.0.lock().unwrap().push((call.clone(), records.len()));
+        }
+    }
+    let memory = Arc::new(InMemorySink::new());
+    let stream = StreamName::new("observed").unwrap();
+    memory.create_stream(&stream, StreamConfig::with_shards(1));
+    let faulty = FaultySink::scripted(
+        memory,
+        [
+            Fault::FailRecords(vec![(1, RecordFailure::Throttled)]),
+            Fault::CallError(ErrorKind::AccessDenied),
+        ],
+    );
+    let kept = Arc::new(Kept::default());
+    let sink = ObservedSink::new(faulty, kept.clone());
+    sink.describe_stream(&stream).await.unwrap();
+    sink.put_records(&stream, &[record("a", 10), record("b", 20)])
+        .await
+        .unwrap();
+    sink.put_records(&stream, &[record("c", 5)])
+        .await
+        .unwrap_err();
+    let kept = kept.0.lock().unwrap();
+    let operations: Vec<Operation> = kept.iter().map(|(c, _)| c.operation).collect();
+    assert_eq!(
+        operations,
+        [
+            Operation::DescribeStreamSummary,
+            Operation::PutRecords,
+            Operation::PutRecords
+        ]
+    );
+    let (put, records) = &kept[1];
+    assert_eq!((put.records, put.bytes, *records), (2, 1 + 10 + 1 + 20, 2));
+    assert_eq!(
+        put.record_errors
+            .get("ProvisionedThroughputExceededException"),
+        Some(&1)
+    );
+    assert!(put.error.is_none());
+    let failed = kept[2].0.error.as_ref().expect("the call failed");
+    assert_eq!(failed.kind, ErrorKind::AccessDenied);
 }
 
 #[tokio::test]

@@ -8,8 +8,19 @@ use kinesync_testkit::fake_kinesis::FakeKinesis;
 use kinesync_testkit::probe::{TEST_REGION, test_credentials};
 use kinesync_testkit::servers::moto;
 use kinesync_transport::{
-    AssumeRole, AwsKinesisSink, InMemorySink, KinesisSink, PutRecord, StreamConfig, StreamName,
+    AssumeRole, AwsKinesisSink, CallObserver, CallRecord, InMemorySink, KinesisSink, Operation,
+    PutRecord, StreamConfig, StreamName,
 };
+
+/// Keeps every call the sink reports.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<CallRecord>>);
+
+impl CallObserver for Recorder {
+    fn on_call(&self, call: &CallRecord, _records: &[PutRecord]) {
+        self.0.lock().unwrap().push(call.clone());
+    }
+}
 
 #[tokio::test]
 async fn an_assumed_role_with_an_external_id_signs_the_calls() {
@@ -20,7 +31,9 @@ async fn an_assumed_role_with_an_external_id_signs_the_calls() {
     let kinesis = FakeKinesis::start(memory.clone()).await;
     let external_id = format!("kinesync-ext-{}", std::process::id());
 
+    let recorder = Arc::new(Recorder::default());
     let sink = AwsKinesisSink::builder()
+        .observer(recorder.clone())
         .region(TEST_REGION)
         .endpoint_url(&kinesis.endpoint)
         .sts_endpoint_url(&sts.endpoint)
@@ -47,6 +60,17 @@ async fn an_assumed_role_with_an_external_id_signs_the_calls() {
         seen[0].session_token,
         "temporary credentials carry a session token"
     );
+
+    // The STS call is one of the calls the sink reports, before the write it made possible.
+    let operations: Vec<Operation> = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.operation)
+        .collect();
+    assert_eq!(operations, [Operation::AssumeRole, Operation::PutRecords]);
+    assert!(recorder.0.lock().unwrap()[0].error.is_none());
 
     // moto recorded the AssumeRole call with the external ID and the role.
     let state: serde_json::Value =

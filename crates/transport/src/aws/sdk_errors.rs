@@ -1,0 +1,111 @@
+//! Sorting the SDK's errors into [`TransportError`]s.
+//!
+//! A failure is sorted by the SDK's typed variant and, when the service answered, by its
+//! error code; never by message text, which the service may reword at any time. Credentials
+//! failures are found by type anywhere in the error's chain, since the SDK wraps them.
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::RequestId;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::{ErrorKind, Operation, TransportError};
+
+/// Sorts an SDK error into a [`TransportError`] by its typed variant and the service's error
+/// code (never by message text); also gives the HTTP status, when there was an answer.
+/// `credentials` says where credentials were looked for ([`Credentials::describe_source`]),
+/// never what they are.
+///
+/// [`Credentials::describe_source`]: crate::Credentials::describe_source
+pub(super) fn map_sdk_error<E>(
+    err: SdkError<E, HttpResponse>,
+    operation: Operation,
+    credentials: &str,
+) -> (TransportError, Option<u16>)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let request_id = err.request_id().map(str::to_owned);
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let mut error = match &err {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let code = context.err().code().map(str::to_owned);
+            let kind = code
+                .as_deref()
+                .and_then(ErrorKind::from_code)
+                .unwrap_or_else(|| ErrorKind::from_http_status(status));
+            let message = context
+                .err()
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP {status} with no error message"));
+            let mut e = TransportError::new(kind, operation, message);
+            if let Some(code) = code {
+                e = e.with_code(code);
+            }
+            e
+        }
+        SdkError::TimeoutError(_) => {
+            TransportError::new(ErrorKind::Transient, operation, "the call timed out")
+        }
+        SdkError::DispatchFailure(_) if has_credentials_error(&err) => TransportError::new(
+            ErrorKind::Credentials,
+            operation,
+            format!("no usable credentials; looked in {credentials}"),
+        ),
+        SdkError::DispatchFailure(failure) => {
+            // Anything but a fault in the request itself is the network's: timeouts, refused
+            // and reset connections, and connections closed before the answer came.
+            let (kind, what) = if failure.is_user() {
+                (
+                    ErrorKind::Other,
+                    "the request could not be sent (a client configuration problem)",
+                )
+            } else if failure.is_timeout() {
+                (ErrorKind::Transient, "the connection timed out")
+            } else {
+                (
+                    ErrorKind::Transient,
+                    "the connection failed (refused, reset, or closed before the answer)",
+                )
+            };
+            TransportError::new(kind, operation, what.to_owned())
+        }
+        SdkError::ResponseError(context) => {
+            let status = context.raw().status().as_u16();
+            TransportError::new(
+                ErrorKind::from_http_status(status),
+                operation,
+                format!("unreadable answer with HTTP {status}"),
+            )
+        }
+        _ if has_credentials_error(&err) => TransportError::new(
+            ErrorKind::Credentials,
+            operation,
+            format!("no usable credentials; looked in {credentials}"),
+        ),
+        _ => TransportError::new(
+            ErrorKind::Other,
+            operation,
+            "the request could not be built",
+        ),
+    };
+    if let Some(id) = request_id {
+        error = error.with_request_id(id);
+    }
+    (error.with_source(err), status)
+}
+
+/// Whether the error chain holds a credentials failure (typed, by downcast).
+fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
