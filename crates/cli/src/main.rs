@@ -17,6 +17,7 @@ use kinesync::Config;
 use kinesync::payload::Event;
 use kinesync::preview::{Preview, PreviewOptions};
 
+mod runs_view;
 mod sync;
 
 /// mimalloc, not the system allocator: a sync allocates and frees a few small buffers per row

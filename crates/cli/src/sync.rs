@@ -10,7 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kinesync::engine::{Outcome, Progress, ProgressSnapshot};
-use kinesync::runs::{Runs, describe_entry};
+use kinesync::runs::Runs;
+
+use crate::runs_view::{describe_entry, show_run};
 use kinesync::{Config, Error, RunOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -158,7 +160,7 @@ pub(crate) fn runs(
                 println!("{}", describe_entry(entry));
             }
         }
-        Some(RunsCommand::Show { id }) => print!("{}", runs.find(&id)?.show()?),
+        Some(RunsCommand::Show { id }) => print!("{}", show_run(&runs.find(&id)?)?),
     }
     Ok(ExitCode::SUCCESS)
 }
