@@ -29,7 +29,7 @@ snapshots:
 
 # Write the reference benchmark rows as NDJSON: `just gen-rows 1000000 rows.ndjson`.
 gen-rows n out:
-    cargo run -q --release -p kinesync-testkit --example gen_rows -- {{n}} {{out}}
+    cargo run -q --release -p kinesync-fixtures --example gen_rows -- {{n}} {{out}}
 
 # Whole syncs into InMemorySink through the engine: backfill and 1% changed (1M rows).
 bench-sync:

@@ -16,7 +16,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 cargo build -q --release -p kinesync-cli
-cargo build -q --release -p kinesync-testkit --example gen_rows
+cargo build -q --release -p kinesync-fixtures --example gen_rows
 kinesync="$root/target/release/kinesync"
 gen_rows="$root/target/release/examples/gen_rows"
 

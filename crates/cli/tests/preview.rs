@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use kinesync_testkit::{fixture, machine_independent};
+use kinesync_fixtures::{fixture, machine_independent};
 use serde_json::Value;
 
 fn kinesync(args: &[&str]) -> Output {

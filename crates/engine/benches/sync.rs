@@ -16,10 +16,10 @@ use std::time::Instant;
 
 use kinesync_engine::{Engine, Outcome};
 use kinesync_engine::{KeySpec, RecordBuilder};
+use kinesync_fixtures::{BENCH_COLUMNS, bench_row};
 use kinesync_payload::{FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
 use kinesync_source::{Locator, RowSource, SourceError, SourceRow};
 use kinesync_state::SqliteStore;
-use kinesync_testkit::{BENCH_COLUMNS, bench_row};
 use kinesync_transport::{InMemorySink, StreamConfig, StreamName};
 
 /// The allocator the `kinesync` binary uses, so that the figures are the ones users get.
@@ -52,7 +52,7 @@ fn row(i: usize, generation: u64) -> Row {
 fn spec(mode: &str) -> PayloadSpec {
     match mode {
         "template" => {
-            let path = kinesync_testkit::fixture("bench/reference.liquid");
+            let path = kinesync_fixtures::fixture("bench/reference.liquid");
             PayloadSpec::template(std::fs::read_to_string(path).expect("the reference template"))
         }
         _ => PayloadSpec::Mapping {

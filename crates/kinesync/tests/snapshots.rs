@@ -2,7 +2,7 @@
 //! any message, key or shard shows up as a diff to review (`cargo insta review`).
 
 use kinesync::preview::{snapshot_config, snapshot_files};
-use kinesync_testkit::{fixture, machine_independent};
+use kinesync_fixtures::{fixture, machine_independent};
 
 fn config(name: &str) -> std::path::PathBuf {
     fixture(&format!("configs/{name}.toml"))

@@ -23,7 +23,7 @@ const ROWS: usize = 10_000;
 
 fn reference_rows() -> (Arc<Schema>, Vec<Row>) {
     let mut columns = None;
-    let rows = kinesync_testkit::bench_rows(ROWS)
+    let rows = kinesync_fixtures::bench_rows(ROWS)
         .map(|line| {
             let Value::Object(object) = serde_json::from_str::<Value>(&line).unwrap() else {
                 panic!("reference rows are objects")
@@ -57,7 +57,7 @@ fn bench_mode(c: &mut Criterion, name: &str, spec: PayloadSpec) {
 
 fn modes(c: &mut Criterion) {
     let template =
-        std::fs::read_to_string(kinesync_testkit::fixture("bench/reference.liquid")).unwrap();
+        std::fs::read_to_string(kinesync_fixtures::fixture("bench/reference.liquid")).unwrap();
     bench_mode(c, "template_reference", PayloadSpec::template(template));
     bench_mode(c, "row", PayloadSpec::Row);
     let fields = [
@@ -92,7 +92,7 @@ fn plain_liquid(c: &mut Criterion) {
     use liquid_core::ValueView;
     let (schema, rows) = reference_rows();
     let source =
-        std::fs::read_to_string(kinesync_testkit::fixture("bench/reference.liquid")).unwrap();
+        std::fs::read_to_string(kinesync_fixtures::fixture("bench/reference.liquid")).unwrap();
     let template = liquid::ParserBuilder::with_stdlib()
         .build()
         .unwrap()
