@@ -1,0 +1,348 @@
+//! The engine when things fail: records that keep failing, a fatal call error, a stream that
+//! stops the run, throttling, a model reader that dies.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kinesync_engine::{Engine, Events, Initial, Limits, Outcome};
+use kinesync_engine::{KeySpec, RecordBuilder};
+use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
+use kinesync_state::MemoryStore;
+use kinesync_transport::{
+    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, RecordFailure, StreamConfig,
+    StreamName,
+};
+
+mod common;
+
+use common::*;
+
+/// Fails every record whose partition key is in its set; passes the rest to the stream.
+#[derive(Debug)]
+struct FailKeys {
+    inner: Arc<InMemorySink>,
+    keys: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Display for FailKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fail-keys")
+    }
+}
+
+#[async_trait::async_trait]
+impl KinesisSink for FailKeys {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[kinesync_transport::PutRecord],
+    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
+        let keys = self.keys.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for r in records {
+            if keys.contains(r.partition_key.as_str()) {
+                out.push(kinesync_transport::RecordOutcome::Failed {
+                    failure: RecordFailure::InternalFailure,
+                    message: "always".into(),
+                });
+            } else {
+                out.extend(
+                    self.inner
+                        .put_records(stream, std::slice::from_ref(r))
+                        .await?,
+                );
+            }
+        }
+        Ok(out)
+    }
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
+        self.inner.describe_stream(stream).await
+    }
+    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
+        self.inner.list_streams().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_that_keep_failing_stay_pending_and_go_out_next_run() {
+    let memory = memory_sink(2);
+    let sink = Arc::new(FailKeys {
+        inner: memory.clone(),
+        keys: std::sync::Mutex::new(["2".to_owned()].into()),
+    });
+    let mut engine = Engine::builder()
+        .records(records(None))
+        .sink(sink.clone(), stream())
+        .state(MemoryStore::new())
+        .limits(Limits {
+            max_attempts: 3,
+            ..fast_limits()
+        })
+        .build()
+        .unwrap();
+    let rows = model(&[(1, "a"), (2, "b"), (3, "c")]);
+    let first = run(&mut engine, &rows).await;
+    assert_eq!(first.outcome, Outcome::Partial);
+    assert_eq!(
+        (
+            first.records.acknowledged,
+            first.records.pending,
+            first.retries
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(
+        engine.state().lock().unwrap().key_count().unwrap(),
+        2,
+        "only acknowledged rows are committed"
+    );
+    sink.keys.lock().unwrap().clear();
+    let second = run(&mut engine, &rows).await;
+    assert_eq!(second.outcome, Outcome::Complete);
+    assert_eq!(
+        (
+            second.events.added,
+            second.events.unchanged,
+            second.records.acknowledged
+        ),
+        (1, 2, 1)
+    );
+    let per_id = events_of(&memory);
+    assert!(
+        per_id.values().all(|v| v.len() == 1),
+        "nothing acknowledged was sent again: {per_id:?}"
+    );
+}
+
+/// An engine whose stream takes one call, then denies access.
+fn denied_after_one_call(limits: Limits) -> Engine {
+    let faulty = Arc::new(FaultySink::scripted(
+        memory_sink(1),
+        [Fault::Pass, Fault::CallError(ErrorKind::AccessDenied)],
+    ));
+    Engine::builder()
+        .records(records(None))
+        .sink(faulty, stream())
+        .state(MemoryStore::new())
+        .limits(Limits {
+            max_batch_records: 2,
+            max_in_flight: Some(1),
+            ..limits
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
+    let mut engine = denied_after_one_call(fast_limits());
+    let rows = model(&[(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]);
+    let report = run(&mut engine, &rows).await;
+    let Outcome::Failed { error } = &report.outcome else {
+        panic!("{report:?}")
+    };
+    assert!(
+        error.contains("access_denied") && error.contains("kinesis:PutRecords"),
+        "{error}"
+    );
+    assert_eq!(
+        (report.records.acknowledged, report.records.pending),
+        (2, 3)
+    );
+    assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 2);
+    let next = run(&mut engine, &rows).await;
+    assert_eq!(
+        (next.outcome, next.events.added, next.events.removed),
+        (Outcome::Complete, 3, 0),
+        "no removals from a run that stopped early"
+    );
+}
+
+/// Rows read one at a time, so that chunks are still with the builder threads when the
+/// stream stops the run: their records are counted as pending, none goes missing.
+#[tokio::test(start_paused = true)]
+async fn a_run_stopped_by_the_stream_counts_every_row_it_did_not_send() {
+    for build_threads in [1, 3] {
+        let mut engine = denied_after_one_call(Limits {
+            chunk_rows: 1,
+            max_backlog: 1,
+            build_threads,
+            ..fast_limits()
+        });
+        let rows: Vec<(i64, &str)> = (1..=40).map(|i| (i, "x")).collect();
+        let report = run(&mut engine, &model(&rows)).await;
+        assert!(
+            matches!(report.outcome, Outcome::Failed { .. }),
+            "{report:?}"
+        );
+        assert_eq!(report.records.acknowledged, 2, "{report:?}");
+        assert_eq!(
+            report.records.acknowledged + report.records.pending,
+            report.events.added,
+            "every row found is acknowledged or pending ({build_threads} builder threads): {report:?}"
+        );
+        assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 2);
+    }
+}
+
+#[tokio::test]
+async fn duplicate_primary_keys_are_a_run_error_naming_the_key() {
+    let sink = memory_sink(1);
+    let mut engine = engine(sink, Events::all(), Initial::Backfill);
+    let report = run(&mut engine, &model(&[(1, "a"), (2, "b"), (1, "again")])).await;
+    let Outcome::Failed { error } = &report.outcome else {
+        panic!("{report:?}")
+    };
+    assert!(
+        error.contains(
+            "primary key 1 (column \"id\") appears more than once in the model (rows 1 and 3)"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn row_errors_are_reported_with_their_key_and_the_run_goes_on() {
+    let schema = schema();
+    let payload = Payload::compile(
+        &PayloadSpec::template(r#"{"id": {{ row.id }}, "big": "{{ row.name }}"}"#),
+        schema.clone(),
+    )
+    .unwrap();
+    let records = RecordBuilder::new(payload, KeySpec::new(&schema, Some("group"), None).unwrap());
+    let sink = Arc::new(InMemorySink::new());
+    let mut config = StreamConfig::with_shards(1);
+    config.max_record_bytes = 1024;
+    sink.create_stream(&stream(), config);
+    let mut engine = Engine::builder()
+        .records(records)
+        .sink(sink.clone(), stream())
+        .state(MemoryStore::new())
+        .build()
+        .unwrap();
+    let rows = vec![
+        row(1, "ok"),
+        Row::new(vec![Value::Int(2), Value::from("no key"), Value::from("")]),
+        Row::new(vec![
+            Value::Int(3),
+            Value::from("x".repeat(2000)),
+            Value::from("g"),
+        ]),
+        row(4, "fine"),
+    ];
+    let report = run(&mut engine, &rows).await;
+    assert_eq!(report.outcome, Outcome::Partial);
+    assert_eq!(report.records.acknowledged, 2);
+    assert_eq!(report.row_errors.total, 2);
+    assert_eq!(report.row_errors.by_kind.get("partition_key"), Some(&1));
+    assert_eq!(
+        report.row_errors.by_kind.get("record_too_large"),
+        Some(&1),
+        "a record that can never fit is a row error, not a stuck batch"
+    );
+    assert_eq!(report.row_errors.first[0].primary_key, "2");
+    let again = run(&mut engine, &rows).await;
+    assert_eq!(
+        (again.events.added, again.row_errors.total),
+        (2, 2),
+        "rows in error stay pending and are tried again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_sharing_a_partition_key_arrive_in_model_order_despite_throttling() {
+    let memory = memory_sink(2);
+    let rates = kinesync_transport::RandomFaults {
+        record_throttle: 0.4,
+        call_error: 0.1,
+        ..Default::default()
+    };
+    let faulty = Arc::new(FaultySink::random(memory.clone(), 11, rates));
+    let mut engine = Engine::builder()
+        .records(records(Some("group")))
+        .sink(faulty, stream())
+        .state(MemoryStore::new())
+        .limits(Limits {
+            max_attempts: 50,
+            ..fast_limits()
+        })
+        .build()
+        .unwrap();
+    let rows: Vec<Row> = (1..=60).map(|i| row(i, &format!("v{i}"))).collect();
+    let report = run(&mut engine, &rows).await;
+    assert_eq!(report.records.acknowledged, 60, "{report:?}");
+    assert!(report.retries > 0 && report.throttled_records > 0);
+    // Per group (the partition key), ids arrive in model order.
+    let mut by_group: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in memory.records(&stream()).unwrap() {
+        let m: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+        by_group
+            .entry(r.partition_key.as_str().to_owned())
+            .or_default()
+            .push(m["id"].as_i64().unwrap());
+    }
+    for (group, ids) in by_group {
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted, "group {group} out of order");
+    }
+}
+
+/// A model source with a bug: it panics after `good` rows.
+struct PanickingSource {
+    schema: Arc<Schema>,
+    rows: std::vec::IntoIter<Row>,
+    good: usize,
+}
+
+impl Iterator for PanickingSource {
+    type Item = Result<kinesync_source::SourceRow, kinesync_source::SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        assert!(self.good > 0, "a bug in the source");
+        self.good -= 1;
+        let row = self.rows.next()?;
+        Some(Ok(kinesync_source::SourceRow { line: 1, row }))
+    }
+}
+
+impl kinesync_source::RowSource for PanickingSource {
+    fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    fn locator(&self) -> kinesync_source::Locator {
+        kinesync_source::Locator::lines("bug.ndjson")
+    }
+}
+
+#[tokio::test]
+async fn a_reading_thread_that_dies_is_not_the_end_of_the_model() {
+    let sink = memory_sink(1);
+    let mut engine = engine(sink, Events::all(), Initial::Backfill);
+    let first = run(&mut engine, &model(&[(1, "a"), (2, "b"), (3, "c")])).await;
+    assert_eq!(first.outcome, Outcome::Complete);
+    let report = engine
+        .run_source(Box::new(PanickingSource {
+            schema: schema(),
+            rows: model(&[(1, "a"), (2, "b"), (3, "c")]).into_iter(),
+            good: 1,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.events.removed, report.unreadable_rows),
+        (0, 1),
+        "rows never read are not removed: {report:?}"
+    );
+    assert_eq!(report.outcome, Outcome::Partial);
+    assert!(
+        report.row_errors.first[0]
+            .message
+            .contains("stopped before the end"),
+        "{report:?}"
+    );
+}
