@@ -43,7 +43,6 @@
 //! values with keys escaped once at compile time. See the README for measured rates.
 
 mod error;
-mod for_loop;
 mod json;
 mod schema;
 mod template;

@@ -20,7 +20,7 @@ use liquid_core::{
     TagBlock, TagTokenIter, Template,
 };
 
-use crate::template::Frame;
+use super::Frame;
 use crate::view::object_value_view;
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -20,6 +20,8 @@
 //! is misread; such a template is refused as an unterminated string, and can set
 //! `escape = "none"` to do its own escaping.
 
+mod for_loop;
+
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Write;
@@ -82,7 +84,7 @@ fn language(json_tags: bool) -> Language {
     block(&mut lang, stdlib::IfBlock);
     block(&mut lang, stdlib::UnlessBlock);
     block(&mut lang, stdlib::IfChangedBlock);
-    block(&mut lang, crate::for_loop::ForBlock);
+    block(&mut lang, for_loop::ForBlock);
     block(&mut lang, stdlib::TableRowBlock);
     block(&mut lang, stdlib::CommentBlock);
     block(&mut lang, stdlib::CaptureBlock);
