@@ -5,6 +5,8 @@
 
 use liquid_core::model::ValueView;
 
+use crate::json_strings::{Place, StringScanner};
+
 /// Which bytes need escaping inside a JSON string, and how: 0 = copy, `u` = `\u00XX`,
 /// anything else = a backslash and that letter.
 const ESCAPE: [u8; 256] = {
@@ -274,21 +276,11 @@ fn compact(out: &mut Vec<u8>) {
     if !needs {
         return;
     }
-    let (mut write, mut in_string, mut escaped) = (0, false, false);
+    let (mut write, mut strings) = (0, StringScanner::default());
     for read in 0..out.len() {
         let b = out[read];
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+        if strings.step(b) == Place::Outside && matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
             continue;
-        } else if b == b'"' {
-            in_string = true;
         }
         out[write] = b;
         write += 1;

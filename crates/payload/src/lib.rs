@@ -44,6 +44,7 @@
 
 mod error;
 mod json;
+mod json_strings;
 mod schema;
 mod template;
 mod value;

@@ -10,6 +10,7 @@ use super::json_output::OutputContext;
 use super::lex::{Kind, Segment, Tok, tokens};
 use crate::error::{CompileError, Location};
 use crate::json;
+use crate::json_strings::{Place, StringScanner};
 
 /// Follows the literal text as JSON and gives, for each output segment in order, whether it
 /// stands inside a string; and whether any literal text has whitespace outside strings (the
@@ -21,32 +22,27 @@ pub(super) fn json_contexts(
 ) -> (Vec<OutputContext>, json::Whitespace) {
     let mut contexts = Vec::new();
     let mut whitespace = json::Whitespace::Absent;
-    let (mut in_string, mut escaped, mut opened_at) = (false, false, 0);
+    // One scanner across all the text segments: a string opened before a tag is still open
+    // after it.
+    let (mut strings, mut opened_at) = (StringScanner::default(), 0);
     for segment in segments {
         match segment.kind {
             Kind::Text => {
-                for (i, b) in source.as_bytes()[segment.start..segment.end]
+                for (i, &b) in source.as_bytes()[segment.start..segment.end]
                     .iter()
                     .enumerate()
                 {
-                    if in_string {
-                        if escaped {
-                            escaped = false;
-                        } else if *b == b'\\' {
-                            escaped = true;
-                        } else if *b == b'"' {
-                            in_string = false;
+                    match strings.step(b) {
+                        Place::Opening => opened_at = segment.start + i,
+                        Place::Outside if b.is_ascii_whitespace() => {
+                            whitespace = json::Whitespace::Possible;
                         }
-                    } else if *b == b'"' {
-                        in_string = true;
-                        opened_at = segment.start + i;
-                    } else if b.is_ascii_whitespace() {
-                        whitespace = json::Whitespace::Possible;
+                        Place::Outside | Place::Inside => {}
                     }
                 }
             }
             Kind::Output => {
-                let context = if in_string {
+                let context = if strings.in_string() {
                     OutputContext::StringContent
                 } else if last_filter(source, segment) == Some("json") {
                     OutputContext::Raw
@@ -58,7 +54,7 @@ pub(super) fn json_contexts(
             Kind::Tag | Kind::Comment => {}
         }
     }
-    if in_string {
+    if strings.in_string() {
         errors.push(CompileError::UnterminatedString {
             location: Location::at(source, opened_at),
         });
