@@ -2,6 +2,10 @@
 //!
 //! Every message goes through [`finish`]: it is parsed by serde_json (so "valid" means what a
 //! consumer's JSON parser means) and, only if it holds whitespace outside strings, compacted.
+//!
+//! Where it sits: at the end of the data path (row → compiled payload → rendered JSON
+//! message): every mode writes values with these writers, and every message is finished here
+//! before it leaves the crate.
 
 use liquid_core::model::ValueView;
 

@@ -2,7 +2,8 @@
 //! `row['x']` and `previous.x` must name a column of the schema, and every filter must exist.
 //!
 //! Where it sits: segments → **these checks** → compile errors with their places, so a bad
-//! template is refused once at startup instead of failing on every row.
+//! template is refused when it compiles, before any row is read, instead of failing on every
+//! row.
 
 use std::collections::HashSet;
 

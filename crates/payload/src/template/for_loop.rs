@@ -27,8 +27,9 @@ use liquid_core::{
 use super::runtime::Frame;
 use crate::view::object_value_view;
 
+/// Parses `{% for %}`; registered in `language.rs` under liquid's name for it.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ForBlock;
+pub(super) struct ForBlock;
 
 impl BlockReflection for ForBlock {
     fn start_tag(&self) -> &str {
