@@ -1,4 +1,8 @@
 //! What goes wrong compiling a payload spec, and what goes wrong rendering one row.
+//!
+//! Where it sits: at both steps of the data path (row → compiled payload → rendered JSON
+//! message): [`CompileErrors`] when a spec is compiled, [`RenderError`] when one row is
+//! rendered.
 
 use std::fmt;
 

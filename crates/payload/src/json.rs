@@ -2,8 +2,14 @@
 //!
 //! Every message goes through [`finish`]: it is parsed by serde_json (so "valid" means what a
 //! consumer's JSON parser means) and, only if it holds whitespace outside strings, compacted.
+//!
+//! Where it sits: at the end of the data path (row → compiled payload → rendered JSON
+//! message): every mode writes values with these writers, and every message is finished here
+//! before it leaves the crate.
 
 use liquid_core::model::ValueView;
+
+use crate::json_strings::{Place, StringScanner};
 
 /// Which bytes need escaping inside a JSON string, and how: 0 = copy, `u` = `\u00XX`,
 /// anything else = a backslash and that letter.
@@ -274,21 +280,11 @@ fn compact(out: &mut Vec<u8>) {
     if !needs {
         return;
     }
-    let (mut write, mut in_string, mut escaped) = (0, false, false);
+    let (mut write, mut strings) = (0, StringScanner::default());
     for read in 0..out.len() {
         let b = out[read];
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+        if strings.step(b) == Place::Outside && matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
             continue;
-        } else if b == b'"' {
-            in_string = true;
         }
         out[write] = b;
         write += 1;

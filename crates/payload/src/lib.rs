@@ -43,8 +43,8 @@
 //! values with keys escaped once at compile time. See the README for measured rates.
 
 mod error;
-mod for_loop;
 mod json;
+mod json_strings;
 mod schema;
 mod template;
 mod value;

@@ -1,4 +1,7 @@
 //! A model's schema and its rows, and the view Liquid reads them through.
+//!
+//! Where it sits: at the start of the data path (row → compiled payload → rendered JSON
+//! message): a spec is compiled against a [`Schema`], and each [`Row`] is read by position.
 
 use std::collections::HashMap;
 use std::fmt;

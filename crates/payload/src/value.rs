@@ -1,4 +1,8 @@
 //! Column values, and how they look to Liquid and in JSON.
+//!
+//! Where it sits: inside each row, at the start of the data path (row → compiled payload →
+//! rendered JSON message); the payload modes write values as JSON, templates read them
+//! through Liquid's `ValueView`.
 
 use std::fmt;
 

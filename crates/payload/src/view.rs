@@ -1,4 +1,7 @@
 //! Liquid's view of kinesync's object-like types (a row, the template globals, a loop scope).
+//!
+//! Where it sits: while a template renders a row (compiled payload → rendered JSON message),
+//! these are what Liquid reads names from.
 
 /// Implements `ValueView` for a type in terms of its `ObjectView`: an object that is always
 /// truthy and never empty, rendered and converted the way liquid renders its own objects.

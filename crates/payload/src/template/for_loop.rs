@@ -8,6 +8,10 @@
 //! the loop variable and `forloop` in a two-name scope on the stack and lends the values out.
 //! It also does not pad: liquid-rust fills `limit:` past the end of a list with nils, Shopify
 //! Liquid (and this block) stops at the end.
+//!
+//! Where it sits: parsed into the compiled payload when a template compiles (registered in
+//! `language.rs`), run for each row while it renders, with each iteration's names in a
+//! `runtime.rs` frame.
 
 use std::fmt;
 use std::io::Write;
@@ -20,11 +24,12 @@ use liquid_core::{
     TagBlock, TagTokenIter, Template,
 };
 
-use crate::template::Frame;
+use super::runtime::Frame;
 use crate::view::object_value_view;
 
+/// Parses `{% for %}`; registered in `language.rs` under liquid's name for it.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ForBlock;
+pub(super) struct ForBlock;
 
 impl BlockReflection for ForBlock {
     fn start_tag(&self) -> &str {

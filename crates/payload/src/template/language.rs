@@ -1,0 +1,139 @@
+//! The Liquid language templates are parsed with: liquid's standard tags, blocks and filters,
+//! kinesync's `{% for %}` in place of liquid's, the `json` filter, and, for rewritten JSON-safe
+//! templates, the three JSON-writing output tags.
+//!
+//! Where it sits: used when a template compiles, to parse its text into the compiled payload.
+//! This is the one file that gathers the template's tags, blocks and filters; they do not
+//! know about each other.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use liquid_core::{Language, ParseFilter, ParseTag};
+
+use super::for_loop::ForBlock;
+use super::json_filter::JsonFilterParser;
+use super::json_output::{JsonOutputTag, OutputContext};
+
+/// Liquid's standard library plus the `json` filter; with `json_tags`, also the three tags
+/// the JSON-safe rewrite emits.
+fn language(json_tags: bool) -> Language {
+    use liquid_lib::stdlib;
+    fn tag(lang: &mut Language, t: impl ParseTag + 'static) {
+        let name = t.reflection().tag().to_owned();
+        lang.tags.register(name, Box::new(t));
+    }
+    fn block(lang: &mut Language, b: impl liquid_core::ParseBlock + 'static) {
+        let name = b.reflection().start_tag().to_owned();
+        lang.blocks.register(name, Box::new(b));
+    }
+    fn filter(lang: &mut Language, f: impl ParseFilter + 'static) {
+        let name = f.reflection().name().to_owned();
+        lang.filters.register(name, Box::new(f));
+    }
+    let mut lang = Language::empty();
+    // The same set as `liquid::ParserBuilder::with_stdlib()`, with kinesync's `for`.
+    tag(&mut lang, stdlib::AssignTag);
+    tag(&mut lang, stdlib::BreakTag);
+    tag(&mut lang, stdlib::ContinueTag);
+    tag(&mut lang, stdlib::CycleTag);
+    tag(&mut lang, stdlib::IncludeTag);
+    tag(&mut lang, stdlib::IncrementTag);
+    tag(&mut lang, stdlib::DecrementTag);
+    tag(&mut lang, stdlib::RenderTag);
+    block(&mut lang, stdlib::RawBlock);
+    block(&mut lang, stdlib::IfBlock);
+    block(&mut lang, stdlib::UnlessBlock);
+    block(&mut lang, stdlib::IfChangedBlock);
+    block(&mut lang, ForBlock);
+    block(&mut lang, stdlib::TableRowBlock);
+    block(&mut lang, stdlib::CommentBlock);
+    block(&mut lang, stdlib::CaptureBlock);
+    block(&mut lang, stdlib::CaseBlock);
+    filter(&mut lang, stdlib::Abs);
+    filter(&mut lang, stdlib::Append);
+    filter(&mut lang, stdlib::AtLeast);
+    filter(&mut lang, stdlib::AtMost);
+    filter(&mut lang, stdlib::Capitalize);
+    filter(&mut lang, stdlib::Ceil);
+    filter(&mut lang, stdlib::Compact);
+    filter(&mut lang, stdlib::Concat);
+    filter(&mut lang, stdlib::Date);
+    filter(&mut lang, stdlib::Default);
+    filter(&mut lang, stdlib::DividedBy);
+    filter(&mut lang, stdlib::Downcase);
+    filter(&mut lang, stdlib::Escape);
+    filter(&mut lang, stdlib::EscapeOnce);
+    filter(&mut lang, stdlib::First);
+    filter(&mut lang, stdlib::Floor);
+    filter(&mut lang, stdlib::Join);
+    filter(&mut lang, stdlib::Last);
+    filter(&mut lang, stdlib::Lstrip);
+    filter(&mut lang, stdlib::Map);
+    filter(&mut lang, stdlib::Minus);
+    filter(&mut lang, stdlib::Modulo);
+    filter(&mut lang, stdlib::NewlineToBr);
+    filter(&mut lang, stdlib::Plus);
+    filter(&mut lang, stdlib::Prepend);
+    filter(&mut lang, stdlib::Remove);
+    filter(&mut lang, stdlib::RemoveFirst);
+    filter(&mut lang, stdlib::Replace);
+    filter(&mut lang, stdlib::ReplaceFirst);
+    filter(&mut lang, stdlib::Reverse);
+    filter(&mut lang, stdlib::Round);
+    filter(&mut lang, stdlib::Rstrip);
+    filter(&mut lang, stdlib::Size);
+    filter(&mut lang, stdlib::Slice);
+    filter(&mut lang, stdlib::Sort);
+    filter(&mut lang, stdlib::SortNatural);
+    filter(&mut lang, stdlib::Split);
+    filter(&mut lang, stdlib::Strip);
+    filter(&mut lang, stdlib::StripHtml);
+    filter(&mut lang, stdlib::StripNewlines);
+    filter(&mut lang, stdlib::Times);
+    filter(&mut lang, stdlib::Truncate);
+    filter(&mut lang, stdlib::TruncateWords);
+    filter(&mut lang, stdlib::Uniq);
+    filter(&mut lang, stdlib::Upcase);
+    filter(&mut lang, stdlib::UrlDecode);
+    filter(&mut lang, stdlib::UrlEncode);
+    filter(&mut lang, stdlib::Where);
+    filter(&mut lang, JsonFilterParser);
+    if json_tags {
+        for context in [
+            OutputContext::StringContent,
+            OutputContext::Value,
+            OutputContext::Raw,
+        ] {
+            tag(&mut lang, JsonOutputTag(context));
+        }
+    }
+    lang
+}
+
+/// The two languages: plain (the author's text), and with the JSON-safe output tags (the
+/// rewritten text); and the filter names, for the static check.
+pub(super) struct Languages {
+    pub(super) plain: Language,
+    pub(super) rewritten: Language,
+    pub(super) filters: HashSet<String>,
+}
+
+/// Built once per process: registering liquid's whole library per compile would be waste.
+pub(super) static LANGUAGES: LazyLock<Languages> = LazyLock::new(|| {
+    let plain = language(false);
+    let filters = plain.filters.plugin_names().map(str::to_owned).collect();
+    Languages {
+        plain,
+        rewritten: language(true),
+        filters,
+    }
+});
+
+/// Parses template text with `lang`.
+pub(super) fn parse(
+    text: &str,
+    lang: &Language,
+) -> liquid_core::Result<liquid_core::runtime::Template> {
+    liquid_core::parser::parse(text, lang).map(liquid_core::runtime::Template::new)
+}
