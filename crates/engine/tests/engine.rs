@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kinesync_engine::{Engine, Events, Initial, Limits, Outcome};
-use kinesync_state::{MemoryStore, SqliteStore, StateStore};
+use kinesync_state::{MemoryStore, SqliteStore};
 use kinesync_transport::InMemorySink;
 
 mod common;
