@@ -1,0 +1,91 @@
+//! Lookups: reading stored fingerprints and rows back by key, on a connection of their own.
+//!
+//! Apart from the store because a sync asks for whole chunks of keys at once: they are
+//! looked up `IN (...)` a few hundred at a time, on a read-only connection, so that reads
+//! never wait behind the writer (WAL lets them run beside it) and see what it has written.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, params_from_iter};
+
+use super::SqliteStore;
+use crate::{Fingerprint, StateError};
+
+/// Keys per `IN (...)` lookup: well under SQLite's parameter limit.
+const LOOKUP_CHUNK: usize = 500;
+
+/// The connection lookups read on.
+pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    reader.pragma_update(None, "cache_size", -32768)?;
+    Ok(reader)
+}
+
+impl SqliteStore {
+    /// Looks `keys` up, `IN (...)` a few hundred at a time. Keys found are matched back to
+    /// their place through a map of their stored forms; a key asked more than once is answered
+    /// at every place.
+    pub(super) fn lookup<T: Clone>(
+        &mut self,
+        keys: &[String],
+        column: &'static str,
+        read: impl Fn(rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<T>,
+    ) -> Result<Vec<Option<T>>, StateError> {
+        let path = self.path.clone();
+        let sql = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        for (chunk_index, chunk) in keys.chunks(LOOKUP_CHUNK).enumerate() {
+            let stored: Vec<Cow<'_, str>> = chunk.iter().map(|k| self.keys.stored(k)).collect();
+            let mut places: HashMap<&str, usize> = HashMap::with_capacity(chunk.len());
+            // Places of keys asked again in the chunk, and where they were first asked.
+            let mut again: Vec<(usize, usize)> = Vec::new();
+            for (i, key) in stored.iter().enumerate() {
+                let place = chunk_index * LOOKUP_CHUNK + i;
+                let first = *places.entry(key.as_ref()).or_insert(place);
+                if first != place {
+                    again.push((place, first));
+                }
+            }
+            let query = self
+                .lookup_sql
+                .entry((column, chunk.len()))
+                .or_insert_with(|| {
+                    let placeholders = vec!["?"; chunk.len()].join(",");
+                    format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})")
+                })
+                .clone();
+            let mut statement = self.reader.prepare_cached(&query).map_err(sql)?;
+            let mut rows = statement
+                .query(params_from_iter(stored.iter()))
+                .map_err(sql)?;
+            while let Some(row) = rows.next().map_err(sql)? {
+                let key = row.get_ref(0).map_err(sql)?;
+                let key = key.as_str().map_err(|e| sql(e.into()))?;
+                if let Some(&place) = places.get(key) {
+                    let value = read(row.get_ref(1).map_err(sql)?).map_err(|e| sql(e.into()))?;
+                    found[place] = Some(value);
+                }
+            }
+            for (place, first) in again {
+                found[place] = found[first].clone();
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A fingerprint from its stored blob: the 16 bytes the writer stored it as, big-endian.
+pub(super) fn fingerprint_of(blob: &[u8]) -> Fingerprint {
+    let mut bytes = [0u8; 16];
+    let n = blob.len().min(16);
+    bytes[..n].copy_from_slice(&blob[..n]);
+    u128::from_be_bytes(bytes)
+}
