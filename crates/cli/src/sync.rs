@@ -88,6 +88,39 @@ pub(crate) fn run(
         "sync finished"
     );
 
+    print_summary(&report, &destination, dry_run);
+    if let Some(run) = &run_dir {
+        println!(
+            "run {}: `kinesync runs show {} --config {}` shows its calls",
+            run.id,
+            run.id,
+            config_path.display()
+        );
+    }
+    if let Some(path) = report_path {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+        std::fs::write(path, json).map_err(|source| Error::Io {
+            what: "write the report",
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(match report.outcome {
+        // A dry run's errors are what it is for: they fail it as they would fail the run.
+        Outcome::DryRun if report.row_errors.total > 0 => ExitCode::from(2),
+        Outcome::Complete | Outcome::Baseline | Outcome::DryRun => ExitCode::SUCCESS,
+        Outcome::Partial => ExitCode::from(2),
+        Outcome::Failed { .. } => ExitCode::from(1),
+    })
+}
+
+/// What a run did, for a person: the summary, its row errors (the first ones listed), and a
+/// simulated stream's records per shard.
+fn print_summary(
+    report: &kinesync::engine::RunReport,
+    destination: &kinesync::destination::Destination,
+    dry_run: bool,
+) {
     println!("{}", report.summary());
     for error in &report.row_errors.first {
         println!(
@@ -115,29 +148,6 @@ pub(crate) fn run(
             println!("  {shard}  {count} records");
         }
     }
-    if let Some(run) = &run_dir {
-        println!(
-            "run {}: `kinesync runs show {} --config {}` shows its calls",
-            run.id,
-            run.id,
-            config_path.display()
-        );
-    }
-    if let Some(path) = report_path {
-        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-        std::fs::write(path, json).map_err(|source| Error::Io {
-            what: "write the report",
-            path: path.to_owned(),
-            source,
-        })?;
-    }
-    Ok(match report.outcome {
-        // A dry run's errors are what it is for: they fail it as they would fail the run.
-        Outcome::DryRun if report.row_errors.total > 0 => ExitCode::from(2),
-        Outcome::Complete | Outcome::Baseline | Outcome::DryRun => ExitCode::SUCCESS,
-        Outcome::Partial => ExitCode::from(2),
-        Outcome::Failed { .. } => ExitCode::from(1),
-    })
 }
 
 /// `kinesync runs [show ID]`.

@@ -147,6 +147,9 @@ fn transport_error_answer(e: &TransportError) -> Response<Full<Bytes>> {
     error_answer(status, e.code().unwrap_or("InternalFailure"), e.message())
 }
 
+/// One request, answered as the service would. One function on purpose: it reads as the
+/// protocol does (target header, body, the operation, the answer), and each operation is a
+/// few lines of its match.
 async fn handle(
     request: Request<Incoming>,
     state: Arc<State>,
