@@ -80,7 +80,7 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
-        /// Rows to preview (.ndjson, .jsonl or .csv); the config's [source] when not given.
+        /// Rows to preview (.ndjson, .jsonl or .csv); the config's `[source]` when not given.
         #[arg(long)]
         rows: Option<PathBuf>,
         /// Preview at most this many rows.

@@ -1,5 +1,9 @@
 //! Kinesis record keys: which shard a record lands on, computed exactly as the service does.
 //!
+//! Where it sits in a sync (source → engine: prepare, diff, build, batch, send, commit → sink):
+//! the keys of the build stage: the engine's `RecordBuilder` asks it for each record's
+//! partition key, explicit hash key and shard.
+//!
 //! Kinesis routes a record by a 128-bit *hash key*: the MD5 digest of the partition key's
 //! UTF-8 bytes read as a big-endian integer, or, when the caller supplies one, the explicit
 //! hash key. The record goes to the open shard whose inclusive `[starting, ending]` hash range

@@ -1,5 +1,9 @@
 //! Rows in, JSON messages out: the payload engine of kinesync.
 //!
+//! Where it sits in a sync (source → engine: prepare, diff, build, batch, send, commit → sink):
+//! the message of the build stage: the engine's build threads ask it to render each row (and
+//! `preview` to show it).
+//!
 //! A [`PayloadSpec`] says how a row becomes a message, in one of four modes:
 //!
 //! | mode | message |

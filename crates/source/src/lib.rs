@@ -1,5 +1,8 @@
 //! Model sources: where the rows of a sync come from.
 //!
+//! Where it sits in a sync (source → engine: prepare, diff, build, batch, send, commit → sink):
+//! the start: the engine's prepare stage reads its rows, on a thread of their own.
+//!
 //! A source is an iterator of rows over a fixed [`Schema`], read as a stream: a model of ten
 //! million rows costs the memory of a few hundred rows at a time. Each row comes with its
 //! line (files) or row number (queries) so that any error about it can say where it is.

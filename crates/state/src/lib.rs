@@ -1,5 +1,9 @@
 //! What each primary key last sent: the memory that makes a sync incremental.
 //!
+//! Where it sits in a sync (source → engine: prepare, diff, build, batch, send, commit → sink):
+//! beside the engine: the diff stage asks it what was sent before, the commit stage tells it
+//! what the stream acknowledged.
+//!
 //! Per primary key the store keeps a fingerprint of the row as last acknowledged by the stream
 //! and that row itself (for `previous` in templates, and to build a `removed` event). A sync
 //! reads the model in chunks, asks the store for the fingerprints of each chunk's keys (added:

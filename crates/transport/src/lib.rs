@@ -1,5 +1,9 @@
 //! kinesync's one seam to Kinesis.
 //!
+//! Where it sits in a sync (source → engine: prepare, diff, build, batch, send, commit → sink):
+//! the end: the engine's send stage hands it calls; what it answers decides what the commit
+//! stage commits.
+//!
 //! [`KinesisSink`] is a small, object-safe async trait, used as `Arc<dyn KinesisSink>`: put a
 //! batch of records to a stream and get one [`RecordOutcome`] per record, in input order;
 //! describe a stream; list streams. No AWS SDK type crosses it.
