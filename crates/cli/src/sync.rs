@@ -50,6 +50,7 @@ pub(crate) fn run(
         RunOptions {
             dry_run,
             call_log,
+            run_id: run_dir.as_ref().map(|run| run.id.clone()),
             progress: Some(progress),
         },
     ));

@@ -144,6 +144,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Where the run's debugger log goes: every API call the destination makes.
     pub call_log: Option<std::sync::Arc<call_log::CallLog>>,
+    /// The run's id, noted in the state store's lock so that a run refused the store is told
+    /// which run holds it.
+    pub run_id: Option<String>,
     /// Counters to watch the run by.
     pub progress: Option<std::sync::Arc<engine::Progress>>,
 }
@@ -156,6 +159,8 @@ pub async fn run_config(
     config: &Config,
     options: RunOptions,
 ) -> Result<(engine::RunReport, destination::Destination), Error> {
+    // The state first: a run that another run holds it from stops before it reads anything.
+    let state = state_store(config, options.dry_run, options.run_id.as_deref())?;
     let source = kinesync_source::open(&config.source()?.spec(config))?;
     let records = records_for(config, source.schema())?;
     let observer = options
@@ -175,7 +180,7 @@ pub async fn run_config(
     let mut builder = engine::Engine::builder()
         .records(records)
         .sink(destination.sink.clone(), destination.stream.clone())
-        .state_boxed(state_store(config, options.dry_run)?)
+        .state_boxed(state)
         .events(events)
         .initial(initial)
         .limits(config.sync.limits())
@@ -196,10 +201,12 @@ pub async fn run_config(
 
 /// The `[sync] state` store. A dry run commits nothing, and does not create a state file
 /// either: with none there yet, it diffs against an empty store. Nor does it upgrade a state
-/// file an older kinesync wrote: it reads it as it is.
+/// file an older kinesync wrote: it reads it as it is, and takes no lock (it only reads). A
+/// run takes the store's lock: one sync at a time per state.
 fn state_store(
     config: &Config,
     dry_run: bool,
+    run_id: Option<&str>,
 ) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
     let path = config.state_path();
     if dry_run {
@@ -210,7 +217,13 @@ fn state_store(
             path,
         )?));
     }
-    Ok(Box::new(kinesync_state::SqliteStore::open(path)?))
+    let store = kinesync_state::SqliteStore::open_for_run(path, run_id.unwrap_or_default())?;
+    if let Some(killed) = store.took_over_from() {
+        tracing::warn!(
+            "the state store's lock was left by {killed}, which no longer runs (killed?): taken over"
+        );
+    }
+    Ok(Box::new(store))
 }
 
 fn render_compile_errors(

@@ -18,9 +18,11 @@
 //! The SQLite store loads nothing whole: lookups go chunk by chunk, and the walk over keys
 //! page by page.
 
+mod lock;
 mod memory;
 mod sqlite;
 
+pub use lock::LockHolder;
 pub use memory::MemoryStore;
 pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 
@@ -93,6 +95,22 @@ pub enum StateError {
     NotUpgraded {
         /// The database file.
         path: String,
+    },
+    /// Another run holds the store: one sync at a time per state.
+    #[error("state store {path} is in use by {}: one sync at a time per state; wait for that run to finish, or stop it", holder.as_ref().map_or_else(|| "another run".to_owned(), ToString::to_string))]
+    Locked {
+        /// The database file.
+        path: String,
+        /// Who holds it, when its note could be read.
+        holder: Option<LockHolder>,
+    },
+    /// The lock file beside the store could not be opened or written.
+    #[error("cannot lock the state store with {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// The file was written by another version of kinesync.
     #[error(

@@ -22,6 +22,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::lock::{LockHolder, StateLock};
 use crate::{Change, Fingerprint, StateError, StateStore};
 use keys::KeyForm;
 use lookup::{fingerprint_of, open_reader};
@@ -60,6 +61,9 @@ pub struct SqliteStore {
     lookup_sql: HashMap<(&'static str, usize), String>,
     /// How the file stores keys.
     keys: KeyForm,
+    /// One writer at a time: held while the store is open for writing, released last (after
+    /// the writer thread has written everything).
+    lock: Option<StateLock>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -72,15 +76,32 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, upgrading a file of an older schema
-    /// version.
+    /// version, and takes its lock (`PATH.lock`): while it is open, another `open` of the
+    /// same store fails with [`StateError::Locked`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
-        Self::open_with(path.as_ref(), true)
+        Self::open_for_run(path, "")
+    }
+
+    /// [`open`](Self::open), with the lock noting `run` as its holder, so that a run refused
+    /// the store is told which run has it.
+    pub fn open_for_run(path: impl AsRef<Path>, run: &str) -> Result<Self, StateError> {
+        let lock = StateLock::acquire(path.as_ref(), run)?;
+        let mut store = Self::open_with(path.as_ref(), true)?;
+        store.lock = Some(lock);
+        Ok(store)
+    }
+
+    /// The run whose lock this store took over: one that was killed while it held the store
+    /// (its note was left behind, its lock released by the operating system).
+    pub fn took_over_from(&self) -> Option<&LockHolder> {
+        self.lock.as_ref().and_then(StateLock::taken_over)
     }
 
     /// Opens the store at `path` without upgrading a file of an older schema version: such a
     /// file is read as it is, and the store refuses to write to it. For runs that write
     /// nothing (a dry run), so that trying a newer kinesync leaves the file as the older one
     /// can still read it. A file of the current version opens as with [`open`](Self::open).
+    /// No lock is taken: such a run only reads, which SQLite allows beside a writer.
     pub fn open_without_upgrade(path: impl AsRef<Path>) -> Result<Self, StateError> {
         Self::open_with(path.as_ref(), false)
     }
@@ -105,6 +126,7 @@ impl SqliteStore {
             path: name,
             lookup_sql: HashMap::new(),
             keys,
+            lock: None,
         })
     }
 
