@@ -168,8 +168,11 @@ impl<'e> Run<'e> {
             stop = Some(Stop::Duplicate(duplicate));
         }
         let model_complete = stop.is_none() && self.report.unreadable_rows == 0;
-        if model_complete && !first_run {
-            self.removed(keys, &mut pool).await?;
+        // Keys the state has and the model lacks are removed rows, on every run that read the
+        // whole model and found keys in the state: a first run too, when one before it was
+        // stopped part way (its rows were sent, and some may have left the model since).
+        if model_complete && !self.diff.state_was_empty {
+            self.removed(keys, &mut pool, baseline_only).await?;
         }
         // The chunks still being built. After the stream stopped the run, the outbox counts
         // their records as pending.
@@ -254,7 +257,14 @@ impl<'e> Run<'e> {
 
     /// Finds the keys the state has and the model does not, and sends their removals, page
     /// by page, built from their last sent rows.
-    async fn removed(&mut self, keys: ModelKeys, pool: &mut BuildPool) -> Result<(), Error> {
+    /// With `unsent`, the state's rows were recorded as a baseline and never sent (a first
+    /// run with `initial = "skip"` that was stopped part way): they leave the state unsent.
+    async fn removed(
+        &mut self,
+        keys: ModelKeys,
+        pool: &mut BuildPool,
+        unsent: bool,
+    ) -> Result<(), Error> {
         let page_size = self.settings.limits.chunk_rows;
         let mut walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
         let mut page = Vec::with_capacity(page_size);
@@ -262,7 +272,7 @@ impl<'e> Run<'e> {
             page.push(key?);
             if page.len() == page_size {
                 let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));
-                let to_build = self.removals(full).await?;
+                let to_build = self.removals(full, unsent).await?;
                 self.build_and_send(pool, to_build).await?;
                 if self.outbox.stopped().is_some() {
                     return Ok(());
@@ -270,7 +280,7 @@ impl<'e> Run<'e> {
             }
         }
         if !page.is_empty() {
-            let to_build = self.removals(page).await?;
+            let to_build = self.removals(page, unsent).await?;
             self.build_and_send(pool, to_build).await?;
         }
         Ok(())
@@ -278,8 +288,17 @@ impl<'e> Run<'e> {
 
     /// The removed rows of `gone` keys to build, or (when the trigger leaves removals out)
     /// the state moved on without sending.
-    async fn removals(&mut self, gone: Vec<String>) -> Result<Vec<ToBuild>, Error> {
+    async fn removals(&mut self, gone: Vec<String>, unsent: bool) -> Result<Vec<ToBuild>, Error> {
         let settings = self.settings;
+        if unsent {
+            let changes = gone.into_iter().map(|key| Change::Delete { key }).collect();
+            let dry_run = settings.dry_run;
+            blocking(&self.state, move |s| {
+                Ok(commit::without_sending(s, changes, dry_run)?)
+            })
+            .await?;
+            return Ok(Vec::new());
+        }
         self.report.events.removed += gone.len() as u64;
         if !settings.events.removed {
             self.report.events.not_triggered += gone.len() as u64;

@@ -161,6 +161,31 @@ async fn skip_records_the_baseline_and_only_later_changes_flow() {
 }
 
 #[tokio::test]
+async fn a_baseline_stopped_part_way_is_finished_without_sending_what_left_the_model() {
+    let sink = memory_sink(1);
+    let mut engine = Engine::builder()
+        .records(records(None))
+        .sink(sink.clone(), stream())
+        .state(MemoryStore::new())
+        .initial(Initial::Skip)
+        .limits(Limits {
+            chunk_rows: 1,
+            ..fast_limits()
+        })
+        .build()
+        .unwrap();
+    // A key read twice stops the first run after two rows were recorded.
+    let first = run(&mut engine, &model(&[(1, "a"), (2, "b"), (2, "b")])).await;
+    assert!(matches!(first.outcome, Outcome::Failed { .. }), "{first:?}");
+    // Row 1 is gone by the next run, which is still the baseline: nothing is sent.
+    let second = run(&mut engine, &model(&[(2, "b"), (3, "c")])).await;
+    assert_eq!(second.outcome, Outcome::Baseline, "{second:?}");
+    assert_eq!((second.calls, second.events.removed), (0, 0));
+    assert!(sink.records(&stream()).unwrap().is_empty());
+    assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 2);
+}
+
+#[tokio::test]
 async fn the_sqlite_store_carries_state_between_engines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");

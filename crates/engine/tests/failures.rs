@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kinesync_engine::{Engine, Events, Initial, Limits, Outcome};
+use kinesync_engine::{Engine, Events, Initial, Limits, Outcome, last_sent_rows};
 use kinesync_engine::{KeySpec, RecordBuilder};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
 use kinesync_state::MemoryStore;
@@ -158,6 +158,34 @@ async fn a_fatal_call_error_ends_the_run_keeping_what_was_acknowledged() {
         (next.outcome, next.events.added, next.events.removed),
         (Outcome::Complete, 3, 0),
         "no removals from a run that stopped early"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_run_stopped_part_way_is_followed_by_one_that_finds_removed_rows() {
+    let mut engine = denied_after_one_call(fast_limits());
+    let rows = model(&[(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]);
+    let first = run(&mut engine, &rows).await;
+    assert!(matches!(first.outcome, Outcome::Failed { .. }), "{first:?}");
+    assert_eq!(
+        first.records.acknowledged, 2,
+        "rows 1 and 2 reached the stream"
+    );
+
+    // Row 1 leaves the model before the next run, which is still a first run (no baseline).
+    let next = run(&mut engine, &rows[1..]).await;
+    assert_eq!(next.outcome, Outcome::Complete, "{next:?}");
+    assert_eq!((next.events.added, next.events.removed), (3, 1));
+    let state = engine.state();
+    let mut state = state.lock().unwrap();
+    assert_eq!(
+        state.key_count().unwrap(),
+        4,
+        "the state holds the model, no more"
+    );
+    assert_eq!(
+        last_sent_rows(&mut *state, &schema(), &["1".to_owned()]).unwrap(),
+        [None]
     );
 }
 
