@@ -21,8 +21,9 @@ use kinesync_keys::ShardMap;
 use kinesync_payload::Event;
 use kinesync_source::Locator;
 use kinesync_state::Change;
-use kinesync_transport::PutRecord;
+use kinesync_transport::{PutRecord, StreamDescription};
 
+use crate::backoff::Backoff;
 use crate::batch::Item;
 use crate::build::{BuildPool, Built, ToBuild};
 use crate::codec::RowCodec;
@@ -77,8 +78,16 @@ impl<'e> Run<'e> {
         let clock = Instant::now();
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let report = RunReport::new(started_at, settings.stream.as_str(), settings.dry_run);
-        let description = settings.sink.describe_stream(&settings.stream).await?;
         let limits = &settings.limits;
+        let seed = limits.seed.map_or_else(
+            || {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            },
+            |seed| seed.wrapping_add(run_number),
+        );
+        let description = describe(settings, seed).await?;
         let config = OutboxConfig {
             max_in_flight: limits
                 .max_in_flight
@@ -89,14 +98,7 @@ impl<'e> Run<'e> {
             retry_time: limits.retry_time,
             backoff_base: limits.backoff_base,
             backoff_cap: limits.backoff_cap,
-            seed: limits.seed.map_or_else(
-                || {
-                    SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as u64)
-                },
-                |seed| seed.wrapping_add(run_number),
-            ),
+            seed,
         };
         let outbox = Outbox::new(
             settings.sink.clone(),
@@ -425,6 +427,24 @@ impl<'e> Run<'e> {
         }
         report.duration_ms = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.report
+    }
+}
+
+/// The stream's description, the first call of a run: a failure retrying may mend (a 503, a
+/// throttle, a dropped connection) is retried with backoff, up to `max_attempts` attempts.
+async fn describe(settings: &Settings, seed: u64) -> Result<StreamDescription, Error> {
+    let limits = &settings.limits;
+    let mut backoff = Backoff::new(limits.backoff_base, limits.backoff_cap, seed);
+    let mut attempts = 0;
+    loop {
+        match settings.sink.describe_stream(&settings.stream).await {
+            Ok(description) => return Ok(description),
+            Err(e) if e.is_retryable() && attempts + 1 < limits.max_attempts => {
+                attempts += 1;
+                tokio::time::sleep(backoff.delay(attempts)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

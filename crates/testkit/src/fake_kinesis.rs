@@ -34,6 +34,10 @@ pub enum HttpFault {
     Drop,
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Call the sink (the records land), then answer HTTP 200 with a body that is not JSON.
+    Garble,
+    /// Call the sink (the records land), then answer with one result fewer than records.
+    ShortAnswer,
 }
 
 /// What the endpoint saw of one request (never the secret: only the access key id that the
@@ -193,7 +197,7 @@ async fn handle(
             return Ok(error_answer(status, code, "injected by the fake endpoint"));
         }
         Some(HttpFault::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(HttpFault::Garble | HttpFault::ShortAnswer) | None => {}
     }
     let Ok(input) = serde_json::from_slice::<Value>(&body) else {
         return Ok(error_answer(
@@ -205,7 +209,7 @@ async fn handle(
     let stream = input["StreamName"]
         .as_str()
         .and_then(|s| StreamName::new(s).ok());
-    Ok(match (target.as_str(), stream) {
+    let answered = match (target.as_str(), stream) {
         ("PutRecords", Some(stream)) => put_records(&state, &stream, &input).await,
         ("DescribeStreamSummary", Some(stream)) => {
             match state.sink.describe_stream(&stream).await {
@@ -251,7 +255,37 @@ async fn handle(
             "UnknownOperationException",
             "the fake endpoint does not serve this operation",
         ),
+    };
+    Ok(match fault {
+        Some(HttpFault::Garble) => {
+            mangle(answered, |_| Bytes::from_static(b"{\"Records\": [trunc")).await
+        }
+        Some(HttpFault::ShortAnswer) => {
+            mangle(answered, |body| {
+                let mut value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                if let Some(records) = value["Records"].as_array_mut() {
+                    records.pop();
+                }
+                Bytes::from(value.to_string())
+            })
+            .await
+        }
+        _ => answered,
     })
+}
+
+/// The same answer with its body rewritten.
+async fn mangle(
+    answered: Response<Full<Bytes>>,
+    rewrite: impl FnOnce(&Bytes) -> Bytes,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = answered.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Response::from_parts(parts, Full::new(rewrite(&bytes)))
 }
 
 async fn put_records(state: &State, stream: &StreamName, input: &Value) -> Response<Full<Bytes>> {

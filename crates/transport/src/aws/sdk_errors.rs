@@ -73,11 +73,23 @@ where
         }
         SdkError::ResponseError(context) => {
             let status = context.raw().status().as_u16();
-            TransportError::new(
-                ErrorKind::from_http_status(status),
-                operation,
-                format!("unreadable answer with HTTP {status}"),
-            )
+            match status {
+                // The service took the request and said it went well, but its answer cannot
+                // be read: what it did is unknown (a PutRecords' records are in doubt), and
+                // asking again is how to know.
+                200..=299 => TransportError::new(
+                    ErrorKind::Transient,
+                    operation,
+                    format!(
+                        "unreadable answer with HTTP {status}: what the call did is in doubt, so it is made again"
+                    ),
+                ),
+                _ => TransportError::new(
+                    ErrorKind::from_http_status(status),
+                    operation,
+                    format!("unreadable answer with HTTP {status}"),
+                ),
+            }
         }
         _ if has_credentials_error(&err) => TransportError::new(
             ErrorKind::Credentials,

@@ -171,8 +171,11 @@ impl KinesisSink for AwsKinesisSink {
             .call_record(Operation::PutRecords, Some(stream), started)
             .carrying(records);
         self.settle_with(result, call, records, |output, call| {
+            // An answer that does not say what became of each record leaves them in doubt:
+            // they may have landed. Sending them again is the one way not to lose them.
             let outcomes = outcomes_of(&output, records.len()).map_err(|message| {
-                TransportError::new(ErrorKind::Other, Operation::PutRecords, message)
+                let message = format!("{message}: the records are in doubt and are sent again");
+                TransportError::new(ErrorKind::Transient, Operation::PutRecords, message)
                     .with_stream(stream.as_str())
                     .with_region(&self.region)
             })?;
