@@ -56,6 +56,11 @@ enum Command {
         /// default: messages are your customers' data.
         #[arg(long)]
         debug_payloads: bool,
+        /// Send this run's removals however many they are. A run whose model lacks more of the
+        /// rows last sent than `[sync] max_removed_share` allows (half, by default) sends no
+        /// removal and exits 1; this says the model really lost them.
+        #[arg(long)]
+        allow_removals: bool,
     },
     /// List past runs (time, outcome, counts), or show one run's every API call.
     Runs {
@@ -118,7 +123,15 @@ fn main() -> ExitCode {
             report,
             dry_run,
             debug_payloads,
-        } => sync::run(&config, report.as_deref(), dry_run, debug_payloads).map_err(Failure::from),
+            allow_removals,
+        } => sync::run(
+            &config,
+            report.as_deref(),
+            dry_run,
+            debug_payloads,
+            allow_removals,
+        )
+        .map_err(Failure::from),
         Command::Runs { config, show } => sync::runs(config.as_deref(), show),
         Command::Preview {
             config,

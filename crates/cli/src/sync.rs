@@ -27,6 +27,7 @@ pub(crate) fn run(
     report_path: Option<&Path>,
     dry_run: bool,
     debug_payloads: bool,
+    allow_removals: bool,
 ) -> Result<ExitCode, Error> {
     let terminal = std::io::stderr().is_terminal();
     init_tracing(terminal);
@@ -51,6 +52,7 @@ pub(crate) fn run(
             dry_run,
             call_log,
             run_id: run_dir.as_ref().map(|run| run.id.clone()),
+            allow_removals,
             progress: Some(progress),
         },
     ));
@@ -111,7 +113,7 @@ pub(crate) fn run(
         Outcome::DryRun if report.row_errors.total > 0 => ExitCode::from(2),
         Outcome::Complete | Outcome::Baseline | Outcome::DryRun => ExitCode::SUCCESS,
         Outcome::Partial => ExitCode::from(2),
-        Outcome::Failed { .. } => ExitCode::from(1),
+        Outcome::Failed { .. } | Outcome::RemovalsHeld { .. } => ExitCode::from(1),
     })
 }
 

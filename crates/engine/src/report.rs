@@ -25,6 +25,18 @@ pub enum Outcome {
     Baseline,
     /// A dry run: everything but sending and committing was done.
     DryRun,
+    /// The run would have removed more of the state's rows than
+    /// [`Limits::max_removed_share`](crate::Limits::max_removed_share) allows, so it sent no
+    /// removal (added and changed rows went out as usual). A model that lost most of its rows
+    /// at once is more often a broken query or an empty file than the truth.
+    RemovalsHeld {
+        /// Rows the state has and the model no longer does.
+        removals: u64,
+        /// Rows in the state as the run started.
+        state_rows: u64,
+        /// The most removals the share allowed.
+        allowed: u64,
+    },
 }
 
 /// Changes found in the model, by kind.
@@ -170,6 +182,13 @@ impl RunReport {
             }
             Outcome::Failed { error } => format!("failed: {error}"),
             Outcome::Baseline => "baseline recorded; nothing sent (initial = \"skip\")".to_owned(),
+            Outcome::RemovalsHeld {
+                removals,
+                state_rows,
+                allowed,
+            } => format!(
+                "removals held: the model lacks {removals} of the {state_rows} rows last sent, more than the {allowed} that max_removed_share allows, so no removal was sent (added and changed rows were); if the model really lost them, allow it for one run or raise max_removed_share"
+            ),
             Outcome::DryRun => {
                 let mut text = format!(
                     "dry run: nothing sent, nothing committed; {} records would be sent",

@@ -62,6 +62,10 @@ pub(crate) struct Run<'e> {
     max_record_bytes: usize,
     /// The last record's place in the run's order.
     seq: u64,
+    /// Rows in the state as the run started.
+    state_rows: u64,
+    /// Set when the removals were more than the run may send.
+    removals_held: Option<Outcome>,
     clock: Instant,
 }
 
@@ -106,8 +110,9 @@ impl<'e> Run<'e> {
             config,
             settings.progress.clone(),
         );
+        let state_rows = blocking(&state, |s| Ok(s.key_count()? as u64)).await?;
         // A store with nothing in it has nothing to look up.
-        let state_was_empty = blocking(&state, |s| Ok(s.key_count()? == 0)).await?;
+        let state_was_empty = state_rows == 0;
         let diff = Arc::new(DiffContext {
             codec,
             schema: settings.schema().clone(),
@@ -126,6 +131,8 @@ impl<'e> Run<'e> {
             max_record_bytes: description.max_record_bytes.min(limits.max_batch_bytes),
             shards: description.shards,
             seq: 0,
+            state_rows,
+            removals_held: None,
             clock,
         })
     }
@@ -269,6 +276,20 @@ impl<'e> Run<'e> {
     ) -> Result<(), Error> {
         let page_size = self.settings.limits.chunk_rows;
         let mut walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
+        if !unsent {
+            // Counted before any is sent: past the share, none is.
+            let removals = walk.count_gone()?;
+            let share = self.settings.limits.max_removed_share;
+            let allowed = (share * self.state_rows as f64).floor() as u64;
+            if removals > allowed && share < 1.0 {
+                self.removals_held = Some(Outcome::RemovalsHeld {
+                    removals,
+                    state_rows: self.state_rows,
+                    allowed,
+                });
+                return Ok(());
+            }
+        }
         let mut page = Vec::with_capacity(page_size);
         for key in walk.gone()? {
             page.push(key?);
@@ -414,6 +435,7 @@ impl<'e> Run<'e> {
             (_, Some(error)) => Outcome::Failed {
                 error: error.to_string(),
             },
+            _ if self.removals_held.is_some() => self.removals_held.take().expect("checked"),
             _ if dry_run => Outcome::DryRun,
             _ if baseline_only => Outcome::Baseline,
             _ if report.records.pending > 0 || report.row_errors.total > 0 => Outcome::Partial,

@@ -116,6 +116,11 @@ pub struct Limits {
     pub keys_in_memory: usize,
     /// Seed of the retry jitter (a fixed seed makes a run's timing repeatable in tests).
     pub seed: Option<u64>,
+    /// The largest share (0.0..=1.0) of the state's rows one run may remove. A run whose
+    /// model lacks more sends no removal and ends [`RemovalsHeld`](crate::Outcome::RemovalsHeld):
+    /// an empty file or a broken query would otherwise remove every row downstream. 1.0
+    /// allows any removal.
+    pub max_removed_share: f64,
 }
 
 impl Default for Limits {
@@ -133,6 +138,7 @@ impl Default for Limits {
             max_backlog: 5000,
             keys_in_memory: 1 << 18,
             seed: None,
+            max_removed_share: 0.5,
         }
     }
 }
@@ -195,6 +201,13 @@ impl Limits {
         at_least_one("build_threads", self.build_threads as u64)?;
         at_least_one("max_backlog", self.max_backlog as u64)?;
         at_least_one("keys_in_memory", self.keys_in_memory as u64)?;
+        if !(0.0..=1.0).contains(&self.max_removed_share) {
+            return Err(LimitError {
+                setting: "max_removed_share",
+                value: self.max_removed_share.to_string(),
+                allowed: "0.0..=1.0".into(),
+            });
+        }
         Ok(())
     }
 }

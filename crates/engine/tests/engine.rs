@@ -186,6 +186,46 @@ async fn a_baseline_stopped_part_way_is_finished_without_sending_what_left_the_m
 }
 
 #[tokio::test]
+async fn removals_past_the_share_are_held_and_none_is_sent() {
+    let sink = memory_sink(1);
+    let mut engine = engine(sink.clone(), Events::all(), Initial::Backfill);
+    let rows = model(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")]);
+    run(&mut engine, &rows).await;
+    let sent = sink.records(&stream()).unwrap().len();
+    // Three of four gone, past the default half: held, and the added row still goes out.
+    let held = run(&mut engine, &model(&[(4, "d"), (5, "e")])).await;
+    assert_eq!(
+        held.outcome,
+        Outcome::RemovalsHeld {
+            removals: 3,
+            state_rows: 4,
+            allowed: 2
+        }
+    );
+    assert_eq!((held.events.added, held.events.removed), (1, 0));
+    assert_eq!(sink.records(&stream()).unwrap().len(), sent + 1);
+    assert_eq!(engine.state().lock().unwrap().key_count().unwrap(), 5);
+    // Exactly half (two of four) is allowed.
+    let mut engine = engine_with(sink.clone(), 0.5);
+    run(&mut engine, &rows).await;
+    let half = run(&mut engine, &model(&[(3, "c"), (4, "d")])).await;
+    assert_eq!((half.outcome, half.events.removed), (Outcome::Complete, 2));
+}
+
+fn engine_with(sink: Arc<InMemorySink>, max_removed_share: f64) -> Engine {
+    Engine::builder()
+        .records(records(None))
+        .sink(sink, stream())
+        .state(MemoryStore::new())
+        .limits(Limits {
+            max_removed_share,
+            ..fast_limits()
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
 async fn the_sqlite_store_carries_state_between_engines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");

@@ -110,6 +110,9 @@ fn limits(seed: u64) -> Limits {
         // One to three builder threads, so chunks are built out of step with their order.
         build_threads: 1 + (seed % 3) as usize,
         seed: Some(seed),
+        // Any edit of the model is the truth here; the guard against sudden mass removals has
+        // tests of its own.
+        max_removed_share: 1.0,
         ..Limits::default()
     }
 }

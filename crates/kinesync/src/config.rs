@@ -113,6 +113,10 @@ pub struct SyncConfig {
     /// Threads that render messages (default: one per core, up to 8). Fewer leave cores to
     /// other work on a shared host.
     pub build_threads: Option<usize>,
+    /// The largest share (0.0 to 1.0) of the rows last sent that one run may remove (default
+    /// 0.5). A run whose model lacks more sends no removal and exits 1: an empty file or a
+    /// broken query would otherwise remove every row downstream.
+    pub max_removed_share: Option<f64>,
 }
 
 impl SyncConfig {
@@ -130,6 +134,9 @@ impl SyncConfig {
         }
         if let Some(n) = self.build_threads {
             limits.build_threads = n;
+        }
+        if let Some(share) = self.max_removed_share {
+            limits.max_removed_share = share;
         }
         limits
     }

@@ -147,6 +147,9 @@ pub struct RunOptions {
     /// The run's id, noted in the state store's lock so that a run refused the store is told
     /// which run holds it.
     pub run_id: Option<String>,
+    /// Send the removals this run finds however many they are (`--allow-removals`): the
+    /// model really lost those rows.
+    pub allow_removals: bool,
     /// Counters to watch the run by.
     pub progress: Option<std::sync::Arc<engine::Progress>>,
 }
@@ -183,7 +186,14 @@ pub async fn run_config(
         .state_boxed(state)
         .events(events)
         .initial(initial)
-        .limits(config.sync.limits())
+        .limits(kinesync_engine::Limits {
+            max_removed_share: if options.allow_removals {
+                1.0
+            } else {
+                config.sync.limits().max_removed_share
+            },
+            ..config.sync.limits()
+        })
         .dry_run(options.dry_run);
     if let Some(progress) = options.progress {
         builder = builder.progress(progress);
