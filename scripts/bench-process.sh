@@ -5,6 +5,7 @@
 # (maximum resident set size, from /usr/bin/time) for each payload mode.
 #
 #   scripts/bench-process.sh [ROWS] [MODES]      # defaults: 1000000 "template mapping"
+#   KINESYNC_BIN=path/to/kinesync scripts/bench-process.sh   # another build, to compare side by side
 #
 # Figures go in the README's performance section. Timings vary on a shared machine: compare
 # figures from one run.
@@ -15,9 +16,11 @@ modes=${2:-template mapping}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-cargo build -q --release -p kinesync-cli
+if [ -z "${KINESYNC_BIN:-}" ]; then
+    cargo build -q --release -p kinesync-cli
+fi
 cargo build -q --release -p kinesync-fixtures --example gen_rows
-kinesync="$root/target/release/kinesync"
+kinesync="${KINESYNC_BIN:-$root/target/release/kinesync}"
 gen_rows="$root/target/release/examples/gen_rows"
 
 work=$(mktemp -d)

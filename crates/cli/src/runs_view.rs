@@ -112,6 +112,7 @@ pub(crate) fn describe_entry(entry: &RunEntry) -> String {
                 Outcome::Baseline => "baseline",
                 Outcome::DryRun => "dry run",
                 Outcome::RemovalsHeld { .. } => "held",
+                Outcome::Interrupted => "interrupted",
             };
             format!(
                 "{}  {:<9} rows {:>9}  added {:>8}  changed {:>8}  removed {:>8}  acknowledged {:>9}  pending {:>7}  errors {:>6}  calls {:>6}  {:>7.1} s",

@@ -5,11 +5,12 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kinesync::engine::{Outcome, Progress, ProgressSnapshot};
+use kinesync::engine::{Interrupt, Outcome, Progress, ProgressSnapshot};
 use kinesync::runs::Runs;
 
 use crate::runs_view::{describe_entry, show_run};
@@ -17,6 +18,46 @@ use kinesync::{Config, Error, RunOptions};
 use tracing_subscriber::EnvFilter;
 
 use crate::RunsCommand;
+
+/// Waits for SIGINT or SIGTERM: the first asks the run to stop cleanly (no new row, no new
+/// call; the calls in flight finish and are committed, the report says interrupted), and
+/// notes the exit code it calls for; a second one ends the process at once.
+async fn watch_signals(interrupt: Interrupt, exit_code: Arc<AtomicU8>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let code = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        exit_code.store(code, Ordering::SeqCst);
+        interrupt.interrupt();
+        tracing::warn!(
+            "stopping: no new rows or calls; the calls in flight finish and are committed (a second signal stops at once)"
+        );
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(i32::from(code));
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            exit_code.store(130, Ordering::SeqCst);
+            interrupt.interrupt();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    }
+}
 
 /// How many past runs are kept when `[sync] keep_runs` is not set.
 const DEFAULT_KEEP_RUNS: usize = 50;
@@ -46,16 +87,22 @@ pub(crate) fn run(
     );
     let progress = Arc::new(Progress::new());
     let display = ProgressDisplay::start(progress.clone(), terminal);
-    let result = crate::runtime().block_on(kinesync::run_config(
+    let runtime = crate::runtime();
+    let interrupt = Interrupt::new();
+    let signal = Arc::new(AtomicU8::new(0));
+    let watcher = runtime.spawn(watch_signals(interrupt.clone(), signal.clone()));
+    let result = runtime.block_on(kinesync::run_config(
         &config,
         RunOptions {
             dry_run,
             call_log,
             run_id: run_dir.as_ref().map(|run| run.id.clone()),
             allow_removals,
+            interrupt: Some(interrupt),
             progress: Some(progress),
         },
     ));
+    watcher.abort();
     display.finish();
     let (report, destination) = match result {
         Ok(done) => done,
@@ -114,6 +161,11 @@ pub(crate) fn run(
         Outcome::Complete | Outcome::Baseline | Outcome::DryRun => ExitCode::SUCCESS,
         Outcome::Partial => ExitCode::from(2),
         Outcome::Failed { .. } | Outcome::RemovalsHeld { .. } => ExitCode::from(1),
+        // The shell's convention: 128 and the signal's number (SIGINT 2, SIGTERM 15).
+        Outcome::Interrupted => ExitCode::from(match signal.load(Ordering::SeqCst) {
+            0 => 130,
+            code => code,
+        }),
     })
 }
 

@@ -135,7 +135,8 @@ fn backfill_then_changes(mode: &str, schema: &Arc<Schema>, rows: usize) -> (f64,
         .state(SqliteStore::open(dir.path().join("state.db")).unwrap())
         .build()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The runtime the `kinesync` binary runs on.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();

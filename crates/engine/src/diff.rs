@@ -163,33 +163,6 @@ pub(crate) struct RemovalWalk {
 }
 
 impl RemovalWalk {
-    /// How many keys the state has and the model does not: a merge of the hashes alone, so
-    /// that a run can decide before it sends any removal.
-    pub(crate) fn count_gone(&mut self) -> Result<u64, Error> {
-        let mut model = self.model.hashes().map_err(spill_error)?.peekable();
-        let mut gone = 0;
-        for stored in self.stored.hashes().map_err(spill_error)? {
-            let stored = stored.map_err(spill_error)?;
-            let in_model = loop {
-                match model.peek() {
-                    Some(Ok(m)) if *m < stored => {
-                        model.next();
-                    }
-                    Some(Ok(m)) => break *m == stored,
-                    Some(Err(_)) => match model.next() {
-                        Some(Err(e)) => return Err(spill_error(e)),
-                        _ => unreachable!("peeked an error"),
-                    },
-                    None => break false,
-                }
-            };
-            if !in_model {
-                gone += 1;
-            }
-        }
-        Ok(gone)
-    }
-
     /// The keys the state has and the model does not, in hash order.
     pub(crate) fn gone(&mut self) -> Result<GoneKeys<'_>, Error> {
         // The model's side needs only its hashes.

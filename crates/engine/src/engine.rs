@@ -11,6 +11,7 @@ use kinesync_transport::{KinesisSink, StreamName};
 
 use crate::codec::RowCodec;
 use crate::error::Error;
+use crate::interrupt::Interrupt;
 use crate::prepare::{ModelRow, Prepared, Preparer};
 use crate::progress::Progress;
 use crate::record::RecordBuilder;
@@ -30,6 +31,7 @@ pub struct EngineBuilder {
     limits: Limits,
     dry_run: bool,
     progress: Option<Arc<Progress>>,
+    interrupt: Interrupt,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -102,6 +104,12 @@ impl EngineBuilder {
         self
     }
 
+    /// A handle that stops a run early and cleanly (default: a handle nobody holds).
+    pub fn interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = interrupt;
+        self
+    }
+
     /// Checks that everything is there and the limits are in range.
     pub fn build(self) -> Result<Engine, Error> {
         self.limits.validate()?;
@@ -129,6 +137,7 @@ impl EngineBuilder {
                 limits: self.limits,
                 dry_run: self.dry_run,
                 progress: self.progress.unwrap_or_default(),
+                interrupt: self.interrupt,
             },
             state,
             runs: 0,
@@ -147,6 +156,7 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) dry_run: bool,
     pub(crate) progress: Arc<Progress>,
+    pub(crate) interrupt: Interrupt,
 }
 
 impl Settings {

@@ -25,6 +25,10 @@ pub enum Outcome {
     Baseline,
     /// A dry run: everything but sending and committing was done.
     DryRun,
+    /// The run was asked to stop ([`Interrupt`](crate::Interrupt)): it read no further, let
+    /// the calls in flight finish and committed what they got acknowledged. The next run sends
+    /// the rest.
+    Interrupted,
     /// The run would have removed more of the state's rows than
     /// [`Limits::max_removed_share`](crate::Limits::max_removed_share) allows, so it sent no
     /// removal (added and changed rows went out as usual). A model that lost most of its rows
@@ -182,6 +186,7 @@ impl RunReport {
             }
             Outcome::Failed { error } => format!("failed: {error}"),
             Outcome::Baseline => "baseline recorded; nothing sent (initial = \"skip\")".to_owned(),
+            Outcome::Interrupted => "interrupted: the calls in flight finished and were committed; the next run sends the rest".to_owned(),
             Outcome::RemovalsHeld {
                 removals,
                 state_rows,

@@ -44,6 +44,8 @@ enum Stop {
     Duplicate(Duplicate),
     /// The stream refused calls in a way retrying cannot mend.
     Transport,
+    /// The run was asked to stop.
+    Interrupted,
 }
 
 /// The state of one run: what it was built with, what it has counted, and where its records
@@ -149,6 +151,10 @@ impl<'e> Run<'e> {
         let mut pool = BuildPool::start(settings.records.clone(), settings.limits.build_threads)?;
         let mut stop = None;
         while let Some(chunk) = self.next_chunk(&mut rows) {
+            if settings.interrupt.is_interrupted() {
+                stop = Some(Stop::Interrupted);
+                break;
+            }
             if let Some(duplicate) = keys.note(&chunk, self.report.rows_read)? {
                 stop = Some(Stop::Duplicate(duplicate));
                 break;
@@ -183,13 +189,20 @@ impl<'e> Run<'e> {
         if model_complete && !self.diff.state_was_empty {
             self.removed(keys, &mut pool, baseline_only).await?;
         }
+        if matches!(stop, Some(Stop::Interrupted)) {
+            // No new call: what waits is pending, the calls in flight finish below.
+            drop(pool);
+            self.outbox.abandon();
+        }
         // The chunks still being built. After the stream stopped the run, the outbox counts
         // their records as pending.
-        while let Some(built) = pool.next().await? {
-            self.queue_built(built);
-            self.send_queued().await?;
+        else {
+            while let Some(built) = pool.next().await? {
+                self.queue_built(built);
+                self.send_queued().await?;
+            }
+            drop(pool);
         }
-        drop(pool);
         self.outbox.finish(&self.state).await?;
         // Every acknowledged change written before the run reports it.
         let record_baseline = model_complete && first_run && !settings.dry_run;
@@ -275,10 +288,12 @@ impl<'e> Run<'e> {
         unsent: bool,
     ) -> Result<(), Error> {
         let page_size = self.settings.limits.chunk_rows;
-        let mut walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
         if !unsent {
-            // Counted before any is sent: past the share, none is.
-            let removals = walk.count_gone()?;
+            // Decided before any is sent: past the share, none is. Every key the state had is
+            // in the model (a changed or unchanged row) or gone, so no pass over the keys is
+            // needed to count the gone ones.
+            let in_model = self.report.events.changed + self.report.events.unchanged;
+            let removals = self.state_rows.saturating_sub(in_model);
             let share = self.settings.limits.max_removed_share;
             let allowed = (share * self.state_rows as f64).floor() as u64;
             if removals > allowed && share < 1.0 {
@@ -290,6 +305,7 @@ impl<'e> Run<'e> {
                 return Ok(());
             }
         }
+        let mut walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
         let mut page = Vec::with_capacity(page_size);
         for key in walk.gone()? {
             page.push(key?);
@@ -435,6 +451,7 @@ impl<'e> Run<'e> {
             (_, Some(error)) => Outcome::Failed {
                 error: error.to_string(),
             },
+            (Some(Stop::Interrupted), _) => Outcome::Interrupted,
             _ if self.removals_held.is_some() => self.removals_held.take().expect("checked"),
             _ if dry_run => Outcome::DryRun,
             _ if baseline_only => Outcome::Baseline,

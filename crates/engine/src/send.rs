@@ -78,6 +78,8 @@ pub(crate) struct Outbox {
     started: Instant,
     /// Records that arrived after the outbox stopped: pending.
     refused: u64,
+    /// Nothing new goes out ([`abandon`](Self::abandon)).
+    abandoned: bool,
     /// The error that stopped sending, if one did.
     stopped: Option<TransportError>,
     pub(crate) counts: SendCounts,
@@ -100,6 +102,7 @@ impl Outbox {
             in_flight: FuturesUnordered::new(),
             started: Instant::now(),
             refused: 0,
+            abandoned: false,
             stopped: None,
             counts: SendCounts::default(),
             progress,
@@ -108,11 +111,18 @@ impl Outbox {
 
     /// Queues a record behind everything queued before it.
     pub(crate) fn push(&mut self, item: Item) {
-        if self.stopped.is_some() {
+        if self.stopped.is_some() || self.abandoned {
             self.refused += 1;
         } else {
             self.batcher.push(item);
         }
+    }
+
+    /// Stops sending: what waits (queued, or for a retry) is left pending for the next run, and
+    /// from now on records pushed are too; the calls in flight still finish.
+    pub(crate) fn abandon(&mut self) {
+        self.batcher.abandon();
+        self.abandoned = true;
     }
 
     /// Records not acknowledged, and no longer on their way: pending for the next run.
@@ -150,12 +160,13 @@ impl Outbox {
     /// Starts what can start, then waits for one completion or retry time. `false` when
     /// there is nothing left that this run can do.
     async fn step(&mut self, store: &SharedState) -> Result<bool, Error> {
-        if self.stopped.is_none() {
+        let sending = self.stopped.is_none() && !self.abandoned;
+        if sending {
             self.launch();
         }
         // A retry falling due matters only if a call could start for it; otherwise wait for a
         // call to finish (waiting on a past due time would spin without ever yielding).
-        let can_launch = self.stopped.is_none() && self.in_flight.len() < self.config.max_in_flight;
+        let can_launch = sending && self.in_flight.len() < self.config.max_in_flight;
         let next_retry = self.batcher.next_due().filter(|_| can_launch);
         let done = match (self.in_flight.is_empty(), next_retry) {
             (true, None) => return Ok(false),
@@ -225,7 +236,8 @@ impl Outbox {
 
     fn retry_or_give_up(&mut self, mut item: Item) {
         item.attempts += 1;
-        if item.attempts >= self.config.max_attempts
+        if self.abandoned
+            || item.attempts >= self.config.max_attempts
             || self.started.elapsed() >= self.config.retry_time
         {
             self.batcher.give_up(item);

@@ -131,6 +131,17 @@ impl StateStore for WaitsForACall {
 // be answered while the store commits.
 #[tokio::test(flavor = "current_thread")]
 async fn calls_are_answered_while_the_state_store_commits() {
+    answered_while_committing().await;
+}
+
+// Many threads, as the `kinesync` binary runs: the store works in place, and the runtime moves
+// the calls to another thread meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_answered_while_the_state_store_commits_on_many_threads() {
+    answered_while_committing().await;
+}
+
+async fn answered_while_committing() {
     let inner = InMemorySink::new();
     inner.create_stream(&stream(), StreamConfig::with_shards(2));
     // Room for every answer, so the sink never waits for the store.

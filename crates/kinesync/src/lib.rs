@@ -150,6 +150,8 @@ pub struct RunOptions {
     /// Send the removals this run finds however many they are (`--allow-removals`): the
     /// model really lost those rows.
     pub allow_removals: bool,
+    /// A handle that stops the run early and cleanly (a signal handler holds its clone).
+    pub interrupt: Option<engine::Interrupt>,
     /// Counters to watch the run by.
     pub progress: Option<std::sync::Arc<engine::Progress>>,
 }
@@ -197,6 +199,9 @@ pub async fn run_config(
         .dry_run(options.dry_run);
     if let Some(progress) = options.progress {
         builder = builder.progress(progress);
+    }
+    if let Some(interrupt) = options.interrupt {
+        builder = builder.interrupt(interrupt);
     }
     let mut engine = builder.build().map_err(|e| match e {
         kinesync_engine::Error::Limit(limit) => config.invalid(format!("[sync] {limit}")),
