@@ -85,11 +85,18 @@ async fn an_interrupted_run_commits_its_calls_in_flight_and_the_next_sends_the_r
     assert!(first.rows_read < 1000, "it stopped reading: {first:?}");
     assert_eq!(first.events.removed, 0);
     let landed = sink.inner.records(&stream).unwrap().len() as u64;
-    assert_eq!(landed, acknowledged, "no call started after the interrupt went unanswered");
+    assert_eq!(
+        landed, acknowledged,
+        "no call started after the interrupt went unanswered"
+    );
 
     interrupt.reset();
     let second = engine.run(rows()).await.unwrap();
-    assert_eq!(second.outcome, Outcome::Interrupted, "the sink interrupts again");
+    assert_eq!(
+        second.outcome,
+        Outcome::Interrupted,
+        "the sink interrupts again"
+    );
     interrupt.reset();
     // A sink that no longer interrupts: swap by building a plain engine over the same state.
     let state = engine.state();
