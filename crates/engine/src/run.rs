@@ -246,6 +246,11 @@ impl<'e> Run<'e> {
                 row: r.stored,
             })
             .collect();
+        self.commit_unsent(changes).await
+    }
+
+    /// Moves the state on to `changes` without sending them (see [`commit::without_sending`]).
+    async fn commit_unsent(&mut self, changes: Vec<Change>) -> Result<(), Error> {
         let dry_run = self.settings.dry_run;
         blocking(&self.state, move |s| {
             Ok(commit::without_sending(s, changes, dry_run)?)
@@ -329,24 +334,16 @@ impl<'e> Run<'e> {
     /// the state moved on without sending.
     async fn removals(&mut self, gone: Vec<String>, unsent: bool) -> Result<Vec<ToBuild>, Error> {
         let settings = self.settings;
+        let deletes =
+            |gone: Vec<String>| gone.into_iter().map(|key| Change::Delete { key }).collect();
         if unsent {
-            let changes = gone.into_iter().map(|key| Change::Delete { key }).collect();
-            let dry_run = settings.dry_run;
-            blocking(&self.state, move |s| {
-                Ok(commit::without_sending(s, changes, dry_run)?)
-            })
-            .await?;
+            self.commit_unsent(deletes(gone)).await?;
             return Ok(Vec::new());
         }
         self.report.events.removed += gone.len() as u64;
         if !settings.events.removed {
             self.report.events.not_triggered += gone.len() as u64;
-            let changes = gone.into_iter().map(|key| Change::Delete { key }).collect();
-            let dry_run = settings.dry_run;
-            blocking(&self.state, move |s| {
-                Ok(commit::without_sending(s, changes, dry_run)?)
-            })
-            .await?;
+            self.commit_unsent(deletes(gone)).await?;
             return Ok(Vec::new());
         }
         let (gone, rows) = blocking(&self.state, move |s| {
