@@ -4,12 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use kinesync_transport::{
-    AssumeRole, AwsKinesisSink, CallObserver, CapacityMode, Credentials, Encryption, InMemorySink,
-    KinesisSink, ObservedSink, Secret, StreamConfig, StreamDescription, StreamName, StreamStatus,
+    CallObserver, CapacityMode, Encryption, InMemorySink, KinesisSink, ObservedSink, StreamConfig,
+    StreamDescription, StreamName, StreamStatus,
 };
 
 use crate::Error;
-use crate::config::{AuthKind, Config, DestinationConfig};
+use crate::config::{Config, DestinationConfig};
+
+#[cfg(feature = "aws")]
+mod aws;
 
 /// A sink and the stream it writes to, with a description of where that is (never secrets).
 #[derive(Debug, Clone)]
@@ -24,69 +27,6 @@ pub struct Destination {
     pub credentials: String,
     /// The simulated stream, when `[destination]` asks for one (to report its shards).
     pub simulated: Option<Arc<InMemorySink>>,
-}
-
-fn env(config: &Config, setting: &str, name: &Option<String>) -> Result<String, Error> {
-    let name = name
-        .as_deref()
-        .ok_or_else(|| config.invalid(format!("[destination.auth] needs {setting}")))?;
-    std::env::var(name).map_err(|_| {
-        config.invalid(format!(
-            "[destination.auth] {setting} names the environment variable {name}, which is not set"
-        ))
-    })
-}
-
-fn base_credentials(
-    config: &Config,
-    dest: &DestinationConfig,
-) -> Result<(Credentials, String), Error> {
-    let auth = &dest.auth;
-    let access_key = || -> Result<(Credentials, String), Error> {
-        let access_key_id = env(config, "access_key_id_env", &auth.access_key_id_env)?;
-        let secret = env(config, "secret_access_key_env", &auth.secret_access_key_env)?;
-        let token = match &auth.session_token_env {
-            Some(_) => Some(Secret::new(env(
-                config,
-                "session_token_env",
-                &auth.session_token_env,
-            )?)),
-            None => None,
-        };
-        let described = format!(
-            "access key {access_key_id} from ${}",
-            auth.access_key_id_env.as_deref().unwrap_or_default()
-        );
-        Ok((
-            Credentials::AccessKey {
-                access_key_id,
-                secret_access_key: Secret::new(secret),
-                session_token: token,
-            },
-            described,
-        ))
-    };
-    let profile = |name: &str| {
-        (
-            Credentials::Profile(name.to_owned()),
-            format!("profile {name:?}"),
-        )
-    };
-    match auth.kind {
-        AuthKind::Default => Ok((Credentials::DefaultChain, "the default credential chain".into())),
-        AuthKind::Profile => {
-            let name = auth.profile.as_deref().ok_or_else(|| config.invalid("[destination.auth] kind = \"profile\" needs profile = \"NAME\""))?;
-            Ok(profile(name))
-        }
-        AuthKind::AccessKey => access_key(),
-        AuthKind::AssumeRole => match (&auth.profile, auth.access_key_id_env.is_some() || auth.secret_access_key_env.is_some()) {
-            (Some(_), true) => Err(config.invalid("[destination.auth] names both a profile and an access key as the base for assume_role; keep one")),
-            (Some(name), false) => Ok(profile(name)),
-            // Both halves of the key are required: `env` names the one that is missing.
-            (None, true) => access_key(),
-            (None, false) => Ok((Credentials::DefaultChain, "the default credential chain".into())),
-        },
-    }
 }
 
 /// Builds the sink `[destination]` describes. Credentials are resolved on the first call.
@@ -132,46 +72,31 @@ pub async fn connect_observed(
             simulated: Some(sink),
         });
     }
-    let (credentials, mut described) = base_credentials(config, dest)?;
-    let mut builder = AwsKinesisSink::builder().credentials(credentials);
-    if let Some(observer) = observer {
-        builder = builder.observer(observer);
-    }
-    if let Some(region) = &dest.region {
-        builder = builder.region(region);
-    }
-    if let Some(url) = &dest.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    if let Some(url) = &dest.sts_endpoint_url {
-        builder = builder.sts_endpoint_url(url);
-    }
-    if dest.auth.kind == AuthKind::AssumeRole {
-        let role_arn = dest.auth.role_arn.clone().ok_or_else(|| {
-            config.invalid("[destination.auth] kind = \"assume_role\" needs role_arn")
-        })?;
-        described = format!("role {role_arn} assumed with {described}");
-        builder = builder.assume_role(AssumeRole {
-            role_arn,
-            external_id: dest.auth.external_id.clone(),
-            session_name: dest.auth.session_name.clone(),
-        });
-    }
-    let sink = builder
-        .build()
-        .await
-        .map_err(|e| config.invalid(format!("[destination] {e}")))?;
-    let mut location = format!("region {}", sink.region());
-    if let Some(url) = &dest.endpoint_url {
-        location.push_str(&format!(", endpoint {url}"));
-    }
-    Ok(Destination {
-        sink: Arc::new(sink),
-        stream,
-        location,
-        credentials: described,
-        simulated: None,
-    })
+    connect_aws(config, dest, stream, observer).await
+}
+
+/// A Kinesis stream through the AWS SDK.
+#[cfg(feature = "aws")]
+async fn connect_aws(
+    config: &Config,
+    dest: &DestinationConfig,
+    stream: StreamName,
+    observer: Option<Arc<dyn CallObserver>>,
+) -> Result<Destination, Error> {
+    aws::connect(config, dest, stream, observer).await
+}
+
+/// Without the `aws` feature only simulated streams can be had.
+#[cfg(not(feature = "aws"))]
+async fn connect_aws(
+    config: &Config,
+    _dest: &DestinationConfig,
+    _stream: StreamName,
+    _observer: Option<Arc<dyn CallObserver>>,
+) -> Result<Destination, Error> {
+    Err(config.invalid(
+        "[destination] names a Kinesis stream, and this kinesync was built without its `aws` feature: only `simulated = { shards = N }` works; build kinesync with its default features",
+    ))
 }
 
 /// What `kinesync check` found.
@@ -241,5 +166,28 @@ impl fmt::Display for CheckReport {
             _ => "unknown".to_owned(),
         };
         write!(f, "capacity     {capacity}")
+    }
+}
+
+#[cfg(all(test, not(feature = "aws")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_the_aws_feature_a_kinesis_stream_says_what_to_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kinesync.toml");
+        std::fs::write(
+            &path,
+            "[source]\npath = \"m.ndjson\"\nprimary_key = \"id\"\n\n[payload]\nmode = \"row\"\n\n\
+             [destination]\nstream = \"orders\"\nregion = \"us-east-1\"\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        let error = connect(&config).await.unwrap_err().to_string();
+        assert!(
+            error.contains("built without its `aws` feature") && error.contains("simulated"),
+            "{error}"
+        );
     }
 }
