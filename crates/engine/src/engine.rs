@@ -201,9 +201,9 @@ impl Engine {
     pub async fn run_source(&mut self, source: Box<dyn RowSource>) -> Result<RunReport, Error> {
         let locator = source.locator();
         let (codec, preparer) = self.prepare_run()?;
-        let prepared = source.map(move |item| {
-            item.map(|read| preparer.prepare(read.row, read.line))
-                .map_err(|e| e.to_string())
+        let prepared = source.map(move |item| match item {
+            Ok(read) => preparer.prepare(read.row, read.line),
+            Err(e) => Err(e.to_string()),
         });
         // A reading thread that dies ends the rows with an error, never silently: rows it
         // never read must not count as removed.
@@ -229,11 +229,21 @@ impl Engine {
         let items = rows.into_iter().map(move |item| match item {
             Ok(row) => {
                 let (row, line) = row.into_parts();
-                Ok(preparer.prepare(row, line))
+                preparer.prepare(row, line)
             }
             Err(e) => Err(e.to_string()),
         });
         self.run_prepared(codec, None, items).await
+    }
+
+    /// [`run`](Self::run) over rows that cannot fail to be read (rows already in memory).
+    pub async fn run_rows<I, R>(&mut self, rows: I) -> Result<RunReport, Error>
+    where
+        I: IntoIterator<Item = R>,
+        R: ModelRow,
+    {
+        self.run(rows.into_iter().map(Ok::<R, std::convert::Infallible>))
+            .await
     }
 
     /// The stored-row codec for this run, once the store's column lists are read (and this
@@ -250,6 +260,7 @@ impl Engine {
         let preparer = Preparer {
             encoder: settings.encoder.clone(),
             primary_key: settings.schema().primary_key_index(),
+            columns: settings.schema().columns().len(),
             stored_prefix: codec.prefix(),
         };
         Ok((codec, preparer))

@@ -54,12 +54,31 @@ thread_local! {
 pub(crate) struct Preparer {
     pub(crate) encoder: RowEncoder,
     pub(crate) primary_key: usize,
+    /// The model's columns: a row must have a value for each, no more and no fewer.
+    pub(crate) columns: usize,
     /// What each stored row starts with: its column list's number.
     pub(crate) stored_prefix: Vec<u8>,
 }
 
 impl Preparer {
-    pub(crate) fn prepare(&self, row: Row, line: u64) -> Prepared {
+    /// The row prepared, or why it cannot be: a row whose width is not the schema's is an
+    /// error naming its primary key (when it has one), never silently cut or padded.
+    pub(crate) fn prepare(&self, row: Row, line: u64) -> Result<Prepared, String> {
+        let width = row.values().len();
+        if width != self.columns {
+            let key = match row.values().get(self.primary_key) {
+                Some(value) => format!("row {}", value.to_json_string()),
+                None => "a row".to_owned(),
+            };
+            return Err(format!(
+                "{key} has {width} values, and the model has {} columns",
+                self.columns
+            ));
+        }
+        Ok(self.prepare_checked(row, line))
+    }
+
+    fn prepare_checked(&self, row: Row, line: u64) -> Prepared {
         // Encoded into this thread's buffers, then copied out at its exact size: one
         // allocation per row, never a regrowth. The fingerprint is the object's, as it
         // always was, so that rows stored before stored rows lost their names still match.

@@ -189,6 +189,42 @@ async fn a_first_run_stopped_part_way_is_followed_by_one_that_finds_removed_rows
     );
 }
 
+#[tokio::test]
+async fn a_row_whose_width_is_not_the_schemas_is_an_error_naming_its_key() {
+    let sink = memory_sink(1);
+    let mut engine = engine(sink.clone(), Events::all(), Initial::Backfill);
+    let rows = vec![
+        row(1, "a"),
+        Row::new(vec![Value::Int(2), Value::from("b")]),
+        Row::new(vec![
+            Value::Int(3),
+            Value::from("c"),
+            Value::from("g0"),
+            Value::from("one too many"),
+        ]),
+    ];
+    // Rows from memory cannot fail to be read: no `Ok` to wrap them in.
+    let report = engine.run_rows(rows).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Partial, "{report:?}");
+    assert_eq!(
+        (report.records.acknowledged, report.unreadable_rows),
+        (1, 2)
+    );
+    let messages: Vec<&str> = report
+        .row_errors
+        .first
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "row 2 has 2 values, and the model has 3 columns",
+            "row 3 has 4 values, and the model has 3 columns"
+        ]
+    );
+}
+
 /// Rows read one at a time, so that chunks are still with the builder threads when the
 /// stream stops the run: their records are counted as pending, none goes missing.
 #[tokio::test(start_paused = true)]
