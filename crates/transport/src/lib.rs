@@ -60,7 +60,7 @@ pub mod conformance;
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+pub use async_trait::async_trait;
 pub use bytes::Bytes;
 use kinesync_keys::{ExplicitHashKey, PartitionKey, ShardMap};
 
@@ -274,6 +274,81 @@ pub struct StreamDescription {
 ///
 /// Implementations keep SDK types on their side of it. See the crate docs for what a sink
 /// promises; `crate::conformance` (feature `testing`) checks a sink against those promises.
+///
+/// # Writing your own
+///
+/// Implement it with the [`async_trait`] attribute this crate re-exports (the trait is used as
+/// `Arc<dyn KinesisSink>`, which async functions in traits do not allow yet). `Display` is
+/// required so that errors and logs can name the sink a run used ("in-memory stream", "Kinesis
+/// in eu-west-1"); `Debug` must not print secrets. Every method is required, so that a wrapper
+/// cannot drop an inner sink's behaviour by falling back to a default. A sink that throttles
+/// every third record, around the in-memory stream:
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use kinesync_transport::{
+///     async_trait, InMemorySink, KinesisSink, PutRecord, RecordFailure, RecordOutcome,
+///     StreamConfig, StreamDescription, StreamName, TransportError,
+/// };
+///
+/// #[derive(Debug, Default)]
+/// struct EveryThirdThrottled {
+///     inner: InMemorySink,
+///     seen: AtomicUsize,
+/// }
+///
+/// impl std::fmt::Display for EveryThirdThrottled {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("in-memory stream, every third record throttled")
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl KinesisSink for EveryThirdThrottled {
+///     async fn put_records(
+///         &self,
+///         stream: &StreamName,
+///         records: &[PutRecord],
+///     ) -> Result<Vec<RecordOutcome>, TransportError> {
+///         let mut outcomes = Vec::with_capacity(records.len());
+///         for record in records {
+///             if self.seen.fetch_add(1, Ordering::Relaxed) % 3 == 2 {
+///                 outcomes.push(RecordOutcome::Failed {
+///                     failure: RecordFailure::Throttled,
+///                     message: "Rate exceeded for shard".into(),
+///                 });
+///             } else {
+///                 let landed = self.inner.put_records(stream, std::slice::from_ref(record));
+///                 outcomes.extend(landed.await?);
+///             }
+///         }
+///         Ok(outcomes)
+///     }
+///
+///     async fn describe_stream(
+///         &self,
+///         stream: &StreamName,
+///     ) -> Result<StreamDescription, TransportError> {
+///         self.inner.describe_stream(stream).await
+///     }
+///
+///     async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
+///         self.inner.list_streams().await
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let sink = EveryThirdThrottled::default();
+/// let stream = StreamName::new("orders").unwrap();
+/// sink.inner.create_stream(&stream, StreamConfig::with_shards(1));
+/// let record = |key: &str| PutRecord::new(key.parse().unwrap(), &b"{}"[..]);
+/// let outcomes = sink
+///     .put_records(&stream, &[record("a"), record("b"), record("c")])
+///     .await
+///     .unwrap();
+/// assert!(outcomes[0].is_accepted() && outcomes[1].is_accepted() && !outcomes[2].is_accepted());
+/// # });
+/// ```
 #[async_trait]
 pub trait KinesisSink: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Puts `records` (1 to 500, at most 10 MiB) to `stream`; one outcome per record, in order.
