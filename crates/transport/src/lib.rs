@@ -277,7 +277,7 @@ pub struct StreamDescription {
 ///
 /// # Writing your own
 ///
-/// Implement it with the [`async_trait`] attribute this crate re-exports (the trait is used as
+/// Implement it with the [`async_trait`](macro@async_trait) attribute this crate re-exports (the trait is used as
 /// `Arc<dyn KinesisSink>`, which async functions in traits do not allow yet). `Display` is
 /// required so that errors and logs can name the sink a run used ("in-memory stream", "Kinesis
 /// in eu-west-1"); `Debug` must not print secrets. Every method is required, so that a wrapper
