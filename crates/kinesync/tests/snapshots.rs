@@ -50,3 +50,34 @@ fn compile_errors_point_into_the_config_file() {
     let err = snapshot_config(config("template_errors")).unwrap_err();
     insta::assert_snapshot!(machine_independent(&err.to_string()));
 }
+
+/// The file-free path of the README: a template and rows in code, no config file.
+#[test]
+fn a_template_over_rows_in_memory() {
+    use kinesync::keys::ShardMap;
+    use kinesync::payload::{Event, Payload, PayloadSpec, Row, Schema, Value};
+    use kinesync::preview::Preview;
+    use kinesync::{KeySpec, RecordBuilder};
+
+    let schema = Schema::new(["id", "email", "total"], "id").unwrap();
+    let template =
+        r#"{"order": {{ row.id }}, "customer": "{{ row.email }}", "total": {{ row.total }}}"#;
+    // A compile error's Display is a compiler-style report with line and column.
+    let payload = Payload::compile(&PayloadSpec::template(template), schema.clone())
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let keys = KeySpec::new(&schema, Some("email"), None).unwrap_or_else(|e| panic!("{e}"));
+    let preview = Preview::new(
+        RecordBuilder::new(payload, keys),
+        ShardMap::even(4).unwrap(),
+        Event::Added,
+    );
+    let rows = [
+        Row::new(vec![
+            Value::Int(1),
+            Value::from("ada@example.com"),
+            Value::Float(9.5),
+        ]),
+        Row::new(vec![Value::Int(2), Value::from(""), Value::Float(12.0)]),
+    ];
+    insta::assert_snapshot!(preview.snapshot(rows));
+}
