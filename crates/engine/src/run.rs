@@ -191,18 +191,15 @@ impl<'e> Run<'e> {
         }
         if matches!(stop, Some(Stop::Interrupted)) {
             // No new call: what waits is pending, the calls in flight finish below.
-            drop(pool);
             self.outbox.abandon();
         }
-        // The chunks still being built. After the stream stopped the run, the outbox counts
-        // their records as pending.
-        else {
-            while let Some(built) = pool.next().await? {
-                self.queue_built(built);
-                self.send_queued().await?;
-            }
-            drop(pool);
+        // The chunks still being built. After the stream stopped the run, or it was
+        // interrupted, the outbox counts their records as pending.
+        while let Some(built) = pool.next().await? {
+            self.queue_built(built);
+            self.send_queued().await?;
         }
+        drop(pool);
         self.outbox.finish(&self.state).await?;
         // Every acknowledged change written before the run reports it.
         let record_baseline = model_complete && first_run && !settings.dry_run;

@@ -84,6 +84,12 @@ async fn an_interrupted_run_commits_its_calls_in_flight_and_the_next_sends_the_r
     assert!(acknowledged >= 10, "the call in flight finished: {first:?}");
     assert!(first.rows_read < 1000, "it stopped reading: {first:?}");
     assert_eq!(first.events.removed, 0);
+    // Every record built is accounted for: acknowledged, or pending for the next run.
+    assert_eq!(
+        first.records.acknowledged + first.records.pending,
+        first.records.to_send,
+        "{first:?}"
+    );
     let landed = sink.inner.records(&stream).unwrap().len() as u64;
     assert_eq!(
         landed, acknowledged,
