@@ -1,32 +1,10 @@
 //! One sync at a time per state: a run that finds its state held by another is refused at
 //! once, told which run holds it; a lock left by a killed run is taken over.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use common::{example, sync};
 use kinesync::state::{SqliteStore, StateStore};
-
-fn example(dir: &Path) -> std::path::PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/users");
-    for file in ["kinesync.toml", "users.ndjson", "user_event.liquid"] {
-        std::fs::copy(source.join(file), dir.join(file)).unwrap();
-    }
-    dir.join("kinesync.toml")
-}
-
-fn sync(config: &Path) -> (Output, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
-        .args(["sync", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
-}
 
 #[test]
 fn a_second_run_on_a_held_state_is_refused_naming_the_holder() {
@@ -36,7 +14,7 @@ fn a_second_run_on_a_held_state_is_refused_naming_the_holder() {
     // Another run, in this process, holds the state.
     let holder = SqliteStore::open_for_run(&state, "20261130-120000-000").unwrap();
 
-    let (output, text) = sync(&config);
+    let (output, text) = sync(&config, &[]);
     assert_eq!(output.status.code(), Some(1), "{text}");
     assert!(
         text.contains("is in use by run 20261130-120000-000")
@@ -49,7 +27,7 @@ fn a_second_run_on_a_held_state_is_refused_naming_the_holder() {
     drop(holder);
 
     // Once the holder is done, the next run goes ahead.
-    let (output, text) = sync(&config);
+    let (output, text) = sync(&config, &[]);
     assert_eq!(output.status.code(), Some(0), "{text}");
 }
 
@@ -64,7 +42,7 @@ fn a_lock_left_by_a_killed_run_is_taken_over() {
         "pid 4194303\nsince 1764504000\nrun 20261130-120000-000\n",
     )
     .unwrap();
-    let (output, text) = sync(&config);
+    let (output, text) = sync(&config, &[]);
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(
         text.contains("lock was left by run 20261130-120000-000") && text.contains("taken over"),

@@ -3,8 +3,10 @@
 //! removal and exits 1, saying how to allow it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+mod common;
+
+use common::sync;
 use kinesync::state::{SqliteStore, StateStore};
 
 fn write_model(dir: &Path, rows: &[(i64, &str)]) {
@@ -13,21 +15,6 @@ fn write_model(dir: &Path, rows: &[(i64, &str)]) {
         text.push_str(&format!("{id},{email}\n"));
     }
     std::fs::write(dir.join("users.csv"), text).unwrap();
-}
-
-fn sync(config: &Path, extra: &[&str]) -> (Output, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
-        .args(["sync", "--config"])
-        .arg(config)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
 }
 
 fn state_rows(dir: &Path) -> usize {
