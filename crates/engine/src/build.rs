@@ -29,9 +29,18 @@ pub(crate) struct ToBuild {
     pub(crate) change: Change,
 }
 
-/// A chunk's records (or why a row has none), each with its change, in the chunk's order.
-/// The rows themselves are dropped on the building thread once rendered.
-pub(crate) type Built = Vec<(Change, Result<Record, RowError>)>;
+/// One row's record (or why it has none), with its event and the change to commit once the
+/// record is acknowledged.
+#[derive(Debug)]
+pub(crate) struct BuiltRow {
+    pub(crate) change: Change,
+    pub(crate) event: Event,
+    pub(crate) record: Result<Record, RowError>,
+}
+
+/// A chunk's records, in the chunk's order. The rows themselves are dropped on the building
+/// thread once rendered.
+pub(crate) type Built = Vec<BuiltRow>;
 
 struct Job {
     rows: Vec<ToBuild>,
@@ -161,7 +170,11 @@ fn build_jobs(
                 None => input,
             };
             let record = records.build(input);
-            built.push((row.change, record));
+            built.push(BuiltRow {
+                change: row.change,
+                event: row.event,
+                record,
+            });
         }
         // The sync may have stopped and no longer want it.
         done.send(built).ok();

@@ -12,7 +12,7 @@ use std::iter::Peekable;
 use std::sync::Arc;
 
 use kinesync_payload::{Event, Schema};
-use kinesync_state::{Change, StateStore};
+use kinesync_state::{Change, Seen, StateStore, Unanswered};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::build::ToBuild;
@@ -233,6 +233,9 @@ pub(crate) struct Diffed {
     /// Changed rows whose last sent version cannot be read: not sent (see
     /// [`report_unreadable`]).
     pub(crate) unreadable: Vec<String>,
+    /// Rows whose key the state has (acknowledged or in doubt): what the removal threshold
+    /// subtracts from the state's keys to count the removed ones.
+    pub(crate) in_state: u64,
 }
 
 /// Sorts a chunk into events against the store, and moves the store on to the changes the
@@ -246,12 +249,18 @@ pub(crate) fn diff_chunk(
         vec![None; chunk.len()]
     } else {
         let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
-        state.fingerprints(&keys)?
+        state.seen(&keys)?
     };
-    let changed_keys: Vec<String> = chunk
+    let events: Vec<Option<Event>> = chunk
         .iter()
         .zip(&known)
-        .filter(|(r, k)| k.is_some_and(|fp| fp != r.fingerprint))
+        .map(|(read, known)| event_of(*known, read.fingerprint))
+        .collect();
+    // `previous` is the version stored: the one acknowledged, or the one that may have landed.
+    let changed_keys: Vec<String> = chunk
+        .iter()
+        .zip(&events)
+        .filter(|(_, event)| **event == Some(Event::Changed))
         .map(|(r, _)| r.key.clone())
         .collect();
     let mut previous = if context.events.changed && !changed_keys.is_empty() {
@@ -261,17 +270,14 @@ pub(crate) fn diff_chunk(
     };
     let mut diffed = Diffed {
         to_build: Vec::with_capacity(chunk.len()),
+        in_state: known.iter().filter(|k| k.is_some()).count() as u64,
         ..Diffed::default()
     };
     let mut untriggered = Vec::new();
-    for (read, known) in chunk.into_iter().zip(known) {
-        let event = match known {
-            None => Event::Added,
-            Some(fp) if fp != read.fingerprint => Event::Changed,
-            Some(_) => {
-                diffed.events.unchanged += 1;
-                continue;
-            }
+    for (read, event) in chunk.into_iter().zip(events) {
+        let Some(event) = event else {
+            diffed.events.unchanged += 1;
+            continue;
         };
         match event {
             Event::Added => diffed.events.added += 1,
@@ -292,8 +298,7 @@ pub(crate) fn diff_chunk(
                 Some(stored) => match context.codec.decode(&context.schema, &stored) {
                     Some(row) => Some(row),
                     None => {
-                        let (Change::Upsert { key, .. } | Change::Delete { key }) = change;
-                        diffed.unreadable.push(key);
+                        diffed.unreadable.push(change.key().to_owned());
                         continue;
                     }
                 },
@@ -310,6 +315,21 @@ pub(crate) fn diff_chunk(
     }
     crate::commit::without_sending(state, untriggered, context.dry_run)?;
     Ok(diffed)
+}
+
+/// The event of a model row, from what the state knows of its key; `None` when it is
+/// unchanged.
+///
+/// A key in doubt is always sent again, since its last record may or may not have landed: as
+/// added when the stream never acknowledged a version of it (or its removal may have landed),
+/// as changed when it did, with the version that may have landed as `previous`.
+fn event_of(known: Option<Seen>, fingerprint: u128) -> Option<Event> {
+    match known {
+        None | Some(Seen::InDoubt(Unanswered::Added | Unanswered::Removed)) => Some(Event::Added),
+        Some(Seen::InDoubt(Unanswered::Changed)) => Some(Event::Changed),
+        Some(Seen::Acknowledged(stored)) if stored != fingerprint => Some(Event::Changed),
+        Some(Seen::Acknowledged(_)) => None,
+    }
 }
 
 /// A row whose last sent version in the state cannot be read: reported against its key, and

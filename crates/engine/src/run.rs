@@ -20,19 +20,18 @@ use std::time::{Instant, SystemTime};
 use kinesync_keys::ShardMap;
 use kinesync_payload::Event;
 use kinesync_source::Locator;
-use kinesync_state::Change;
+use kinesync_state::{Change, Unanswered};
 use kinesync_transport::{PutRecord, StreamDescription};
 
 use crate::backoff::Backoff;
 use crate::batch::Item;
-use crate::build::{BuildPool, Built, ToBuild};
+use crate::build::{BuildPool, Built, BuiltRow, ToBuild};
 use crate::codec::RowCodec;
 use crate::commit;
 use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
 use crate::engine::Settings;
 use crate::error::Error;
 use crate::prepare::Prepared;
-use crate::record::{Record, RowError};
 use crate::report::{Outcome, RunReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
@@ -66,6 +65,10 @@ pub(crate) struct Run<'e> {
     seq: u64,
     /// Rows in the state as the run started.
     state_rows: u64,
+    /// Rows of the model whose key the state has.
+    state_rows_in_model: u64,
+    /// Keys of records queued since the last send, to mark in doubt before any goes out.
+    to_mark: Vec<Change>,
     /// Set when the removals were more than the run may send.
     removals_held: Option<Outcome>,
     clock: Instant,
@@ -134,6 +137,8 @@ impl<'e> Run<'e> {
             shards: description.shards,
             seq: 0,
             state_rows,
+            state_rows_in_model: 0,
+            to_mark: Vec::new(),
             removals_held: None,
             clock,
         })
@@ -168,6 +173,7 @@ impl<'e> Run<'e> {
             let context = self.diff.clone();
             let diffed = blocking(&self.state, move |s| diff_chunk(s, chunk, &context)).await?;
             self.report.events.add(&diffed.events);
+            self.state_rows_in_model += diffed.in_state;
             for key in diffed.unreadable {
                 report_unreadable(&mut self.report, key);
             }
@@ -292,10 +298,8 @@ impl<'e> Run<'e> {
         let page_size = self.settings.limits.chunk_rows;
         if !unsent {
             // Decided before any is sent: past the share, none is. Every key the state had is
-            // in the model (a changed or unchanged row) or gone, so no pass over the keys is
-            // needed to count the gone ones.
-            let in_model = self.report.events.changed + self.report.events.unchanged;
-            let removals = self.state_rows.saturating_sub(in_model);
+            // in the model or gone, so no pass over the keys is needed to count the gone ones.
+            let removals = self.state_rows.saturating_sub(self.state_rows_in_model);
             let share = self.settings.limits.max_removed_share;
             let allowed = (share * self.state_rows as f64).floor() as u64;
             if removals > allowed && share < 1.0 {
@@ -365,13 +369,20 @@ impl<'e> Run<'e> {
 
     /// Queues a built chunk's records, in order.
     fn queue_built(&mut self, built: Built) {
-        for (change, record) in built {
-            self.queue(record, change);
+        for row in built {
+            self.queue(row);
         }
     }
 
     /// Queues a built record, or reports the row's error.
-    fn queue(&mut self, record: Result<Record, RowError>, change: Change) {
+    fn queue(
+        &mut self,
+        BuiltRow {
+            change,
+            event,
+            record,
+        }: BuiltRow,
+    ) {
         let record = match record {
             Ok(record) => record,
             Err(e) => {
@@ -382,9 +393,8 @@ impl<'e> Run<'e> {
         };
         let size = record.data.len() + record.partition_key.byte_len();
         if size > self.max_record_bytes {
-            let (Change::Upsert { key, .. } | Change::Delete { key }) = change;
             self.report.row_errors.add(
-                key,
+                change.key().to_owned(),
                 "record_too_large",
                 format!(
                     "the record is {size} bytes (message plus partition key), over the stream's maximum of {}",
@@ -403,8 +413,25 @@ impl<'e> Run<'e> {
         if let Some(explicit) = record.explicit_hash_key {
             put = put.with_explicit_hash_key(explicit);
         }
+        self.to_mark.push(in_doubt(&change, event));
         self.seq += 1;
         self.outbox.push(Item::new(self.seq, put, change));
+    }
+
+    /// Marks the keys of the records queued since the last send in doubt, and waits until
+    /// that is written: none of them goes out before. Once a record is sent, its answer can be
+    /// lost (a kill mid-call, a dropped connection); the mark is how the next run knows it may
+    /// have landed, and sends the row again, or its removal (see [`kinesync_state::Seen`]).
+    async fn mark_in_doubt(&mut self) -> Result<(), Error> {
+        if self.to_mark.is_empty() {
+            return Ok(());
+        }
+        let marks = std::mem::take(&mut self.to_mark);
+        blocking(&self.state, move |s| {
+            s.commit(marks)?;
+            Ok(s.flush()?)
+        })
+        .await
     }
 
     fn show_progress(&self) {
@@ -417,6 +444,7 @@ impl<'e> Run<'e> {
     /// what is acknowledged).
     async fn send_queued(&mut self) -> Result<(), Error> {
         self.show_progress();
+        self.mark_in_doubt().await?;
         self.outbox
             .drain_to(self.settings.limits.max_backlog, &self.state)
             .await
@@ -460,6 +488,29 @@ impl<'e> Run<'e> {
         }
         report.duration_ms = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.report
+    }
+}
+
+/// The mark that says a record of `event`, committing `change` once acknowledged, is going
+/// out.
+fn in_doubt(change: &Change, event: Event) -> Change {
+    match change {
+        Change::Upsert { key, row, .. } => Change::InDoubt {
+            key: key.clone(),
+            event: if event == Event::Changed {
+                Unanswered::Changed
+            } else {
+                Unanswered::Added
+            },
+            row: Some(row.clone()),
+        },
+        Change::Delete { key } => Change::InDoubt {
+            key: key.clone(),
+            event: Unanswered::Removed,
+            row: None,
+        },
+        // Records never carry a mark; if one did, it would be its own.
+        mark @ Change::InDoubt { .. } => mark.clone(),
     }
 }
 

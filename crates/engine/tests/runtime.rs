@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kinesync_engine::{Engine, Error, KeySpec, Limits, Outcome, RecordBuilder, SharedState};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
-use kinesync_state::{Change, Fingerprint, MemoryStore, StateError, StateStore};
+use kinesync_state::{Change, MemoryStore, Seen, StateError, StateStore};
 use kinesync_transport::{
     InMemorySink, KinesisSink, PutRecord, RecordOutcome, StreamConfig, StreamDescription,
     StreamName, TransportError,
@@ -81,7 +81,7 @@ impl KinesisSink for Answering {
     }
 }
 
-/// A store whose first commit does not return until the sink has answered a call that was
+/// A store whose first commit of an answer does not return until the sink has answered a call that was
 /// waiting for that commit to begin: it can only return if calls go on while the store works.
 struct WaitsForACall {
     inner: MemoryStore,
@@ -96,8 +96,8 @@ impl StateStore for WaitsForACall {
     fn set_baseline(&mut self) -> Result<(), StateError> {
         self.inner.set_baseline()
     }
-    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
-        self.inner.fingerprints(keys)
+    fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
+        self.inner.seen(keys)
     }
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         self.inner.rows(keys)
@@ -106,7 +106,9 @@ impl StateStore for WaitsForACall {
         self.inner.keys_after(after, limit)
     }
     fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
-        if let Some(answered) = self.answered.take() {
+        // Keys marked in doubt before their calls go out are not an answer's commit.
+        let answer = changes.iter().any(|c| !matches!(c, Change::InDoubt { .. }));
+        if let Some(answered) = self.answered.take_if(|_| answer) {
             // The first call's answer is being committed; the others wait for this moment.
             while answered.try_recv().is_ok() {}
             self.committing.send_replace(true);

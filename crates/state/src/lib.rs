@@ -5,7 +5,10 @@
 //! what the stream acknowledged.
 //!
 //! Per primary key the store keeps a fingerprint of the row as last acknowledged by the stream
-//! and that row itself (for `previous` in templates, and to build a `removed` event). A sync
+//! and that row itself (for `previous` in templates, and to build a `removed` event). Before a
+//! record goes out, its key is marked [in doubt](Seen::InDoubt) with the version it carries:
+//! a record whose answer is never read (a kill mid-call, a lost answer) may have landed, and
+//! the next run then sends the key again, or its removal, instead of forgetting it. A sync
 //! reads the model in chunks, asks the store for the fingerprints of each chunk's keys (added:
 //! absent; changed: different), and at the end walks the store's keys to find those the model
 //! no longer has (removed). Acknowledged changes are committed batch by batch, each commit
@@ -38,11 +41,55 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// A 128-bit fingerprint of a row's content.
 pub type Fingerprint = u128;
 
+/// What the store knows of the last record sent for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The stream acknowledged the version with this fingerprint.
+    Acknowledged(Fingerprint),
+    /// A record went out for the key and no answer about it was read (the process was
+    /// killed mid-call, the answer was lost or unreadable, the run ended before a retry got
+    /// through): it may have landed, or not. The stored row is the version it carried.
+    InDoubt(Unanswered),
+}
+
+/// The event of a record [in doubt](Seen::InDoubt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The key had no acknowledged version: consumers may or may not have the row.
+    Added,
+    /// The key had an acknowledged version, and the stored row is the newer one sent.
+    Changed,
+    /// The key's removal was sent; the stored row is the version last acknowledged.
+    Removed,
+}
+
+impl Unanswered {
+    /// How the marker is stored: one byte where an acknowledged row has its 16-byte
+    /// fingerprint, so that no fingerprint can ever equal it.
+    pub(crate) fn marker(self) -> [u8; 1] {
+        match self {
+            Self::Added => *b"a",
+            Self::Changed => *b"c",
+            Self::Removed => *b"r",
+        }
+    }
+
+    /// The marker read back; `None` for a blob that is not one.
+    pub(crate) fn from_marker(blob: &[u8]) -> Option<Self> {
+        match blob {
+            b"a" => Some(Self::Added),
+            b"c" => Some(Self::Changed),
+            b"r" => Some(Self::Removed),
+            _ => None,
+        }
+    }
+}
+
 /// What the store holds for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRow {
-    /// The fingerprint of the row last acknowledged.
-    pub fingerprint: Fingerprint,
+    /// Whether the stream acknowledged the row (and its fingerprint), or it is in doubt.
+    pub seen: Seen,
     /// That row, as the caller encoded it (kinesync stores its values as a JSON array, after
     /// the number of its column list, which it keeps in [`StateStore::meta`]).
     pub row: Vec<u8>,
@@ -65,6 +112,28 @@ pub enum Change {
         /// The primary key.
         key: String,
     },
+    /// A record for the key is about to go out: until its answer is committed, the key is
+    /// [in doubt](Seen::InDoubt). Committed (and flushed) before the record is sent, so that
+    /// whatever stops the answer from being read (a kill, a lost answer), the next run knows
+    /// the record may have landed.
+    InDoubt {
+        /// The primary key.
+        key: String,
+        /// The event sent.
+        event: Unanswered,
+        /// The version sent, stored in place of the acknowledged one; `None` for a removal,
+        /// which keeps the stored row.
+        row: Option<Vec<u8>>,
+    },
+}
+
+impl Change {
+    /// The primary key changed.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Upsert { key, .. } | Self::Delete { key } | Self::InDoubt { key, .. } => key,
+        }
+    }
 }
 
 /// What can go wrong with a store. Every variant says which store and what to do.
@@ -134,8 +203,8 @@ pub trait StateStore: Send {
     /// Records that the first run's baseline is in place.
     fn set_baseline(&mut self) -> Result<(), StateError>;
 
-    /// The fingerprints of `keys`, in order (`None`: not in the store).
-    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError>;
+    /// What the store knows of `keys`, in order (`None`: not in the store).
+    fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError>;
 
     /// The rows last acknowledged for `keys`, in order.
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
@@ -181,8 +250,8 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
         (**self).set_baseline()
     }
 
-    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
-        (**self).fingerprints(keys)
+    fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
+        (**self).seen(keys)
     }
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Change, Fingerprint, StateError, StateStore, StoredRow};
+use crate::{Change, Seen, StateError, StateStore, StoredRow};
 
 /// A store in memory: for tests, and for callers who keep state elsewhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,10 +34,10 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
+    fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
         Ok(keys
             .iter()
-            .map(|k| self.rows.get(k).map(|r| r.fingerprint))
+            .map(|k| self.rows.get(k).map(|r| r.seen))
             .collect())
     }
 
@@ -66,10 +66,22 @@ impl StateStore for MemoryStore {
                     fingerprint,
                     row,
                 } => {
-                    self.rows.insert(key, StoredRow { fingerprint, row });
+                    let seen = Seen::Acknowledged(fingerprint);
+                    self.rows.insert(key, StoredRow { seen, row });
                 }
                 Change::Delete { key } => {
                     self.rows.remove(&key);
+                }
+                Change::InDoubt { key, event, row } => {
+                    let seen = Seen::InDoubt(event);
+                    match (row, self.rows.get_mut(&key)) {
+                        (Some(row), _) => {
+                            self.rows.insert(key, StoredRow { seen, row });
+                        }
+                        (None, Some(stored)) => stored.seen = seen,
+                        // A removal of a key the store does not have: nothing to keep.
+                        (None, None) => {}
+                    }
                 }
             }
         }

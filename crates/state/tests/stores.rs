@@ -1,14 +1,44 @@
 //! Both stores behave the same: lookups, walking the keys, atomic commits,
 //! and (SQLite) a schema version that is checked.
 
-use kinesync_state::{Change, MemoryStore, SqliteStore, StateError, StateStore};
+use kinesync_state::{Change, MemoryStore, Seen, SqliteStore, StateError, StateStore, Unanswered};
 use proptest::prelude::*;
+
+/// The fingerprints of acknowledged keys (a key in doubt fails the test).
+trait Acked {
+    fn acked(&mut self, keys: &[String]) -> Vec<Option<u128>>;
+}
+
+impl<S: StateStore + ?Sized> Acked for S {
+    fn acked(&mut self, keys: &[String]) -> Vec<Option<u128>> {
+        self.seen(keys)
+            .unwrap()
+            .into_iter()
+            .map(|seen| {
+                seen.map(|seen| match seen {
+                    Seen::Acknowledged(fingerprint) => fingerprint,
+                    Seen::InDoubt(event) => panic!("a key in doubt ({event:?})"),
+                })
+            })
+            .collect()
+    }
+}
 
 fn upsert(key: &str, fingerprint: u128) -> Change {
     Change::Upsert {
         key: key.into(),
         fingerprint,
         row: format!("{{\"k\":{key:?}}}").into_bytes(),
+    }
+}
+
+/// A key marked in doubt, with the row sent (`Some`: the row names the fingerprint given, so
+/// that stores can be compared on it).
+fn in_doubt(key: &str, event: Unanswered, sent: Option<&u128>) -> Change {
+    Change::InDoubt {
+        key: key.into(),
+        event,
+        row: sent.map(|fp| format!("{{\"sent\":{fp}}}").into_bytes()),
     }
 }
 
@@ -29,7 +59,7 @@ fn exercise(store: &mut dyn StateStore) {
     assert!(store.has_baseline().unwrap());
     assert_eq!(store.key_count().unwrap(), 3);
     assert_eq!(
-        store.fingerprints(&keys(&["3", "1", "9"])).unwrap(),
+        store.acked(&keys(&["3", "1", "9"])),
         vec![Some(u128::MAX), Some(11), None]
     );
     assert_eq!(
@@ -57,10 +87,7 @@ fn exercise(store: &mut dyn StateStore) {
         .commit(vec![Change::Delete { key: "3".into() }, upsert("1", 12)])
         .unwrap();
     store.flush().unwrap();
-    assert_eq!(
-        store.fingerprints(&keys(&["1", "3"])).unwrap(),
-        vec![Some(12), None]
-    );
+    assert_eq!(store.acked(&keys(&["1", "3"])), vec![Some(12), None]);
 
     // A caller's values: kept apart from the store's own, replaced when set again.
     assert_eq!(
@@ -117,7 +144,7 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
 
     let mut store = SqliteStore::open(&path).unwrap();
     assert!(store.has_baseline().unwrap());
-    assert_eq!(store.fingerprints(&keys(&["1"])).unwrap(), vec![Some(42)]);
+    assert_eq!(store.acked(&keys(&["1"])), vec![Some(42)]);
     assert_eq!(
         store.rows(&keys(&["1"])).unwrap(),
         vec![Some(b"{\"id\":1}".to_vec())]
@@ -125,7 +152,7 @@ fn sqlite_store_of_version_1_is_upgraded_with_its_rows() {
     assert_eq!(store.meta("columns").unwrap(), None);
     let all = keys(&["1", "10", "-2", "\"7\"", "123456789012345678901", "\u{1}5"]);
     assert_eq!(
-        store.fingerprints(&all).unwrap(),
+        store.acked(&all),
         vec![Some(42), Some(1), Some(2), Some(3), Some(4), Some(5)],
         "every key is found under its own name"
     );
@@ -171,7 +198,7 @@ fn sqlite_store_of_version_1_opened_without_upgrade_is_read_and_never_written() 
 
     let mut store = SqliteStore::open_without_upgrade(&path).unwrap();
     assert_eq!(
-        store.fingerprints(&keys(&["9", "10", "11"])).unwrap(),
+        store.acked(&keys(&["9", "10", "11"])),
         vec![Some(2), Some(1), None]
     );
     assert_eq!(walk(&mut store, 1), keys(&["10", "9"]));
@@ -238,7 +265,7 @@ fn sqlite_store_writes_queued_commits_in_order() {
         store.commit(vec![upsert("1", version)]).unwrap();
     }
     store.flush().unwrap();
-    assert_eq!(store.fingerprints(&keys(&["1"])).unwrap(), vec![Some(299)]);
+    assert_eq!(store.acked(&keys(&["1"])), vec![Some(299)]);
     assert_eq!(store.key_count().unwrap(), 200);
     assert_eq!(store.meta("after").unwrap().as_deref(), Some("the commits"));
 }
@@ -335,11 +362,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Whatever the changes, the SQLite store and the in-memory store end up the same.
-    /// Commits of up to 40 changes, so that SQLite's multi-row inserts meet repeated keys and
-    /// deletes between them.
+    /// Commits of up to 40 changes, so that SQLite's multi-row inserts meet repeated keys,
+    /// deletes and keys marked in doubt between them.
     #[test]
     fn stores_agree(
-        ops in prop::collection::vec((0usize..KEYS.len(), prop::bool::weighted(0.2), any::<u128>()), 0..120),
+        ops in prop::collection::vec((0usize..KEYS.len(), 0u8..10, any::<u128>()), 0..120),
         size in 1usize..40,
     ) {
         let mut memory = MemoryStore::new();
@@ -348,7 +375,16 @@ proptest! {
         for chunk in ops.chunks(size) {
             let changes: Vec<Change> = chunk
                 .iter()
-                .map(|(k, delete, fp)| if *delete { Change::Delete { key: KEYS[*k].into() } } else { upsert(KEYS[*k], *fp) })
+                .map(|(k, op, fp)| {
+                    let key = KEYS[*k];
+                    match op {
+                        0 | 1 => Change::Delete { key: key.into() },
+                        2 => in_doubt(key, Unanswered::Added, Some(fp)),
+                        3 => in_doubt(key, Unanswered::Changed, Some(fp)),
+                        4 => in_doubt(key, Unanswered::Removed, None),
+                        _ => upsert(key, *fp),
+                    }
+                })
                 .collect();
             memory.commit(changes.clone()).unwrap();
             sqlite.commit(changes).unwrap();
@@ -357,7 +393,7 @@ proptest! {
         let all = keys(KEYS);
         // Each key asked twice: every place is answered.
         let asked: Vec<String> = all.iter().chain(all.iter().rev()).cloned().collect();
-        prop_assert_eq!(memory.fingerprints(&asked).unwrap(), sqlite.fingerprints(&asked).unwrap());
+        prop_assert_eq!(memory.seen(&asked).unwrap(), sqlite.seen(&asked).unwrap());
         prop_assert_eq!(memory.key_count().unwrap(), sqlite.key_count().unwrap());
         // The same keys, each walk in its store's own order.
         prop_assert_eq!(walk(&mut memory, 3), sorted(memory.keys_after(None, 100).unwrap()));
@@ -383,7 +419,7 @@ fn sqlite_commits_queued_in_the_background_are_written_before_the_store_is_gone(
     let mut reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.key_count().unwrap(), 5000);
     assert_eq!(
-        reopened.fingerprints(&keys(&["4999", "0"])).unwrap(),
+        reopened.acked(&keys(&["4999", "0"])),
         vec![Some(49), Some(0)]
     );
 }
@@ -427,8 +463,71 @@ fn sqlite_checkpoints_while_committing_and_leaves_no_log_behind() {
     assert_eq!(size(&wal), 0, "the log is emptied when the store closes");
     let mut reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.key_count().unwrap(), 100_000);
-    assert_eq!(
-        reopened.fingerprints(&keys(&["99-999"])).unwrap(),
-        vec![Some(999)]
-    );
+    assert_eq!(reopened.acked(&keys(&["99-999"])), vec![Some(999)]);
+}
+
+/// A key in doubt is told apart from an acknowledged one, keeps the version sent (or, for a
+/// removal, the version acknowledged), survives a reopening, and is settled by the next
+/// acknowledgement.
+#[test]
+fn keys_in_doubt_are_kept_until_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut sqlite = SqliteStore::open(&path).unwrap();
+    let mut memory = MemoryStore::new();
+    for store in [&mut sqlite as &mut dyn StateStore, &mut memory] {
+        store.commit(vec![upsert("1", 7), upsert("2", 8)]).unwrap();
+        store
+            .commit(vec![
+                in_doubt("1", Unanswered::Changed, Some(&70)),
+                in_doubt("2", Unanswered::Removed, None),
+                in_doubt("3", Unanswered::Added, Some(&30)),
+            ])
+            .unwrap();
+        store.flush().unwrap();
+    }
+    drop(sqlite);
+    let mut sqlite = SqliteStore::open(&path).unwrap();
+    let asked = keys(&["1", "2", "3", "4"]);
+    for store in [&mut sqlite as &mut dyn StateStore, &mut memory] {
+        assert_eq!(
+            store.seen(&asked).unwrap(),
+            vec![
+                Some(Seen::InDoubt(Unanswered::Changed)),
+                Some(Seen::InDoubt(Unanswered::Removed)),
+                Some(Seen::InDoubt(Unanswered::Added)),
+                None,
+            ]
+        );
+        let rows: Vec<Option<String>> = store
+            .rows(&asked)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map(|r| String::from_utf8(r).unwrap()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                Some("{\"sent\":70}".to_owned()),
+                Some("{\"k\":\"2\"}".to_owned()),
+                Some("{\"sent\":30}".to_owned()),
+                None,
+            ]
+        );
+        // A key in doubt is a key of the store: the removal walk finds it.
+        assert_eq!(store.key_count().unwrap(), 3);
+        store
+            .commit(vec![upsert("1", 71), Change::Delete { key: "2".into() }])
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(
+            store.seen(&asked).unwrap(),
+            vec![
+                Some(Seen::Acknowledged(71)),
+                None,
+                Some(Seen::InDoubt(Unanswered::Added)),
+                None,
+            ]
+        );
+    }
 }

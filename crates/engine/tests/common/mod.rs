@@ -114,3 +114,17 @@ pub fn sent_after(sink: &InMemorySink, skip: usize) -> Vec<(String, i64, String,
         })
         .collect()
 }
+
+/// Keys whose last record the stream acknowledged (keys in doubt, whose records went out
+/// without an answer read, are not counted).
+pub fn acknowledged_keys(engine: &Engine) -> usize {
+    let state = engine.state();
+    let mut state = state.lock().unwrap();
+    let keys = state.keys_after(None, usize::MAX).unwrap();
+    state
+        .seen(&keys)
+        .unwrap()
+        .into_iter()
+        .filter(|seen| matches!(seen, Some(kinesync_state::Seen::Acknowledged(_))))
+        .count()
+}

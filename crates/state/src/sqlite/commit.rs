@@ -3,13 +3,15 @@
 //! Apart from the writer thread, which only decides when a commit runs, because this is
 //! where the cost of a backfill lies: upserts go [`UPSERT_GROUP`] rows to a statement, and a
 //! delete first writes the upserts queued before it, so that changes land in the order given.
+//! A key marked in doubt with the version sent is an upsert whose fingerprint is the one-byte
+//! marker; a removal in doubt changes only the fingerprint.
 
 use std::borrow::Cow;
 
 use rusqlite::{Connection, params};
 
 use super::keys::stored_key;
-use crate::{Change, Fingerprint, StateError};
+use crate::{Change, Fingerprint, StateError, Unanswered};
 
 /// One atomic commit.
 pub(super) fn write_changes(
@@ -27,13 +29,33 @@ pub(super) fn write_changes(
         let mut delete = tx
             .prepare_cached("DELETE FROM rows WHERE key = ?1")
             .map_err(sql)?;
+        let mut mark = tx
+            .prepare_cached("UPDATE rows SET fingerprint = ?2 WHERE key = ?1")
+            .map_err(sql)?;
         for change in changes {
             match change {
                 Change::Upsert {
                     key,
                     fingerprint,
                     row,
-                } => upserts.push(key, *fingerprint, row).map_err(sql)?,
+                } => upserts
+                    .push(key, Stamp::fingerprint(*fingerprint), row)
+                    .map_err(sql)?,
+                Change::InDoubt {
+                    key,
+                    event,
+                    row: Some(row),
+                } => upserts.push(key, Stamp::marker(*event), row).map_err(sql)?,
+                Change::InDoubt {
+                    key,
+                    event,
+                    row: None,
+                } => {
+                    // In order, as for a delete.
+                    upserts.write().map_err(sql)?;
+                    mark.execute(params![stored_key(key), &event.marker()[..]])
+                        .map_err(sql)?;
+                }
                 Change::Delete { key } => {
                     // In order: an upsert of the same key before it must land first.
                     upserts.write().map_err(sql)?;
@@ -46,6 +68,33 @@ pub(super) fn write_changes(
     tx.commit().map_err(sql)
 }
 
+/// What the `fingerprint` column holds: an acknowledged row's 16-byte fingerprint, or the
+/// one-byte marker of a key in doubt.
+#[derive(Clone, Copy)]
+struct Stamp {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl Stamp {
+    fn fingerprint(fingerprint: Fingerprint) -> Self {
+        Self {
+            bytes: fingerprint.to_be_bytes(),
+            len: 16,
+        }
+    }
+
+    fn marker(event: Unanswered) -> Self {
+        let mut bytes = [0; 16];
+        bytes[0] = event.marker()[0];
+        Self { bytes, len: 1 }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Rows per multi-row `INSERT`: each statement execution opens cursors and resets the
 /// machine, a cost a backfill would otherwise pay once per row.
 const UPSERT_GROUP: usize = 16;
@@ -54,7 +103,7 @@ const UPSERT_GROUP: usize = 16;
 struct Upserts<'c, 'a> {
     one: rusqlite::CachedStatement<'c>,
     group: rusqlite::CachedStatement<'c>,
-    pending: Vec<(Cow<'a, str>, [u8; 16], &'a [u8])>,
+    pending: Vec<(Cow<'a, str>, Stamp, &'a [u8])>,
 }
 
 impl<'c, 'a> Upserts<'c, 'a> {
@@ -73,18 +122,13 @@ impl<'c, 'a> Upserts<'c, 'a> {
         })
     }
 
-    fn push(
-        &mut self,
-        key: &'a str,
-        fingerprint: Fingerprint,
-        row: &'a [u8],
-    ) -> rusqlite::Result<()> {
-        self.pending
-            .push((stored_key(key), fingerprint.to_be_bytes(), row));
+    fn push(&mut self, key: &'a str, stamp: Stamp, row: &'a [u8]) -> rusqlite::Result<()> {
+        self.pending.push((stored_key(key), stamp, row));
         if self.pending.len() == UPSERT_GROUP {
             for (i, (key, fingerprint, row)) in self.pending.iter().enumerate() {
                 self.group.raw_bind_parameter(3 * i + 1, key)?;
-                self.group.raw_bind_parameter(3 * i + 2, &fingerprint[..])?;
+                self.group
+                    .raw_bind_parameter(3 * i + 2, fingerprint.as_slice())?;
                 self.group.raw_bind_parameter(3 * i + 3, row)?;
             }
             self.group.raw_execute()?;
@@ -96,7 +140,8 @@ impl<'c, 'a> Upserts<'c, 'a> {
     /// Writes what is pending, one row per statement.
     fn write(&mut self) -> rusqlite::Result<()> {
         for (key, fingerprint, row) in self.pending.drain(..) {
-            self.one.execute(params![key, &fingerprint[..], row])?;
+            self.one
+                .execute(params![key, fingerprint.as_slice(), row])?;
         }
         Ok(())
     }

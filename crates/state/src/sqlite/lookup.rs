@@ -11,7 +11,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use super::SqliteStore;
-use crate::{Fingerprint, StateError};
+use crate::{Seen, StateError, Unanswered};
 
 /// Keys per `IN (...)` lookup: well under SQLite's parameter limit.
 const LOOKUP_CHUNK: usize = 500;
@@ -82,10 +82,14 @@ impl SqliteStore {
     }
 }
 
-/// A fingerprint from its stored blob: the 16 bytes the writer stored it as, big-endian.
-pub(super) fn fingerprint_of(blob: &[u8]) -> Fingerprint {
+/// What a stored fingerprint blob says: the 16 bytes of an acknowledged row's fingerprint,
+/// big-endian, or the one-byte marker of a key in doubt.
+pub(super) fn seen_of(blob: &[u8]) -> Seen {
+    if let Some(event) = Unanswered::from_marker(blob) {
+        return Seen::InDoubt(event);
+    }
     let mut bytes = [0u8; 16];
     let n = blob.len().min(16);
     bytes[..n].copy_from_slice(&blob[..n]);
-    u128::from_be_bytes(bytes)
+    Seen::Acknowledged(u128::from_be_bytes(bytes))
 }

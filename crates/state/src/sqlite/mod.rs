@@ -23,9 +23,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::lock::{LockHolder, StateLock};
-use crate::{Change, Fingerprint, StateError, StateStore};
+use crate::{Change, Seen, StateError, StateStore};
 use keys::KeyForm;
-use lookup::{fingerprint_of, open_reader};
+use lookup::{open_reader, seen_of};
 use schema::init;
 use writer::{Job, Writer};
 
@@ -179,10 +179,8 @@ impl StateStore for SqliteStore {
         self.flush()
     }
 
-    fn fingerprints(&mut self, keys: &[String]) -> Result<Vec<Option<Fingerprint>>, StateError> {
-        self.lookup(keys, "fingerprint", |value| {
-            value.as_blob().map(fingerprint_of)
-        })
+    fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
+        self.lookup(keys, "fingerprint", |value| value.as_blob().map(seen_of))
     }
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
