@@ -38,6 +38,12 @@ pub enum HttpFault {
     Garble,
     /// Call the sink (the records land), then answer with one result fewer than records.
     ShortAnswer,
+    /// Call the sink (the records land), then close the connection without answering: the
+    /// answer lost on the way back.
+    LandThenDrop,
+    /// Call the sink (the records land), then never answer: a process killed meanwhile
+    /// (see [`FakeKinesis::held`]) dies with the call's outcome unknown to it.
+    LandThenHold,
 }
 
 /// What the endpoint saw of one request (never the secret: only the access key id that the
@@ -55,7 +61,10 @@ pub struct SeenRequest {
 #[derive(Debug)]
 struct State {
     sink: Arc<dyn KinesisSink>,
+    held: std::sync::atomic::AtomicUsize,
     faults: Mutex<VecDeque<HttpFault>>,
+    /// A fault for every request of one operation that has no queued fault.
+    every: Mutex<Option<(String, HttpFault)>>,
     requests: Mutex<Vec<SeenRequest>>,
 }
 
@@ -76,7 +85,9 @@ impl FakeKinesis {
         let endpoint = format!("http://{}", listener.local_addr().expect("a bound address"));
         let state = Arc::new(State {
             sink,
+            held: std::sync::atomic::AtomicUsize::new(0),
             faults: Mutex::new(VecDeque::new()),
+            every: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
         });
         let serving = state.clone();
@@ -107,6 +118,24 @@ impl FakeKinesis {
     /// The `X-Amz-Target` operation of every request received, in order.
     pub fn requests(&self) -> Vec<String> {
         self.seen().into_iter().map(|r| r.operation).collect()
+    }
+
+    /// Gives every request of `operation` (`PutRecords`, ...) `fault`, until
+    /// [`clear_faults`](Self::clear_faults); a fault queued with [`push_fault`](Self::push_fault)
+    /// goes first.
+    pub fn fault_every(&self, operation: &str, fault: HttpFault) {
+        *self.state.every.lock().expect("standing fault") = Some((operation.to_owned(), fault));
+    }
+
+    /// Removes every fault, queued or standing.
+    pub fn clear_faults(&self) {
+        self.state.faults.lock().expect("fault queue").clear();
+        *self.state.every.lock().expect("standing fault") = None;
+    }
+
+    /// Requests that landed and are held without an answer ([`HttpFault::LandThenHold`]).
+    pub fn held(&self) -> usize {
+        self.state.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request received, in order.
@@ -190,14 +219,31 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Err(Dropped),
     };
-    let fault = state.faults.lock().expect("fault queue").pop_front();
+    let fault = state
+        .faults
+        .lock()
+        .expect("fault queue")
+        .pop_front()
+        .or_else(|| {
+            let every = state.every.lock().expect("standing fault");
+            every
+                .as_ref()
+                .filter(|(operation, _)| *operation == target)
+                .map(|(_, fault)| fault.clone())
+        });
     match fault {
         Some(HttpFault::Drop) => return Err(Dropped),
         Some(HttpFault::Status(status, code)) => {
             return Ok(error_answer(status, code, "injected by the fake endpoint"));
         }
         Some(HttpFault::Delay(d)) => tokio::time::sleep(d).await,
-        Some(HttpFault::Garble | HttpFault::ShortAnswer) | None => {}
+        Some(
+            HttpFault::Garble
+            | HttpFault::ShortAnswer
+            | HttpFault::LandThenDrop
+            | HttpFault::LandThenHold,
+        )
+        | None => {}
     }
     let Ok(input) = serde_json::from_slice::<Value>(&body) else {
         return Ok(error_answer(
@@ -257,6 +303,13 @@ async fn handle(
         ),
     };
     Ok(match fault {
+        Some(HttpFault::LandThenDrop) => return Err(Dropped),
+        Some(HttpFault::LandThenHold) => {
+            state
+                .held
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending().await
+        }
         Some(HttpFault::Garble) => {
             mangle(answered, |_| Bytes::from_static(b"{\"Records\": [trunc")).await
         }

@@ -1,0 +1,202 @@
+//! Lost answers, for real: the `kinesync` binary syncs into kinesalite through the test kit's
+//! fault endpoint, which forwards each call (the records land) and then loses its answer:
+//! drops the connection, or holds it while the process is killed with SIGKILL. The rows then
+//! leave the model, and the next run, straight to kinesalite, must send their removals; the
+//! stream is read back with the AWS SDK.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kinesync_testkit::fake_kinesis::{FakeKinesis, HttpFault};
+use kinesync_testkit::probe::{KinesisProbe, aws_sink};
+use kinesync_testkit::servers::kinesalite;
+use kinesync_transport::StreamName;
+use kinesync_transport::conformance::{StreamProbe, unique_stream};
+
+fn write_model(path: &Path, ids: impl IntoIterator<Item = u64>) {
+    let text: String = ids
+        .into_iter()
+        .map(|id| format!("{{\"id\":{id},\"name\":\"user {id}\"}}\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A config named `name` in `dir`; every config there shares the model and the state.
+fn write_config(dir: &Path, name: &str, stream: &str, endpoint: &str) -> PathBuf {
+    let config = format!(
+        r#"[source]
+path = "model.ndjson"
+primary_key = "id"
+
+[payload]
+mode = "template"
+template = '{{"id": {{{{ row.id }}}}, "event": "{{{{ event }}}}"}}'
+
+[destination]
+stream = "{stream}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[destination.auth]
+kind = "access_key"
+access_key_id_env = "LOST_TEST_KEY_ID"
+secret_access_key_env = "LOST_TEST_SECRET"
+
+[sync]
+max_attempts = 2
+"#
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn kinesync(config: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesync"));
+    command
+        .args(["sync", "--config"])
+        .arg(config)
+        .args(extra)
+        .env("LOST_TEST_KEY_ID", "AKIDLOSTTEST")
+        .env("LOST_TEST_SECRET", "lost-test-secret")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A stream in kinesalite, the fault endpoint in front of it, and a directory with the model
+/// (ids 1..=100) and two configs of the same sync (one model, one state): one through the
+/// endpoint, one straight to kinesalite.
+struct Setup {
+    stream: StreamName,
+    probe: KinesisProbe,
+    fake: FakeKinesis,
+    dir: tempfile::TempDir,
+    through_faults: PathBuf,
+    direct: PathBuf,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let server = kinesalite();
+    let probe = KinesisProbe::new(&server.endpoint).await;
+    let stream = unique_stream(prefix);
+    probe.create_stream(&stream, 1).await;
+    let fake = FakeKinesis::start(Arc::new(aws_sink(&server.endpoint).await)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let through_faults = write_config(dir.path(), "faults.toml", stream.as_str(), &fake.endpoint);
+    let direct = write_config(dir.path(), "direct.toml", stream.as_str(), &server.endpoint);
+    write_model(&dir.path().join("model.ndjson"), 1..=100);
+    Setup {
+        stream,
+        probe,
+        fake,
+        dir,
+        through_faults,
+        direct,
+    }
+}
+
+/// The events the stream holds per id, in order.
+async fn events(setup: &Setup) -> BTreeMap<u64, Vec<String>> {
+    let mut by_id: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for record in setup.probe.read_back(&setup.stream).await {
+        let message: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
+        by_id
+            .entry(message["id"].as_u64().unwrap())
+            .or_default()
+            .push(message["event"].as_str().unwrap().to_owned());
+    }
+    by_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_dropped_after_landing_then_every_row_removed() {
+    let setup = setup("lost-dropped").await;
+    // Every PutRecords lands and loses its answer (the SDK's own retries too).
+    setup
+        .fake
+        .fault_every("PutRecords", HttpFault::LandThenDrop);
+    let config = setup.through_faults.clone();
+    let first = tokio::task::spawn_blocking(move || kinesync(&config, &[]).output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.status.code(), Some(2), "{}", text(&first));
+    assert!(text(&first).contains("pending 100"), "{}", text(&first));
+
+    // Every row leaves the model (one new row comes in: a model without rows has no
+    // columns); the removals are allowed for this run.
+    write_model(&setup.dir.path().join("model.ndjson"), [101]);
+    let config = setup.direct.clone();
+    let second = tokio::task::spawn_blocking(move || {
+        kinesync(&config, &["--allow-removals"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+
+    let mut events = events(&setup).await;
+    assert_eq!(events.remove(&101).unwrap(), ["added"]);
+    assert_eq!(events.len(), 100);
+    for (id, got) in &events {
+        let (last, copies) = got.split_last().unwrap();
+        assert!(
+            last == "removed" && !copies.is_empty() && copies.iter().all(|e| e == "added"),
+            "row {id}: its copies landed, then its removal: {got:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_a_call_that_landed_waits_for_its_answer() {
+    let setup = setup("lost-killed").await;
+    setup
+        .fake
+        .fault_every("PutRecords", HttpFault::LandThenHold);
+    let mut child = kinesync(&setup.through_faults, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.fake.held() == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kinesync ended before its call was held"
+        );
+        assert!(Instant::now() < deadline, "no call reached the endpoint in 60 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // `Child::kill` is SIGKILL: the process learns nothing more about its call.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // 40 rows leave the model (under the removal threshold), 60 stay.
+    write_model(&setup.dir.path().join("model.ndjson"), 41..=100);
+    let config = setup.direct.clone();
+    let second = tokio::task::spawn_blocking(move || kinesync(&config, &[]).output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(text(&second).contains("removed 40"), "{}", text(&second));
+
+    let events = events(&setup).await;
+    assert_eq!(events.len(), 100);
+    for (id, got) in &events {
+        let want: &[&str] = if *id <= 40 {
+            &["added", "removed"]
+        } else {
+            &["added", "added"]
+        };
+        assert_eq!(got, want, "row {id}");
+    }
+}
