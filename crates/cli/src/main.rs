@@ -17,6 +17,7 @@ use kinesync::Config;
 use kinesync::payload::Event;
 use kinesync::preview::{Preview, PreviewOptions};
 
+mod reset;
 mod runs_view;
 mod sync;
 
@@ -48,19 +49,19 @@ enum Command {
         /// Also write the run report here, as JSON.
         #[arg(long)]
         report: Option<PathBuf>,
-        /// Do everything but send and commit: read the model, find the changes, build every
-        /// record, and say what would be sent (per shard).
+        #[command(flatten)]
+        flags: sync::SyncFlags,
+    },
+    /// Forget what a sync has sent: its state (every row's last sent version) is cleared, so
+    /// that the next run sends every row of the model as added. Asks first, unless `--yes`.
+    /// Past runs are kept. Exits 1 when another run holds the state.
+    Reset {
+        /// The configuration file (TOML) whose state to clear.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Do not ask.
         #[arg(long)]
-        dry_run: bool,
-        /// Also keep the messages sent in the run's debugger log (`kinesync runs show`). Off by
-        /// default: messages are your customers' data.
-        #[arg(long)]
-        debug_payloads: bool,
-        /// Send this run's removals however many they are. A run whose model lacks more of the
-        /// rows last sent than `[sync] max_removed_share` allows (half, by default) sends no
-        /// removal and exits 1; this says the model really lost them.
-        #[arg(long)]
-        allow_removals: bool,
+        yes: bool,
     },
     /// List past runs (time, outcome, counts), or show one run's every API call.
     Runs {
@@ -121,17 +122,9 @@ fn main() -> ExitCode {
         Command::Sync {
             config,
             report,
-            dry_run,
-            debug_payloads,
-            allow_removals,
-        } => sync::run(
-            &config,
-            report.as_deref(),
-            dry_run,
-            debug_payloads,
-            allow_removals,
-        )
-        .map_err(Failure::from),
+            flags,
+        } => sync::run(&config, report.as_deref(), flags).map_err(Failure::from),
+        Command::Reset { config, yes } => reset::run(&config, yes),
         Command::Runs { config, show } => sync::runs(config.as_deref(), show),
         Command::Preview {
             config,

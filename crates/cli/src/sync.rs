@@ -62,14 +62,41 @@ async fn watch_signals(interrupt: Interrupt, exit_code: Arc<AtomicU8>) {
 /// How many past runs are kept when `[sync] keep_runs` is not set.
 const DEFAULT_KEEP_RUNS: usize = 50;
 
+/// How `kinesync sync` runs, beyond its config.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SyncFlags {
+    /// Do everything but send and commit: read the model, find the changes, build every
+    /// record, and say what would be sent (per shard).
+    #[arg(long)]
+    dry_run: bool,
+    /// Also keep the messages sent in the run's debugger log (`kinesync runs show`). Off by
+    /// default: messages are your customers' data.
+    #[arg(long)]
+    debug_payloads: bool,
+    /// Send this run's removals however many they are. A run whose model lacks more of the
+    /// rows last sent than `[sync] max_removed_share` allows (half, by default) sends no
+    /// removal and exits 1; this says the model really lost them.
+    #[arg(long)]
+    allow_removals: bool,
+    /// Send every row of the model again, unchanged ones too (as `changed`, with the version
+    /// last sent as `previous`): after the payload, keys or stream changed, so that consumers
+    /// get every row in its new form. Removed rows are sent as on any run.
+    #[arg(long)]
+    resync: bool,
+}
+
 /// One sync run from `config_path`.
 pub(crate) fn run(
     config_path: &Path,
     report_path: Option<&Path>,
-    dry_run: bool,
-    debug_payloads: bool,
-    allow_removals: bool,
+    flags: SyncFlags,
 ) -> Result<ExitCode, Error> {
+    let SyncFlags {
+        dry_run,
+        debug_payloads,
+        allow_removals,
+        resync,
+    } = flags;
     let terminal = std::io::stderr().is_terminal();
     init_tracing(terminal);
     let config = Config::from_file(config_path)?;
@@ -98,6 +125,7 @@ pub(crate) fn run(
             call_log,
             run_id: run_dir.as_ref().map(|run| run.id.clone()),
             allow_removals,
+            resync,
             interrupt: Some(interrupt),
             progress: Some(progress),
         },

@@ -173,7 +173,10 @@ async fn killed_while_a_call_that_landed_waits_for_its_answer() {
             child.try_wait().unwrap().is_none(),
             "kinesync ended before its call was held"
         );
-        assert!(Instant::now() < deadline, "no call reached the endpoint in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no call reached the endpoint in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // `Child::kill` is SIGKILL: the process learns nothing more about its call.

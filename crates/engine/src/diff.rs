@@ -219,6 +219,8 @@ pub(crate) struct DiffContext {
     pub(crate) schema: Arc<Schema>,
     pub(crate) events: Events,
     pub(crate) dry_run: bool,
+    /// Every row is sent again, unchanged ones as changed.
+    pub(crate) resync: bool,
     /// A store with nothing in it has nothing to look up.
     pub(crate) state_was_empty: bool,
 }
@@ -254,7 +256,7 @@ pub(crate) fn diff_chunk(
     let events: Vec<Option<Event>> = chunk
         .iter()
         .zip(&known)
-        .map(|(read, known)| event_of(*known, read.fingerprint))
+        .map(|(read, known)| event_of(*known, read.fingerprint, context.resync))
         .collect();
     // `previous` is the version stored: the one acknowledged, or the one that may have landed.
     let changed_keys: Vec<String> = chunk
@@ -323,11 +325,14 @@ pub(crate) fn diff_chunk(
 /// A key in doubt is always sent again, since its last record may or may not have landed: as
 /// added when the stream never acknowledged a version of it (or its removal may have landed),
 /// as changed when it did, with the version that may have landed as `previous`.
-fn event_of(known: Option<Seen>, fingerprint: u128) -> Option<Event> {
+///
+/// On a resync, a row as last sent is sent again too, as changed.
+fn event_of(known: Option<Seen>, fingerprint: u128, resync: bool) -> Option<Event> {
     match known {
         None | Some(Seen::InDoubt(Unanswered::Added | Unanswered::Removed)) => Some(Event::Added),
         Some(Seen::InDoubt(Unanswered::Changed)) => Some(Event::Changed),
         Some(Seen::Acknowledged(stored)) if stored != fingerprint => Some(Event::Changed),
+        Some(Seen::Acknowledged(_)) if resync => Some(Event::Changed),
         Some(Seen::Acknowledged(_)) => None,
     }
 }

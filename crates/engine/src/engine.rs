@@ -10,6 +10,7 @@ use kinesync_state::StateStore;
 use kinesync_transport::{KinesisSink, StreamName};
 
 use crate::codec::RowCodec;
+use crate::definition::{Definition, SyncChange};
 use crate::error::Error;
 use crate::interrupt::Interrupt;
 use crate::prepare::{ModelRow, Prepared, Preparer};
@@ -30,6 +31,7 @@ pub struct EngineBuilder {
     initial: Initial,
     limits: Limits,
     dry_run: bool,
+    resync: bool,
     progress: Option<Arc<Progress>>,
     interrupt: Interrupt,
 }
@@ -98,6 +100,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Sends every row of the model again, as `changed` (with the version last sent as
+    /// `previous`) for rows already sent: after the payload or the keys changed, so that
+    /// consumers get every row in its new form. Removed rows are found as on any run.
+    pub fn resync(mut self, resync: bool) -> Self {
+        self.resync = resync;
+        self
+    }
+
     /// Counters to watch the run by (default: the engine keeps its own).
     pub fn progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = Some(progress);
@@ -136,11 +146,13 @@ impl EngineBuilder {
                 initial: self.initial,
                 limits: self.limits,
                 dry_run: self.dry_run,
+                resync: self.resync,
                 progress: self.progress.unwrap_or_default(),
                 interrupt: self.interrupt,
             },
             state,
             runs: 0,
+            sync_changed: Vec::new(),
         })
     }
 }
@@ -155,6 +167,7 @@ pub(crate) struct Settings {
     pub(crate) initial: Initial,
     pub(crate) limits: Limits,
     pub(crate) dry_run: bool,
+    pub(crate) resync: bool,
     pub(crate) progress: Arc<Progress>,
     pub(crate) interrupt: Interrupt,
 }
@@ -172,6 +185,8 @@ pub struct Engine {
     state: SharedState,
     /// Runs so far: each run's jitter seed is the configured seed plus this.
     runs: u64,
+    /// What of the sync's definition changed since the last run, found as a run starts.
+    sync_changed: Vec<SyncChange>,
 }
 
 impl fmt::Debug for Engine {
@@ -252,11 +267,12 @@ impl Engine {
         // Everything a run does is on tokio: say so now rather than panic at the first wait.
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let settings = &self.settings;
-        let codec = RowCodec::load(
-            &mut *store::lock(&self.state),
-            settings.schema(),
-            settings.dry_run,
-        )?;
+        let mut store = store::lock(&self.state);
+        // A changed primary key stops the run before anything is read.
+        self.sync_changed =
+            Definition::of(&settings.records, settings.stream.as_str()).compare(&mut *store)?;
+        let codec = RowCodec::load(&mut *store, settings.schema(), settings.dry_run)?;
+        drop(store);
         let preparer = Preparer {
             encoder: settings.encoder.clone(),
             primary_key: settings.schema().primary_key_index(),
@@ -279,6 +295,7 @@ impl Engine {
             codec,
             locator,
             self.runs,
+            std::mem::take(&mut self.sync_changed),
         )
         .await?;
         run.execute(rows).await

@@ -70,6 +70,17 @@ pub enum Error {
     /// A thread building records ended without handing its work back: a bug.
     #[error("a thread building records stopped unexpectedly (a bug: please report it)")]
     BuildThreadStopped,
+    /// The primary key column is not the one the state's rows are keyed by: every row would
+    /// look removed and added again.
+    #[error(
+        "the primary key is {now:?}, but the state's rows are keyed by {was:?} (the primary key of the runs before): every row would look removed and added again, so nothing was sent. Set the primary key back to {was:?}, or start over with an empty state (`kinesync reset`), after which every row is sent as added"
+    )]
+    PrimaryKeyChanged {
+        /// The primary key column of the state's rows.
+        was: String,
+        /// The primary key column now.
+        now: String,
+    },
     /// The state store's list of stored column layouts is not what kinesync wrote.
     #[error(
         "the state store's column lists ({name:?}) cannot be read ({reason}); the store was changed by something other than kinesync: start over with a new state (everything is then sent again)"

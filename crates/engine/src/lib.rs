@@ -63,6 +63,7 @@ mod batch;
 mod build;
 mod codec;
 mod commit;
+mod definition;
 mod diff;
 mod engine;
 mod error;
@@ -79,6 +80,7 @@ mod sorted_keys;
 mod store;
 
 pub use codec::last_sent_rows;
+pub use definition::SyncChange;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, KeyRole, Result};
 pub use interrupt::Interrupt;

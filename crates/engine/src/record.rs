@@ -179,6 +179,20 @@ impl RecordBuilder {
         self.payload.schema()
     }
 
+    /// The compiled payload.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// The partition key's column, and the explicit hash key's if there is one.
+    pub fn key_columns(&self) -> (&str, Option<&str>) {
+        let columns = self.payload.schema().columns();
+        (
+            &columns[self.keys.partition_key],
+            self.keys.explicit_hash_key.map(|i| columns[i].as_str()),
+        )
+    }
+
     /// Builds one record.
     pub fn build(&self, input: RenderInput<'_>) -> Result<Record, RowError> {
         let (partition_key, explicit_hash_key) = self.keys(input)?;

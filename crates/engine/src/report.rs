@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::definition::SyncChange;
+
 /// How many row errors a report lists one by one; the rest are only counted.
 pub const MAX_LISTED_ROW_ERRORS: usize = 100;
 
@@ -152,6 +154,13 @@ pub struct RunReport {
     /// A dry run's records by the shard they would go to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_shard: BTreeMap<String, u64>,
+    /// What of the sync's definition changed since the last run (rows sent before keep what
+    /// they were sent with; a resync sends every row again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_changed: Vec<SyncChange>,
+    /// Whether this run was a resync: every row sent again.
+    #[serde(default)]
+    pub resync: bool,
 }
 
 impl RunReport {
@@ -174,6 +183,8 @@ impl RunReport {
             bytes_sent: 0,
             dry_run,
             by_shard: BTreeMap::new(),
+            sync_changed: Vec::new(),
+            resync: false,
         }
     }
 
@@ -205,8 +216,24 @@ impl RunReport {
                 text
             }
         };
+        let mut notes = String::new();
+        if self.resync {
+            notes.push_str("\nresync: every row of the model was sent again");
+        }
+        if !self.sync_changed.is_empty() {
+            let parts: Vec<String> = self.sync_changed.iter().map(ToString::to_string).collect();
+            notes.push_str(&format!(
+                "\nthe sync changed since the last run ({}): rows sent before keep what they were sent with{}",
+                parts.join(", "),
+                if self.resync {
+                    ""
+                } else {
+                    "; a resync (`kinesync sync --resync`) sends every row again"
+                }
+            ));
+        }
         format!(
-            "{outcome}\nrows read {} · added {} · changed {} · removed {} · unchanged {}\nrecords acknowledged {} of {} · pending {} · row errors {} · retries {} · throttled {} · calls {} · {:.1} s",
+            "{outcome}{notes}\nrows read {} · added {} · changed {} · removed {} · unchanged {}\nrecords acknowledged {} of {} · pending {} · row errors {} · retries {} · throttled {} · calls {} · {:.1} s",
             self.rows_read,
             self.events.added,
             self.events.changed,

@@ -28,6 +28,7 @@ use crate::batch::Item;
 use crate::build::{BuildPool, Built, BuiltRow, ToBuild};
 use crate::codec::RowCodec;
 use crate::commit;
+use crate::definition::{Definition, SyncChange};
 use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
 use crate::engine::Settings;
 use crate::error::Error;
@@ -82,11 +83,14 @@ impl<'e> Run<'e> {
         codec: RowCodec,
         locator: Option<Locator>,
         run_number: u64,
+        sync_changed: Vec<SyncChange>,
     ) -> Result<Run<'e>, Error> {
         settings.progress.reset();
         let clock = Instant::now();
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let report = RunReport::new(started_at, settings.stream.as_str(), settings.dry_run);
+        let mut report = RunReport::new(started_at, settings.stream.as_str(), settings.dry_run);
+        report.sync_changed = sync_changed;
+        report.resync = settings.resync;
         let limits = &settings.limits;
         let seed = limits.seed.map_or_else(
             || {
@@ -123,6 +127,7 @@ impl<'e> Run<'e> {
             schema: settings.schema().clone(),
             events: settings.events,
             dry_run: settings.dry_run,
+            resync: settings.resync,
             state_was_empty,
         });
         Ok(Run {
@@ -209,7 +214,12 @@ impl<'e> Run<'e> {
         self.outbox.finish(&self.state).await?;
         // Every acknowledged change written before the run reports it.
         let record_baseline = model_complete && first_run && !settings.dry_run;
+        let definition = (!settings.dry_run)
+            .then(|| Definition::of(&settings.records, settings.stream.as_str()));
         blocking(&self.state, move |s| {
+            if let Some(definition) = definition {
+                definition.store(s)?;
+            }
             Ok(commit::close_run(s, record_baseline)?)
         })
         .await?;

@@ -319,3 +319,40 @@ async fn progress_counters_end_at_the_reports_counts() {
         );
     }
 }
+
+/// A resync sends every row again: rows as last sent as `changed`, with themselves as
+/// `previous`; new rows as added; gone rows as removed. Sent once: the next run is quiet.
+#[tokio::test]
+async fn a_resync_sends_every_row_again_with_its_previous_version() {
+    let sink = memory_sink(1);
+    let state = Arc::new(std::sync::Mutex::new(MemoryStore::new()));
+    let build = |resync: bool| {
+        Engine::builder()
+            .records(records(None))
+            .sink(sink.clone(), stream())
+            .state_shared(state.clone())
+            .limits(fast_limits())
+            .resync(resync)
+            .build()
+            .unwrap()
+    };
+    run(&mut build(false), &model(&[(1, "a"), (2, "b"), (3, "c")])).await;
+    let before = messages(&sink).len();
+    let report = run(&mut build(true), &model(&[(1, "a"), (2, "b2"), (4, "d")])).await;
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert!(report.resync);
+    let mut sent = sent_after(&sink, before);
+    sent.sort();
+    let owned = |s: &str| s.to_owned();
+    assert_eq!(
+        sent,
+        [
+            (owned("added"), 4, owned("d"), None),
+            (owned("changed"), 1, owned("a"), Some(owned("a"))),
+            (owned("changed"), 2, owned("b2"), Some(owned("b"))),
+            (owned("removed"), 3, owned("c"), None),
+        ]
+    );
+    let after = run(&mut build(false), &model(&[(1, "a"), (2, "b2"), (4, "d")])).await;
+    assert_eq!((after.events.unchanged, after.records.to_send), (3, 0));
+}

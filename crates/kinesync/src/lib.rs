@@ -150,6 +150,8 @@ pub struct RunOptions {
     /// Send the removals this run finds however many they are (`--allow-removals`): the
     /// model really lost those rows.
     pub allow_removals: bool,
+    /// Send every row again (`--resync`, see [`engine::EngineBuilder::resync`]).
+    pub resync: bool,
     /// A handle that stops the run early and cleanly (a signal handler holds its clone).
     pub interrupt: Option<engine::Interrupt>,
     /// Counters to watch the run by.
@@ -196,7 +198,8 @@ pub async fn run_config(
             },
             ..config.sync.limits()
         })
-        .dry_run(options.dry_run);
+        .dry_run(options.dry_run)
+        .resync(options.resync);
     if let Some(progress) = options.progress {
         builder = builder.progress(progress);
     }

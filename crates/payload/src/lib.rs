@@ -160,6 +160,37 @@ pub enum PayloadSpec {
 }
 
 impl PayloadSpec {
+    /// The spec as one text, the same for equal specs from one kinesync version to the next:
+    /// what a sync keeps (hashed) to notice that its messages changed. Each part is written
+    /// after its length, so that no two specs give the same text.
+    pub fn canonical(&self) -> String {
+        let mut text = String::new();
+        let mut part = |p: &str| text.push_str(&format!("{}:{p};", p.len()));
+        match self {
+            PayloadSpec::Row => part("row"),
+            PayloadSpec::Column { column } => {
+                part("column");
+                part(column);
+            }
+            PayloadSpec::Mapping { fields } => {
+                part("mapping");
+                for field in fields {
+                    part(&field.from);
+                    part(&field.to);
+                }
+            }
+            PayloadSpec::Template { source, escape } => {
+                part("template");
+                part(match escape {
+                    Escape::Json => "json",
+                    Escape::None => "none",
+                });
+                part(source);
+            }
+        }
+        text
+    }
+
     /// A JSON-safe template.
     pub fn template(source: impl Into<String>) -> Self {
         PayloadSpec::Template {
@@ -204,6 +235,8 @@ impl<'a> RenderInput<'a> {
 pub struct Payload {
     schema: Arc<Schema>,
     mode: Mode,
+    /// What it was compiled from: a sync keeps it to notice that its messages changed.
+    spec: PayloadSpec,
 }
 
 enum Mode {
@@ -315,7 +348,16 @@ impl Payload {
                 CompiledTemplate::compile(source, *escape, &schema)?,
             )),
         };
-        Ok(Self { schema, mode })
+        Ok(Self {
+            schema,
+            mode,
+            spec: spec.clone(),
+        })
+    }
+
+    /// The spec it was compiled from.
+    pub fn spec(&self) -> &PayloadSpec {
+        &self.spec
     }
 
     /// The schema the spec was compiled against.

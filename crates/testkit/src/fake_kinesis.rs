@@ -305,9 +305,7 @@ async fn handle(
     Ok(match fault {
         Some(HttpFault::LandThenDrop) => return Err(Dropped),
         Some(HttpFault::LandThenHold) => {
-            state
-                .held
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            state.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::future::pending().await
         }
         Some(HttpFault::Garble) => {

@@ -130,6 +130,14 @@ impl SqliteStore {
         })
     }
 
+    /// Forgets everything: every key's row, the baseline and every value kept beside them,
+    /// in one transaction, written when this returns. The file stays, at its schema version;
+    /// the next run finds an empty store, as a first run does.
+    pub fn clear(&mut self) -> Result<(), StateError> {
+        self.send(Job::Clear)?;
+        self.flush()
+    }
+
     /// The writer; none for a file opened without its upgrade.
     fn writer(&mut self) -> Result<&mut Writer, StateError> {
         let path = &self.path;

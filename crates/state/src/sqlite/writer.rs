@@ -35,6 +35,8 @@ pub(super) enum Job {
     SetMeta(String, String),
     /// Answered once every job before it is done.
     Flush(SyncSender<()>),
+    /// Every row and every meta value removed, in one transaction.
+    Clear,
 }
 
 impl Writer {
@@ -157,6 +159,12 @@ fn write_jobs(
             }
             _ if failed => continue,
             Job::Commit(changes) => commit::write_changes(&mut conn, path, &changes),
+            Job::Clear => conn
+                .execute_batch("BEGIN; DELETE FROM rows; DELETE FROM meta; COMMIT;")
+                .map_err(|source| StateError::Sqlite {
+                    path: path.to_owned(),
+                    source,
+                }),
             Job::SetMeta(name, value) => conn
                 .execute(
                     "INSERT OR REPLACE INTO meta (name, value) VALUES (?1, ?2)",
