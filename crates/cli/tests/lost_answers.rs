@@ -33,7 +33,7 @@ primary_key = "id"
 
 [payload]
 mode = "template"
-template = '{{"id": {{{{ row.id }}}}, "event": "{{{{ event }}}}"}}'
+template = '{{"id": {{{{ row.id }}}}, "event": "{{{{ event }}}}", "rid": "{{{{ record.id }}}}", "run": "{{{{ record.run_id }}}}"}}'
 
 [destination]
 stream = "{stream}"
@@ -106,17 +106,40 @@ async fn setup(prefix: &str) -> Setup {
     }
 }
 
-/// The events the stream holds per id, in order.
-async fn events(setup: &Setup) -> BTreeMap<u64, Vec<String>> {
-    let mut by_id: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+/// One record as read back: its event, its record id and the run that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    event: String,
+    record_id: String,
+    run: String,
+}
+
+/// The records the stream holds per id, in order.
+async fn sent(setup: &Setup) -> BTreeMap<u64, Vec<Sent>> {
+    let mut by_id: BTreeMap<u64, Vec<Sent>> = BTreeMap::new();
     for record in setup.probe.read_back(&setup.stream).await {
         let message: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
+        let text = |name: &str| message[name].as_str().unwrap().to_owned();
         by_id
             .entry(message["id"].as_u64().unwrap())
             .or_default()
-            .push(message["event"].as_str().unwrap().to_owned());
+            .push(Sent {
+                event: text("event"),
+                record_id: text("rid"),
+                run: text("run"),
+            });
     }
     by_id
+}
+
+/// The run id a sync printed (`run ID: ...`).
+fn run_id(output: &Output) -> String {
+    let text = text(output);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .unwrap_or_else(|| panic!("no run id in {text}"));
+    line.split(':').next().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,14 +167,29 @@ async fn every_answer_dropped_after_landing_then_every_row_removed() {
     .unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
 
-    let mut events = events(&setup).await;
-    assert_eq!(events.remove(&101).unwrap(), ["added"]);
-    assert_eq!(events.len(), 100);
-    for (id, got) in &events {
+    let mut sent = sent(&setup).await;
+    sent.remove(&101).unwrap();
+    assert_eq!(sent.len(), 100);
+    let (first_run, second_run) = (run_id(&first), run_id(&second));
+    for (id, got) in &sent {
         let (last, copies) = got.split_last().unwrap();
         assert!(
-            last == "removed" && !copies.is_empty() && copies.iter().all(|e| e == "added"),
+            last.event == "removed"
+                && !copies.is_empty()
+                && copies.iter().all(|s| s.event == "added"),
             "row {id}: its copies landed, then its removal: {got:?}"
+        );
+        // Every copy is one event: one record id, from the run that sent them; the removal is
+        // a later event, with a greater id, from the next run.
+        assert!(
+            copies
+                .iter()
+                .all(|s| s.record_id == copies[0].record_id && s.run == first_run),
+            "row {id}: {got:?}"
+        );
+        assert!(
+            last.record_id > copies[0].record_id && last.run == second_run,
+            "row {id}: {got:?}"
         );
     }
 }
@@ -192,14 +230,19 @@ async fn killed_while_a_call_that_landed_waits_for_its_answer() {
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert!(text(&second).contains("removed 40"), "{}", text(&second));
 
-    let events = events(&setup).await;
-    assert_eq!(events.len(), 100);
-    for (id, got) in &events {
-        let want: &[&str] = if *id <= 40 {
-            &["added", "removed"]
+    let sent = sent(&setup).await;
+    assert_eq!(sent.len(), 100);
+    for (id, got) in &sent {
+        let events: Vec<&str> = got.iter().map(|s| s.event.as_str()).collect();
+        if *id <= 40 {
+            assert_eq!(events, ["added", "removed"], "row {id}");
+            assert!(got[1].record_id > got[0].record_id, "row {id}: {got:?}");
         } else {
-            &["added", "added"]
-        };
-        assert_eq!(got, want, "row {id}");
+            // Sent again by the next run, as the same event: the same record id, from
+            // another run, so that a consumer can drop the copy.
+            assert_eq!(events, ["added", "added"], "row {id}");
+            assert_eq!(got[1].record_id, got[0].record_id, "row {id}");
+            assert_ne!(got[1].run, got[0].run, "row {id}");
+        }
     }
 }

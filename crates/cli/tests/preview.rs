@@ -183,3 +183,29 @@ fn configuration_mistakes_exit_one_with_the_place() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("keys.partition_key names column \"userid\", which the model does not have; did you mean \"user_id\"?"));
 }
+
+/// `record_id_field` adds the record's id to a row-mode message; a preview shows a fixed id,
+/// so that what it prints is the same from run to run.
+#[test]
+fn a_record_id_field_shows_in_the_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.ndjson"),
+        "{\"id\": 1, \"name\": \"Ada\"}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("kinesync.toml");
+    std::fs::write(
+        &config,
+        "[source]\npath = \"m.ndjson\"\nprimary_key = \"id\"\n\n\
+         [payload]\nmode = \"row\"\nrecord_id_field = \"_record_id\"\n\n\
+         [destination]\nstream = \"s\"\nsimulated = { shards = 1 }\n",
+    )
+    .unwrap();
+    let output = kinesync(&["preview", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(
+        lines(&output)[0]["data"],
+        serde_json::json!({"id": 1, "name": "Ada", "_record_id": "00000000-0000-7000-8000-000000000000"})
+    );
+}

@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
-use kinesync_payload::{Event, RenderInput, Row};
+use kinesync_payload::{Event, RecordInfo, RenderInput, Row};
 use kinesync_state::Change;
 
 use crate::error::Error;
 use crate::record::{Record, RecordBuilder, RowError};
+use crate::record_id::format_id;
 
 /// A row to build a record for, with what the state store is told once it is acknowledged.
 /// Removed rows come this way too, built from their last sent version.
@@ -27,6 +29,8 @@ pub(crate) struct ToBuild {
     /// The last version sent, for a changed row.
     pub(crate) previous: Option<Row>,
     pub(crate) change: Change,
+    /// The id of the record (see [`crate::record_id`]).
+    pub(crate) record_id: u128,
 }
 
 /// One row's record (or why it has none), with its event and the change to commit once the
@@ -35,6 +39,7 @@ pub(crate) struct ToBuild {
 pub(crate) struct BuiltRow {
     pub(crate) change: Change,
     pub(crate) event: Event,
+    pub(crate) record_id: u128,
     pub(crate) record: Result<Record, RowError>,
 }
 
@@ -58,8 +63,12 @@ pub(crate) struct BuildPool {
 }
 
 impl BuildPool {
-    /// `threads` builder threads (at least one).
-    pub(crate) fn start(records: Arc<RecordBuilder>, threads: usize) -> Result<Self, Error> {
+    /// `threads` builder threads (at least one), building the records of run `run_id`.
+    pub(crate) fn start(
+        records: Arc<RecordBuilder>,
+        threads: usize,
+        run_id: Arc<str>,
+    ) -> Result<Self, Error> {
         let threads = threads.max(1);
         let (jobs, queue) = sync_channel::<Job>(threads);
         let queue = Arc::new(Mutex::new(queue));
@@ -69,9 +78,10 @@ impl BuildPool {
                 let queue = queue.clone();
                 let records = records.clone();
                 let abandoned = abandoned.clone();
+                let run_id = run_id.clone();
                 std::thread::Builder::new()
                     .name(format!("kinesync-build-{i}"))
-                    .spawn(move || build_jobs(&records, &queue, &abandoned))
+                    .spawn(move || build_jobs(&records, &run_id, &queue, &abandoned))
                     .map_err(|source| Error::Thread {
                         job: "builds records",
                         source,
@@ -149,9 +159,12 @@ fn stopped() -> Error {
 /// A builder thread: takes chunks until the queue closes or the sync abandons them.
 fn build_jobs(
     records: &RecordBuilder,
+    run_id: &str,
     queue: &Mutex<std::sync::mpsc::Receiver<Job>>,
     abandoned: &AtomicBool,
 ) {
+    // The record's id, run and time are written out only for messages that show them.
+    let wants_record = records.payload().wants_record();
     loop {
         // The lock is held only to take a job, never while building.
         let job = match queue.lock() {
@@ -160,6 +173,11 @@ fn build_jobs(
         };
         let Ok(Job { rows, done }) = job else { return };
         let mut built = Vec::with_capacity(rows.len());
+        let sent_at = if wants_record {
+            humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+        } else {
+            String::new()
+        };
         for row in rows {
             if abandoned.load(Ordering::Relaxed) {
                 return;
@@ -169,10 +187,25 @@ fn build_jobs(
                 Some(previous) => input.with_previous(previous),
                 None => input,
             };
+            let id = if wants_record {
+                format_id(row.record_id)
+            } else {
+                String::new()
+            };
+            let input = if wants_record {
+                input.with_record(RecordInfo {
+                    id: &id,
+                    run_id,
+                    sent_at: &sent_at,
+                })
+            } else {
+                input
+            };
             let record = records.build(input);
             built.push(BuiltRow {
                 change: row.change,
                 event: row.event,
+                record_id: row.record_id,
                 record,
             });
         }

@@ -53,7 +53,7 @@ impl std::fmt::Display for SyncChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Definition {
     primary_key: String,
-    /// The XXH3-128 of the payload spec's canonical text, in hex.
+    /// The XXH3-128 of the payload spec's canonical text (and its record id field), in hex.
     payload: String,
     partition_key: String,
     explicit_hash_key: Option<String>,
@@ -63,12 +63,13 @@ pub(crate) struct Definition {
 impl Definition {
     pub(crate) fn of(records: &RecordBuilder, stream: &str) -> Self {
         let (partition_key, explicit_hash_key) = records.key_columns();
+        let mut payload = records.payload().spec().canonical();
+        if let Some(field) = records.payload().record_id_field() {
+            payload.push_str(&format!("record_id_field {}:{field}", field.len()));
+        }
         Self {
             primary_key: records.schema().primary_key().to_owned(),
-            payload: format!(
-                "{:032x}",
-                xxh3_128(records.payload().spec().canonical().as_bytes())
-            ),
+            payload: format!("{:032x}", xxh3_128(payload.as_bytes())),
             partition_key: partition_key.to_owned(),
             explicit_hash_key: explicit_hash_key.map(str::to_owned),
             stream: stream.to_owned(),

@@ -20,6 +20,7 @@ use crate::codec::RowCodec;
 use crate::error::{Error, spill_error};
 use crate::hashed::HashedSet;
 use crate::prepare::Prepared;
+use crate::record_id;
 use crate::report::{EventCounts, RunReport};
 use crate::settings::Events;
 use crate::sorted_keys::{Hashes, Key, Merged, Sorter};
@@ -258,25 +259,29 @@ pub(crate) fn diff_chunk(
         .zip(&known)
         .map(|(read, known)| event_of(*known, read.fingerprint, context.resync))
         .collect();
-    // `previous` is the version stored: the one acknowledged, or the one that may have landed.
-    let changed_keys: Vec<String> = chunk
-        .iter()
-        .zip(&events)
-        .filter(|(_, event)| **event == Some(Event::Changed))
-        .map(|(r, _)| r.key.clone())
+    // The stored versions needed: `previous` of a changed row (the version acknowledged, or
+    // the one that may have landed), and the version sent of a key in doubt (its record id is
+    // kept when the same version goes out again).
+    let wanted: Vec<usize> = (0..chunk.len())
+        .filter(|&i| {
+            (events[i] == Some(Event::Changed) && context.events.changed)
+                || matches!(known[i], Some(Seen::InDoubt(_)))
+        })
         .collect();
-    let mut previous = if context.events.changed && !changed_keys.is_empty() {
-        state.rows(&changed_keys)?.into_iter()
-    } else {
-        Vec::new().into_iter()
-    };
+    let mut stored: Vec<Option<Vec<u8>>> = vec![None; chunk.len()];
+    if !wanted.is_empty() {
+        let keys: Vec<String> = wanted.iter().map(|&i| chunk[i].key.clone()).collect();
+        for (i, row) in wanted.into_iter().zip(state.rows(&keys)?) {
+            stored[i] = row;
+        }
+    }
     let mut diffed = Diffed {
         to_build: Vec::with_capacity(chunk.len()),
         in_state: known.iter().filter(|k| k.is_some()).count() as u64,
         ..Diffed::default()
     };
     let mut untriggered = Vec::new();
-    for (read, event) in chunk.into_iter().zip(events) {
+    for (((read, event), known), stored) in chunk.into_iter().zip(events).zip(known).zip(stored) {
         let Some(event) = event else {
             diffed.events.unchanged += 1;
             continue;
@@ -285,6 +290,12 @@ pub(crate) fn diff_chunk(
             Event::Added => diffed.events.added += 1,
             _ => diffed.events.changed += 1,
         }
+        let same_version = stored.as_deref() == Some(read.stored.as_slice());
+        let unanswered = match event {
+            Event::Changed => Unanswered::Changed,
+            _ => Unanswered::Added,
+        };
+        let record_id = record_id::id_for(known, unanswered, same_version);
         let change = Change::Upsert {
             key: read.key,
             fingerprint: read.fingerprint,
@@ -295,17 +306,16 @@ pub(crate) fn diff_chunk(
             untriggered.push(change);
             continue;
         }
-        let previous_row = match event {
-            Event::Changed => match previous.next().flatten() {
-                Some(stored) => match context.codec.decode(&context.schema, &stored) {
+        let previous_row = match (event, stored) {
+            (Event::Changed, Some(stored)) => {
+                match context.codec.decode(&context.schema, &stored) {
                     Some(row) => Some(row),
                     None => {
                         diffed.unreadable.push(change.key().to_owned());
                         continue;
                     }
-                },
-                None => None,
-            },
+                }
+            }
             _ => None,
         };
         diffed.to_build.push(ToBuild {
@@ -313,6 +323,7 @@ pub(crate) fn diff_chunk(
             event,
             previous: previous_row,
             change,
+            record_id,
         });
     }
     crate::commit::without_sending(state, untriggered, context.dry_run)?;
@@ -329,8 +340,11 @@ pub(crate) fn diff_chunk(
 /// On a resync, a row as last sent is sent again too, as changed.
 fn event_of(known: Option<Seen>, fingerprint: u128, resync: bool) -> Option<Event> {
     match known {
-        None | Some(Seen::InDoubt(Unanswered::Added | Unanswered::Removed)) => Some(Event::Added),
-        Some(Seen::InDoubt(Unanswered::Changed)) => Some(Event::Changed),
+        None => Some(Event::Added),
+        Some(Seen::InDoubt(doubt)) => Some(match doubt.event {
+            Unanswered::Changed => Event::Changed,
+            Unanswered::Added | Unanswered::Removed => Event::Added,
+        }),
         Some(Seen::Acknowledged(stored)) if stored != fingerprint => Some(Event::Changed),
         Some(Seen::Acknowledged(_)) if resync => Some(Event::Changed),
         Some(Seen::Acknowledged(_)) => None,

@@ -32,6 +32,7 @@ pub struct EngineBuilder {
     limits: Limits,
     dry_run: bool,
     resync: bool,
+    run_id: Option<String>,
     progress: Option<Arc<Progress>>,
     interrupt: Interrupt,
 }
@@ -108,6 +109,14 @@ impl EngineBuilder {
         self
     }
 
+    /// The id templates see as `record.run_id` (the CLI's run id). By default each run's is
+    /// the time it started (RFC 3339); an engine built once and run many times with an id set
+    /// here gives every run that id.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
     /// Counters to watch the run by (default: the engine keeps its own).
     pub fn progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = Some(progress);
@@ -147,6 +156,7 @@ impl EngineBuilder {
                 limits: self.limits,
                 dry_run: self.dry_run,
                 resync: self.resync,
+                run_id: self.run_id,
                 progress: self.progress.unwrap_or_default(),
                 interrupt: self.interrupt,
             },
@@ -168,6 +178,7 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) dry_run: bool,
     pub(crate) resync: bool,
+    pub(crate) run_id: Option<String>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) interrupt: Interrupt,
 }

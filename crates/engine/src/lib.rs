@@ -72,6 +72,7 @@ mod interrupt;
 mod prepare;
 mod progress;
 mod record;
+mod record_id;
 mod report;
 mod run;
 mod send;

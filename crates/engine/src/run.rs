@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 use kinesync_keys::ShardMap;
 use kinesync_payload::Event;
 use kinesync_source::Locator;
-use kinesync_state::{Change, Unanswered};
+use kinesync_state::{Change, Doubt, Unanswered};
 use kinesync_transport::{PutRecord, StreamDescription};
 
 use crate::backoff::Backoff;
@@ -33,6 +33,7 @@ use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadab
 use crate::engine::Settings;
 use crate::error::Error;
 use crate::prepare::Prepared;
+use crate::record_id;
 use crate::report::{Outcome, RunReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
@@ -70,6 +71,8 @@ pub(crate) struct Run<'e> {
     state_rows_in_model: u64,
     /// Keys of records queued since the last send, to mark in doubt before any goes out.
     to_mark: Vec<Change>,
+    /// The run's id, as templates see it (`record.run_id`).
+    run_id: Arc<str>,
     /// Set when the removals were more than the run may send.
     removals_held: Option<Outcome>,
     clock: Instant,
@@ -88,6 +91,7 @@ impl<'e> Run<'e> {
         settings.progress.reset();
         let clock = Instant::now();
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let run_id: Arc<str> = settings.run_id.as_deref().unwrap_or(&started_at).into();
         let mut report = RunReport::new(started_at, settings.stream.as_str(), settings.dry_run);
         report.sync_changed = sync_changed;
         report.resync = settings.resync;
@@ -144,6 +148,7 @@ impl<'e> Run<'e> {
             state_rows,
             state_rows_in_model: 0,
             to_mark: Vec::new(),
+            run_id,
             removals_held: None,
             clock,
         })
@@ -158,7 +163,11 @@ impl<'e> Run<'e> {
         let first_run = !blocking(&self.state, |s| Ok(s.has_baseline()?)).await?;
         let baseline_only = first_run && settings.initial == Initial::Skip;
         let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
-        let mut pool = BuildPool::start(settings.records.clone(), settings.limits.build_threads)?;
+        let mut pool = BuildPool::start(
+            settings.records.clone(),
+            settings.limits.build_threads,
+            self.run_id.clone(),
+        )?;
         let mut stop = None;
         while let Some(chunk) = self.next_chunk(&mut rows) {
             if settings.interrupt.is_interrupted() {
@@ -357,19 +366,23 @@ impl<'e> Run<'e> {
             self.commit_unsent(deletes(gone)).await?;
             return Ok(Vec::new());
         }
-        let (gone, rows) = blocking(&self.state, move |s| {
+        let (gone, rows, seen) = blocking(&self.state, move |s| {
             let rows = s.rows(&gone)?;
-            Ok((gone, rows))
+            let seen = s.seen(&gone)?;
+            Ok((gone, rows, seen))
         })
         .await?;
         let mut to_build = Vec::with_capacity(gone.len());
-        for (key, stored) in gone.into_iter().zip(rows) {
+        for ((key, stored), seen) in gone.into_iter().zip(rows).zip(seen) {
             match stored.and_then(|s| self.diff.codec.decode(settings.schema(), &s)) {
                 Some(row) => to_build.push(ToBuild {
                     row,
                     event: Event::Removed,
                     previous: None,
                     change: Change::Delete { key },
+                    // A removal in doubt goes out again with its id; the version it carries is
+                    // the stored one either way.
+                    record_id: record_id::id_for(seen, Unanswered::Removed, true),
                 }),
                 None => report_unreadable(&mut self.report, key),
             }
@@ -390,6 +403,7 @@ impl<'e> Run<'e> {
         BuiltRow {
             change,
             event,
+            record_id: id,
             record,
         }: BuiltRow,
     ) {
@@ -423,7 +437,7 @@ impl<'e> Run<'e> {
         if let Some(explicit) = record.explicit_hash_key {
             put = put.with_explicit_hash_key(explicit);
         }
-        self.to_mark.push(in_doubt(&change, event));
+        self.to_mark.push(in_doubt(&change, event, id));
         self.seq += 1;
         self.outbox.push(Item::new(self.seq, put, change));
     }
@@ -501,26 +515,24 @@ impl<'e> Run<'e> {
     }
 }
 
-/// The mark that says a record of `event`, committing `change` once acknowledged, is going
-/// out.
-fn in_doubt(change: &Change, event: Event) -> Change {
-    match change {
-        Change::Upsert { key, row, .. } => Change::InDoubt {
-            key: key.clone(),
-            event: if event == Event::Changed {
-                Unanswered::Changed
-            } else {
-                Unanswered::Added
-            },
-            row: Some(row.clone()),
+/// The mark that says a record of `event` with id `record_id`, committing `change` once
+/// acknowledged, is going out.
+fn in_doubt(change: &Change, event: Event, record_id: u128) -> Change {
+    let event = match (change, event) {
+        (Change::Delete { .. }, _) => Unanswered::Removed,
+        (_, Event::Changed) => Unanswered::Changed,
+        _ => Unanswered::Added,
+    };
+    Change::InDoubt {
+        key: change.key().to_owned(),
+        doubt: Doubt { event, record_id },
+        row: match change {
+            Change::Upsert { row, .. } => Some(row.clone()),
+            // A removal keeps the stored row, the version it carries; records never carry a
+            // mark, but one would keep its row too.
+            Change::Delete { .. } => None,
+            Change::InDoubt { row, .. } => row.clone(),
         },
-        Change::Delete { key } => Change::InDoubt {
-            key: key.clone(),
-            event: Unanswered::Removed,
-            row: None,
-        },
-        // Records never carry a mark; if one did, it would be its own.
-        mark @ Change::InDoubt { .. } => mark.clone(),
     }
 }
 

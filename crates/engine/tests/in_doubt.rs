@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kinesync_engine::{Engine, Events, Initial, Limits, Outcome, SharedState};
+use kinesync_engine::{
+    Engine, Events, Initial, KeySpec, Limits, Outcome, RecordBuilder, SharedState,
+};
+use kinesync_payload::{Payload, PayloadSpec};
 use kinesync_state::{MemoryStore, Seen};
 use kinesync_transport::{
     ErrorKind, InMemorySink, KinesisSink, Operation, PutRecord, RecordOutcome, StreamDescription,
@@ -82,6 +85,13 @@ impl KinesisSink for LosesAnswers {
 }
 
 fn setup(check: bool) -> (Engine, Arc<LosesAnswers>, Arc<InMemorySink>) {
+    setup_with(check, records(None))
+}
+
+fn setup_with(
+    check: bool,
+    records: RecordBuilder,
+) -> (Engine, Arc<LosesAnswers>, Arc<InMemorySink>) {
     // One shard: `sent_after` counts records in the order they landed.
     let memory = memory_sink(1);
     let state: SharedState = Arc::new(std::sync::Mutex::new(MemoryStore::new()));
@@ -91,7 +101,7 @@ fn setup(check: bool) -> (Engine, Arc<LosesAnswers>, Arc<InMemorySink>) {
         check: check.then(|| state.clone()),
     });
     let engine = Engine::builder()
-        .records(records(None))
+        .records(records)
         .sink(sink.clone(), stream())
         .state_shared(state)
         .events(Events::all())
@@ -192,4 +202,87 @@ async fn a_removal_in_doubt_is_undone_when_the_row_comes_back_unchanged() {
         .map(|id| ("added".to_owned(), id, "v1".to_owned(), None))
         .collect();
     assert_eq!(sent, expected);
+}
+
+/// The record id of every message, by id, in the order the stream holds them (one shard).
+fn ids_of(memory: &InMemorySink, skip: usize) -> Vec<(i64, String, String)> {
+    messages(memory)
+        .into_iter()
+        .skip(skip)
+        .map(|m| {
+            (
+                m["id"].as_i64().unwrap(),
+                m["event"].as_str().unwrap().to_owned(),
+                m["rid"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resend_carries_the_same_record_id_and_the_next_change_a_greater_one() {
+    let schema = schema();
+    let template = r#"{"id": {{ row.id }}, "event": "{{ event }}", "rid": "{{ record.id }}"}"#;
+    let payload = Payload::compile(&PayloadSpec::template(template), schema.clone()).unwrap();
+    let records = RecordBuilder::new(payload, KeySpec::new(&schema, None, None).unwrap());
+    let (mut engine, sink, memory) = setup_with(true, records);
+
+    // Both attempts of rows 1..=4 land, no answer comes back.
+    sink.lose.store(true, Ordering::SeqCst);
+    run(&mut engine, &numbered(1..=4, "v1")).await;
+    let first = ids_of(&memory, 0);
+    assert_eq!(first.len(), 8);
+    let id_of = |sent: &[(i64, String, String)], id: i64| {
+        let ids: std::collections::BTreeSet<&String> =
+            sent.iter().filter(|s| s.0 == id).map(|s| &s.2).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "row {id}: one id for all its copies: {sent:?}"
+        );
+        ids.into_iter().next().unwrap().clone()
+    };
+    let v1: Vec<String> = (1..=4).map(|id| id_of(&first, id)).collect();
+    assert!(
+        v1.iter().all(|id| id.len() == 36 && &id[14..15] == "7"),
+        "UUIDv7: {v1:?}"
+    );
+
+    // The next run sends them again, with the same ids.
+    sink.lose.store(false, Ordering::SeqCst);
+    let before = messages(&memory).len();
+    run(&mut engine, &numbered(1..=4, "v1")).await;
+    let again = ids_of(&memory, before);
+    assert_eq!(
+        (1..=4).map(|id| id_of(&again, id)).collect::<Vec<_>>(),
+        v1,
+        "a resend of the same event keeps its id"
+    );
+
+    // Rows 1 and 2 change, row 3 leaves: new ids, greater than the ones before (time-ordered).
+    let before = messages(&memory).len();
+    let mut next = numbered([1, 2], "v2");
+    next.extend(numbered([4], "v1"));
+    run(&mut engine, &next).await;
+    let changes = ids_of(&memory, before);
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    for id in [1, 2, 3] {
+        let new = id_of(&changes, id);
+        assert!(
+            new > v1[id as usize - 1],
+            "row {id}: {new} after {}",
+            v1[id as usize - 1]
+        );
+    }
+
+    // Row 4's removal lands without an answer; sent again, it keeps its id.
+    sink.lose.store(true, Ordering::SeqCst);
+    let before = messages(&memory).len();
+    run(&mut engine, &numbered([1, 2], "v2")).await;
+    let removal = id_of(&ids_of(&memory, before), 4);
+    sink.lose.store(false, Ordering::SeqCst);
+    let before = messages(&memory).len();
+    run(&mut engine, &numbered([1, 2], "v2")).await;
+    let resent = ids_of(&memory, before);
+    assert_eq!(resent, [(4, "removed".to_owned(), removal)]);
 }

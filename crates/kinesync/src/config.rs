@@ -223,16 +223,23 @@ pub enum AuthKind {
 pub enum PayloadConfig {
     /// The whole row as a JSON object. (A struct variant, so that `deny_unknown_fields`
     /// applies to it too.)
-    Row {},
+    Row {
+        /// Adds each record's id to the message under this name.
+        record_id_field: Option<String>,
+    },
     /// One column that already holds JSON.
     Column {
         /// The column.
         column: String,
+        /// Adds each record's id to the message (an object) under this name.
+        record_id_field: Option<String>,
     },
     /// Chosen columns, renamed.
     Mapping {
         /// The fields, in order.
         fields: Vec<FieldConfig>,
+        /// Adds each record's id to the message under this name.
+        record_id_field: Option<String>,
     },
     /// A Liquid template.
     Template {
@@ -364,6 +371,21 @@ impl Config {
         })
     }
 
+    /// `[payload] record_id_field`: the member each record's id is added as (not in template
+    /// mode, where a template writes `record.id` itself).
+    pub fn record_id_field(&self) -> Option<&str> {
+        match self.payload.as_ref()? {
+            PayloadConfig::Row { record_id_field }
+            | PayloadConfig::Column {
+                record_id_field, ..
+            }
+            | PayloadConfig::Mapping {
+                record_id_field, ..
+            } => record_id_field.as_deref(),
+            PayloadConfig::Template { .. } => None,
+        }
+    }
+
     /// The payload spec, with a template file read, and where a template's text came from.
     pub fn payload_spec(&self) -> Result<(PayloadSpec, Option<(String, TemplateOrigin)>), Error> {
         let invalid = |message: &str| self.invalid(message);
@@ -371,14 +393,14 @@ impl Config {
             invalid("there is no [payload] section (mode = row | column | mapping | template)")
         })?;
         Ok(match payload {
-            PayloadConfig::Row {} => (PayloadSpec::Row, None),
-            PayloadConfig::Column { column } => (
+            PayloadConfig::Row { .. } => (PayloadSpec::Row, None),
+            PayloadConfig::Column { column, .. } => (
                 PayloadSpec::Column {
                     column: column.clone(),
                 },
                 None,
             ),
-            PayloadConfig::Mapping { fields } => (
+            PayloadConfig::Mapping { fields, .. } => (
                 PayloadSpec::Mapping {
                     fields: fields
                         .iter()

@@ -122,13 +122,16 @@ pub fn records_for(
     schema: &std::sync::Arc<kinesync_payload::Schema>,
 ) -> Result<RecordBuilder, Error> {
     let (spec, template) = config.payload_spec()?;
-    let payload = kinesync_payload::Payload::compile(&spec, schema.clone()).map_err(|errors| {
-        Error::Compile {
-            errors,
-            template: template.clone(),
-            config: config.path.clone(),
-        }
-    })?;
+    let compile_error = |errors| Error::Compile {
+        errors,
+        template: template.clone(),
+        config: config.path.clone(),
+    };
+    let mut payload =
+        kinesync_payload::Payload::compile(&spec, schema.clone()).map_err(compile_error)?;
+    if let Some(field) = config.record_id_field() {
+        payload = payload.with_record_id_field(field).map_err(compile_error)?;
+    }
     let keys = KeySpec::new(
         schema,
         config.keys.partition_key.as_deref(),
@@ -200,6 +203,9 @@ pub async fn run_config(
         })
         .dry_run(options.dry_run)
         .resync(options.resync);
+    if let Some(run_id) = &options.run_id {
+        builder = builder.run_id(run_id.clone());
+    }
     if let Some(progress) = options.progress {
         builder = builder.progress(progress);
     }

@@ -14,12 +14,20 @@
 use std::path::Path;
 
 use kinesync_keys::ShardMap;
-use kinesync_payload::{Event, RenderInput, Row, Value};
+use kinesync_payload::{Event, RecordInfo, RenderInput, Row, Value};
 use kinesync_source::RowSource;
 
 use crate::Error;
 use crate::config::Config;
 use crate::{Record, RecordBuilder, RowError};
+
+/// What a preview shows of the record a message goes out in: the same fixed values for every
+/// row, so that previews and snapshots are the same from run to run.
+pub const PREVIEW_RECORD: RecordInfo<'static> = RecordInfo {
+    id: "00000000-0000-7000-8000-000000000000",
+    run_id: "preview",
+    sent_at: "1970-01-01T00:00:00.000Z",
+};
 
 /// How to preview: the simulated stream's shard count and the event rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +106,7 @@ impl Preview {
             Event::Changed => RenderInput::new(row, Event::Changed).with_previous(row),
             event => RenderInput::new(row, event),
         };
-        self.builder.build(input)
+        self.builder.build(input.with_record(PREVIEW_RECORD))
     }
 
     fn primary_key(&self, row: &Row) -> String {

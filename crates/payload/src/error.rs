@@ -129,6 +129,23 @@ pub enum CompileError {
     /// A mapping without fields.
     #[error("payload mode \"mapping\" needs at least one field")]
     EmptyMapping,
+    /// A record id field asked of a template, which writes `record.id` itself.
+    #[error("payload.record_id_field is for the row, column and mapping modes")]
+    RecordIdFieldInTemplate,
+    /// The record id field is empty, or a member the message already has.
+    #[error("payload.record_id_field {field:?} is empty or already a member of every message")]
+    RecordIdFieldTaken {
+        /// The field.
+        field: String,
+    },
+    /// `record.x` where `x` is not something a template can know about its record.
+    #[error("{location}: `record` has no field `{name}`")]
+    UnknownRecordField {
+        /// Where the field's name starts.
+        location: Location,
+        /// The field named.
+        name: String,
+    },
 }
 
 impl CompileError {
@@ -145,6 +162,7 @@ impl CompileError {
             CompileError::TemplateSyntax { location, .. }
             | CompileError::UnknownFilter { location, .. }
             | CompileError::UnknownColumn { location, .. }
+            | CompileError::UnknownRecordField { location, .. }
             | CompileError::UnterminatedString { location } => Some(*location),
             _ => None,
         }
@@ -171,6 +189,15 @@ impl CompileError {
             CompileError::EmptyTarget { .. } => "give the field a non-empty `to` name".into(),
             CompileError::DuplicateTarget { .. } => "give each field its own `to` name".into(),
             CompileError::EmptyMapping => "add [[payload.fields]] entries with `from` and `to`".into(),
+            CompileError::RecordIdFieldInTemplate => {
+                "remove record_id_field, and write `\"id\": \"{{ record.id }}\"` where the template wants it".into()
+            }
+            CompileError::RecordIdFieldTaken { .. } => {
+                "choose a name no column (or mapped field) has, such as \"_record_id\"".into()
+            }
+            CompileError::UnknownRecordField { .. } => {
+                "use record.id, record.run_id or record.sent_at".into()
+            }
         }
     }
 }
@@ -281,6 +308,12 @@ pub enum RenderErrorKind {
     /// Liquid failed while rendering (an unknown variable, a filter given a bad input, ...).
     #[error("template error: {0}")]
     Template(String),
+    /// The message is not a JSON object, so the record id cannot be added to it.
+    #[error("the message is not a JSON object, so the record id cannot be added as {field:?}")]
+    NotAnObject {
+        /// The record id field.
+        field: String,
+    },
 }
 
 impl RenderErrorKind {
@@ -290,6 +323,7 @@ impl RenderErrorKind {
             RenderErrorKind::InvalidJson(_) => "invalid_json",
             RenderErrorKind::ColumnNotJson { .. } => "column_not_json",
             RenderErrorKind::Template(_) => "template",
+            RenderErrorKind::NotAnObject { .. } => "not_an_object",
         }
     }
 }

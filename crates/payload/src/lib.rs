@@ -49,6 +49,7 @@
 mod error;
 mod json;
 mod json_strings;
+mod record_info;
 mod schema;
 mod template;
 mod value;
@@ -61,6 +62,7 @@ use liquid_core::model::{KStringCow, ObjectView, ValueView};
 
 pub use error::{CompileError, CompileErrors, Location, RenderError, RenderErrorKind};
 pub use json::InvalidJson;
+pub use record_info::RecordInfo;
 pub use schema::{Row, Schema, SchemaError};
 pub use template::Escape;
 pub use value::{Object, Value};
@@ -209,6 +211,9 @@ pub struct RenderInput<'a> {
     pub event: Event,
     /// For a changed row, the last version sent; otherwise `None`.
     pub previous: Option<&'a Row>,
+    /// The record the message goes out in (templates: `record`), when the caller knows it.
+    /// Without one, `record` is nil, and a template reading `record.id` fails for the row.
+    pub record: Option<RecordInfo<'a>>,
 }
 
 impl<'a> RenderInput<'a> {
@@ -218,6 +223,15 @@ impl<'a> RenderInput<'a> {
             row,
             event,
             previous: None,
+            record: None,
+        }
+    }
+
+    /// The same input with the record it goes out in.
+    pub fn with_record(self, record: RecordInfo<'a>) -> Self {
+        Self {
+            record: Some(record),
+            ..self
         }
     }
 
@@ -237,6 +251,8 @@ pub struct Payload {
     mode: Mode,
     /// What it was compiled from: a sync keeps it to notice that its messages changed.
     spec: PayloadSpec,
+    /// The member the record's id is added as (modes other than a template).
+    record_id_field: Option<String>,
 }
 
 enum Mode {
@@ -352,7 +368,49 @@ impl Payload {
             schema,
             mode,
             spec: spec.clone(),
+            record_id_field: None,
         })
+    }
+
+    /// Adds the record's id ([`RecordInfo::id`]) to every message as the member `field`,
+    /// last: for the `row`, `column` and `mapping` modes (a template writes
+    /// `{{ record.id }}` where it wants it). A message rendered without a record has no such
+    /// member; in `column` mode, a column whose JSON is not an object is a row error.
+    pub fn with_record_id_field(mut self, field: impl Into<String>) -> Result<Self, CompileErrors> {
+        let field = field.into();
+        let taken = match &self.spec {
+            PayloadSpec::Row => self.schema.index_of(&field).is_some(),
+            PayloadSpec::Mapping { fields } => fields.iter().any(|f| f.to == field),
+            _ => false,
+        };
+        let clash = if matches!(self.mode, Mode::Template(_)) {
+            Some(CompileError::RecordIdFieldInTemplate)
+        } else if field.is_empty() || taken {
+            Some(CompileError::RecordIdFieldTaken {
+                field: field.clone(),
+            })
+        } else {
+            None
+        };
+        match clash {
+            Some(error) => Err(CompileErrors(vec![error])),
+            None => {
+                self.record_id_field = Some(field);
+                Ok(self)
+            }
+        }
+    }
+
+    /// The member the record's id is added as, if any.
+    pub fn record_id_field(&self) -> Option<&str> {
+        self.record_id_field.as_deref()
+    }
+
+    /// Whether messages say anything about their record (a template that names `record`, or
+    /// a record id field): a caller that knows the record gives it only then.
+    pub fn wants_record(&self) -> bool {
+        self.record_id_field.is_some()
+            || matches!(&self.spec, PayloadSpec::Template { source, .. } if source.contains("record"))
     }
 
     /// The spec it was compiled from.
@@ -380,15 +438,24 @@ impl Payload {
         out: &mut Vec<u8>,
     ) -> Result<(), RenderError> {
         out.clear();
-        let result = self.render_unchecked(input, out).and_then(|()| {
-            json::finish(out, self.whitespace()).map_err(|e| match &self.mode {
-                Mode::Column { index } => RenderErrorKind::ColumnNotJson {
-                    column: self.schema.columns()[*index].clone(),
-                    reason: format!("invalid JSON at byte {}: {}", e.offset, e.reason),
-                },
-                _ => RenderErrorKind::InvalidJson(e),
+        let result = self
+            .render_unchecked(input, out)
+            .and_then(|()| {
+                json::finish(out, self.whitespace()).map_err(|e| match &self.mode {
+                    Mode::Column { index } => RenderErrorKind::ColumnNotJson {
+                        column: self.schema.columns()[*index].clone(),
+                        reason: format!("invalid JSON at byte {}: {}", e.offset, e.reason),
+                    },
+                    _ => RenderErrorKind::InvalidJson(e),
+                })
             })
-        });
+            .and_then(|()| match (&self.record_id_field, input.record) {
+                (Some(field), Some(record)) => record_info::add_id_field(out, field, record.id)
+                    .map_err(|()| RenderErrorKind::NotAnObject {
+                        field: field.clone(),
+                    }),
+                _ => Ok(()),
+            });
         result.map_err(|kind| {
             out.clear();
             RenderError {
@@ -458,6 +525,7 @@ impl Payload {
                         row,
                     }),
                     event: &EVENT_NAMES[input.event as usize],
+                    record: input.record,
                 };
                 template
                     .render(&globals, out)
@@ -513,16 +581,17 @@ static EVENT_NAMES: LazyLock<[liquid_core::Value; 3]> =
 /// What `previous` reads as when there is none.
 static NIL: liquid_core::Value = liquid_core::Value::Nil;
 
-/// The names a template sees: `row`, `event`, `previous`.
+/// The names a template sees: `row`, `event`, `previous`, `record`.
 #[derive(Debug)]
 struct Globals<'a> {
     row: RowView<'a>,
     previous: Option<RowView<'a>>,
     event: &'static liquid_core::Value,
+    record: Option<RecordInfo<'a>>,
 }
 
 impl Globals<'_> {
-    const KEYS: [&'static str; 3] = ["row", "event", "previous"];
+    const KEYS: [&'static str; 4] = ["row", "event", "previous", "record"];
 
     fn value(&self, key: &str) -> Option<&dyn ValueView> {
         match key {
@@ -530,6 +599,10 @@ impl Globals<'_> {
             "event" => Some(self.event),
             "previous" => Some(match &self.previous {
                 Some(p) => p as &dyn ValueView,
+                None => &NIL,
+            }),
+            "record" => Some(match &self.record {
+                Some(r) => r as &dyn ValueView,
                 None => &NIL,
             }),
             _ => None,

@@ -49,7 +49,40 @@ pub enum Seen {
     /// A record went out for the key and no answer about it was read (the process was
     /// killed mid-call, the answer was lost or unreadable, the run ended before a retry got
     /// through): it may have landed, or not. The stored row is the version it carried.
-    InDoubt(Unanswered),
+    InDoubt(Doubt),
+}
+
+/// A record [in doubt](Seen::InDoubt): its event, and the id it was sent with, so that a resend
+/// of the same event carries the same id (what lets a consumer drop the copy it already has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doubt {
+    /// The event sent.
+    pub event: Unanswered,
+    /// The record's id (0 when it was marked without one).
+    pub record_id: u128,
+}
+
+impl Doubt {
+    /// How the mark is stored: the event's byte, then the id's 16 bytes (big-endian), where
+    /// an acknowledged row has its 16-byte fingerprint, so that no fingerprint can equal it.
+    pub(crate) fn to_blob(self) -> [u8; 17] {
+        let mut blob = [0; 17];
+        blob[0] = self.event.marker();
+        blob[1..].copy_from_slice(&self.record_id.to_be_bytes());
+        blob
+    }
+
+    /// The mark read back; `None` for a blob that is not one.
+    pub(crate) fn from_blob(blob: &[u8]) -> Option<Self> {
+        let (&marker, id) = blob.split_first()?;
+        let event = Unanswered::from_marker(marker)?;
+        let record_id = match id.len() {
+            0 => 0,
+            16 => u128::from_be_bytes(id.try_into().ok()?),
+            _ => return None,
+        };
+        Some(Self { event, record_id })
+    }
 }
 
 /// The event of a record [in doubt](Seen::InDoubt).
@@ -64,22 +97,19 @@ pub enum Unanswered {
 }
 
 impl Unanswered {
-    /// How the marker is stored: one byte where an acknowledged row has its 16-byte
-    /// fingerprint, so that no fingerprint can ever equal it.
-    pub(crate) fn marker(self) -> [u8; 1] {
+    fn marker(self) -> u8 {
         match self {
-            Self::Added => *b"a",
-            Self::Changed => *b"c",
-            Self::Removed => *b"r",
+            Self::Added => b'a',
+            Self::Changed => b'c',
+            Self::Removed => b'r',
         }
     }
 
-    /// The marker read back; `None` for a blob that is not one.
-    pub(crate) fn from_marker(blob: &[u8]) -> Option<Self> {
-        match blob {
-            b"a" => Some(Self::Added),
-            b"c" => Some(Self::Changed),
-            b"r" => Some(Self::Removed),
+    fn from_marker(marker: u8) -> Option<Self> {
+        match marker {
+            b'a' => Some(Self::Added),
+            b'c' => Some(Self::Changed),
+            b'r' => Some(Self::Removed),
             _ => None,
         }
     }
@@ -119,8 +149,8 @@ pub enum Change {
     InDoubt {
         /// The primary key.
         key: String,
-        /// The event sent.
-        event: Unanswered,
+        /// The event sent, and the record's id.
+        doubt: Doubt,
         /// The version sent, stored in place of the acknowledged one; `None` for a removal,
         /// which keeps the stored row.
         row: Option<Vec<u8>>,

@@ -72,8 +72,8 @@ impl StateStore for MemoryStore {
                 Change::Delete { key } => {
                     self.rows.remove(&key);
                 }
-                Change::InDoubt { key, event, row } => {
-                    let seen = Seen::InDoubt(event);
+                Change::InDoubt { key, doubt, row } => {
+                    let seen = Seen::InDoubt(doubt);
                     match (row, self.rows.get_mut(&key)) {
                         (Some(row), _) => {
                             self.rows.insert(key, StoredRow { seen, row });

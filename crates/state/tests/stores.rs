@@ -1,7 +1,9 @@
 //! Both stores behave the same: lookups, walking the keys, atomic commits,
 //! and (SQLite) a schema version that is checked.
 
-use kinesync_state::{Change, MemoryStore, Seen, SqliteStore, StateError, StateStore, Unanswered};
+use kinesync_state::{
+    Change, Doubt, MemoryStore, Seen, SqliteStore, StateError, StateStore, Unanswered,
+};
 use proptest::prelude::*;
 
 /// The fingerprints of acknowledged keys (a key in doubt fails the test).
@@ -33,12 +35,21 @@ fn upsert(key: &str, fingerprint: u128) -> Change {
 }
 
 /// A key marked in doubt, with the row sent (`Some`: the row names the fingerprint given, so
-/// that stores can be compared on it).
+/// that stores can be compared on it), and a record id made from the key.
 fn in_doubt(key: &str, event: Unanswered, sent: Option<&u128>) -> Change {
     Change::InDoubt {
         key: key.into(),
-        event,
+        doubt: doubt(key, event),
         row: sent.map(|fp| format!("{{\"sent\":{fp}}}").into_bytes()),
+    }
+}
+
+fn doubt(key: &str, event: Unanswered) -> Doubt {
+    Doubt {
+        event,
+        record_id: key
+            .bytes()
+            .fold(0x7000, |id: u128, b| id.wrapping_mul(31) + u128::from(b)),
     }
 }
 
@@ -493,9 +504,9 @@ fn keys_in_doubt_are_kept_until_settled() {
         assert_eq!(
             store.seen(&asked).unwrap(),
             vec![
-                Some(Seen::InDoubt(Unanswered::Changed)),
-                Some(Seen::InDoubt(Unanswered::Removed)),
-                Some(Seen::InDoubt(Unanswered::Added)),
+                Some(Seen::InDoubt(doubt("1", Unanswered::Changed))),
+                Some(Seen::InDoubt(doubt("2", Unanswered::Removed))),
+                Some(Seen::InDoubt(doubt("3", Unanswered::Added))),
                 None,
             ]
         );
@@ -525,7 +536,7 @@ fn keys_in_doubt_are_kept_until_settled() {
             vec![
                 Some(Seen::Acknowledged(71)),
                 None,
-                Some(Seen::InDoubt(Unanswered::Added)),
+                Some(Seen::InDoubt(doubt("3", Unanswered::Added))),
                 None,
             ]
         );

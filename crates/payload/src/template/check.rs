@@ -8,10 +8,12 @@
 use std::collections::HashSet;
 
 use super::lex::{Kind, Segment, Tok, filter_offsets, tokens};
+use crate::RecordInfo;
 use crate::error::{CompileError, Location};
 use crate::schema::{Schema, closest};
 
-/// The names a template may reference besides its own `assign`s and loop variables.
+/// The names a template may reference besides its own `assign`s and loop variables, whose
+/// fields are columns. (`record`'s fields are checked against [`RecordInfo::FIELDS`].)
 const ROOTS_WITH_COLUMNS: [&str; 2] = ["row", "previous"];
 
 /// Adds an error for each filter that does not exist and each `row` / `previous` column the
@@ -47,9 +49,19 @@ pub(super) fn check_references(
             };
             let prev = i.checked_sub(1).map(|p| toks[p].0);
             let next = |k: usize| toks.get(i + k).map(|t| t.0);
-            let is_root = ROOTS_WITH_COLUMNS.contains(&root)
-                && !matches!(prev, Some(Tok::Punct(b'.' | b'|')))
-                && next(1) != Some(Tok::Punct(b':'));
+            let is_global =
+                !matches!(prev, Some(Tok::Punct(b'.' | b'|'))) && next(1) != Some(Tok::Punct(b':'));
+            if root == "record"
+                && is_global
+                && let (Some(Tok::Punct(b'.')), Some(Tok::Ident(field))) = (next(1), next(2))
+                && !RecordInfo::FIELDS.contains(&field)
+            {
+                errors.push(CompileError::UnknownRecordField {
+                    location: Location::at(source, toks[i + 2].1),
+                    name: field.to_owned(),
+                });
+            }
+            let is_root = ROOTS_WITH_COLUMNS.contains(&root) && is_global;
             if !is_root {
                 continue;
             }

@@ -3,15 +3,15 @@
 //! Apart from the writer thread, which only decides when a commit runs, because this is
 //! where the cost of a backfill lies: upserts go [`UPSERT_GROUP`] rows to a statement, and a
 //! delete first writes the upserts queued before it, so that changes land in the order given.
-//! A key marked in doubt with the version sent is an upsert whose fingerprint is the one-byte
-//! marker; a removal in doubt changes only the fingerprint.
+//! A key marked in doubt with the version sent is an upsert whose fingerprint is the 17-byte
+//! mark; a removal in doubt changes only the fingerprint.
 
 use std::borrow::Cow;
 
 use rusqlite::{Connection, params};
 
 use super::keys::stored_key;
-use crate::{Change, Fingerprint, StateError, Unanswered};
+use crate::{Change, Fingerprint, StateError};
 
 /// One atomic commit.
 pub(super) fn write_changes(
@@ -43,17 +43,19 @@ pub(super) fn write_changes(
                     .map_err(sql)?,
                 Change::InDoubt {
                     key,
-                    event,
+                    doubt,
                     row: Some(row),
-                } => upserts.push(key, Stamp::marker(*event), row).map_err(sql)?,
+                } => upserts
+                    .push(key, Stamp::Mark(doubt.to_blob()), row)
+                    .map_err(sql)?,
                 Change::InDoubt {
                     key,
-                    event,
+                    doubt,
                     row: None,
                 } => {
                     // In order, as for a delete.
                     upserts.write().map_err(sql)?;
-                    mark.execute(params![stored_key(key), &event.marker()[..]])
+                    mark.execute(params![stored_key(key), &doubt.to_blob()[..]])
                         .map_err(sql)?;
                 }
                 Change::Delete { key } => {
@@ -69,29 +71,23 @@ pub(super) fn write_changes(
 }
 
 /// What the `fingerprint` column holds: an acknowledged row's 16-byte fingerprint, or the
-/// one-byte marker of a key in doubt.
+/// 17-byte mark of a key in doubt.
 #[derive(Clone, Copy)]
-struct Stamp {
-    bytes: [u8; 16],
-    len: usize,
+enum Stamp {
+    Fingerprint([u8; 16]),
+    Mark([u8; 17]),
 }
 
 impl Stamp {
     fn fingerprint(fingerprint: Fingerprint) -> Self {
-        Self {
-            bytes: fingerprint.to_be_bytes(),
-            len: 16,
-        }
-    }
-
-    fn marker(event: Unanswered) -> Self {
-        let mut bytes = [0; 16];
-        bytes[0] = event.marker()[0];
-        Self { bytes, len: 1 }
+        Self::Fingerprint(fingerprint.to_be_bytes())
     }
 
     fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        match self {
+            Self::Fingerprint(bytes) => bytes,
+            Self::Mark(bytes) => bytes,
+        }
     }
 }
 

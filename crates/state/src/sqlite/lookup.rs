@@ -11,7 +11,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use super::SqliteStore;
-use crate::{Seen, StateError, Unanswered};
+use crate::{Doubt, Seen, StateError};
 
 /// Keys per `IN (...)` lookup: well under SQLite's parameter limit.
 const LOOKUP_CHUNK: usize = 500;
@@ -83,10 +83,12 @@ impl SqliteStore {
 }
 
 /// What a stored fingerprint blob says: the 16 bytes of an acknowledged row's fingerprint,
-/// big-endian, or the one-byte marker of a key in doubt.
+/// big-endian, or the 17-byte mark of a key in doubt.
 pub(super) fn seen_of(blob: &[u8]) -> Seen {
-    if let Some(event) = Unanswered::from_marker(blob) {
-        return Seen::InDoubt(event);
+    if blob.len() != 16
+        && let Some(doubt) = Doubt::from_blob(blob)
+    {
+        return Seen::InDoubt(doubt);
     }
     let mut bytes = [0u8; 16];
     let n = blob.len().min(16);
