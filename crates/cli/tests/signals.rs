@@ -19,7 +19,7 @@ fn write_model(dir: &Path) {
     std::fs::write(
         dir.join("kinesync.toml"),
         "[source]\npath = \"model.ndjson\"\nprimary_key = \"id\"\n\n[payload]\nmode = \"row\"\n\n\
-         [destination]\nstream = \"signals\"\nsimulated = { shards = 4 }\n",
+         [destination]\nstream = \"signals\"\nsimulated = { shards = 4, unlimited = true }\n",
     )
     .unwrap();
 }

@@ -356,3 +356,41 @@ fn a_sqlite_model_and_typed_csv_sync_with_their_types() {
     );
     assert!(stdout.contains("added 1"), "row 3 still went: {stdout}");
 }
+
+/// A simulated stream takes what a real one does, 1,000 records a second per shard after a
+/// second's burst, so a quick start with many rows shows the real duration (`unlimited = true`
+/// lifts the limits, for benchmarks).
+#[test]
+fn a_simulated_stream_enforces_the_shard_limits_unless_unlimited() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = (1..=3000).map(|id| format!("{{\"id\":{id}}}\n")).collect();
+    std::fs::write(dir.path().join("m.ndjson"), rows).unwrap();
+    let config = dir.path().join("kinesync.toml");
+    let write = |simulated: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\npath = \"m.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"row\"\n\
+                 [destination]\nstream = \"s\"\nsimulated = {simulated}\n[sync]\nstate = \"{}\"\n",
+                dir.path().join(format!("{}.db", simulated.len())).display()
+            ),
+        )
+        .unwrap();
+    };
+    write("{ shards = 1 }");
+    let started = std::time::Instant::now();
+    let (output, text) = sync(&config, &[]);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    // 3,000 records into one shard: 1,000 at once, then 1,000 a second. (A lower bound: a
+    // slow machine can only make it longer.)
+    assert!(
+        took >= std::time::Duration::from_secs(2),
+        "{took:?}: {text}"
+    );
+
+    write("{ shards = 1, unlimited = true }");
+    let (output, text) = sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("acknowledged 3000 of 3000"), "{text}");
+}

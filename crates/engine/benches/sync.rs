@@ -129,10 +129,15 @@ fn backfill_then_changes(mode: &str, schema: &Arc<Schema>, rows: usize) -> (f64,
         Payload::compile(&spec(mode), schema.clone()).unwrap(),
         KeySpec::new(schema, None, None).unwrap(),
     );
+    // The in-memory stream has no limits: unpaced, this measures the engine itself.
     let mut engine = Engine::builder()
         .records(records)
         .sink(sink.clone(), stream.clone())
         .state(SqliteStore::open(dir.path().join("state.db")).unwrap())
+        .limits(kinesync_engine::Limits {
+            shard_records_per_second: f64::INFINITY,
+            ..kinesync_engine::Limits::default()
+        })
         .build()
         .unwrap();
     // The runtime the `kinesync` binary runs on.

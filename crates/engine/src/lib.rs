@@ -69,6 +69,7 @@ mod engine;
 mod error;
 mod hashed;
 mod interrupt;
+mod pace;
 mod prepare;
 mod progress;
 mod record;
@@ -90,6 +91,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use record::{KeySpec, Record, RecordBuilder, RowError};
 pub use report::{
     EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, RecordCounts, RowErrorEntry, RowErrors, RunReport,
+    ShardReport,
 };
 pub use settings::{Events, EventsError, Initial, LimitError, Limits};
 pub use store::SharedState;

@@ -120,7 +120,7 @@ impl RowErrors {
 }
 
 /// Everything one run did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     /// How it ended.
     pub outcome: Outcome,
@@ -161,6 +161,23 @@ pub struct RunReport {
     /// Whether this run was a resync: every row sent again.
     #[serde(default)]
     pub resync: bool,
+    /// Per shard: records sent (attempts), throttled, and the rate it was paced at by the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardReport>,
+}
+
+/// What one shard was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardReport {
+    /// The shard's id.
+    pub shard: String,
+    /// Record attempts sent to it (throttled ones again each time).
+    pub attempts: u64,
+    /// Record attempts it throttled.
+    pub throttled: u64,
+    /// The records per second it was paced at when the run ended: its limit as found, or the
+    /// ceiling if it never throttled.
+    pub paced_per_second: f64,
 }
 
 impl RunReport {
@@ -185,6 +202,7 @@ impl RunReport {
             by_shard: BTreeMap::new(),
             sync_changed: Vec::new(),
             resync: false,
+            shards: Vec::new(),
         }
     }
 

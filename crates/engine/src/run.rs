@@ -32,9 +32,10 @@ use crate::definition::{Definition, SyncChange};
 use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
 use crate::engine::Settings;
 use crate::error::Error;
+use crate::pace::Ceiling;
 use crate::prepare::Prepared;
 use crate::record_id;
-use crate::report::{Outcome, RunReport};
+use crate::report::{Outcome, RunReport, ShardReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
 use crate::store::{SharedState, blocking};
@@ -116,6 +117,11 @@ impl<'e> Run<'e> {
             backoff_base: limits.backoff_base,
             backoff_cap: limits.backoff_cap,
             seed,
+            shards: description.shards.len(),
+            ceiling: Ceiling {
+                records_per_second: limits.shard_records_per_second,
+                bytes_per_second: limits.shard_bytes_per_second,
+            },
         };
         let outbox = Outbox::new(
             settings.sink.clone(),
@@ -433,13 +439,14 @@ impl<'e> Run<'e> {
             *self.report.by_shard.entry(shard).or_default() += 1;
             return;
         }
+        let shard = self.shards.index_for(record.hash_key());
         let mut put = PutRecord::new(record.partition_key, record.data);
         if let Some(explicit) = record.explicit_hash_key {
             put = put.with_explicit_hash_key(explicit);
         }
         self.to_mark.push(in_doubt(&change, event, id));
         self.seq += 1;
-        self.outbox.push(Item::new(self.seq, put, change));
+        self.outbox.push(Item::new(self.seq, put, change, shard));
     }
 
     /// Marks the keys of the records queued since the last send in doubt, and waits until
@@ -484,6 +491,20 @@ impl<'e> Run<'e> {
         report.throttled_records = counts.throttled;
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
+        if !self.settings.dry_run {
+            report.shards = self
+                .outbox
+                .shard_stats()
+                .into_iter()
+                .zip(self.shards.shards())
+                .map(|(stats, shard)| ShardReport {
+                    shard: shard.id().to_owned(),
+                    attempts: stats.taken,
+                    throttled: stats.throttled,
+                    paced_per_second: stats.rate,
+                })
+                .collect();
+        }
         let dry_run = self.settings.dry_run;
         report.outcome = match (stop, self.outbox.stopped()) {
             (Some(Stop::Duplicate(duplicate)), _) => Outcome::Failed {

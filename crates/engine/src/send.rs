@@ -1,11 +1,24 @@
-//! Stage 5, send: calls in flight, their outcomes, and retries.
+//! Stage 5, send: calls in flight, their outcomes, and retries, paced to the stream.
 //!
-//! The [`Outbox`] takes records in model order, asks the [batcher](crate::batch) for calls,
-//! keeps a bounded number of them in flight, and sorts each answer's records into
-//! acknowledged (handed to the [commit](crate::commit) stage), retried after a
-//! [backoff](crate::backoff), or given up (pending for the next run). A call that fails in a
-//! way no retry can mend (access denied, stream gone) stops the outbox: what waits is left
-//! pending, and the run reports the error.
+//! The [`Outbox`] takes records in model order, asks the [batcher](crate::batch) for calls
+//! within each shard's budget ([`crate::pace`]), keeps a bounded number of them in flight, and
+//! sorts each answer's records into acknowledged (handed to the [commit](crate::commit)
+//! stage), throttled (back to their lane, and their shard's rate lowered), retried after a
+//! [backoff](crate::backoff) (another failure), or given up (pending for the next run).
+//!
+//! - **Full calls.** A call that is not full waits for [`MIN_CALL_INTERVAL`] after the last
+//!   one, so that records trickling in as budgets refill go out together.
+//! - **A failing endpoint.** A call that fails as a whole (a 5xx, a timeout, a dropped
+//!   connection) puts its records back in their lanes and holds every call back for one
+//!   growing backoff: one timer for the sender, not one per record, and one call at a time
+//!   until one gets through. After `max_attempts` such calls in a row the run stops, with the
+//!   last failure as its error.
+//! - **The retry budget counts time without progress.** A run that keeps getting records
+//!   acknowledged keeps going, however long the backfill; one that gets nothing acknowledged
+//!   for `retry_time` stops, with the last failure as its error.
+//!
+//! A call that fails in a way no retry can mend (access denied, stream gone) stops the outbox
+//! too: what waits is left pending, and the run reports the error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +36,13 @@ use crate::backoff::Backoff;
 use crate::batch::{Batcher, Item};
 use crate::commit;
 use crate::error::Error;
+use crate::pace::{Ceiling, Pacer, ShardStats};
 use crate::progress::Progress;
 use crate::store::SharedState;
+
+/// How long a call that is not full waits after the last call: long enough for budgets to
+/// refill by a tenth of a second's worth, short enough not to leave the stream idle.
+pub(crate) const MIN_CALL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How the outbox behaves; see [`crate::Limits`].
 #[derive(Debug, Clone)]
@@ -37,6 +55,10 @@ pub(crate) struct OutboxConfig {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
     pub(crate) seed: u64,
+    /// The stream's open shards.
+    pub(crate) shards: usize,
+    /// The most each shard is sent.
+    pub(crate) ceiling: Ceiling,
 }
 
 /// What the outbox counted.
@@ -55,6 +77,7 @@ struct Sent {
     change: kinesync_state::Change,
     attempts: u32,
     key: u128,
+    shard: usize,
 }
 
 /// A call's answer, with its records handed back so that failed ones can be retried.
@@ -71,11 +94,23 @@ pub(crate) struct Outbox {
     stream: StreamName,
     config: OutboxConfig,
     batcher: Batcher,
+    pacer: Pacer,
     backoff: Backoff,
     /// Each call is a task of its own, so that it goes on while the run's loop waits for the
     /// state store or the build threads.
     in_flight: FuturesUnordered<JoinHandle<Done>>,
-    started: Instant,
+    /// When a record was last acknowledged (or the outbox started).
+    progress_at: Instant,
+    /// When the last call went out.
+    launched_at: Option<Instant>,
+    /// No call goes out before this: the sender's backoff after calls that failed whole.
+    held_until: Option<Instant>,
+    /// Calls in a row that failed whole.
+    failed_calls: u32,
+    /// The last failure, for the error of a run that stops for lack of progress.
+    last_failure: Option<TransportError>,
+    /// No more records will be pushed: a call need not wait to be full.
+    finishing: bool,
     /// Records that arrived after the outbox stopped: pending.
     refused: u64,
     /// Nothing new goes out ([`abandon`](Self::abandon)).
@@ -93,14 +128,25 @@ impl Outbox {
         config: OutboxConfig,
         progress: Arc<Progress>,
     ) -> Self {
+        let now = Instant::now();
         Self {
             sink,
             stream,
-            batcher: Batcher::new(config.max_batch_records, config.max_batch_bytes),
+            batcher: Batcher::new(
+                config.max_batch_records,
+                config.max_batch_bytes,
+                config.shards,
+            ),
+            pacer: Pacer::new(config.shards, config.ceiling, now),
             backoff: Backoff::new(config.backoff_base, config.backoff_cap, config.seed),
             config,
             in_flight: FuturesUnordered::new(),
-            started: Instant::now(),
+            progress_at: now,
+            launched_at: None,
+            held_until: None,
+            failed_calls: 0,
+            last_failure: None,
+            finishing: false,
             refused: 0,
             abandoned: false,
             stopped: None,
@@ -113,9 +159,13 @@ impl Outbox {
     pub(crate) fn push(&mut self, item: Item) {
         if self.stopped.is_some() || self.abandoned {
             self.refused += 1;
-        } else {
-            self.batcher.push(item);
+            return;
         }
+        if self.batcher.backlog() == 0 && self.in_flight.is_empty() {
+            // Time without progress counts only while records wait.
+            self.progress_at = Instant::now();
+        }
+        self.batcher.push(item);
     }
 
     /// Stops sending: what waits (queued, or for a retry) is left pending for the next run, and
@@ -152,31 +202,51 @@ impl Outbox {
     /// Sends until nothing is left: all acknowledged, given up, or stopped. Whatever could not
     /// be sent stays pending for the next run.
     pub(crate) async fn finish(&mut self, store: &SharedState) -> Result<(), Error> {
+        self.finishing = true;
         while self.step(store).await? {}
         self.batcher.abandon();
         Ok(())
     }
 
-    /// Starts what can start, then waits for one completion or retry time. `false` when
-    /// there is nothing left that this run can do.
+    /// Each shard's counts so far.
+    pub(crate) fn shard_stats(&self) -> Vec<ShardStats> {
+        self.pacer.stats()
+    }
+
+    /// Starts what can start, then waits for one completion, or until a call can start.
+    /// `false` when there is nothing left that this run can do.
     async fn step(&mut self, store: &SharedState) -> Result<bool, Error> {
+        let sending = self.stopped.is_none() && !self.abandoned;
+        if sending {
+            self.stop_without_progress();
+        }
         let sending = self.stopped.is_none() && !self.abandoned;
         if sending {
             self.launch();
         }
-        // A retry falling due matters only if a call could start for it; otherwise wait for a
-        // call to finish (waiting on a past due time would spin without ever yielding).
-        let can_launch = sending && self.in_flight.len() < self.config.max_in_flight;
-        let next_retry = self.batcher.next_due().filter(|_| can_launch);
-        let done = match (self.in_flight.is_empty(), next_retry) {
+        // When a call could start, if one may: waiting on a past time would spin without
+        // ever yielding, so only a time ahead counts.
+        let now = Instant::now();
+        let max_in_flight = if self.failed_calls > 0 {
+            1
+        } else {
+            self.config.max_in_flight
+        };
+        let can_launch = sending && self.in_flight.len() < max_in_flight;
+        let wake = if can_launch {
+            self.next_launch(now)
+        } else {
+            None
+        };
+        let done = match (self.in_flight.is_empty(), wake) {
             (true, None) => return Ok(false),
-            (true, Some(due)) => {
-                tokio::time::sleep_until(due).await;
+            (true, Some(at)) => {
+                tokio::time::sleep_until(at).await;
                 None
             }
-            (false, Some(due)) => tokio::select! {
+            (false, Some(at)) => tokio::select! {
                 done = self.in_flight.next() => done,
-                () = tokio::time::sleep_until(due) => None,
+                () = tokio::time::sleep_until(at) => None,
             },
             (false, None) => self.in_flight.next().await,
         };
@@ -200,13 +270,90 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Starts calls while more may be in flight and records are ready.
+    /// When the next call could start, after `now`: when the sender's backoff ends, a shard
+    /// has budget or a retry falls due, and (for a call that would not be full) the interval
+    /// since the last call has passed. `None` when nothing waits.
+    fn next_launch(&mut self, now: Instant) -> Option<Instant> {
+        let ready = self.batcher.ready_at(&mut self.pacer, now)?;
+        let mut at = ready.max(self.held_until.unwrap_or(now));
+        if let Some(last) = self.launched_at {
+            // A call that would not be full (nor take everything left at the end) waits for
+            // the interval; past it, whatever the budgets allow goes.
+            let room = self.batcher.room(&mut self.pacer, at);
+            let takes_the_rest = self.finishing && room >= self.batcher.backlog();
+            if room < self.config.max_batch_records && !takes_the_rest {
+                at = at.max(last + MIN_CALL_INTERVAL);
+            }
+        }
+        Some(at.max(now + Duration::from_millis(1)))
+    }
+
+    /// Whether a call may start now: not during the sender's backoff, and (unless it would
+    /// be full, or no more records are coming) not within the interval since the last one.
+    fn may_launch(&mut self, now: Instant) -> bool {
+        if self.held_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        let room = self.batcher.room(&mut self.pacer, now);
+        if room == 0 {
+            return false;
+        }
+        // At the end, a call that takes everything left need not wait to be full.
+        room >= self.config.max_batch_records
+            || (self.finishing && room >= self.batcher.backlog())
+            || self
+                .launched_at
+                .is_none_or(|last| now.saturating_duration_since(last) >= MIN_CALL_INTERVAL)
+    }
+
+    /// Ends sending when nothing was acknowledged for `retry_time` while records wait: a dead
+    /// endpoint, or a stream that refuses everything.
+    fn stop_without_progress(&mut self) {
+        let now = Instant::now();
+        if self.batcher.backlog() == 0
+            || now.saturating_duration_since(self.progress_at) < self.config.retry_time
+        {
+            return;
+        }
+        let seconds = self.config.retry_time.as_secs();
+        let error = match &self.last_failure {
+            Some(last) => TransportError::new(
+                last.kind(),
+                kinesync_transport::Operation::PutRecords,
+                format!(
+                    "the stream acknowledged no record for {seconds} s (retry_seconds), so the run stopped; the last failure: {last}"
+                ),
+            ),
+            None => TransportError::new(
+                ErrorKind::Throttled,
+                kinesync_transport::Operation::PutRecords,
+                format!(
+                    "the stream acknowledged no record for {seconds} s (retry_seconds), throttling every one, so the run stopped"
+                ),
+            ),
+        };
+        self.batcher.abandon();
+        self.stopped = Some(error);
+    }
+
+    /// Starts calls while more may be in flight and records are ready. After calls that
+    /// failed whole, one call at a time goes out, until one succeeds.
     fn launch(&mut self) {
-        while self.in_flight.len() < self.config.max_in_flight {
-            let items = self.batcher.next_batch(Instant::now());
+        let max_in_flight = if self.failed_calls > 0 {
+            1
+        } else {
+            self.config.max_in_flight
+        };
+        while self.in_flight.len() < max_in_flight {
+            let now = Instant::now();
+            if !self.may_launch(now) {
+                break;
+            }
+            let items = self.batcher.next_batch(now, &mut self.pacer);
             if items.is_empty() {
                 break;
             }
+            self.launched_at = Some(now);
             let bytes = items.iter().map(|i| i.record.size()).sum();
             let (records, sent): (Vec<PutRecord>, Vec<Sent>) = items
                 .into_iter()
@@ -216,6 +363,7 @@ impl Outbox {
                         change: i.change,
                         attempts: i.attempts,
                         key: i.key,
+                        shard: i.shard,
                     };
                     (i.record, sent)
                 })
@@ -234,12 +382,11 @@ impl Outbox {
         }
     }
 
+    /// A record that failed (not throttled) goes out again after its backoff, or is given
+    /// up after `max_attempts` failed attempts.
     fn retry_or_give_up(&mut self, mut item: Item) {
         item.attempts += 1;
-        if self.abandoned
-            || item.attempts >= self.config.max_attempts
-            || self.started.elapsed() >= self.config.retry_time
-        {
+        if self.abandoned || item.attempts >= self.config.max_attempts {
             self.batcher.give_up(item);
             return;
         }
@@ -248,9 +395,10 @@ impl Outbox {
         self.batcher.retry_at(item, due);
     }
 
-    /// Sorts an answer's records into retried and given up, and returns the changes of the
-    /// acknowledged ones, in the call's order, to commit.
+    /// Sorts an answer's records into acknowledged, throttled, retried and given up, and
+    /// returns the changes of the acknowledged ones, in the call's order, to commit.
     fn complete(&mut self, done: Done) -> Vec<kinesync_state::Change> {
+        let now = Instant::now();
         self.counts.calls += 1;
         self.counts.bytes += done.bytes as u64;
         let items: Vec<Item> = done
@@ -263,42 +411,97 @@ impl Outbox {
                 change: s.change,
                 attempts: s.attempts,
                 key: s.key,
+                shard: s.shard,
             })
             .collect();
         let mut acknowledged = Vec::new();
+        // Throttles per shard in this answer: one congestion signal each.
+        let mut throttled: Vec<u64> = vec![0; self.pacer.shards()];
+        let mut accepted: Vec<u64> = vec![0; self.pacer.shards()];
+        let last_shard = throttled.len() - 1;
         match done.result {
             Ok(outcomes) => {
+                self.failed_calls = 0;
+                self.held_until = None;
                 for (item, outcome) in items.into_iter().zip(outcomes) {
                     match outcome {
                         RecordOutcome::Accepted { .. } => {
+                            accepted[item.shard.min(last_shard)] += 1;
                             self.batcher.acknowledged(&item);
                             acknowledged.push(item.change);
                         }
-                        RecordOutcome::Failed { failure, .. } => {
-                            if failure == RecordFailure::Throttled {
+                        RecordOutcome::Failed { failure, message } => {
+                            if self.abandoned {
+                                self.batcher.give_up(item);
+                            } else if failure == RecordFailure::Throttled {
+                                // Pacing, not a failure: back to its lane, its shard slower.
                                 self.counts.throttled += 1;
+                                self.counts.retries += 1;
+                                throttled[item.shard.min(last_shard)] += 1;
+                                self.batcher.requeue(item);
+                            } else {
+                                self.last_failure = Some(TransportError::new(
+                                    ErrorKind::Transient,
+                                    kinesync_transport::Operation::PutRecords,
+                                    format!("{}: {message}", failure.code()),
+                                ));
+                                self.retry_or_give_up(item);
                             }
-                            self.retry_or_give_up(item);
                         }
                     }
                 }
+                if !acknowledged.is_empty() {
+                    self.progress_at = now;
+                }
+            }
+            Err(error) if error.is_retryable() && !self.abandoned => {
+                // The whole call failed: its records go back to their lanes, and the sender
+                // holds every call back for one backoff.
+                self.failed_calls += 1;
+                self.held_until = Some(now + self.backoff.delay(self.failed_calls));
+                let give_up = self.failed_calls >= self.config.max_attempts;
+                let call_throttled = error.kind() == ErrorKind::Throttled;
+                for item in items {
+                    if call_throttled {
+                        self.counts.throttled += 1;
+                        throttled[item.shard.min(last_shard)] += 1;
+                    }
+                    self.counts.retries += 1;
+                    self.batcher.requeue(item);
+                }
+                if give_up {
+                    // As many calls in a row as a record gets attempts, and none got through.
+                    let calls = self.failed_calls;
+                    self.batcher.abandon();
+                    self.stopped = Some(TransportError::new(
+                        error.kind(),
+                        kinesync_transport::Operation::PutRecords,
+                        format!(
+                            "{calls} calls in a row failed whole (max_attempts), so the run stopped; the last failure: {error}"
+                        ),
+                    ));
+                }
+                self.last_failure = Some(error);
             }
             Err(error) => {
-                if error.is_retryable() {
-                    if error.kind() == ErrorKind::Throttled {
-                        self.counts.throttled += items.len() as u64;
-                    }
-                    for item in items {
-                        self.retry_or_give_up(item);
-                    }
-                } else {
-                    // Nothing more can go out: finish what is in flight, keep the rest pending.
-                    for item in items {
-                        self.batcher.give_up(item);
-                    }
-                    self.batcher.abandon();
-                    self.stopped.get_or_insert(error);
+                // Nothing more can go out: finish what is in flight, keep the rest pending.
+                for item in items {
+                    self.batcher.give_up(item);
                 }
+                self.batcher.abandon();
+                if error.is_retryable() {
+                    // Abandoned meanwhile: the error is not what stopped the run.
+                    return acknowledged;
+                }
+                self.stopped.get_or_insert(error);
+            }
+        }
+        for (shard, (accepted, throttled)) in accepted.into_iter().zip(throttled).enumerate() {
+            if accepted > 0 {
+                self.pacer.acknowledged(shard, accepted, now);
+            }
+            if throttled > 0 {
+                self.pacer.throttled(shard, throttled, now);
             }
         }
         acknowledged

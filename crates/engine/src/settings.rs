@@ -95,10 +95,23 @@ pub struct Limits {
     pub max_batch_records: usize,
     /// Bytes per call, partition keys included (at most the service's 10 MiB).
     pub max_batch_bytes: usize,
-    /// Attempts per record before it is left pending for the next run.
+    /// Failed attempts per record before it is left pending for the next run. Throttles do
+    /// not count: they are the stream's pacing, and the record goes out again when its shard
+    /// has room.
     pub max_attempts: u32,
-    /// How long after the run starts records may still be retried.
+    /// How long the run goes on while records wait and the stream acknowledges none of them
+    /// (a dead endpoint, a stream that refuses everything): then it stops, with the last
+    /// failure as its error. A run that keeps getting records acknowledged keeps going.
     pub retry_time: Duration,
+    /// The most records per second sent to one shard: the service's 1,000 by default. The
+    /// rate each shard is sent is found below this from the stream's throttles; lower it to
+    /// leave room for other producers on a stream shared on purpose. `f64::INFINITY` (here
+    /// or in the bytes) sends as fast as the stream takes, unpaced: for streams without
+    /// limits, such as a benchmark's.
+    pub shard_records_per_second: f64,
+    /// The most bytes (data plus partition key) per second sent to one shard: the service's
+    /// 1 MiB by default.
+    pub shard_bytes_per_second: f64,
     /// The first retry waits up to this long (full jitter).
     pub backoff_base: Duration,
     /// No retry waits longer than this.
@@ -131,6 +144,8 @@ impl Default for Limits {
             max_batch_bytes: MAX_BYTES_PER_CALL,
             max_attempts: 10,
             retry_time: Duration::from_secs(120),
+            shard_records_per_second: 1000.0,
+            shard_bytes_per_second: 1024.0 * 1024.0,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             chunk_rows: 1000,
@@ -201,6 +216,19 @@ impl Limits {
         at_least_one("build_threads", self.build_threads as u64)?;
         at_least_one("max_backlog", self.max_backlog as u64)?;
         at_least_one("keys_in_memory", self.keys_in_memory as u64)?;
+        for (setting, value) in [
+            ("shard_records_per_second", self.shard_records_per_second),
+            ("shard_bytes_per_second", self.shard_bytes_per_second),
+        ] {
+            // NaN fails this too; infinity is allowed (unpaced).
+            if value.is_nan() || value < 1.0 {
+                return Err(LimitError {
+                    setting,
+                    value: value.to_string(),
+                    allowed: "a number of at least 1 (inf: unpaced)".into(),
+                });
+            }
+        }
         if !(0.0..=1.0).contains(&self.max_removed_share) {
             return Err(LimitError {
                 setting: "max_removed_share",

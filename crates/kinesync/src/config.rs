@@ -106,10 +106,17 @@ pub struct SyncConfig {
     pub keep_runs: Option<usize>,
     /// `PutRecords` calls in flight at once (default: twice the stream's shards, 2..=64).
     pub max_in_flight: Option<usize>,
-    /// Attempts per record before it is left for the next run (default 10).
+    /// Failed attempts per record before it is left for the next run (default 10; throttles
+    /// do not count).
     pub max_attempts: Option<u32>,
-    /// Seconds after the start within which failed records are retried (default 120).
+    /// Seconds the run goes on while the stream acknowledges nothing (default 120); a run
+    /// that keeps getting records acknowledged keeps going.
     pub retry_seconds: Option<u64>,
+    /// The most records per second sent to one shard (default 1,000, the service's limit):
+    /// lower it to leave room for other producers on a stream shared on purpose.
+    pub shard_records_per_second: Option<f64>,
+    /// The most bytes per second sent to one shard (default 1048576, the service's 1 MiB).
+    pub shard_bytes_per_second: Option<f64>,
     /// Threads that render messages (default: one per core, up to 8). Fewer leave cores to
     /// other work on a shared host.
     pub build_threads: Option<usize>,
@@ -134,6 +141,12 @@ impl SyncConfig {
         }
         if let Some(n) = self.build_threads {
             limits.build_threads = n;
+        }
+        if let Some(rate) = self.shard_records_per_second {
+            limits.shard_records_per_second = rate;
+        }
+        if let Some(rate) = self.shard_bytes_per_second {
+            limits.shard_bytes_per_second = rate;
         }
         if let Some(share) = self.max_removed_share {
             limits.max_removed_share = share;
@@ -171,12 +184,16 @@ pub struct DestinationConfig {
     pub auth: AuthConfig,
 }
 
-/// `simulated = { shards = N }`.
+/// `simulated = { shards = N }`, or `{ shards = N, unlimited = true }`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedConfig {
     /// Evenly split shards.
     pub shards: u32,
+    /// Lift the service's per-shard limits (1,000 records and 1 MiB per second), which a
+    /// simulated stream enforces in real time by default: for benchmarks of kinesync itself.
+    #[serde(default)]
+    pub unlimited: bool,
 }
 
 /// `[destination.auth]`.

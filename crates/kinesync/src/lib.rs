@@ -187,20 +187,25 @@ pub async fn run_config(
         Some(config::InitialConfig::Skip) => engine::Initial::Skip,
         _ => engine::Initial::Backfill,
     };
+    let mut limits = config.sync.limits();
+    if options.allow_removals {
+        limits.max_removed_share = 1.0;
+    }
+    if config
+        .destination()?
+        .simulated
+        .is_some_and(|simulated| simulated.unlimited)
+    {
+        // A stream without limits is sent as fast as it takes.
+        limits.shard_records_per_second = f64::INFINITY;
+    }
     let mut builder = engine::Engine::builder()
         .records(records)
         .sink(destination.sink.clone(), destination.stream.clone())
         .state_boxed(state)
         .events(events)
         .initial(initial)
-        .limits(kinesync_engine::Limits {
-            max_removed_share: if options.allow_removals {
-                1.0
-            } else {
-                config.sync.limits().max_removed_share
-            },
-            ..config.sync.limits()
-        })
+        .limits(limits)
         .dry_run(options.dry_run)
         .resync(options.resync);
     if let Some(run_id) = &options.run_id {

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use kinesync_transport::{
-    CallObserver, CapacityMode, Encryption, InMemorySink, KinesisSink, ObservedSink, StreamConfig,
-    StreamDescription, StreamName, StreamStatus,
+    CallObserver, CapacityMode, Encryption, InMemorySink, KinesisSink, LimitSink, ObservedSink,
+    StreamConfig, StreamDescription, StreamName, StreamStatus, TokioClock,
 };
 
 use crate::Error;
@@ -60,14 +60,31 @@ pub async fn connect_observed(
         stream_config.keep_records = false;
         sink.create_stream(&stream, stream_config);
         let sink = Arc::new(sink);
+        // The service's per-shard limits, in real time, unless lifted.
+        let limited: Arc<dyn KinesisSink> = if simulated.unlimited {
+            sink.clone()
+        } else {
+            Arc::new(LimitSink::new(
+                sink.clone(),
+                Arc::new(TokioClock::default()),
+            ))
+        };
         let observed: Arc<dyn KinesisSink> = match observer {
-            Some(observer) => Arc::new(ObservedSink::new(sink.clone(), observer)),
-            None => sink.clone(),
+            Some(observer) => Arc::new(ObservedSink::new(limited, observer)),
+            None => limited,
         };
         return Ok(Destination {
             sink: observed,
             stream,
-            location: format!("simulated in memory, {} shards", simulated.shards),
+            location: format!(
+                "simulated in memory, {} shards{}",
+                simulated.shards,
+                if simulated.unlimited {
+                    ", unlimited"
+                } else {
+                    " of 1,000 records and 1 MiB per second"
+                }
+            ),
             credentials: "none needed".into(),
             simulated: Some(sink),
         });
