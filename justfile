@@ -21,7 +21,7 @@ bench-payload:
     cargo bench -p kinesync-payload --bench render
 
 # All benchmarks.
-bench: bench-payload bench-sync bench-process
+bench: bench-payload bench-sync bench-pacing bench-process
 
 # Review changed template snapshots (needs `cargo install cargo-insta`).
 snapshots:
@@ -34,6 +34,10 @@ gen-rows n out:
 # Whole syncs into InMemorySink through the engine: backfill and 1% changed (1M rows).
 bench-sync:
     cargo bench -p kinesync-engine --bench sync
+
+# Pacing into streams that enforce the service's per-shard limits (simulated and kinesalite).
+bench-pacing:
+    cargo bench -p kinesync-engine --bench pacing
 
 # The `kinesync sync` process end to end from a 1M-row NDJSON model: rows/s and peak memory.
 bench-process:

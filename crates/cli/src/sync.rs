@@ -298,9 +298,11 @@ impl ProgressDisplay {
                     bar
                 });
                 let started = Instant::now();
+                let mut rate = AckRate::default();
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     let now = progress.snapshot();
-                    let line = describe(now, started.elapsed());
+                    let acked_per_second = rate.update(now.acknowledged, started.elapsed());
+                    let line = describe(now, started.elapsed(), acked_per_second);
                     match &bar {
                         Some(bar) => {
                             bar.set_message(line);
@@ -325,10 +327,58 @@ impl ProgressDisplay {
     }
 }
 
-fn describe(now: ProgressSnapshot, elapsed: Duration) -> String {
+/// Records acknowledged per second over the last few seconds.
+#[derive(Default)]
+struct AckRate {
+    /// (seconds since the start, records acknowledged), oldest first, the last 5 s.
+    seen: std::collections::VecDeque<(f64, u64)>,
+}
+
+impl AckRate {
+    fn update(&mut self, acknowledged: u64, elapsed: Duration) -> f64 {
+        let now = elapsed.as_secs_f64();
+        self.seen.push_back((now, acknowledged));
+        while self.seen.len() > 2 && self.seen.front().is_some_and(|(t, _)| now - t > 5.0) {
+            self.seen.pop_front();
+        }
+        match (self.seen.front(), self.seen.back()) {
+            (Some((t0, a0)), Some((t1, a1))) if t1 > t0 => (a1 - a0) as f64 / (t1 - t0),
+            _ => 0.0,
+        }
+    }
+}
+
+fn describe(now: ProgressSnapshot, elapsed: Duration, acked_per_second: f64) -> String {
     let rate = now.rows_read as f64 / elapsed.as_secs_f64().max(0.001);
-    format!(
+    let mut line = format!(
         "rows read {} · records {} · acknowledged {} · throttled {} · retries {} · calls {} · {:.0} rows/s",
         now.rows_read, now.to_send, now.acknowledged, now.throttled, now.retries, now.calls, rate
-    )
+    );
+    if now.capacity_per_second > 0 {
+        line.push_str(&format!(
+            " · sending {acked_per_second:.0}/s of the stream's {}/s",
+            now.capacity_per_second
+        ));
+        if now.paced_per_second < now.capacity_per_second {
+            line.push_str(&format!(
+                " (paced to {}/s by throttles)",
+                now.paced_per_second
+            ));
+        }
+        if now.busiest_shard_permille > 0 {
+            line.push_str(&format!(
+                " · busiest shard {:.0}%",
+                now.busiest_shard_permille as f64 / 10.0
+            ));
+        }
+        let left = now.to_send.saturating_sub(now.acknowledged);
+        if acked_per_second > 0.0 && left > 0 {
+            line.push_str(&format!(
+                " · {} left of what is read, ≈{:.0} s",
+                left,
+                left as f64 / acked_per_second
+            ));
+        }
+    }
+    line
 }

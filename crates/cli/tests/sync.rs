@@ -394,3 +394,45 @@ fn a_simulated_stream_enforces_the_shard_limits_unless_unlimited() {
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("acknowledged 3000 of 3000"), "{text}");
 }
+
+/// A dry run says how long sending would take at the stream's capacity, and which share of the
+/// records the busiest shard has: a partition key that puts every row on one shard shows.
+#[test]
+fn a_dry_run_estimates_the_time_and_shows_a_hot_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = (1..=5000)
+        .map(|id| format!("{{\"id\":{id},\"tenant\":\"acme\"}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("m.ndjson"), rows).unwrap();
+    let config = dir.path().join("kinesync.toml");
+    let write = |keys: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\npath = \"m.ndjson\"\nprimary_key = \"id\"\n[payload]\nmode = \"row\"\n{keys}\
+                 [destination]\nstream = \"s\"\nsimulated = {{ shards = 2 }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let (output, text) = sync(&config, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let least = |text: &str| -> f64 {
+        let (_, rest) = text.split_once("sending takes at least ").expect(text);
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    // About 2,500 records a shard: 1,000 at once, then 1,000 a second.
+    assert!((1.3..=1.7).contains(&least(&text)), "{text}");
+    assert!(!text.contains("sets the pace"), "{text}");
+
+    // Every row keyed by one tenant: one shard has them all.
+    write("[keys]\npartition_key = \"tenant\"\n");
+    let (output, text) = sync(&config, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("the busiest shard has 100% of the records and sets the pace"),
+        "{text}"
+    );
+    assert!((3.9..=4.1).contains(&least(&text)), "{text}");
+}

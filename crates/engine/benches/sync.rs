@@ -16,91 +16,18 @@ use std::time::Instant;
 
 use kinesync_engine::{Engine, Outcome};
 use kinesync_engine::{KeySpec, RecordBuilder};
-use kinesync_fixtures::{BENCH_COLUMNS, bench_row};
-use kinesync_payload::{FieldMapping, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
-use kinesync_source::{Locator, RowSource, SourceError, SourceRow};
+use kinesync_fixtures::BENCH_COLUMNS;
+use kinesync_payload::{Payload, RenderInput, Row, Schema};
 use kinesync_state::SqliteStore;
+
+mod model;
+
 use kinesync_transport::{InMemorySink, StreamConfig, StreamName};
+use model::{generated, row, spec};
 
 /// The allocator the `kinesync` binary uses, so that the figures are the ones users get.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn row(i: usize, generation: u64) -> Row {
-    let r = bench_row(i);
-    // A later generation changes the score of the rows it touches.
-    let score = if generation > 0 && i.is_multiple_of(100) {
-        r.score + generation as f64
-    } else {
-        r.score
-    };
-    Row::new(vec![
-        Value::Int(r.id),
-        Value::from(r.first_name),
-        Value::from(r.last_name),
-        Value::String(r.email),
-        Value::Int(r.age),
-        Value::Array(r.tags.iter().map(|t| Value::from(*t)).collect()),
-        Value::String(r.created_at),
-        Value::from(r.country),
-        Value::from(r.plan),
-        Value::Float(score),
-        Value::Bool(r.active),
-    ])
-}
-
-fn spec(mode: &str) -> PayloadSpec {
-    match mode {
-        "template" => {
-            let path = kinesync_fixtures::fixture("bench/reference.liquid");
-            PayloadSpec::template(std::fs::read_to_string(path).expect("the reference template"))
-        }
-        _ => PayloadSpec::Mapping {
-            fields: BENCH_COLUMNS
-                .iter()
-                .map(|c| FieldMapping::new(*c, format!("user_{c}")))
-                .collect(),
-        },
-    }
-}
-
-/// The reference rows as a model source: the engine reads and prepares them on a thread of
-/// its own, as it does a model file for the `kinesync` binary.
-struct Generated {
-    schema: Arc<Schema>,
-    rows: std::ops::Range<usize>,
-    generation: u64,
-}
-
-impl Iterator for Generated {
-    type Item = Result<SourceRow, SourceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let i = self.rows.next()?;
-        Some(Ok(SourceRow {
-            line: i as u64 + 1,
-            row: row(i, self.generation),
-        }))
-    }
-}
-
-impl RowSource for Generated {
-    fn schema(&self) -> &Arc<Schema> {
-        &self.schema
-    }
-
-    fn locator(&self) -> Locator {
-        Locator::lines("generated")
-    }
-}
-
-fn generated(schema: &Arc<Schema>, rows: usize, generation: u64) -> Box<dyn RowSource> {
-    Box::new(Generated {
-        schema: schema.clone(),
-        rows: 0..rows,
-        generation,
-    })
-}
 
 fn peak_memory_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -40,6 +40,9 @@ pub(crate) struct Item {
     pub(crate) key: u128,
     /// The shard (its index in the stream's shard map) the record goes to.
     pub(crate) shard: usize,
+    /// The judgement of its shard's throttles it was last sent after (see
+    /// [`Pacer::judgement`]).
+    pub(crate) sent_after: u32,
 }
 
 impl Item {
@@ -52,6 +55,7 @@ impl Item {
             attempts: 0,
             key,
             shard,
+            sent_after: 0,
         }
     }
 }
@@ -201,7 +205,8 @@ impl Batcher {
                     if !pacer.try_take(shard, size, now) {
                         break;
                     }
-                    let item = lane.pop_front().expect("a front item");
+                    let mut item = lane.pop_front().expect("a front item");
+                    item.sent_after = pacer.judgement(shard);
                     bytes += size;
                     batch.push(item);
                     taken += 1;
@@ -401,7 +406,7 @@ mod tests {
                         }
                         Fate::Throttle => {
                             *throttles.entry(item.seq).or_default() += 1;
-                            pacer.throttled(item.shard, 1, now);
+                            pacer.throttled(item.shard, 1, item.sent_after, now);
                             batcher.requeue(item);
                         }
                         Fate::Retry if item.attempts < 3 => {

@@ -91,7 +91,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use record::{KeySpec, Record, RecordBuilder, RowError};
 pub use report::{
     EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, RecordCounts, RowErrorEntry, RowErrors, RunReport,
-    ShardReport,
+    SendEstimate, ShardReport,
 };
 pub use settings::{Events, EventsError, Initial, LimitError, Limits};
 pub use store::SharedState;

@@ -35,8 +35,8 @@ pub(crate) const DECREASE_EVERY: Duration = Duration::from_millis(500);
 /// The share of the ceiling given back per second without a throttle, below the rate that
 /// last throttled...
 const INCREASE_PER_SECOND: f64 = 0.05;
-/// ...and near it (from [`NEAR`] of it on), where the limit probably is: slower, so that
-/// finding it again costs few throttles.
+/// ...and near it (within [`NEAR`] of it either way), where the limit probably is: slower, so
+/// that finding it again costs few throttles.
 const PROBE_PER_SECOND: f64 = 0.01;
 /// Where probing starts, as a share of the rate that last throttled.
 const NEAR: f64 = 0.95;
@@ -52,12 +52,16 @@ struct Shard {
     bytes: f64,
     refilled: Instant,
     last_throttle: Option<Instant>,
-    /// Where the shard's limit probably is: what it acknowledged per second when it last
-    /// throttled.
+    /// Where the shard's limit probably is: the rate it took when it last throttled.
     limit: Option<f64>,
-    /// Records the shard acknowledged in the current second and the one before, and when the
-    /// current one started: the rate it takes, measured.
-    acked: (Instant, u64, u64),
+    /// Records offered, and of them refused, since throttles were last judged: how far the
+    /// rate is over the limit. Records sent before that judgement are not counted: their
+    /// throttles were what it judged.
+    since_judged: (u64, u64),
+    /// When throttles were last judged, and how many times (a record sent before the last
+    /// judgement carries an older count).
+    judged_at: Option<Instant>,
+    judgements: u32,
     /// Records taken and throttled so far, for the report.
     taken: u64,
     throttled: u64,
@@ -82,7 +86,9 @@ impl Pacer {
             refilled: now,
             last_throttle: None,
             limit: None,
-            acked: (now, 0, 0),
+            since_judged: (0, 0),
+            judged_at: None,
+            judgements: 0,
             taken: 0,
             throttled: 0,
         };
@@ -115,7 +121,12 @@ impl Pacer {
         let calm = now.saturating_duration_since(calm_from).as_secs_f64();
         s.refilled = now;
         if calm > 0.0 && s.rate < ceiling.records_per_second {
-            let near = s.limit.is_some_and(|limit| s.rate >= NEAR * limit);
+            // Near where the shard last took records (within 5% either way) the limit probably
+            // is: probe slowly. Past it, the limit has moved (another producer stopped): climb
+            // as fast as below it.
+            let near = s
+                .limit
+                .is_some_and(|limit| s.rate >= NEAR * limit && s.rate <= limit / NEAR);
             let step = if near {
                 PROBE_PER_SECOND
             } else {
@@ -141,10 +152,13 @@ impl Pacer {
         // A record larger than a whole second's bytes still goes, once the bucket is full.
         let bytes = (bytes as f64)
             .min(s.rate / self.ceiling.records_per_second * self.ceiling.bytes_per_second);
-        if s.records >= 1.0 && s.bytes >= bytes {
+        // A hair over a whole record: the service's bucket, counted on its own clock, may be a
+        // rounding error behind this one.
+        if s.records >= 1.0 + 1e-6 && s.bytes >= bytes {
             s.records -= 1.0;
             s.bytes -= bytes;
             s.taken += 1;
+            s.since_judged.0 += 1;
             true
         } else {
             false
@@ -177,39 +191,17 @@ impl Pacer {
         now + Duration::from_secs_f64(wait_records.max(wait_bytes)) + Duration::from_millis(1)
     }
 
-    /// The stream acknowledged `records` of `shard`'s records.
-    pub(crate) fn acknowledged(&mut self, shard: usize, records: u64, now: Instant) {
-        let (start, current, previous) = &mut self.shards[shard].acked;
-        let age = now.saturating_duration_since(*start);
-        if age >= Duration::from_secs(2) {
-            (*start, *current, *previous) = (now, 0, 0);
-        } else if age >= Duration::from_secs(1) {
-            *previous = *current;
-            *current = 0;
-            *start += Duration::from_secs(1);
-        }
-        *current += records;
+    /// Which judgement of `shard`'s throttles a record sent now comes after: hand it back
+    /// with the record's throttle ([`throttled`](Self::throttled)).
+    pub(crate) fn judgement(&self, shard: usize) -> u32 {
+        self.shards[shard].judgements
     }
 
-    /// Records per second `shard` acknowledged over the last second, and whether a whole
-    /// second was measured.
-    fn accepted(&self, shard: usize, now: Instant) -> (f64, bool) {
-        let (start, current, previous) = self.shards[shard].acked;
-        let into = now.saturating_duration_since(start).as_secs_f64();
-        if into >= 2.0 {
-            return (0.0, true);
-        }
-        if into >= 1.0 {
-            return (current as f64 * (2.0 - into), true);
-        }
-        let whole = previous > 0;
-        (previous as f64 * (1.0 - into) + current as f64, whole)
-    }
-
-    /// The stream throttled `records` of `shard`'s records: its rate drops (once per
-    /// congestion event), towards what the shard was measured to take, and its bucket is
-    /// emptied, as the service's is.
-    pub(crate) fn throttled(&mut self, shard: usize, records: u64, now: Instant) {
+    /// The stream throttled `records` of `shard`'s records, sent after judgement `sent_after`
+    /// ([`judgement`](Self::judgement)): its bucket is emptied, as the service's is, and
+    /// (at most once per [`DECREASE_EVERY`], when the shard refused more than a burst's
+    /// worth) its rate drops towards what the shard took.
+    pub(crate) fn throttled(&mut self, shard: usize, records: u64, sent_after: u32, now: Instant) {
         if self.unpaced {
             self.shards[shard].throttled += records;
             return;
@@ -218,28 +210,35 @@ impl Pacer {
         let floor = FLOOR * self.ceiling.records_per_second;
         let s = &mut self.shards[shard];
         s.throttled += records;
-        let fresh = s
-            .last_throttle
+        s.records = s.records.min(0.0);
+        s.bytes = s.bytes.min(0.0);
+        if sent_after != s.judgements {
+            // Sent before the last judgement: part of what it judged.
+            return;
+        }
+        s.since_judged.1 += records;
+        let due = s
+            .judged_at
             .is_none_or(|at| now.saturating_duration_since(at) >= DECREASE_EVERY);
-        if fresh {
-            let (accepted, measured) = self.accepted(shard, now);
-            let s = &mut self.shards[shard];
-            // What the shard took is where its limit is; without a second's measure, the
-            // rate sent stands for it.
-            let limit = if measured || accepted > s.rate {
-                accepted
-            } else {
-                s.rate
-            };
+        if !due {
+            return;
+        }
+        // The share of what the shard was offered since the last judgement that it took. A
+        // few refused is a burst running out (this bucket and the service's a moment apart),
+        // not a rate over the limit; more is, and the rate it took is where the limit is.
+        let (offered, refused) = s.since_judged;
+        let took = (1.0 - refused as f64 / offered.max(1) as f64).clamp(0.0, 1.0);
+        s.since_judged = (0, 0);
+        s.judged_at = Some(now);
+        s.judgements = s.judgements.wrapping_add(1);
+        if took < NEAR {
+            let limit = s.rate * took;
             s.limit = Some(limit);
             s.rate = (NEAR * limit)
                 .clamp(s.rate * 0.5, s.rate * DECREASE)
                 .max(floor);
             s.last_throttle = Some(now);
         }
-        let s = &mut self.shards[shard];
-        s.records = s.records.min(0.0);
-        s.bytes = s.bytes.min(0.0);
     }
 
     /// Records taken and throttled per shard so far, and each shard's rate now (records/s).
@@ -296,7 +295,7 @@ mod tests {
         };
         let mut pacer = Pacer::new(1, unlimited, start);
         assert!((0..100_000).all(|_| pacer.try_take(0, 1 << 20, start)));
-        pacer.throttled(0, 5, start);
+        pacer.throttled(0, 5, pacer.judgement(0), start);
         assert!(pacer.try_take(0, 1, start));
         assert_eq!(pacer.ready_at(0, 1, start), start);
     }
@@ -316,33 +315,73 @@ mod tests {
     fn throttles_cut_the_rate_once_per_event_and_calm_restores_it() {
         let start = Instant::now();
         let mut pacer = Pacer::new(2, SERVICE, start);
-        pacer.throttled(0, 10, start);
-        pacer.throttled(0, 10, start + Duration::from_millis(100));
+        let take = |pacer: &mut Pacer, n: usize, at: Instant| {
+            assert!((0..n).all(|_| pacer.try_take(0, 100, at)));
+        };
+        // Of 1,000 offered, 400 refused: the shard took 60% of 1,000/s.
+        take(&mut pacer, 1000, start);
+        let sent_after = pacer.judgement(0);
+        pacer.throttled(0, 400, sent_after, start);
+        // The answer of another call sent before that judgement.
+        pacer.throttled(0, 200, sent_after, start + Duration::from_millis(100));
         assert_eq!(
             pacer.stats()[0].rate,
-            750.0,
-            "two answers of one event: one cut"
+            570.0,
+            "two answers of one event: one cut, to 95% of the 600/s the shard took"
         );
         assert_eq!(
             pacer.stats()[1].rate,
             1000.0,
             "the other shard is not touched"
         );
-        pacer.throttled(0, 1, start + Duration::from_millis(600));
-        assert_eq!(pacer.stats()[0].rate, 562.5);
+        // A few refused of many taken is a burst running out, not a rate over the limit.
+        take(&mut pacer, 300, start + Duration::from_millis(700));
+        pacer.throttled(0, 3, pacer.judgement(0), start + Duration::from_millis(700));
+        assert_eq!(pacer.stats()[0].rate, 570.0);
+        assert!(
+            !pacer.try_take(0, 100, start + Duration::from_millis(700)),
+            "the bucket is empty"
+        );
+        // Most refused: cut, but never by more than half (the rate had climbed back a little
+        // in the 300 ms since a second after the last cut).
+        pacer.refill(0, start + Duration::from_millis(1300));
+        let before = pacer.stats()[0].rate;
+        take(&mut pacer, 100, start + Duration::from_millis(1300));
+        pacer.throttled(
+            0,
+            90,
+            pacer.judgement(0),
+            start + Duration::from_millis(1300),
+        );
+        let cut = pacer.stats()[0].rate;
+        assert!((cut - before / 2.0).abs() < 1e-6, "{before} to {cut}");
         // Two seconds without a throttle (the first second does not count): the rate climbs
-        // by 5% of the ceiling a second...
-        pacer.refill(0, start + Duration::from_millis(2600));
+        // by 5% of the ceiling a second (the shard took 57/s last: far below).
+        pacer.refill(0, start + Duration::from_millis(3300));
         let rate = pacer.stats()[0].rate;
-        assert!((rate - 562.5 - 50.0).abs() < 1e-6, "{rate}");
-        // ...and by 1% once near the rate that last throttled (750), refilled as often as a
-        // sync refills it.
-        for ms in (2610..=5600).step_by(10) {
-            pacer.refill(0, start + Duration::from_millis(ms));
-        }
-        let near = pacer.stats()[0].rate;
-        assert!(near > 712.5 && near < 750.0, "{near}");
+        assert!((rate - cut - 50.0).abs() < 1e-6, "{rate}");
         pacer.refill(0, start + Duration::from_secs(60));
         assert_eq!(pacer.stats()[0].rate, 1000.0, "never past the ceiling");
+    }
+
+    #[test]
+    fn near_the_rate_a_shard_last_took_the_rate_climbs_slowly() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(1, SERVICE, start);
+        // The shard took 60% of 1,000/s: the limit is about 600, the rate 570.
+        assert!((0..1000).all(|_| pacer.try_take(0, 100, start)));
+        pacer.throttled(0, 400, pacer.judgement(0), start);
+        assert_eq!(pacer.stats()[0].rate, 570.0);
+        // A second later it climbs at 1% of the ceiling a second while within 5% of 600...
+        for ms in (10..=3000).step_by(10) {
+            pacer.refill(0, start + Duration::from_millis(ms));
+        }
+        let rate = pacer.stats()[0].rate;
+        assert!((rate - 590.0).abs() < 1e-6, "{rate}");
+        // ...and past it at 5% again (the limit moved).
+        for ms in (3010..=9000).step_by(10) {
+            pacer.refill(0, start + Duration::from_millis(ms));
+        }
+        assert!(pacer.stats()[0].rate > 700.0, "{}", pacer.stats()[0].rate);
     }
 }

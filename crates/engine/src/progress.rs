@@ -15,6 +15,9 @@ pub struct Progress {
     throttled: AtomicU64,
     retries: AtomicU64,
     calls: AtomicU64,
+    capacity: AtomicU64,
+    paced: AtomicU64,
+    busiest_permille: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -32,6 +35,14 @@ pub struct ProgressSnapshot {
     pub retries: u64,
     /// `PutRecords` calls made.
     pub calls: u64,
+    /// Records per second the stream takes: its open shards times the ceiling per shard (0
+    /// when unpaced).
+    pub capacity_per_second: u64,
+    /// Records per second the shards are paced at now: below the capacity when some throttled.
+    pub paced_per_second: u64,
+    /// The share, in thousandths, of the records sent that went to the busiest shard: 1000 /
+    /// shards when spread evenly, 1000 when every record goes to one shard.
+    pub busiest_shard_permille: u64,
 }
 
 impl Progress {
@@ -49,6 +60,9 @@ impl Progress {
             throttled: self.throttled.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             calls: self.calls.load(Ordering::Relaxed),
+            capacity_per_second: self.capacity.load(Ordering::Relaxed),
+            paced_per_second: self.paced.load(Ordering::Relaxed),
+            busiest_shard_permille: self.busiest_permille.load(Ordering::Relaxed),
         }
     }
 
@@ -68,8 +82,20 @@ impl Progress {
         self.calls.store(calls, Ordering::Relaxed);
     }
 
+    pub(crate) fn set_pacing(&self, capacity: u64, paced: u64, busiest_permille: u64) {
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.paced.store(paced, Ordering::Relaxed);
+        self.busiest_permille
+            .store(busiest_permille, Ordering::Relaxed);
+    }
+
     fn store(&self, s: ProgressSnapshot) {
         self.set_read(s.rows_read, s.to_send);
         self.set_sent(s.acknowledged, s.throttled, s.retries, s.calls);
+        self.set_pacing(
+            s.capacity_per_second,
+            s.paced_per_second,
+            s.busiest_shard_permille,
+        );
     }
 }

@@ -164,6 +164,24 @@ pub struct RunReport {
     /// Per shard: records sent (attempts), throttled, and the rate it was paced at by the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardReport>,
+    /// A dry run's estimate of how long sending would take at the stream's capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<SendEstimate>,
+}
+
+/// How long a dry run's records would take to send, at each shard's ceiling (records only:
+/// records of more than 1 KiB on average are bound by bytes instead, and take longer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendEstimate {
+    /// The ceiling per shard.
+    pub shard_records_per_second: f64,
+    /// The least time: the busiest shard's records after its one-second burst, at the
+    /// ceiling.
+    pub least_seconds: f64,
+    /// The busiest shard's share of the records: what sets the pace when keys are skewed.
+    pub busiest_share: f64,
+    /// The stream's open shards.
+    pub shards: usize,
 }
 
 /// What one shard was sent.
@@ -203,6 +221,7 @@ impl RunReport {
             sync_changed: Vec::new(),
             resync: false,
             shards: Vec::new(),
+            estimate: None,
         }
     }
 
@@ -230,6 +249,19 @@ impl RunReport {
                 );
                 for (shard, count) in &self.by_shard {
                     text.push_str(&format!("\n  {shard}  {count} records"));
+                }
+                if let Some(estimate) = &self.estimate {
+                    text.push_str(&format!(
+                        "\nat {} records/s per shard (after a second's burst), sending takes at least {:.1} s; the busiest shard has {:.0}% of the records{}",
+                        estimate.shard_records_per_second,
+                        estimate.least_seconds,
+                        estimate.busiest_share * 100.0,
+                        if estimate.busiest_share * estimate.shards as f64 > 1.5 {
+                            " and sets the pace: a partition key that spreads the rows would be faster"
+                        } else {
+                            ""
+                        }
+                    ));
                 }
                 text
             }

@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::pace::Ceiling;
 use crate::prepare::Prepared;
 use crate::record_id;
-use crate::report::{Outcome, RunReport, ShardReport};
+use crate::report::{Outcome, RunReport, SendEstimate, ShardReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
 use crate::store::{SharedState, blocking};
@@ -491,6 +491,16 @@ impl<'e> Run<'e> {
         report.throttled_records = counts.throttled;
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
+        let rate = self.settings.limits.shard_records_per_second;
+        if self.settings.dry_run && rate.is_finite() && report.records.to_send > 0 {
+            let busiest = report.by_shard.values().copied().max().unwrap_or(0);
+            report.estimate = Some(SendEstimate {
+                shard_records_per_second: rate,
+                least_seconds: (busiest as f64 - rate).max(0.0) / rate,
+                busiest_share: busiest as f64 / report.records.to_send as f64,
+                shards: self.shards.len(),
+            });
+        }
         if !self.settings.dry_run {
             report.shards = self
                 .outbox

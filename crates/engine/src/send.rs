@@ -20,6 +20,7 @@
 //! A call that fails in a way no retry can mend (access denied, stream gone) stops the outbox
 //! too: what waits is left pending, and the run reports the error.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,7 @@ struct Sent {
     attempts: u32,
     key: u128,
     shard: usize,
+    sent_after: u32,
 }
 
 /// A call's answer, with its records handed back so that failed ones can be retried.
@@ -208,6 +210,27 @@ impl Outbox {
         Ok(())
     }
 
+    /// Tells the progress counters what the stream takes, what it is paced at, and how much
+    /// of the load the busiest shard has.
+    fn show_pacing(&self) {
+        let stats = self.pacer.stats();
+        let ceiling = self.config.ceiling.records_per_second;
+        let capacity = if ceiling.is_finite() {
+            (ceiling * stats.len() as f64) as u64
+        } else {
+            0
+        };
+        let paced: f64 = stats.iter().map(|s| s.rate.min(ceiling)).sum();
+        let taken: u64 = stats.iter().map(|s| s.taken).sum();
+        let busiest = stats.iter().map(|s| s.taken).max().unwrap_or(0);
+        let permille = (busiest * 1000).checked_div(taken).unwrap_or(0);
+        self.progress.set_pacing(
+            capacity,
+            if paced.is_finite() { paced as u64 } else { 0 },
+            permille,
+        );
+    }
+
     /// Each shard's counts so far.
     pub(crate) fn shard_stats(&self) -> Vec<ShardStats> {
         self.pacer.stats()
@@ -267,6 +290,7 @@ impl Outbox {
         let c = &self.counts;
         self.progress
             .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);
+        self.show_pacing();
         Ok(true)
     }
 
@@ -364,6 +388,7 @@ impl Outbox {
                         attempts: i.attempts,
                         key: i.key,
                         shard: i.shard,
+                        sent_after: i.sent_after,
                     };
                     (i.record, sent)
                 })
@@ -412,13 +437,14 @@ impl Outbox {
                 attempts: s.attempts,
                 key: s.key,
                 shard: s.shard,
+                sent_after: s.sent_after,
             })
             .collect();
         let mut acknowledged = Vec::new();
-        // Throttles per shard in this answer: one congestion signal each.
-        let mut throttled: Vec<u64> = vec![0; self.pacer.shards()];
-        let mut accepted: Vec<u64> = vec![0; self.pacer.shards()];
-        let last_shard = throttled.len() - 1;
+        // Throttles per shard (and the judgement they were sent after) in this answer: one
+        // congestion signal each.
+        let mut throttled: BTreeMap<(usize, u32), u64> = BTreeMap::new();
+        let last_shard = self.pacer.shards() - 1;
         match done.result {
             Ok(outcomes) => {
                 self.failed_calls = 0;
@@ -426,7 +452,6 @@ impl Outbox {
                 for (item, outcome) in items.into_iter().zip(outcomes) {
                     match outcome {
                         RecordOutcome::Accepted { .. } => {
-                            accepted[item.shard.min(last_shard)] += 1;
                             self.batcher.acknowledged(&item);
                             acknowledged.push(item.change);
                         }
@@ -437,7 +462,9 @@ impl Outbox {
                                 // Pacing, not a failure: back to its lane, its shard slower.
                                 self.counts.throttled += 1;
                                 self.counts.retries += 1;
-                                throttled[item.shard.min(last_shard)] += 1;
+                                *throttled
+                                    .entry((item.shard.min(last_shard), item.sent_after))
+                                    .or_default() += 1;
                                 self.batcher.requeue(item);
                             } else {
                                 self.last_failure = Some(TransportError::new(
@@ -464,7 +491,9 @@ impl Outbox {
                 for item in items {
                     if call_throttled {
                         self.counts.throttled += 1;
-                        throttled[item.shard.min(last_shard)] += 1;
+                        *throttled
+                            .entry((item.shard.min(last_shard), item.sent_after))
+                            .or_default() += 1;
                     }
                     self.counts.retries += 1;
                     self.batcher.requeue(item);
@@ -496,13 +525,8 @@ impl Outbox {
                 self.stopped.get_or_insert(error);
             }
         }
-        for (shard, (accepted, throttled)) in accepted.into_iter().zip(throttled).enumerate() {
-            if accepted > 0 {
-                self.pacer.acknowledged(shard, accepted, now);
-            }
-            if throttled > 0 {
-                self.pacer.throttled(shard, throttled, now);
-            }
+        for ((shard, sent_after), count) in throttled {
+            self.pacer.throttled(shard, count, sent_after, now);
         }
         acknowledged
     }
