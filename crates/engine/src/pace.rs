@@ -152,9 +152,7 @@ impl Pacer {
         // A record larger than a whole second's bytes still goes, once the bucket is full.
         let bytes = (bytes as f64)
             .min(s.rate / self.ceiling.records_per_second * self.ceiling.bytes_per_second);
-        // A hair over a whole record: the service's bucket, counted on its own clock, may be a
-        // rounding error behind this one.
-        if s.records >= 1.0 + 1e-6 && s.bytes >= bytes {
+        if s.records >= 1.0 && s.bytes >= bytes {
             s.records -= 1.0;
             s.bytes -= bytes;
             s.taken += 1;

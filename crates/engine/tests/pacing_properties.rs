@@ -80,6 +80,8 @@ proptest! {
             .start_paused(true)
             .build()
             .unwrap();
+        // The stream's clock is the runtime's paused one.
+        let _runtime = runtime.enter();
         let groups = groups.min(rows);
         let memory = Arc::new(InMemorySink::new());
         memory.create_stream(&stream(), StreamConfig::with_shards(shards));
