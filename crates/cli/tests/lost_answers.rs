@@ -251,3 +251,48 @@ async fn killed_while_a_call_that_landed_waits_for_its_answer() {
         }
     }
 }
+
+/// A 503 to the run's first call, then calls whose records land and whose answers cannot be
+/// read (a garbled body, one result short): the run retries the first and sends the others
+/// again, and ends complete, every row in the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_503_first_and_unreadable_answers_still_end_complete() {
+    let setup = setup("lost-unreadable").await;
+    for fault in [
+        HttpFault::Status(503, "ServiceUnavailable"),
+        HttpFault::Delay(Duration::ZERO),
+        HttpFault::Delay(Duration::ZERO),
+        HttpFault::Garble,
+        HttpFault::ShortAnswer,
+    ] {
+        setup.fake.push_fault(fault);
+    }
+    // The default attempts: two unreadable answers in a row are within them.
+    let config = setup.dir.path().join("default-attempts.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&setup.through_faults)
+            .unwrap()
+            .replace("max_attempts = 2\n", ""),
+    )
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || kinesync(&config, &[]).output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        text(&output).contains("acknowledged 100 of 100"),
+        "{}",
+        text(&output)
+    );
+    let sent = sent(&setup).await;
+    assert_eq!(sent.len(), 100, "every row is in the stream");
+    for (id, got) in &sent {
+        // A copy that landed under an unreadable answer is the same event: the same id.
+        assert!(
+            got.iter()
+                .all(|s| s.event == "added" && s.record_id == got[0].record_id),
+            "row {id}: {got:?}"
+        );
+    }
+}

@@ -345,7 +345,8 @@ impl Outbox {
                 last.kind(),
                 kinesync_transport::Operation::PutRecords,
                 format!(
-                    "the stream acknowledged no record for {seconds} s (retry_seconds), so the run stopped; the last failure: {last}"
+                    "the stream acknowledged no record for {seconds} s (retry_seconds), so the run stopped; the last failure: {}",
+                    last.message()
                 ),
             ),
             None => TransportError::new(
@@ -506,7 +507,8 @@ impl Outbox {
                         error.kind(),
                         kinesync_transport::Operation::PutRecords,
                         format!(
-                            "{calls} calls in a row failed whole (max_attempts), so the run stopped; the last failure: {error}"
+                            "{calls} calls in a row failed whole (max_attempts), so the run stopped; the last failure: {}",
+                            error.message()
                         ),
                     ));
                 }
