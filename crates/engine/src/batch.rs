@@ -267,6 +267,33 @@ impl Batcher {
         self.pending += 1 + behind as u64;
     }
 
+    /// The stream now has `shards` shards: every waiting record moves to the lane of the
+    /// shard `shard_of` gives it, in the order it waited (records in calls take theirs when
+    /// they come back).
+    pub(crate) fn remap(&mut self, shards: usize, shard_of: impl Fn(&PutRecord) -> usize) {
+        let shards = shards.max(1);
+        let mut lanes: Vec<VecDeque<Item>> = (0..shards).map(|_| VecDeque::new()).collect();
+        let mut waiting: Vec<Item> = self
+            .lanes
+            .iter_mut()
+            .flat_map(|lane| lane.drain(..))
+            .collect();
+        waiting.sort_by_key(|item| item.seq);
+        for mut item in waiting {
+            item.shard = shard_of(&item.record).min(shards - 1);
+            lanes[item.shard].push_back(item);
+        }
+        self.lanes = lanes;
+        for item in self
+            .retries
+            .values_mut()
+            .chain(self.blocked.values_mut().flatten())
+        {
+            item.shard = shard_of(&item.record).min(shards - 1);
+        }
+        self.turn = 0;
+    }
+
     /// Nothing more goes out this run: what waits is left pending. Returns how many records
     /// that was.
     pub(crate) fn abandon(&mut self) -> u64 {

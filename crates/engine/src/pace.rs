@@ -239,6 +239,22 @@ impl Pacer {
         }
     }
 
+    /// The stream's shards changed from `old` to `new` (ids, in map order): a shard in both
+    /// keeps its budget, rate and counts; a new one starts at the ceiling with a full bucket,
+    /// as the service's new shards do. (A closed shard's counts leave the report with it.)
+    pub(crate) fn remap(&mut self, old: &[String], new: &[String], now: Instant) {
+        let fresh = Pacer::new(1, self.ceiling, now).shards.remove(0);
+        let shards = new
+            .iter()
+            .map(|id| {
+                old.iter()
+                    .position(|o| o == id)
+                    .map_or_else(|| fresh.clone(), |i| self.shards[i].clone())
+            })
+            .collect();
+        self.shards = shards;
+    }
+
     /// Records taken and throttled per shard so far, and each shard's rate now (records/s).
     pub(crate) fn stats(&self) -> Vec<ShardStats> {
         (0..self.shards.len())

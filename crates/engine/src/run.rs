@@ -24,7 +24,6 @@ use kinesync_state::{Change, Doubt, Unanswered};
 use kinesync_transport::{PutRecord, StreamDescription};
 
 use crate::backoff::Backoff;
-use crate::batch::Item;
 use crate::build::{BuildPool, Built, BuiltRow, ToBuild};
 use crate::codec::RowCodec;
 use crate::commit;
@@ -117,7 +116,6 @@ impl<'e> Run<'e> {
             backoff_base: limits.backoff_base,
             backoff_cap: limits.backoff_cap,
             seed,
-            shards: description.shards.len(),
             ceiling: Ceiling {
                 records_per_second: limits.shard_records_per_second,
                 bytes_per_second: limits.shard_bytes_per_second,
@@ -127,6 +125,7 @@ impl<'e> Run<'e> {
             settings.sink.clone(),
             settings.stream.clone(),
             config,
+            description.shards.clone(),
             settings.progress.clone(),
         );
         let state_rows = blocking(&state, |s| Ok(s.key_count()? as u64)).await?;
@@ -439,14 +438,13 @@ impl<'e> Run<'e> {
             *self.report.by_shard.entry(shard).or_default() += 1;
             return;
         }
-        let shard = self.shards.index_for(record.hash_key());
         let mut put = PutRecord::new(record.partition_key, record.data);
         if let Some(explicit) = record.explicit_hash_key {
             put = put.with_explicit_hash_key(explicit);
         }
         self.to_mark.push(in_doubt(&change, event, id));
         self.seq += 1;
-        self.outbox.push(Item::new(self.seq, put, change, shard));
+        self.outbox.push(self.seq, put, change);
     }
 
     /// Marks the keys of the records queued since the last send in doubt, and waits until
@@ -506,7 +504,7 @@ impl<'e> Run<'e> {
                 .outbox
                 .shard_stats()
                 .into_iter()
-                .zip(self.shards.shards())
+                .zip(self.outbox.shard_map().shards())
                 .map(|(stats, shard)| ShardReport {
                     shard: shard.id().to_owned(),
                     attempts: stats.taken,

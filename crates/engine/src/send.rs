@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use kinesync_keys::{HashKey, ShardMap};
 use kinesync_transport::{
     ErrorKind, KinesisSink, PutRecord, RecordFailure, RecordOutcome, StreamName, TransportError,
 };
@@ -56,8 +57,6 @@ pub(crate) struct OutboxConfig {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
     pub(crate) seed: u64,
-    /// The stream's open shards.
-    pub(crate) shards: usize,
     /// The most each shard is sent.
     pub(crate) ceiling: Ceiling,
 }
@@ -94,6 +93,11 @@ struct Done {
 pub(crate) struct Outbox {
     sink: Arc<dyn KinesisSink>,
     stream: StreamName,
+    /// The stream's open shards, as last read: which lane and budget each record takes.
+    map: ShardMap,
+    /// An answer put a record on a shard the map did not predict (the stream was resharded):
+    /// the map is read again before the next call.
+    map_stale: bool,
     config: OutboxConfig,
     batcher: Batcher,
     pacer: Pacer,
@@ -128,18 +132,17 @@ impl Outbox {
         sink: Arc<dyn KinesisSink>,
         stream: StreamName,
         config: OutboxConfig,
+        map: ShardMap,
         progress: Arc<Progress>,
     ) -> Self {
         let now = Instant::now();
         Self {
             sink,
             stream,
-            batcher: Batcher::new(
-                config.max_batch_records,
-                config.max_batch_bytes,
-                config.shards,
-            ),
-            pacer: Pacer::new(config.shards, config.ceiling, now),
+            batcher: Batcher::new(config.max_batch_records, config.max_batch_bytes, map.len()),
+            pacer: Pacer::new(map.len(), config.ceiling, now),
+            map,
+            map_stale: false,
             backoff: Backoff::new(config.backoff_base, config.backoff_cap, config.seed),
             config,
             in_flight: FuturesUnordered::new(),
@@ -157,8 +160,11 @@ impl Outbox {
         }
     }
 
-    /// Queues a record behind everything queued before it.
-    pub(crate) fn push(&mut self, item: Item) {
+    /// Queues record `seq` (what it commits once acknowledged: `change`) behind everything
+    /// queued before it, in the lane of the shard it goes to.
+    pub(crate) fn push(&mut self, seq: u64, record: PutRecord, change: kinesync_state::Change) {
+        let shard = self.shard_of(&record);
+        let item = Item::new(seq, record, change, shard);
         if self.stopped.is_some() || self.abandoned {
             self.refused += 1;
             return;
@@ -231,6 +237,49 @@ impl Outbox {
         );
     }
 
+    /// The stream's open shards, as last read.
+    pub(crate) fn shard_map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// The shard (its index in the map) `record` goes to.
+    fn shard_of(&self, record: &PutRecord) -> usize {
+        self.map.index_for(HashKey::for_record(
+            &record.partition_key,
+            record.explicit_hash_key,
+        ))
+    }
+
+    /// Reads the shard map again after an answer showed it changed, and moves every waiting
+    /// record to its shard's lane in the new map; shards that stayed keep their budgets, new
+    /// ones start with full buckets, as the service's do. A map that cannot be read now is
+    /// read again after the next answer.
+    async fn reread_map(&mut self) {
+        self.map_stale = false;
+        let Ok(description) = self.sink.describe_stream(&self.stream).await else {
+            return;
+        };
+        if description.shards == self.map {
+            return;
+        }
+        let map = description.shards;
+        let old: Vec<String> = self
+            .map
+            .shards()
+            .iter()
+            .map(|s| s.id().to_owned())
+            .collect();
+        let new: Vec<String> = map.shards().iter().map(|s| s.id().to_owned()).collect();
+        self.pacer.remap(&old, &new, Instant::now());
+        self.batcher.remap(map.len(), |record| {
+            map.index_for(HashKey::for_record(
+                &record.partition_key,
+                record.explicit_hash_key,
+            ))
+        });
+        self.map = map;
+    }
+
     /// Each shard's counts so far.
     pub(crate) fn shard_stats(&self) -> Vec<ShardStats> {
         self.pacer.stats()
@@ -244,6 +293,9 @@ impl Outbox {
             self.stop_without_progress();
         }
         let sending = self.stopped.is_none() && !self.abandoned;
+        if sending && self.map_stale {
+            self.reread_map().await;
+        }
         if sending {
             self.launch();
         }
@@ -452,11 +504,23 @@ impl Outbox {
                 self.held_until = None;
                 for (item, outcome) in items.into_iter().zip(outcomes) {
                     match outcome {
-                        RecordOutcome::Accepted { .. } => {
+                        RecordOutcome::Accepted { shard_id, .. } => {
+                            if self
+                                .map
+                                .shards()
+                                .get(item.shard)
+                                .is_none_or(|s| s.id() != shard_id)
+                            {
+                                self.map_stale = true;
+                            }
                             self.batcher.acknowledged(&item);
                             acknowledged.push(item.change);
                         }
                         RecordOutcome::Failed { failure, message } => {
+                            // Its shard as the map now has it (the stream may have been
+                            // resharded while it was out).
+                            let mut item = item;
+                            item.shard = self.shard_of(&item.record);
                             if self.abandoned {
                                 self.batcher.give_up(item);
                             } else if failure == RecordFailure::Throttled {
@@ -489,7 +553,8 @@ impl Outbox {
                 self.held_until = Some(now + self.backoff.delay(self.failed_calls));
                 let give_up = self.failed_calls >= self.config.max_attempts;
                 let call_throttled = error.kind() == ErrorKind::Throttled;
-                for item in items {
+                for mut item in items {
+                    item.shard = self.shard_of(&item.record);
                     if call_throttled {
                         self.counts.throttled += 1;
                         *throttled

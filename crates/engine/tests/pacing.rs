@@ -326,3 +326,84 @@ async fn a_backfill_longer_than_the_retry_budget_finishes_in_one_run() {
     assert_eq!(reached.report.outcome, Outcome::Complete);
     assert_eq!(reached.report.records.acknowledged, 20_000);
 }
+
+/// Splits shard 0 of the stream underneath once `after` records were acknowledged.
+#[derive(Debug)]
+struct SplitsMidway {
+    memory: Arc<InMemorySink>,
+    limited: LimitSink<Arc<InMemorySink>>,
+    acknowledged: AtomicU64,
+    after: u64,
+}
+
+impl std::fmt::Display for SplitsMidway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("splits midway")
+    }
+}
+
+#[async_trait::async_trait]
+impl KinesisSink for SplitsMidway {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError> {
+        let outcomes = self.limited.put_records(stream, records).await?;
+        let accepted = outcomes.iter().filter(|o| o.is_accepted()).count() as u64;
+        let before = self.acknowledged.fetch_add(accepted, Ordering::SeqCst);
+        if before < self.after && before + accepted >= self.after {
+            assert!(self.memory.split_shard(stream, "shardId-000000000000"));
+        }
+        Ok(outcomes)
+    }
+
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError> {
+        self.limited.describe_stream(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
+        self.limited.list_streams().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_split_mid_run_is_followed_and_its_capacity_used() {
+    let memory = memory_sink(4);
+    let sink = Arc::new(Counted::new(SplitsMidway {
+        memory: memory.clone(),
+        limited: LimitSink::new(memory.clone(), Arc::new(TokioClock::default())),
+        acknowledged: AtomicU64::new(0),
+        after: 10_000,
+    }));
+    let mut engine = engine(sink.clone());
+    let start = Instant::now();
+    let report = run(&mut engine, &rows(1..=40_000)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(report.outcome, Outcome::Complete, "{report:?}");
+    assert_eq!(report.records.acknowledged, 40_000);
+    // Every record once, none on a shard after it closed.
+    let stored = memory.records(&stream()).unwrap();
+    assert_eq!(stored.len(), 40_000);
+    let counts = memory.shard_counts(&stream()).unwrap();
+    assert_eq!(counts.len(), 6, "{counts:?}");
+    assert!(
+        counts[4].1 > 1_000 && counts[5].1 > 1_000,
+        "the new shards were used: {counts:?}"
+    );
+    // The report names the open shards.
+    let ids: Vec<&str> = report.shards.iter().map(|s| s.shard.as_str()).collect();
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    // The other three shards' quarters of the rows set the least time, 9 s: the split costs
+    // none of it (no stall while the map is read again, no throttling of the new shards).
+    let attempts = sink.attempts.load(Ordering::SeqCst) as f64;
+    eprintln!(
+        "split: {elapsed:.2} s, {} throttled of {attempts}",
+        report.throttled_records
+    );
+    assert!(elapsed < 9.3, "{elapsed:.2} s");
+    assert!((report.throttled_records as f64) < 0.01 * attempts);
+}

@@ -96,7 +96,10 @@ struct Bucket {
 
 /// Wraps a sink with the service's per-shard write limits: records over a shard's allowance
 /// fail with `ProvisionedThroughputExceededException`, exactly as the service fails them
-/// (inside a successful call, the rest of the call going through).
+/// (inside a successful call, the rest of the call going through). The shard map is read
+/// again every second, and at once after a call whose records landed on shards it does not
+/// have, so a reshard of the stream underneath is followed, each new shard with a full bucket
+/// of its own.
 pub struct LimitSink<S> {
     inner: S,
     clock: Arc<dyn Clock>,
@@ -106,9 +109,15 @@ pub struct LimitSink<S> {
 
 #[derive(Default)]
 struct LimitState {
-    described: HashMap<String, (ShardMap, usize)>,
-    buckets: HashMap<(String, usize), Bucket>,
+    /// Per stream: its open shards and maximum record size, and when they were read.
+    described: HashMap<String, (ShardMap, usize, Duration)>,
+    /// Per stream and shard id: a shard that opens (a split's child) starts with a full
+    /// bucket, as the service's do.
+    buckets: HashMap<(String, String), Bucket>,
 }
+
+/// How long a stream's shard map is used before it is read again (it changes on a reshard).
+const MAP_READ_EVERY: Duration = Duration::from_secs(1);
 
 impl<S: fmt::Debug> fmt::Debug for LimitSink<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,12 +156,12 @@ impl<S: KinesisSink> LimitSink<S> {
     }
 
     /// Takes `record`'s allowance from its shard's bucket, if there is enough.
-    fn admit(&self, state: &mut LimitState, stream: &str, shard: usize, size: usize) -> bool {
+    fn admit(&self, state: &mut LimitState, stream: &str, shard: &str, size: usize) -> bool {
         let now = self.clock.now();
         let limits = self.limits;
         let bucket = state
             .buckets
-            .entry((stream.to_owned(), shard))
+            .entry((stream.to_owned(), shard.to_owned()))
             .or_insert(Bucket {
                 records: limits.records_per_second,
                 bytes: limits.bytes_per_second,
@@ -182,24 +191,28 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
         stream: &StreamName,
         records: &[PutRecord],
     ) -> Result<Vec<RecordOutcome>, TransportError> {
+        let now = self.clock.now();
         let known = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .described
             .get(stream.as_str())
+            .filter(|(_, _, read)| now.saturating_sub(*read) < MAP_READ_EVERY)
             .cloned();
         let (map, max_record_bytes) = match known {
-            Some(found) => found,
+            Some((map, max, _)) => (map, max),
             None => {
                 let d = self.inner.describe_stream(stream).await?;
-                let entry = (d.shards, d.max_record_bytes);
                 self.state
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .described
-                    .insert(stream.as_str().to_owned(), entry.clone());
-                entry
+                    .insert(
+                        stream.as_str().to_owned(),
+                        (d.shards.clone(), d.max_record_bytes, now),
+                    );
+                (d.shards, d.max_record_bytes)
             }
         };
         validate_batch(stream, records, max_record_bytes)?;
@@ -210,22 +223,36 @@ impl<S: KinesisSink> KinesisSink for LimitSink<S> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (i, record) in records.iter().enumerate() {
-                let shard = map.index_for(HashKey::for_record(
+                let shard = map.shard_for(HashKey::for_record(
                     &record.partition_key,
                     record.explicit_hash_key,
                 ));
-                if !self.admit(&mut state, stream.as_str(), shard, record.size()) {
+                if !self.admit(&mut state, stream.as_str(), shard.id(), record.size()) {
                     outcomes[i] = Some(RecordOutcome::Failed {
                         failure: RecordFailure::Throttled,
                         message: format!(
                             "Rate exceeded for shard {} in stream {stream} under account 000000000000.",
-                            map.shards()[shard].id()
+                            shard.id()
                         ),
                     });
                 }
             }
         }
-        complete_through(&self.inner, stream, records, outcomes).await
+        let answered = complete_through(&self.inner, stream, records, outcomes).await?;
+        // A record that landed on a shard the map does not have: the stream was resharded, and
+        // the next call reads the map again.
+        let resharded = answered.iter().any(|outcome| {
+            matches!(outcome, RecordOutcome::Accepted { shard_id, .. }
+                if !map.shards().iter().any(|s| s.id() == shard_id))
+        });
+        if resharded {
+            self.state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .described
+                .remove(stream.as_str());
+        }
+        Ok(answered)
     }
 
     async fn describe_stream(

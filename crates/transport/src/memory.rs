@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use kinesync_keys::{ExplicitHashKey, HashKey, PartitionKey, ShardMap};
+use kinesync_keys::{
+    ExplicitHashKey, HashKey, PartitionKey, ShardMap, ShardRange, shard_id as shard_id_of,
+};
 
 use crate::{
     CapacityMode, DEFAULT_MAX_RECORD_BYTES, Encryption, ErrorKind, KinesisSink, Operation,
@@ -59,11 +61,13 @@ pub struct StoredRecord {
 
 struct SimStream {
     config: StreamConfig,
+    /// The open shards.
     map: ShardMap,
-    /// Per shard, in the map's order: the records in arrival order (when kept).
-    shards: Vec<Vec<StoredRecord>>,
-    /// Per shard: how many records arrived.
-    counts: Vec<u64>,
+    /// Per open shard, in the map's order: its slot below.
+    slots: Vec<usize>,
+    /// Per shard ever opened (closed ones too), in the order they opened: its id, the
+    /// records in arrival order (when kept), and how many arrived.
+    shards: Vec<(String, Vec<StoredRecord>, u64)>,
 }
 
 /// A faithful simulated stream: shards with hash ranges, per-shard sequence numbers, the
@@ -114,47 +118,97 @@ impl InMemorySink {
     /// Creates (or replaces) a stream.
     pub fn create_stream(&self, name: &StreamName, config: StreamConfig) {
         let map = ShardMap::even(config.shards.max(1)).expect("1..=100000 shards");
-        let shards = vec![Vec::new(); map.len()];
-        let counts = vec![0; map.len()];
+        let shards = map
+            .shards()
+            .iter()
+            .map(|r| (r.id().to_owned(), Vec::new(), 0))
+            .collect();
         self.lock().insert(
             name.as_str().to_owned(),
             SimStream {
                 config,
+                slots: (0..map.len()).collect(),
                 map,
                 shards,
-                counts,
             },
         );
     }
 
-    /// Every record of `stream`, shard by shard (in hash range order), each shard in arrival
-    /// order. `None` for an unknown stream.
-    pub fn records(&self, stream: &StreamName) -> Option<Vec<StoredRecord>> {
-        self.lock()
-            .get(stream.as_str())
-            .map(|s| s.shards.iter().flatten().cloned().collect())
+    /// Splits open shard `shard_id` of `stream` at the middle of its hash range, as
+    /// `SplitShard` does: the shard closes (its records stay readable) and two new shards,
+    /// with new ids, take its range. `false` when there is no such open shard (or its range is
+    /// a single hash key).
+    pub fn split_shard(&self, stream: &StreamName, shard_id: &str) -> bool {
+        let mut streams = self.lock();
+        let Some(sim) = streams.get_mut(stream.as_str()) else {
+            return false;
+        };
+        let Some(index) = sim.map.shards().iter().position(|r| r.id() == shard_id) else {
+            return false;
+        };
+        let parent = sim.map.shards()[index].clone();
+        if parent.start() == parent.end() {
+            return false;
+        }
+        let middle = parent.start() + (parent.end() - parent.start()) / 2;
+        let mut ranges: Vec<ShardRange> = sim.map.shards().to_vec();
+        ranges.remove(index);
+        for (start, end) in [(parent.start(), middle), (middle + 1, parent.end())] {
+            let id = shard_id_of(sim.shards.len() as u64);
+            sim.shards.push((id.clone(), Vec::new(), 0));
+            ranges.push(ShardRange::new(id, start, end));
+        }
+        // The map sorts the ranges; the slots follow their ids.
+        let Ok(map) = ShardMap::from_ranges(ranges) else {
+            return false;
+        };
+        sim.slots = map
+            .shards()
+            .iter()
+            .map(|r| {
+                sim.shards
+                    .iter()
+                    .position(|(id, _, _)| id == r.id())
+                    .expect("every open shard has a slot")
+            })
+            .collect();
+        sim.map = map;
+        true
     }
 
-    /// How many records each shard received, by shard id (kept even when records are not).
+    /// Every record of `stream`, shard by shard (in the order the shards opened), each shard
+    /// in arrival order. `None` for an unknown stream.
+    pub fn records(&self, stream: &StreamName) -> Option<Vec<StoredRecord>> {
+        self.lock().get(stream.as_str()).map(|s| {
+            s.shards
+                .iter()
+                .flat_map(|(_, records, _)| records)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// How many records each shard received, by shard id, closed shards too (kept even when
+    /// records are not).
     pub fn shard_counts(&self, stream: &StreamName) -> Option<Vec<(String, u64)>> {
         let streams = self.lock();
         let s = streams.get(stream.as_str())?;
         Some(
-            s.map
-                .shards()
+            s.shards
                 .iter()
-                .map(|r| r.id().to_owned())
-                .zip(s.counts.iter().copied())
+                .map(|(id, _, count)| (id.clone(), *count))
                 .collect(),
         )
     }
 
-    /// The records of one shard, in arrival order.
+    /// The records of one shard (open or closed), in arrival order.
     pub fn shard_records(&self, stream: &StreamName, shard_id: &str) -> Option<Vec<StoredRecord>> {
         let streams = self.lock();
         let s = streams.get(stream.as_str())?;
-        let index = s.map.shards().iter().position(|r| r.id() == shard_id)?;
-        Some(s.shards[index].clone())
+        s.shards
+            .iter()
+            .find(|(id, _, _)| id == shard_id)
+            .map(|(_, records, _)| records.clone())
     }
 
     fn not_found(operation: Operation, stream: &StreamName) -> TransportError {
@@ -184,12 +238,13 @@ impl KinesisSink for InMemorySink {
             .iter()
             .map(|record| {
                 let hash = HashKey::for_record(&record.partition_key, record.explicit_hash_key);
-                let index = sim.map.index_for(hash);
-                let shard_id = sim.map.shards()[index].id().to_owned();
-                let sequence_number = sequence_number(index, sim.counts[index]);
-                sim.counts[index] += 1;
+                let slot = sim.slots[sim.map.index_for(hash)];
+                let (id, stored, count) = &mut sim.shards[slot];
+                let shard_id = id.clone();
+                let sequence_number = sequence_number(slot, *count);
+                *count += 1;
                 if sim.config.keep_records {
-                    sim.shards[index].push(StoredRecord {
+                    stored.push(StoredRecord {
                         shard_id: shard_id.clone(),
                         sequence_number: sequence_number.clone(),
                         partition_key: record.partition_key.clone(),

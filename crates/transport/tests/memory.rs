@@ -366,3 +366,42 @@ async fn record_size_counts_the_partition_key_as_the_service_does() {
         ErrorKind::InvalidRequest
     );
 }
+
+/// A split closes the shard (its records stay readable) and opens two with new ids over its
+/// range; records go to them from then on.
+#[tokio::test]
+async fn a_split_shard_closes_and_its_children_take_its_range() {
+    let sink = Arc::new(InMemorySink::new());
+    let stream = StreamName::new("split").unwrap();
+    sink.create_stream(&stream, StreamConfig::with_shards(2));
+    let records: Vec<PutRecord> = (0..200).map(|i| record(&format!("k{i}"), 10)).collect();
+    let on_first = |outcomes: &[RecordOutcome]| {
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, RecordOutcome::Accepted { shard_id, .. } if shard_id == "shardId-000000000000"))
+            .count()
+    };
+    let before = sink.put_records(&stream, &records).await.unwrap();
+    assert!(on_first(&before) > 50);
+    assert!(sink.split_shard(&stream, "shardId-000000000000"));
+    assert!(
+        !sink.split_shard(&stream, "shardId-000000000000"),
+        "closed: no longer splits"
+    );
+    let described = sink.describe_stream(&stream).await.unwrap();
+    let ids: Vec<&str> = described.shards.shards().iter().map(|s| s.id()).collect();
+    assert_eq!(
+        ids,
+        [
+            "shardId-000000000002",
+            "shardId-000000000003",
+            "shardId-000000000001"
+        ]
+    );
+    let after = sink.put_records(&stream, &records).await.unwrap();
+    assert_eq!(on_first(&after), 0, "nothing goes to the closed shard");
+    let counts = sink.shard_counts(&stream).unwrap();
+    assert_eq!(counts.len(), 4);
+    assert_eq!(counts[0].1 as usize, on_first(&before), "its records stay");
+    assert_eq!(sink.records(&stream).unwrap().len(), 400);
+}
