@@ -17,6 +17,18 @@ pub(crate) fn show_run(run: &RunDir) -> Result<String, Error> {
                 format!("run {} · stream {}", run.id, report.stream),
             );
             push_line(&mut out, report.summary());
+            if !report.shards.is_empty() {
+                push_line(&mut out, "shards:".to_owned());
+            }
+            for shard in &report.shards {
+                push_line(
+                    &mut out,
+                    format!(
+                        "  {}  {:>9} record attempts  {:>7} throttled  paced at {:.0} records/s",
+                        shard.shard, shard.attempts, shard.throttled, shard.paced_per_second
+                    ),
+                );
+            }
             for error in &report.row_errors.first {
                 push_line(
                     &mut out,

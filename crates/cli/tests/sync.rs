@@ -239,6 +239,13 @@ fn runs_lists_past_runs_and_shows_every_call() {
         !shown.contains("ada@example.com"),
         "no payloads unless asked: {shown}"
     );
+    // Each of the stream's four shards: what it was sent, throttled, and its pace.
+    assert!(shown.contains("shards:"), "{shown}");
+    assert_eq!(
+        shown.matches("paced at 1000 records/s").count(),
+        4,
+        "{shown}"
+    );
     // The second run sent nothing: its one call described the stream.
     let (_, shown) = kinesync(&config, &["runs", "show", "latest"]);
     assert!(

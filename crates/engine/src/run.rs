@@ -559,7 +559,7 @@ fn in_doubt(change: &Change, event: Event, record_id: u128) -> Change {
             Change::Upsert { row, .. } => Some(row.clone()),
             // A removal keeps the stored row, the version it carries; records never carry a
             // mark, but one would keep its row too.
-            Change::Delete { .. } => None,
+            Change::Delete { .. } | Change::Settle { .. } => None,
             Change::InDoubt { row, .. } => row.clone(),
         },
     }

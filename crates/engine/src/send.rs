@@ -514,7 +514,7 @@ impl Outbox {
                                 self.map_stale = true;
                             }
                             self.batcher.acknowledged(&item);
-                            acknowledged.push(item.change);
+                            acknowledged.push(settled(item.change));
                         }
                         RecordOutcome::Failed { failure, message } => {
                             // Its shard as the map now has it (the stream may have been
@@ -596,5 +596,16 @@ impl Outbox {
             self.pacer.throttled(shard, count, sent_after, now);
         }
         acknowledged
+    }
+}
+
+/// What an acknowledged record commits: its row was stored when it was marked in doubt (see
+/// [`crate::run`]), so an upsert only settles the mark with the row's fingerprint.
+fn settled(change: kinesync_state::Change) -> kinesync_state::Change {
+    match change {
+        kinesync_state::Change::Upsert {
+            key, fingerprint, ..
+        } => kinesync_state::Change::Settle { key, fingerprint },
+        other => other,
     }
 }

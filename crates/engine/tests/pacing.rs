@@ -327,49 +327,6 @@ async fn a_backfill_longer_than_the_retry_budget_finishes_in_one_run() {
     assert_eq!(reached.report.records.acknowledged, 20_000);
 }
 
-/// Splits shard 0 of the stream underneath once `after` records were acknowledged.
-#[derive(Debug)]
-struct SplitsMidway {
-    memory: Arc<InMemorySink>,
-    limited: LimitSink<Arc<InMemorySink>>,
-    acknowledged: AtomicU64,
-    after: u64,
-}
-
-impl std::fmt::Display for SplitsMidway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("splits midway")
-    }
-}
-
-#[async_trait::async_trait]
-impl KinesisSink for SplitsMidway {
-    async fn put_records(
-        &self,
-        stream: &StreamName,
-        records: &[PutRecord],
-    ) -> Result<Vec<RecordOutcome>, TransportError> {
-        let outcomes = self.limited.put_records(stream, records).await?;
-        let accepted = outcomes.iter().filter(|o| o.is_accepted()).count() as u64;
-        let before = self.acknowledged.fetch_add(accepted, Ordering::SeqCst);
-        if before < self.after && before + accepted >= self.after {
-            assert!(self.memory.split_shard(stream, "shardId-000000000000"));
-        }
-        Ok(outcomes)
-    }
-
-    async fn describe_stream(
-        &self,
-        stream: &StreamName,
-    ) -> Result<StreamDescription, TransportError> {
-        self.limited.describe_stream(stream).await
-    }
-
-    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
-        self.limited.list_streams().await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_shard_split_mid_run_is_followed_and_its_capacity_used() {
     let memory = memory_sink(4);

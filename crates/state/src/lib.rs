@@ -137,6 +137,15 @@ pub enum Change {
         /// The row.
         row: Vec<u8>,
     },
+    /// The stream acknowledged the version the key was marked [in doubt](Change::InDoubt)
+    /// with: it becomes the acknowledged one, with this fingerprint. What a sync commits for
+    /// a record it marked, so that the row (already stored by the mark) is not written again.
+    Settle {
+        /// The primary key.
+        key: String,
+        /// The row's fingerprint.
+        fingerprint: Fingerprint,
+    },
     /// The stream acknowledged the key's removal.
     Delete {
         /// The primary key.
@@ -161,7 +170,10 @@ impl Change {
     /// The primary key changed.
     pub fn key(&self) -> &str {
         match self {
-            Self::Upsert { key, .. } | Self::Delete { key } | Self::InDoubt { key, .. } => key,
+            Self::Upsert { key, .. }
+            | Self::Settle { key, .. }
+            | Self::Delete { key }
+            | Self::InDoubt { key, .. } => key,
         }
     }
 }

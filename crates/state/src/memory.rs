@@ -69,6 +69,11 @@ impl StateStore for MemoryStore {
                     let seen = Seen::Acknowledged(fingerprint);
                     self.rows.insert(key, StoredRow { seen, row });
                 }
+                Change::Settle { key, fingerprint } => {
+                    if let Some(stored) = self.rows.get_mut(&key) {
+                        stored.seen = Seen::Acknowledged(fingerprint);
+                    }
+                }
                 Change::Delete { key } => {
                     self.rows.remove(&key);
                 }

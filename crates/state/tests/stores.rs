@@ -377,7 +377,7 @@ proptest! {
     /// deletes and keys marked in doubt between them.
     #[test]
     fn stores_agree(
-        ops in prop::collection::vec((0usize..KEYS.len(), 0u8..10, any::<u128>()), 0..120),
+        ops in prop::collection::vec((0usize..KEYS.len(), 0u8..11, any::<u128>()), 0..120),
         size in 1usize..40,
     ) {
         let mut memory = MemoryStore::new();
@@ -393,6 +393,7 @@ proptest! {
                         2 => in_doubt(key, Unanswered::Added, Some(fp)),
                         3 => in_doubt(key, Unanswered::Changed, Some(fp)),
                         4 => in_doubt(key, Unanswered::Removed, None),
+                        5 => Change::Settle { key: key.into(), fingerprint: *fp },
                         _ => upsert(key, *fp),
                     }
                 })
@@ -528,7 +529,13 @@ fn keys_in_doubt_are_kept_until_settled() {
         // A key in doubt is a key of the store: the removal walk finds it.
         assert_eq!(store.key_count().unwrap(), 3);
         store
-            .commit(vec![upsert("1", 71), Change::Delete { key: "2".into() }])
+            .commit(vec![
+                Change::Settle {
+                    key: "1".into(),
+                    fingerprint: 71,
+                },
+                Change::Delete { key: "2".into() },
+            ])
             .unwrap();
         store.flush().unwrap();
         assert_eq!(
@@ -539,6 +546,11 @@ fn keys_in_doubt_are_kept_until_settled() {
                 Some(Seen::InDoubt(doubt("3", Unanswered::Added))),
                 None,
             ]
+        );
+        // Settled, the row is the one the mark stored.
+        assert_eq!(
+            store.rows(&keys(&["1"])).unwrap(),
+            vec![Some(b"{\"sent\":70}".to_vec())]
         );
     }
 }

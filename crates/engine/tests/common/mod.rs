@@ -11,7 +11,10 @@ use kinesync_engine::{Engine, Events, Initial, Limits, RunReport};
 use kinesync_engine::{KeySpec, RecordBuilder};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
 use kinesync_state::MemoryStore;
-use kinesync_transport::{InMemorySink, KinesisSink, StoredRecord, StreamConfig, StreamName};
+use kinesync_transport::{
+    InMemorySink, KinesisSink, LimitSink, PutRecord, RecordOutcome, StoredRecord, StreamConfig,
+    StreamDescription, StreamName, TransportError,
+};
 
 const TEMPLATE: &str = r#"{"id": {{ row.id }}, "name": "{{ row.name }}", "event": "{{ event }}", "was": {% if previous %}"{{ previous.name }}"{% else %}null{% endif %}}"#;
 
@@ -127,4 +130,50 @@ pub fn acknowledged_keys(engine: &Engine) -> usize {
         .into_iter()
         .filter(|seen| matches!(seen, Some(kinesync_state::Seen::Acknowledged(_))))
         .count()
+}
+
+/// The service's limits around an in-memory stream whose shard 0 is split once `after`
+/// records were acknowledged (a reshard in the middle of a run).
+#[derive(Debug)]
+pub struct SplitsMidway {
+    pub memory: Arc<InMemorySink>,
+    pub limited: LimitSink<Arc<InMemorySink>>,
+    pub acknowledged: std::sync::atomic::AtomicU64,
+    pub after: u64,
+}
+
+impl std::fmt::Display for SplitsMidway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("splits midway")
+    }
+}
+
+#[async_trait::async_trait]
+impl KinesisSink for SplitsMidway {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[PutRecord],
+    ) -> Result<Vec<RecordOutcome>, TransportError> {
+        let outcomes = self.limited.put_records(stream, records).await?;
+        let accepted = outcomes.iter().filter(|o| o.is_accepted()).count() as u64;
+        let before = self
+            .acknowledged
+            .fetch_add(accepted, std::sync::atomic::Ordering::SeqCst);
+        if before < self.after && before + accepted >= self.after {
+            assert!(self.memory.split_shard(stream, "shardId-000000000000"));
+        }
+        Ok(outcomes)
+    }
+
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<StreamDescription, TransportError> {
+        self.limited.describe_stream(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
+        self.limited.list_streams().await
+    }
 }

@@ -4,7 +4,7 @@
 //! where the cost of a backfill lies: upserts go [`UPSERT_GROUP`] rows to a statement, and a
 //! delete first writes the upserts queued before it, so that changes land in the order given.
 //! A key marked in doubt with the version sent is an upsert whose fingerprint is the 17-byte
-//! mark; a removal in doubt changes only the fingerprint.
+//! mark; a removal in doubt, and an acknowledged mark (settled), change only the fingerprint.
 
 use std::borrow::Cow;
 
@@ -29,7 +29,8 @@ pub(super) fn write_changes(
         let mut delete = tx
             .prepare_cached("DELETE FROM rows WHERE key = ?1")
             .map_err(sql)?;
-        let mut mark = tx
+        // A removal's mark, or a settled mark: the fingerprint changes, the row stays.
+        let mut stamp = tx
             .prepare_cached("UPDATE rows SET fingerprint = ?2 WHERE key = ?1")
             .map_err(sql)?;
         for change in changes {
@@ -55,7 +56,14 @@ pub(super) fn write_changes(
                 } => {
                     // In order, as for a delete.
                     upserts.write().map_err(sql)?;
-                    mark.execute(params![stored_key(key), &doubt.to_blob()[..]])
+                    stamp
+                        .execute(params![stored_key(key), &doubt.to_blob()[..]])
+                        .map_err(sql)?;
+                }
+                Change::Settle { key, fingerprint } => {
+                    upserts.write().map_err(sql)?;
+                    stamp
+                        .execute(params![stored_key(key), &fingerprint.to_be_bytes()[..]])
                         .map_err(sql)?;
                 }
                 Change::Delete { key } => {
