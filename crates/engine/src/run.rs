@@ -447,8 +447,8 @@ impl<'e> Run<'e> {
         self.outbox.push(self.seq, put, change);
     }
 
-    /// Marks the keys of the records queued since the last send in doubt, and waits until
-    /// that is written: none of them goes out before. Once a record is sent, its answer can be
+    /// Marks the keys of the records queued since the last send in doubt; the outbox waits
+    /// until that is written before its next call, so none of them goes out before. Once a record is sent, its answer can be
     /// lost (a kill mid-call, a dropped connection); the mark is how the next run knows it may
     /// have landed, and sends the row again, or its removal (see [`kinesync_state::Seen`]).
     async fn mark_in_doubt(&mut self) -> Result<(), Error> {
@@ -456,11 +456,11 @@ impl<'e> Run<'e> {
             return Ok(());
         }
         let marks = std::mem::take(&mut self.to_mark);
-        blocking(&self.state, move |s| {
-            s.commit(marks)?;
-            Ok(s.flush()?)
-        })
-        .await
+        blocking(&self.state, move |s| Ok(s.commit(marks)?)).await?;
+        // Written before the next call goes out (the outbox waits for it then): most
+        // chunks of an incremental run queue a few records and send none.
+        self.outbox.marks_queued();
+        Ok(())
     }
 
     fn show_progress(&self) {
@@ -555,12 +555,13 @@ fn in_doubt(change: &Change, event: Event, record_id: u128) -> Change {
     Change::InDoubt {
         key: change.key().to_owned(),
         doubt: Doubt { event, record_id },
-        row: match change {
-            Change::Upsert { row, .. } => Some(row.clone()),
+        sent: match change {
+            Change::Upsert {
+                fingerprint, row, ..
+            } => Some((*fingerprint, row.clone())),
             // A removal keeps the stored row, the version it carries; records never carry a
-            // mark, but one would keep its row too.
-            Change::Delete { .. } | Change::Settle { .. } => None,
-            Change::InDoubt { row, .. } => row.clone(),
+            // mark or a settlement, but one would keep its row too.
+            Change::Delete { .. } | Change::Settle { .. } | Change::InDoubt { .. } => None,
         },
     }
 }

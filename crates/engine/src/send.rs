@@ -117,6 +117,9 @@ pub(crate) struct Outbox {
     last_failure: Option<TransportError>,
     /// No more records will be pushed: a call need not wait to be full.
     finishing: bool,
+    /// Marks of queued records were committed to the state and may not be written yet: the
+    /// next call waits until they are (see [`Outbox::marks_queued`]).
+    marks_unwritten: bool,
     /// Records that arrived after the outbox stopped: pending.
     refused: u64,
     /// Nothing new goes out ([`abandon`](Self::abandon)).
@@ -152,6 +155,7 @@ impl Outbox {
             failed_calls: 0,
             last_failure: None,
             finishing: false,
+            marks_unwritten: false,
             refused: 0,
             abandoned: false,
             stopped: None,
@@ -237,6 +241,13 @@ impl Outbox {
         );
     }
 
+    /// Records were marked in doubt in the state: no call goes out before the marks are
+    /// written, so that whatever happens to a call, the next run knows its records may have
+    /// landed.
+    pub(crate) fn marks_queued(&mut self) {
+        self.marks_unwritten = true;
+    }
+
     /// The stream's open shards, as last read.
     pub(crate) fn shard_map(&self) -> &ShardMap {
         &self.map
@@ -295,6 +306,10 @@ impl Outbox {
         let sending = self.stopped.is_none() && !self.abandoned;
         if sending && self.map_stale {
             self.reread_map().await;
+        }
+        if sending && self.marks_unwritten && self.may_launch(Instant::now()) {
+            crate::store::blocking(store, |s| Ok(s.flush()?)).await?;
+            self.marks_unwritten = false;
         }
         if sending {
             self.launch();
@@ -603,9 +618,7 @@ impl Outbox {
 /// [`crate::run`]), so an upsert only settles the mark with the row's fingerprint.
 fn settled(change: kinesync_state::Change) -> kinesync_state::Change {
     match change {
-        kinesync_state::Change::Upsert {
-            key, fingerprint, ..
-        } => kinesync_state::Change::Settle { key, fingerprint },
+        kinesync_state::Change::Upsert { key, .. } => kinesync_state::Change::Settle { key },
         other => other,
     }
 }

@@ -36,7 +36,10 @@ pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 /// stores non-negative integer keys after their length, so that the key index is in numeric
 /// order for them. Version 1 files are upgraded when opened: their integer keys are rewritten
 /// in place, and their rows stay as they are, readable.
-pub const SCHEMA_VERSION: i64 = 2;
+///
+/// Version 3 added the keys in doubt (a table beside the rows). Files of versions 1 and 2 are
+/// upgraded when opened.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A 128-bit fingerprint of a row's content.
 pub type Fingerprint = u128;
@@ -63,8 +66,7 @@ pub struct Doubt {
 }
 
 impl Doubt {
-    /// How the mark is stored: the event's byte, then the id's 16 bytes (big-endian), where
-    /// an acknowledged row has its 16-byte fingerprint, so that no fingerprint can equal it.
+    /// How the mark is stored: the event's byte, then the id's 16 bytes (big-endian).
     pub(crate) fn to_blob(self) -> [u8; 17] {
         let mut blob = [0; 17];
         blob[0] = self.event.marker();
@@ -118,11 +120,24 @@ impl Unanswered {
 /// What the store holds for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRow {
-    /// Whether the stream acknowledged the row (and its fingerprint), or it is in doubt.
-    pub seen: Seen,
+    /// The fingerprint of the row below.
+    pub fingerprint: Fingerprint,
     /// That row, as the caller encoded it (kinesync stores its values as a JSON array, after
-    /// the number of its column list, which it keeps in [`StateStore::meta`]).
+    /// the number of its column list, which it keeps in [`StateStore::meta`]): the version
+    /// the stream acknowledged, or the one sent when the key is in doubt.
     pub row: Vec<u8>,
+    /// Set while a record for the key is in doubt.
+    pub doubt: Option<Doubt>,
+}
+
+impl StoredRow {
+    /// What the store knows of the key's last record.
+    pub fn seen(&self) -> Seen {
+        match self.doubt {
+            Some(doubt) => Seen::InDoubt(doubt),
+            None => Seen::Acknowledged(self.fingerprint),
+        }
+    }
 }
 
 /// One change to commit.
@@ -137,14 +152,12 @@ pub enum Change {
         /// The row.
         row: Vec<u8>,
     },
-    /// The stream acknowledged the version the key was marked [in doubt](Change::InDoubt)
-    /// with: it becomes the acknowledged one, with this fingerprint. What a sync commits for
+    /// The stream acknowledged the record the key was marked [in doubt](Change::InDoubt)
+    /// for: the version the mark stored becomes the acknowledged one. What a sync commits for
     /// a record it marked, so that the row (already stored by the mark) is not written again.
     Settle {
         /// The primary key.
         key: String,
-        /// The row's fingerprint.
-        fingerprint: Fingerprint,
     },
     /// The stream acknowledged the key's removal.
     Delete {
@@ -160,9 +173,9 @@ pub enum Change {
         key: String,
         /// The event sent, and the record's id.
         doubt: Doubt,
-        /// The version sent, stored in place of the acknowledged one; `None` for a removal,
-        /// which keeps the stored row.
-        row: Option<Vec<u8>>,
+        /// The version sent (its fingerprint and row), stored in place of the acknowledged
+        /// one; `None` for a removal, which keeps the stored row.
+        sent: Option<(Fingerprint, Vec<u8>)>,
     },
 }
 

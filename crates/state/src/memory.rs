@@ -37,7 +37,7 @@ impl StateStore for MemoryStore {
     fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
         Ok(keys
             .iter()
-            .map(|k| self.rows.get(k).map(|r| r.seen))
+            .map(|k| self.rows.get(k).map(StoredRow::seen))
             .collect())
     }
 
@@ -66,28 +66,40 @@ impl StateStore for MemoryStore {
                     fingerprint,
                     row,
                 } => {
-                    let seen = Seen::Acknowledged(fingerprint);
-                    self.rows.insert(key, StoredRow { seen, row });
+                    let doubt = None;
+                    self.rows.insert(
+                        key,
+                        StoredRow {
+                            fingerprint,
+                            row,
+                            doubt,
+                        },
+                    );
                 }
-                Change::Settle { key, fingerprint } => {
+                Change::Settle { key } => {
                     if let Some(stored) = self.rows.get_mut(&key) {
-                        stored.seen = Seen::Acknowledged(fingerprint);
+                        stored.doubt = None;
                     }
                 }
                 Change::Delete { key } => {
                     self.rows.remove(&key);
                 }
-                Change::InDoubt { key, doubt, row } => {
-                    let seen = Seen::InDoubt(doubt);
-                    match (row, self.rows.get_mut(&key)) {
-                        (Some(row), _) => {
-                            self.rows.insert(key, StoredRow { seen, row });
-                        }
-                        (None, Some(stored)) => stored.seen = seen,
-                        // A removal of a key the store does not have: nothing to keep.
-                        (None, None) => {}
+                Change::InDoubt { key, doubt, sent } => match (sent, self.rows.get_mut(&key)) {
+                    (Some((fingerprint, row)), _) => {
+                        let doubt = Some(doubt);
+                        self.rows.insert(
+                            key,
+                            StoredRow {
+                                fingerprint,
+                                row,
+                                doubt,
+                            },
+                        );
                     }
-                }
+                    (None, Some(stored)) => stored.doubt = Some(doubt),
+                    // A removal of a key the store does not have: nothing to keep.
+                    (None, None) => {}
+                },
             }
         }
         Ok(())

@@ -40,7 +40,7 @@ fn in_doubt(key: &str, event: Unanswered, sent: Option<&u128>) -> Change {
     Change::InDoubt {
         key: key.into(),
         doubt: doubt(key, event),
-        row: sent.map(|fp| format!("{{\"sent\":{fp}}}").into_bytes()),
+        sent: sent.map(|fp| (*fp, format!("{{\"sent\":{fp}}}").into_bytes())),
     }
 }
 
@@ -294,7 +294,7 @@ fn a_newer_schema_is_refused_with_what_to_do() {
         err,
         StateError::SchemaVersion {
             found: 7,
-            expected: 2,
+            expected: kinesync_state::SCHEMA_VERSION,
             ..
         }
     ));
@@ -393,7 +393,7 @@ proptest! {
                         2 => in_doubt(key, Unanswered::Added, Some(fp)),
                         3 => in_doubt(key, Unanswered::Changed, Some(fp)),
                         4 => in_doubt(key, Unanswered::Removed, None),
-                        5 => Change::Settle { key: key.into(), fingerprint: *fp },
+                        5 => Change::Settle { key: key.into() },
                         _ => upsert(key, *fp),
                     }
                 })
@@ -530,10 +530,7 @@ fn keys_in_doubt_are_kept_until_settled() {
         assert_eq!(store.key_count().unwrap(), 3);
         store
             .commit(vec![
-                Change::Settle {
-                    key: "1".into(),
-                    fingerprint: 71,
-                },
+                Change::Settle { key: "1".into() },
                 Change::Delete { key: "2".into() },
             ])
             .unwrap();
@@ -541,7 +538,7 @@ fn keys_in_doubt_are_kept_until_settled() {
         assert_eq!(
             store.seen(&asked).unwrap(),
             vec![
-                Some(Seen::Acknowledged(71)),
+                Some(Seen::Acknowledged(70)),
                 None,
                 Some(Seen::InDoubt(doubt("3", Unanswered::Added))),
                 None,
@@ -553,4 +550,51 @@ fn keys_in_doubt_are_kept_until_settled() {
             vec![Some(b"{\"sent\":70}".to_vec())]
         );
     }
+}
+
+/// A version 2 file (before keys in doubt) is read as it is without its upgrade (a dry run:
+/// no key is in doubt, nothing is written), and upgraded to version 3 with its rows when opened
+/// to write.
+#[test]
+fn sqlite_store_of_version_2_is_upgraded_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        store
+            .commit(vec![upsert("1", 11), upsert("2", 22)])
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let conn = rusqlite_conn(&path);
+    conn.execute_batch("DROP TABLE doubt; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(conn);
+
+    let mut read_only = SqliteStore::open_without_upgrade(&path).unwrap();
+    assert_eq!(
+        read_only.acked(&keys(&["1", "2", "3"])),
+        vec![Some(11), Some(22), None]
+    );
+    assert!(matches!(
+        read_only.commit(vec![upsert("3", 33)]),
+        Err(StateError::NotUpgraded { .. })
+    ));
+    drop(read_only);
+
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.acked(&keys(&["1", "2"])), vec![Some(11), Some(22)]);
+    store
+        .commit(vec![in_doubt("1", Unanswered::Changed, Some(&12))])
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(
+        store.seen(&keys(&["1"])).unwrap(),
+        vec![Some(Seen::InDoubt(doubt("1", Unanswered::Changed)))]
+    );
+    drop(store);
+    let version: i64 = rusqlite_conn(&path)
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
 }

@@ -33,8 +33,8 @@ impl SqliteStore {
     pub(super) fn lookup<T: Clone>(
         &mut self,
         keys: &[String],
-        column: &'static str,
-        read: impl Fn(rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<T>,
+        columns: &'static str,
+        read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<Option<T>>, StateError> {
         let path = self.path.clone();
         let sql = |source| StateError::Sqlite {
@@ -56,10 +56,10 @@ impl SqliteStore {
             }
             let query = self
                 .lookup_sql
-                .entry((column, chunk.len()))
+                .entry((columns, chunk.len()))
                 .or_insert_with(|| {
                     let placeholders = vec!["?"; chunk.len()].join(",");
-                    format!("SELECT key, {column} FROM rows WHERE key IN ({placeholders})")
+                    format!("SELECT key, {columns} FROM rows WHERE key IN ({placeholders})")
                 })
                 .clone();
             let mut statement = self.reader.prepare_cached(&query).map_err(sql)?;
@@ -70,8 +70,7 @@ impl SqliteStore {
                 let key = row.get_ref(0).map_err(sql)?;
                 let key = key.as_str().map_err(|e| sql(e.into()))?;
                 if let Some(&place) = places.get(key) {
-                    let value = read(row.get_ref(1).map_err(sql)?).map_err(|e| sql(e.into()))?;
-                    found[place] = Some(value);
+                    found[place] = Some(read(row).map_err(sql)?);
                 }
             }
             for (place, first) in again {
@@ -82,16 +81,16 @@ impl SqliteStore {
     }
 }
 
-/// What a stored fingerprint blob says: the 16 bytes of an acknowledged row's fingerprint,
-/// big-endian, or the 17-byte mark of a key in doubt.
-pub(super) fn seen_of(blob: &[u8]) -> Seen {
-    if blob.len() != 16
-        && let Some(doubt) = Doubt::from_blob(blob)
-    {
-        return Seen::InDoubt(doubt);
+/// What a key's row says of it: its fingerprint (16 bytes, big-endian) in column 1, and its
+/// mark in the `doubt` table, if any, in column 2.
+pub(super) fn seen_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Seen> {
+    let mark: Option<Vec<u8>> = row.get(2)?;
+    if let Some(doubt) = mark.as_deref().and_then(Doubt::from_blob) {
+        return Ok(Seen::InDoubt(doubt));
     }
+    let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
     let mut bytes = [0u8; 16];
     let n = blob.len().min(16);
     bytes[..n].copy_from_slice(&blob[..n]);
-    Seen::Acknowledged(u128::from_be_bytes(bytes))
+    Ok(Seen::Acknowledged(u128::from_be_bytes(bytes)))
 }

@@ -3,7 +3,7 @@
 //! This file holds the store itself: opening a file, and the [`StateStore`] methods. The
 //! parts they rely on are kept one to a file, so that each can be read (and changed) alone:
 //!
-//! - [`schema`]: the pragmas, the tables of a new file, the upgrade of a version 1 file;
+//! - [`schema`]: the pragmas, the tables of a new file, the upgrades of older files;
 //! - [`keys`]: how keys are stored, so that integer keys sort as numbers;
 //! - [`lookup`]: the read connection, and lookups a chunk of keys at a time;
 //! - [`writer`]: the thread that writes commits in the background, and its queue of jobs;
@@ -61,6 +61,9 @@ pub struct SqliteStore {
     lookup_sql: HashMap<(&'static str, usize), String>,
     /// How the file stores keys.
     keys: KeyForm,
+    /// Whether the file has the `doubt` table (a file of an older version opened without its
+    /// upgrade does not, and has no key in doubt).
+    doubts: bool,
     /// One writer at a time: held while the store is open for writing, released last (after
     /// the writer thread has written everything).
     lock: Option<StateLock>,
@@ -113,19 +116,21 @@ impl SqliteStore {
             source,
         };
         let conn = Connection::open(path).map_err(sql)?;
-        let keys = init(&conn, &name, upgrade)?;
+        let opened = init(&conn, &name, upgrade)?;
         let reader = open_reader(path).map_err(sql)?;
         // A file read as an older version wrote it is never written.
-        let writer = match keys {
-            KeyForm::ByLength => Some(Writer::start(conn, path)?),
-            KeyForm::AsWritten => None,
+        let writer = if opened.writable {
+            Some(Writer::start(conn, path)?)
+        } else {
+            None
         };
         Ok(Self {
             reader,
             writer,
             path: name,
             lookup_sql: HashMap::new(),
-            keys,
+            keys: opened.keys,
+            doubts: opened.doubts,
             lock: None,
         })
     }
@@ -188,11 +193,28 @@ impl StateStore for SqliteStore {
     }
 
     fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
-        self.lookup(keys, "fingerprint", |value| value.as_blob().map(seen_of))
+        // Most of the time no key is in doubt: the lookup then skips the doubt table.
+        let any_doubt = self.doubts
+            && self
+                .reader
+                .query_row("SELECT EXISTS (SELECT 1 FROM doubt)", [], |r| r.get(0))
+                .map_err(|e| self.sql(e))?;
+        let columns = if any_doubt {
+            "fingerprint, (SELECT mark FROM doubt WHERE doubt.key = rows.key)"
+        } else {
+            "fingerprint, NULL"
+        };
+        self.lookup(keys, columns, seen_of)
     }
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
-        self.lookup(keys, "row", |value| value.as_blob().map(<[u8]>::to_vec))
+        self.lookup(keys, "row", |row| {
+            Ok(row
+                .get_ref(1)?
+                .as_blob()
+                .map_err(rusqlite::Error::from)?
+                .to_vec())
+        })
     }
 
     fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {

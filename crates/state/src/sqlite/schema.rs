@@ -11,8 +11,23 @@ use rusqlite::Connection;
 use super::keys::KeyForm;
 use crate::{SCHEMA_VERSION, StateError};
 
+/// What the file is, once opened: how it stores keys, whether it has the `doubt` table, and
+/// whether it may be written (a file of an older version opened without its upgrade is read
+/// only).
+pub(super) struct Opened {
+    pub(super) keys: KeyForm,
+    pub(super) doubts: bool,
+    pub(super) writable: bool,
+}
+
+/// The table of keys in doubt (see [`crate::Seen::InDoubt`]): small (the records sent and not
+/// yet answered), beside the rows, so that settling a record is a delete from it rather than a
+/// second write of its row.
+const DOUBT_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS doubt (key TEXT PRIMARY KEY, mark BLOB NOT NULL) WITHOUT ROWID;";
+
 /// Sets the writing connection up and checks (or creates) the schema.
-pub(super) fn init(conn: &Connection, path: &str, upgrade: bool) -> Result<KeyForm, StateError> {
+pub(super) fn init(conn: &Connection, path: &str, upgrade: bool) -> Result<Opened, StateError> {
     let sql = |source| StateError::Sqlite {
         path: path.to_owned(),
         source,
@@ -26,9 +41,14 @@ pub(super) fn init(conn: &Connection, path: &str, upgrade: bool) -> Result<KeyFo
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sql)?;
+    let current = Opened {
+        keys: KeyForm::ByLength,
+        doubts: true,
+        writable: true,
+    };
     match version {
         0 => conn
-            .execute_batch(
+            .execute_batch(&format!(
                 "BEGIN;
                  CREATE TABLE IF NOT EXISTS rows (
                      key TEXT NOT NULL UNIQUE,
@@ -36,27 +56,45 @@ pub(super) fn init(conn: &Connection, path: &str, upgrade: bool) -> Result<KeyFo
                      row BLOB NOT NULL
                  );
                  CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )
-            .map(|()| KeyForm::ByLength)
+                 {DOUBT_TABLE}
+                 PRAGMA user_version = 3;
+                 COMMIT;"
+            ))
+            .map(|()| current)
             .map_err(sql),
-        1 if !upgrade => Ok(KeyForm::AsWritten),
+        1 if !upgrade => Ok(Opened {
+            keys: KeyForm::AsWritten,
+            doubts: false,
+            writable: false,
+        }),
+        2 if !upgrade => Ok(Opened {
+            keys: KeyForm::ByLength,
+            doubts: false,
+            writable: false,
+        }),
         // Version 2 stores non-negative integer keys after their length (see `stored_key`),
         // and its callers may keep values in `meta`. Rows written by version 1 stay readable.
-        // An older kinesync refuses the upgraded file rather than misread it.
+        // Version 3 adds the keys in doubt. An older kinesync refuses the upgraded file
+        // rather than misread it.
         1 => conn
-            .execute_batch(
+            .execute_batch(&format!(
                 "BEGIN;
                  UPDATE rows SET key = char(31) || key WHERE unicode(key) < 32;
                  UPDATE rows SET key = char(length(key)) || key
                      WHERE length(key) BETWEEN 1 AND 20 AND key NOT GLOB '*[^0-9]*';
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )
-            .map(|()| KeyForm::ByLength)
+                 {DOUBT_TABLE}
+                 PRAGMA user_version = 3;
+                 COMMIT;"
+            ))
+            .map(|()| current)
             .map_err(sql),
-        SCHEMA_VERSION => Ok(KeyForm::ByLength),
+        2 => conn
+            .execute_batch(&format!(
+                "BEGIN; {DOUBT_TABLE} PRAGMA user_version = 3; COMMIT;"
+            ))
+            .map(|()| current)
+            .map_err(sql),
+        SCHEMA_VERSION => Ok(current),
         found => Err(StateError::SchemaVersion {
             path: path.to_owned(),
             found,

@@ -160,7 +160,9 @@ fn write_jobs(
             _ if failed => continue,
             Job::Commit(changes) => commit::write_changes(&mut conn, path, &changes),
             Job::Clear => conn
-                .execute_batch("BEGIN; DELETE FROM rows; DELETE FROM meta; COMMIT;")
+                .execute_batch(
+                    "BEGIN; DELETE FROM rows; DELETE FROM doubt; DELETE FROM meta; COMMIT;",
+                )
                 .map_err(|source| StateError::Sqlite {
                     path: path.to_owned(),
                     source,
