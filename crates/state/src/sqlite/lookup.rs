@@ -11,7 +11,8 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
 use super::SqliteStore;
-use crate::{Doubt, Seen, StateError};
+use super::keys::KeyForm;
+use crate::{Doubt, Fingerprint, StateError};
 
 /// Keys per `IN (...)` lookup: well under SQLite's parameter limit.
 const LOOKUP_CHUNK: usize = 500;
@@ -81,16 +82,30 @@ impl SqliteStore {
     }
 }
 
-/// What a key's row says of it: its fingerprint (16 bytes, big-endian) in column 1, and its
-/// mark in the `doubt` table, if any, in column 2.
-pub(super) fn seen_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Seen> {
-    let mark: Option<Vec<u8>> = row.get(2)?;
-    if let Some(doubt) = mark.as_deref().and_then(Doubt::from_blob) {
-        return Ok(Seen::InDoubt(doubt));
-    }
+/// A fingerprint from its stored blob: the 16 bytes the writer stored it as, big-endian.
+pub(super) fn fingerprint_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Fingerprint> {
     let blob = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
     let mut bytes = [0u8; 16];
     let n = blob.len().min(16);
     bytes[..n].copy_from_slice(&blob[..n]);
-    Ok(Seen::Acknowledged(u128::from_be_bytes(bytes)))
+    Ok(u128::from_be_bytes(bytes))
+}
+
+/// Every key in doubt, by the caller's key.
+pub(super) fn read_doubts(
+    reader: &Connection,
+    keys: KeyForm,
+) -> rusqlite::Result<HashMap<String, Doubt>> {
+    let mut statement = reader.prepare("SELECT key, mark FROM doubt")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut doubts = HashMap::new();
+    for row in rows {
+        let (key, mark) = row?;
+        if let Some(doubt) = Doubt::from_blob(&mark) {
+            doubts.insert(keys.caller_key(key), doubt);
+        }
+    }
+    Ok(doubts)
 }

@@ -23,9 +23,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::lock::{LockHolder, StateLock};
-use crate::{Change, Seen, StateError, StateStore};
+use crate::{Change, Doubt, Seen, StateError, StateStore};
 use keys::KeyForm;
-use lookup::{open_reader, seen_of};
+use lookup::{fingerprint_of, open_reader, read_doubts};
 use schema::init;
 use writer::{Job, Writer};
 
@@ -61,9 +61,10 @@ pub struct SqliteStore {
     lookup_sql: HashMap<(&'static str, usize), String>,
     /// How the file stores keys.
     keys: KeyForm,
-    /// Whether the file has the `doubt` table (a file of an older version opened without its
-    /// upgrade does not, and has no key in doubt).
-    doubts: bool,
+    /// The keys in doubt, by the caller's key: the `doubt` table, read when the store opens
+    /// and kept up to date with every commit, so that lookups need not read it (it is small:
+    /// the records a run sent without an answer read).
+    doubts: HashMap<String, Doubt>,
     /// One writer at a time: held while the store is open for writing, released last (after
     /// the writer thread has written everything).
     lock: Option<StateLock>,
@@ -118,6 +119,11 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(sql)?;
         let opened = init(&conn, &name, upgrade)?;
         let reader = open_reader(path).map_err(sql)?;
+        let doubts = if opened.doubts {
+            read_doubts(&reader, opened.keys).map_err(sql)?
+        } else {
+            HashMap::new()
+        };
         // A file read as an older version wrote it is never written.
         let writer = if opened.writable {
             Some(Writer::start(conn, path)?)
@@ -130,7 +136,7 @@ impl SqliteStore {
             path: name,
             lookup_sql: HashMap::new(),
             keys: opened.keys,
-            doubts: opened.doubts,
+            doubts,
             lock: None,
         })
     }
@@ -140,6 +146,7 @@ impl SqliteStore {
     /// the next run finds an empty store, as a first run does.
     pub fn clear(&mut self) -> Result<(), StateError> {
         self.send(Job::Clear)?;
+        self.doubts.clear();
         self.flush()
     }
 
@@ -193,18 +200,17 @@ impl StateStore for SqliteStore {
     }
 
     fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
-        // Most of the time no key is in doubt: the lookup then skips the doubt table.
-        let any_doubt = self.doubts
-            && self
-                .reader
-                .query_row("SELECT EXISTS (SELECT 1 FROM doubt)", [], |r| r.get(0))
-                .map_err(|e| self.sql(e))?;
-        let columns = if any_doubt {
-            "fingerprint, (SELECT mark FROM doubt WHERE doubt.key = rows.key)"
-        } else {
-            "fingerprint, NULL"
-        };
-        self.lookup(keys, columns, seen_of)
+        let found = self.lookup(keys, "fingerprint", fingerprint_of)?;
+        Ok(keys
+            .iter()
+            .zip(found)
+            .map(|(key, fingerprint)| {
+                fingerprint.map(|fingerprint| match self.doubts.get(key) {
+                    Some(doubt) => Seen::InDoubt(*doubt),
+                    None => Seen::Acknowledged(fingerprint),
+                })
+            })
+            .collect())
     }
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
@@ -248,6 +254,16 @@ impl StateStore for SqliteStore {
     }
 
     fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
+        for change in &changes {
+            match change {
+                Change::InDoubt { key, doubt, .. } => {
+                    self.doubts.insert(key.clone(), *doubt);
+                }
+                Change::Upsert { key, .. } | Change::Settle { key } | Change::Delete { key } => {
+                    self.doubts.remove(key);
+                }
+            }
+        }
         self.send(Job::Commit(changes))
     }
 
