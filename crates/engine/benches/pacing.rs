@@ -107,6 +107,8 @@ struct Scenario {
     shards: u32,
     /// Another producer writes this many records per second to every shard meanwhile.
     other_producer: u32,
+    /// Shard 0 is split once this many records have landed (simulated streams only).
+    split_after: Option<u64>,
 }
 
 fn source(schema: &Arc<Schema>, rows: Rows, shards: u32) -> (Box<dyn RowSource>, usize) {
@@ -217,30 +219,42 @@ fn scenarios() -> Vec<Scenario> {
             rows: Rows::First(40_000),
             shards: 4,
             other_producer: 0,
+            split_after: None,
         },
         Scenario {
             name: "backfill",
             rows: Rows::First(200_000),
             shards: 4,
             other_producer: 0,
+            split_after: None,
         },
         Scenario {
             name: "backfill",
             rows: Rows::First(200_000),
             shards: 16,
             other_producer: 0,
+            split_after: None,
         },
         Scenario {
             name: "hot shard (every key on shard 0)",
             rows: Rows::OnFirstShard(20_000),
             shards: 4,
             other_producer: 0,
+            split_after: None,
         },
         Scenario {
             name: "another producer takes 500/s/shard",
             rows: Rows::First(40_000),
             shards: 4,
             other_producer: 500,
+            split_after: None,
+        },
+        Scenario {
+            name: "shard 0 split after 10,000 records",
+            rows: Rows::First(40_000),
+            shards: 4,
+            other_producer: 0,
+            split_after: Some(10_000),
         },
     ]
 }
@@ -264,9 +278,31 @@ async fn main() {
                     ..StreamConfig::with_shards(scenario.shards)
                 },
             );
-            let limited: Arc<dyn KinesisSink> =
-                Arc::new(LimitSink::new(memory, Arc::new(TokioClock::default())));
+            let limited: Arc<dyn KinesisSink> = Arc::new(LimitSink::new(
+                memory.clone(),
+                Arc::new(TokioClock::default()),
+            ));
+            // The split, when the scenario has one: shard 0 of the stream underneath, once
+            // enough records landed.
+            let splitter = scenario.split_after.map(|after| {
+                let (memory, stream) = (memory.clone(), stream.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let landed: u64 = memory
+                            .shard_counts(&stream)
+                            .map_or(0, |counts| counts.iter().map(|(_, n)| n).sum());
+                        if landed >= after {
+                            memory.split_shard(&stream, "shardId-000000000000");
+                            return;
+                        }
+                    }
+                })
+            });
             run(&scenario, "simulated", limited.clone(), limited, stream).await;
+            if let Some(splitter) = splitter {
+                splitter.abort();
+            }
         }
     }
     if wanted("kinesalite") {
@@ -315,10 +351,12 @@ async fn main() {
                 report.outcome
             );
         }
-        for scenario in scenarios()
-            .into_iter()
-            .filter(|s| matches!(s.rows, Rows::First(n) if n <= 40_000) || s.shards == 16)
-        {
+        for scenario in scenarios().into_iter().filter(|s| {
+            s.split_after.is_none()
+                && (matches!(s.rows, Rows::First(n) if n <= 40_000 )
+                    || matches!(s.rows, Rows::OnFirstShard(_))
+                    || s.shards == 16)
+        }) {
             let stream = unique_stream("pacing");
             probe.create_stream(&stream, scenario.shards).await;
             let limited: Arc<dyn KinesisSink> = Arc::new(LimitSink::new(

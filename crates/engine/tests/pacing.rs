@@ -335,6 +335,7 @@ async fn a_shard_split_mid_run_is_followed_and_its_capacity_used() {
         limited: LimitSink::new(memory.clone(), Arc::new(TokioClock::default())),
         acknowledged: AtomicU64::new(0),
         after: 10_000,
+        merge: false,
     }));
     let mut engine = engine(sink.clone());
     let start = Instant::now();

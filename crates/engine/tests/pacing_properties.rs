@@ -1,5 +1,5 @@
 //! Pacing's invariants over many streams and models, on tokio's paused clock: whatever the
-//! shard count (1 to 64), a split of a shard mid-run (uneven hash ranges from then on), the
+//! shard count (1 to 64), a split or a merge of shards mid-run (uneven hash ranges from then on), the
 //! number of partition keys (one per row, or a few shared by many rows) and the stream's own
 //! limits (the service's, or lower: another producer's share),
 //! every record is acknowledged in one run, each partition key's records land in model order,
@@ -80,7 +80,7 @@ proptest! {
         rows in 200u32..4000,
         groups in prop_oneof![Just(u32::MAX), 1u32..50],
         stream_rate in prop_oneof![Just(1000.0), 200.0f64..1000.0],
-        split in any::<bool>(),
+        reshard in 0u8..3,
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -97,12 +97,16 @@ proptest! {
             Arc::new(TokioClock::default()),
             ShardLimits { records_per_second: stream_rate, ..ShardLimits::default() },
         );
-        // Sometimes the first shard is split a third of the way in: uneven ranges from then on.
+        // A third of the way in, the first shard is split, or merged with the second (when
+        // there is one): uneven ranges and new shard ids from then on.
+        let merge = reshard == 2 && shards > 1;
+        let resharded = reshard == 1 || merge;
         let limited = Arc::new(SplitsMidway {
             memory: memory.clone(),
             limited,
             acknowledged: std::sync::atomic::AtomicU64::new(0),
-            after: if split { u64::from(rows / 3) } else { u64::MAX },
+            after: if resharded { u64::from(rows / 3) } else { u64::MAX },
+            merge,
         });
         let (records, model) = model(rows, groups);
         let mut engine = Engine::builder()
@@ -115,7 +119,7 @@ proptest! {
         let report = runtime.block_on(engine.run_rows(model)).unwrap();
         prop_assert_eq!(&report.outcome, &Outcome::Complete, "{:?}", report);
         prop_assert_eq!(report.records.acknowledged, u64::from(rows));
-        if stream_rate == 1000.0 && !split {
+        if stream_rate == 1000.0 && !resharded {
             // Paced to the stream's own limits, it is barely throttled: a call spawned at one
             // moment can run a paused-clock tick later (the runtime advances time while the
             // run waits on its blocking pool), landing a record of the tick before.

@@ -158,22 +158,51 @@ impl InMemorySink {
             sim.shards.push((id.clone(), Vec::new(), 0));
             ranges.push(ShardRange::new(id, start, end));
         }
-        // The map sorts the ranges; the slots follow their ids.
+        self.reopen(sim, ranges)
+    }
+
+    /// `sim`'s open shards become `ranges` (sorted by the map; each open shard's slot follows
+    /// its id).
+    fn reopen(&self, sim: &mut SimStream, ranges: Vec<ShardRange>) -> bool {
         let Ok(map) = ShardMap::from_ranges(ranges) else {
             return false;
         };
-        sim.slots = map
+        let slots: Option<Vec<usize>> = map
             .shards()
             .iter()
-            .map(|r| {
-                sim.shards
-                    .iter()
-                    .position(|(id, _, _)| id == r.id())
-                    .expect("every open shard has a slot")
-            })
+            .map(|r| sim.shards.iter().position(|(id, _, _)| id == r.id()))
             .collect();
+        let Some(slots) = slots else {
+            return false;
+        };
+        sim.slots = slots;
         sim.map = map;
         true
+    }
+
+    /// Merges open shards `first` and `second` of `stream`, adjacent in the hash key space
+    /// (`first` below), as `MergeShards` does: both close (their records stay readable) and one
+    /// new shard, with a new id, takes their ranges. `false` when they are not two adjacent
+    /// open shards.
+    pub fn merge_shards(&self, stream: &StreamName, first: &str, second: &str) -> bool {
+        let mut streams = self.lock();
+        let Some(sim) = streams.get_mut(stream.as_str()) else {
+            return false;
+        };
+        let shards = sim.map.shards();
+        let Some(index) = shards.iter().position(|r| r.id() == first) else {
+            return false;
+        };
+        if shards.get(index + 1).is_none_or(|next| next.id() != second) {
+            return false;
+        }
+        let (start, end) = (shards[index].start(), shards[index + 1].end());
+        let mut ranges: Vec<ShardRange> = shards.to_vec();
+        ranges.drain(index..=index + 1);
+        let id = shard_id_of(sim.shards.len() as u64);
+        sim.shards.push((id.clone(), Vec::new(), 0));
+        ranges.push(ShardRange::new(id, start, end));
+        self.reopen(sim, ranges)
     }
 
     /// Every record of `stream`, shard by shard (in the order the shards opened), each shard

@@ -405,3 +405,27 @@ async fn a_split_shard_closes_and_its_children_take_its_range() {
     assert_eq!(counts[0].1 as usize, on_first(&before), "its records stay");
     assert_eq!(sink.records(&stream).unwrap().len(), 400);
 }
+
+/// A merge closes two adjacent shards and opens one with a new id over both ranges.
+#[tokio::test]
+async fn merged_shards_close_and_one_takes_both_ranges() {
+    let sink = InMemorySink::new();
+    let stream = StreamName::new("merge").unwrap();
+    sink.create_stream(&stream, StreamConfig::with_shards(3));
+    assert!(
+        !sink.merge_shards(&stream, "shardId-000000000000", "shardId-000000000002"),
+        "not adjacent"
+    );
+    assert!(sink.merge_shards(&stream, "shardId-000000000001", "shardId-000000000002"));
+    let described = sink.describe_stream(&stream).await.unwrap();
+    let ids: Vec<&str> = described.shards.shards().iter().map(|s| s.id()).collect();
+    assert_eq!(ids, ["shardId-000000000000", "shardId-000000000003"]);
+    let records: Vec<PutRecord> = (0..100).map(|i| record(&format!("k{i}"), 10)).collect();
+    let outcomes = sink.put_records(&stream, &records).await.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, RecordOutcome::Accepted { shard_id, .. }
+        if shard_id == "shardId-000000000000" || shard_id == "shardId-000000000003"))
+    );
+}

@@ -132,14 +132,16 @@ pub fn acknowledged_keys(engine: &Engine) -> usize {
         .count()
 }
 
-/// The service's limits around an in-memory stream whose shard 0 is split once `after`
-/// records were acknowledged (a reshard in the middle of a run).
+/// The service's limits around an in-memory stream whose shard 0 is split (or merged with
+/// shard 1) once `after` records were acknowledged: a reshard in the middle of a run.
 #[derive(Debug)]
 pub struct SplitsMidway {
     pub memory: Arc<InMemorySink>,
     pub limited: LimitSink<Arc<InMemorySink>>,
     pub acknowledged: std::sync::atomic::AtomicU64,
     pub after: u64,
+    /// Merge shards 0 and 1 instead of splitting shard 0.
+    pub merge: bool,
 }
 
 impl std::fmt::Display for SplitsMidway {
@@ -161,7 +163,13 @@ impl KinesisSink for SplitsMidway {
             .acknowledged
             .fetch_add(accepted, std::sync::atomic::Ordering::SeqCst);
         if before < self.after && before + accepted >= self.after {
-            assert!(self.memory.split_shard(stream, "shardId-000000000000"));
+            let resharded = if self.merge {
+                self.memory
+                    .merge_shards(stream, "shardId-000000000000", "shardId-000000000001")
+            } else {
+                self.memory.split_shard(stream, "shardId-000000000000")
+            };
+            assert!(resharded);
         }
         Ok(outcomes)
     }
