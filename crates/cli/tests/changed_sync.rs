@@ -3,11 +3,11 @@
 //! or key is said in the summary and the report, and `--resync` sends every row again.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 mod common;
 
-use common::{example, sync};
+use common::{command, example, sync};
 use kinesync::state::{SqliteStore, StateStore};
 
 fn edit(config: &Path, from: &str, to: &str) {
@@ -17,19 +17,7 @@ fn edit(config: &Path, from: &str, to: &str) {
 }
 
 fn reset(config: &Path, extra: &[&str]) -> (Output, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
-        .args(["reset", "--config"])
-        .arg(config)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output, text)
+    command("reset", config, extra)
 }
 
 fn state_rows(dir: &Path) -> usize {

@@ -15,10 +15,17 @@ pub(crate) fn example(dir: &Path) -> PathBuf {
 
 /// `kinesync sync --config CONFIG EXTRA...`, and what it printed (stdout, then stderr).
 pub(crate) fn sync(config: &Path, extra: &[&str]) -> (Output, String) {
+    command("sync", config, extra)
+}
+
+/// `kinesync COMMAND --config CONFIG EXTRA...`, with no terminal on stdin, and what it printed
+/// (stdout, then stderr).
+pub(crate) fn command(command: &str, config: &Path, extra: &[&str]) -> (Output, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
-        .args(["sync", "--config"])
+        .args([command, "--config"])
         .arg(config)
         .args(extra)
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let text = format!(
