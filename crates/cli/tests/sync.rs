@@ -443,3 +443,23 @@ fn a_dry_run_estimates_the_time_and_shows_a_hot_shard() {
     );
     assert!((3.9..=4.1).contains(&least(&text)), "{text}");
 }
+
+/// A share of each shard out of range is a configuration error that says what it may be.
+#[test]
+fn a_shard_share_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}shard_share = 1.5\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["sync", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shard_share must be more than 0 and at most 1") && stderr.contains("1.5"),
+        "{stderr}"
+    );
+}

@@ -117,6 +117,9 @@ pub struct SyncConfig {
     pub shard_records_per_second: Option<f64>,
     /// The most bytes per second sent to one shard (default 1048576, the service's 1 MiB).
     pub shard_bytes_per_second: Option<f64>,
+    /// The share of each shard's limits (records and bytes) this sync may use, more than 0 and
+    /// at most 1: for a stream shared on purpose. The two settings above, when set, win.
+    pub shard_share: Option<f64>,
     /// Threads that render messages (default: one per core, up to 8). Fewer leave cores to
     /// other work on a shared host.
     pub build_threads: Option<usize>,
@@ -141,6 +144,10 @@ impl SyncConfig {
         }
         if let Some(n) = self.build_threads {
             limits.build_threads = n;
+        }
+        if let Some(share) = self.shard_share {
+            limits.shard_records_per_second *= share;
+            limits.shard_bytes_per_second *= share;
         }
         if let Some(rate) = self.shard_records_per_second {
             limits.shard_records_per_second = rate;
@@ -557,5 +564,15 @@ mod tests {
         let defaults = Config::from_toml(base, "k.toml").unwrap().sync.limits();
         assert_eq!(defaults, kinesync_engine::Limits::default());
         assert!(defaults.build_threads >= 1);
+        // A share of each shard scales both ceilings; a rate set outright wins over it.
+        let shared = Config::from_toml(
+            &format!("{base}[sync]\nshard_share = 0.25\nshard_bytes_per_second = 1000\n"),
+            "k.toml",
+        )
+        .unwrap()
+        .sync
+        .limits();
+        assert_eq!(shared.shard_records_per_second, 250.0);
+        assert_eq!(shared.shard_bytes_per_second, 1000.0);
     }
 }

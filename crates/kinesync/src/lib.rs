@@ -187,6 +187,13 @@ pub async fn run_config(
         Some(config::InitialConfig::Skip) => engine::Initial::Skip,
         _ => engine::Initial::Backfill,
     };
+    if let Some(share) = config.sync.shard_share
+        && !(share > 0.0 && share <= 1.0)
+    {
+        return Err(config.invalid(format!(
+            "[sync] shard_share must be more than 0 and at most 1 (a share of each shard's limits), not {share}"
+        )));
+    }
     let mut limits = config.sync.limits();
     if options.allow_removals {
         limits.max_removed_share = 1.0;
