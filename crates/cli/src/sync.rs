@@ -382,3 +382,50 @@ fn describe(now: ProgressSnapshot, elapsed: Duration, acked_per_second: f64) -> 
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The progress line says how fast records go against what the stream takes, when
+    /// throttles slowed a shard, how skewed the keys are, and how long what is read still takes.
+    #[test]
+    fn the_progress_line_shows_the_rate_against_capacity() {
+        let now = ProgressSnapshot {
+            rows_read: 10_000,
+            to_send: 10_000,
+            acknowledged: 6_000,
+            capacity_per_second: 4_000,
+            paced_per_second: 3_500,
+            busiest_shard_permille: 400,
+            ..ProgressSnapshot::default()
+        };
+        let line = describe(now, Duration::from_secs(2), 3_900.0);
+        assert!(
+            line.contains("sending 3900/s of the stream's 4000/s")
+                && line.contains("(paced to 3500/s by throttles)")
+                && line.contains("busiest shard 40%")
+                && line.contains("4000 left of what is read, ≈1 s"),
+            "{line}"
+        );
+        // Unpaced (a stream without limits): no capacity to compare with.
+        let unpaced = ProgressSnapshot {
+            capacity_per_second: 0,
+            ..now
+        };
+        assert!(!describe(unpaced, Duration::from_secs(2), 3_900.0).contains("of the stream's"));
+    }
+
+    #[test]
+    fn the_rate_is_over_the_last_seconds() {
+        let mut rate = AckRate::default();
+        assert_eq!(rate.update(0, Duration::from_secs(0)), 0.0);
+        assert_eq!(rate.update(1_000, Duration::from_secs(1)), 1_000.0);
+        rate.update(2_000, Duration::from_secs(2));
+        // Ten seconds later, only the last five count.
+        for s in 3..=12 {
+            rate.update(2_000 + (s - 2) * 500, Duration::from_secs(s));
+        }
+        assert_eq!(rate.update(7_500, Duration::from_secs(13)), 500.0);
+    }
+}
