@@ -17,6 +17,24 @@ use kinesync::Config;
 use kinesync::payload::Event;
 use kinesync::preview::{Preview, PreviewOptions};
 
+/// `println!`, except that a closed stdout (`kinesync runs | head -1`) ends the output quietly
+/// instead of panicking: the work is done, and its exit code stands.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _closed_stdout_is_fine = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` (no newline), with [`say!`]'s care for a closed stdout.
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _closed_stdout_is_fine = write!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
+
 mod reset;
 mod runs_view;
 mod sync;
@@ -182,7 +200,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn check(config: &std::path::Path) -> Result<ExitCode, kinesync::Error> {
     let config = Config::from_file(config)?;
     let report = runtime().block_on(kinesync::destination::check(&config))?;
-    println!("{report}");
+    say!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

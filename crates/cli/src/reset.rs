@@ -4,7 +4,7 @@
 //! and the next run is a first run: every row of the model is sent as added. Past runs are
 //! kept.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -18,7 +18,7 @@ pub(crate) fn run(config_path: &Path, yes: bool) -> Result<ExitCode, Failure> {
     let config = Config::from_file(config_path)?;
     let path = config.state_path();
     if !path.exists() {
-        println!(
+        say!(
             "nothing to reset: there is no state at {} (the next run sends every row as added)",
             path.display()
         );
@@ -37,20 +37,19 @@ pub(crate) fn run(config_path: &Path, yes: bool) -> Result<ExitCode, Failure> {
                 "kinesync reset asks before it forgets what a sync has sent, and there is no terminal to ask on: pass --yes to reset anyway",
             ));
         }
-        print!(
+        say_part!(
             "This forgets the {rows} rows last sent to stream {stream} (state {}): the next run sends every row of the model as added. Reset? [y/N] ",
             path.display()
         );
-        std::io::stdout().flush().ok();
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer).ok();
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-            println!("not reset");
+            say!("not reset");
             return Ok(ExitCode::from(1));
         }
     }
     store.clear().map_err(kinesync::Error::from)?;
-    println!(
+    say!(
         "reset: the state at {} is empty ({rows} rows forgotten); the next run sends every row of the model as added",
         path.display()
     );

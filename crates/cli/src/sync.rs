@@ -168,7 +168,7 @@ pub(crate) fn run(
 
     print_summary(&report, &destination, dry_run);
     if let Some(run) = &run_dir {
-        println!(
+        say!(
             "run {}: `kinesync runs show {} --config {}` shows its calls",
             run.id,
             run.id,
@@ -204,15 +204,17 @@ fn print_summary(
     destination: &kinesync::destination::Destination,
     dry_run: bool,
 ) {
-    println!("{}", report.summary());
+    say!("{}", report.summary());
     for error in &report.row_errors.first {
-        println!(
+        say!(
             "  row error {} ({}): {}",
-            error.primary_key, error.kind, error.message
+            error.primary_key,
+            error.kind,
+            error.message
         );
     }
     if report.row_errors.total > report.row_errors.first.len() as u64 {
-        println!(
+        say!(
             "  ... and {} more row errors (by kind: {:?})",
             report.row_errors.total - report.row_errors.first.len() as u64,
             report.row_errors.by_kind
@@ -222,13 +224,13 @@ fn print_summary(
         && let Some(simulated) = &destination.simulated
         && let Some(counts) = simulated.shard_counts(&destination.stream)
     {
-        println!(
+        say!(
             "simulated stream {} ({} shards):",
             destination.stream,
             counts.len()
         );
         for (shard, count) in counts {
-            println!("  {shard}  {count} records");
+            say!("  {shard}  {count} records");
         }
     }
 }
@@ -247,13 +249,13 @@ pub(crate) fn runs(
         None => {
             let entries = runs.list()?;
             if entries.is_empty() {
-                println!("no runs yet in {}", runs.dir().display());
+                say!("no runs yet in {}", runs.dir().display());
             }
             for entry in &entries {
-                println!("{}", describe_entry(entry));
+                say!("{}", describe_entry(entry));
             }
         }
-        Some(RunsCommand::Show { id }) => print!("{}", show_run(&runs.find(&id)?)?),
+        Some(RunsCommand::Show { id }) => say_part!("{}", show_run(&runs.find(&id)?)?),
     }
     Ok(ExitCode::SUCCESS)
 }

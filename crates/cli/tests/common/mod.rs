@@ -14,12 +14,14 @@ pub(crate) fn example(dir: &Path) -> PathBuf {
 }
 
 /// `kinesync sync --config CONFIG EXTRA...`, and what it printed (stdout, then stderr).
+#[allow(dead_code)] // not every test file runs a sync this way
 pub(crate) fn sync(config: &Path, extra: &[&str]) -> (Output, String) {
     command("sync", config, extra)
 }
 
 /// `kinesync COMMAND --config CONFIG EXTRA...`, with no terminal on stdin, and what it printed
 /// (stdout, then stderr).
+#[allow(dead_code)] // not every test file runs a command this way
 pub(crate) fn command(command: &str, config: &Path, extra: &[&str]) -> (Output, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
         .args([command, "--config"])
