@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kinesync_testkit::fake_kinesis::{FakeKinesis, HttpFault};
 use kinesync_testkit::probe::{KinesisProbe, aws_sink};
@@ -210,18 +210,13 @@ async fn killed_while_a_call_that_landed_waits_for_its_answer() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while setup.fake.held() == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "kinesync ended before its call was held"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no call reached the endpoint in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let held = tokio::time::timeout(Duration::from_secs(60), setup.fake.until_held()).await;
+    assert!(
+        held.is_ok(),
+        "no call was held in 60 s (kinesync ended: {:?}; requests {:?})",
+        child.try_wait().unwrap(),
+        setup.fake.requests()
+    );
     // `Child::kill` is SIGKILL: the process learns nothing more about its call.
     child.kill().unwrap();
     child.wait().unwrap();

@@ -287,8 +287,9 @@ async fn main() {
             let splitter = scenario.split_after.map(|after| {
                 let (memory, stream) = (memory.clone(), stream.clone());
                 tokio::spawn(async move {
+                    let mut every = tokio::time::interval(Duration::from_millis(20));
                     loop {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        every.tick().await;
                         let landed: u64 = memory
                             .shard_counts(&stream)
                             .map_or(0, |counts| counts.iter().map(|(_, n)| n).sum());

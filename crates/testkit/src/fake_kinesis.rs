@@ -61,7 +61,8 @@ pub struct SeenRequest {
 #[derive(Debug)]
 struct State {
     sink: Arc<dyn KinesisSink>,
-    held: std::sync::atomic::AtomicUsize,
+    /// Requests held so far (a channel, so that a test can wait for the next one).
+    held: tokio::sync::watch::Sender<usize>,
     faults: Mutex<VecDeque<HttpFault>>,
     /// A fault for every request of one operation that has no queued fault.
     every: Mutex<Option<(String, HttpFault)>>,
@@ -85,7 +86,7 @@ impl FakeKinesis {
         let endpoint = format!("http://{}", listener.local_addr().expect("a bound address"));
         let state = Arc::new(State {
             sink,
-            held: std::sync::atomic::AtomicUsize::new(0),
+            held: tokio::sync::watch::Sender::new(0),
             faults: Mutex::new(VecDeque::new()),
             every: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
@@ -135,7 +136,14 @@ impl FakeKinesis {
 
     /// Requests that landed and are held without an answer ([`HttpFault::LandThenHold`]).
     pub fn held(&self) -> usize {
-        self.state.held.load(std::sync::atomic::Ordering::SeqCst)
+        *self.state.held.borrow()
+    }
+
+    /// Waits until a request is held ([`HttpFault::LandThenHold`]).
+    pub async fn until_held(&self) {
+        let mut held = self.state.held.subscribe();
+        // The sender lives as long as the endpoint: the wait ends only when a request is held.
+        let _ = held.wait_for(|held| *held > 0).await;
     }
 
     /// Every request received, in order.
@@ -305,7 +313,7 @@ async fn handle(
     Ok(match fault {
         Some(HttpFault::LandThenDrop) => return Err(Dropped),
         Some(HttpFault::LandThenHold) => {
-            state.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            state.held.send_modify(|held| *held += 1);
             std::future::pending().await
         }
         Some(HttpFault::Garble) => {
