@@ -142,8 +142,12 @@ impl FakeKinesis {
     /// Waits until a request is held ([`HttpFault::LandThenHold`]).
     pub async fn until_held(&self) {
         let mut held = self.state.held.subscribe();
-        // The sender lives as long as the endpoint: the wait ends only when a request is held.
-        let _ = held.wait_for(|held| *held > 0).await;
+        // The sender lives as long as the endpoint (it is in `self`), so the wait cannot fail:
+        // it ends when a request is held.
+        held.wait_for(|held| *held > 0)
+            .await
+            .map(drop)
+            .expect("the endpoint's own sender is alive");
     }
 
     /// Every request received, in order.
