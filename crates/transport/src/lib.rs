@@ -46,6 +46,7 @@
 //! # }
 //! ```
 
+pub mod aggregate;
 mod error;
 mod faults;
 mod limit;
