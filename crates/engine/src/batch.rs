@@ -14,6 +14,15 @@
 //! when their explicit hash keys send them to different shards. A record that is given up keeps
 //! its key for the rest of the run, so the records behind it stay pending: the next run sends
 //! them all, in model order.
+//!
+//! **Aggregation** (when on). A call's Kinesis records are [`Unit`]s: a user record alone, or
+//! many of one shard packed into an aggregated record ([`kinesync_transport::aggregate`]),
+//! charged to the shard's budget as one record of its size. Packing takes a lane's records in
+//! order and, behind each, the later records of its key bound for the same shard: an aggregate
+//! is stored and read whole, so it may carry many records of a key, in model order, where
+//! single records go one per key per call. The aggregate owns those keys until the stream
+//! acknowledges it; one that fails is unpacked, each key's first record back in its lane (or
+//! waiting for its retry) and the others at the front of their key's queue, and packed again.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -21,8 +30,10 @@ use std::collections::{BTreeMap, VecDeque};
 // reads it; the time is always handed in.
 use tokio::time::Instant;
 
+use kinesync_keys::{ExplicitHashKey, HashKey};
 use kinesync_state::Change;
 use kinesync_transport::PutRecord;
+use kinesync_transport::aggregate::Aggregator;
 
 use crate::hashed::{HashedMap, HashedSet};
 use crate::pace::Pacer;
@@ -38,6 +49,9 @@ pub(crate) struct Item {
     pub(crate) attempts: u32,
     /// The partition key's XXH3-128: keys are owned by hash, so a record costs no key copy.
     pub(crate) key: u128,
+    /// The hash key the stream routes the record by (its explicit hash key, or its
+    /// partition key's MD5).
+    pub(crate) hash: HashKey,
     /// The shard (its index in the stream's shard map) the record goes to.
     pub(crate) shard: usize,
     /// The judgement of its shard's throttles it was last sent after (see
@@ -46,7 +60,14 @@ pub(crate) struct Item {
 }
 
 impl Item {
-    pub(crate) fn new(seq: u64, record: PutRecord, change: Change, shard: usize) -> Self {
+    /// Record `seq`, routed by `hash` to `shard`.
+    pub(crate) fn new(
+        seq: u64,
+        record: PutRecord,
+        change: Change,
+        hash: HashKey,
+        shard: usize,
+    ) -> Self {
         let key = xxhash_rust::xxh3::xxh3_128(record.partition_key.as_str().as_bytes());
         Self {
             seq,
@@ -54,8 +75,55 @@ impl Item {
             change,
             attempts: 0,
             key,
+            hash,
             shard,
             sent_after: 0,
+        }
+    }
+}
+
+/// One Kinesis record of a call.
+#[derive(Debug)]
+pub(crate) enum Unit {
+    /// A user record, as it is.
+    Single(Item),
+    /// An aggregated record, and the user records it carries, each key's in model order.
+    Packed {
+        record: PutRecord,
+        items: Vec<Item>,
+    },
+}
+
+impl Unit {
+    /// What the stream counts: data plus partition key.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Unit::Single(item) => item.record.size(),
+            Unit::Packed { record, .. } => record.size(),
+        }
+    }
+
+    /// The shard it was packed for.
+    pub(crate) fn shard(&self) -> usize {
+        match self {
+            Unit::Single(item) => item.shard,
+            Unit::Packed { items, .. } => items[0].shard,
+        }
+    }
+
+    /// The judgement of its shard's throttles it was sent after.
+    pub(crate) fn sent_after(&self) -> u32 {
+        match self {
+            Unit::Single(item) => item.sent_after,
+            Unit::Packed { items, .. } => items[0].sent_after,
+        }
+    }
+
+    /// The user records it carries.
+    pub(crate) fn user_records(&self) -> usize {
+        match self {
+            Unit::Single(_) => 1,
+            Unit::Packed { items, .. } => items.len(),
         }
     }
 }
@@ -81,12 +149,20 @@ pub(crate) struct Batcher {
     backlog: usize,
     /// The lane a call starts taking from: each call starts one further on.
     turn: usize,
+    /// The largest aggregated record, when records are packed.
+    aggregate_max_bytes: Option<usize>,
 }
 
 impl Batcher {
-    /// Calls of at most `max_records` records and `max_bytes` bytes (partition keys included),
-    /// to a stream of `shards` shards.
-    pub(crate) fn new(max_records: usize, max_bytes: usize, shards: usize) -> Self {
+    /// Calls of at most `max_records` Kinesis records and `max_bytes` bytes (partition keys
+    /// included), to a stream of `shards` shards; records packed into aggregates of at most
+    /// `aggregate_max_bytes`, when given.
+    pub(crate) fn new(
+        max_records: usize,
+        max_bytes: usize,
+        shards: usize,
+        aggregate_max_bytes: Option<usize>,
+    ) -> Self {
         Self {
             max_records,
             max_bytes,
@@ -98,6 +174,7 @@ impl Batcher {
             pending: 0,
             backlog: 0,
             turn: 0,
+            aggregate_max_bytes,
         }
     }
 
@@ -172,13 +249,13 @@ impl Batcher {
         }
     }
 
-    /// The next call's records at `now`: from the lanes whose shard has budget, in turns,
-    /// within the call limits. Each record taken is charged to its shard's budget, and keeps
-    /// its key until it is [`acknowledged`](Self::acknowledged), [requeued](Self::requeue),
-    /// [retried](Self::retry_at) or [given up](Self::give_up).
-    pub(crate) fn next_batch(&mut self, now: Instant, pacer: &mut Pacer) -> Vec<Item> {
+    /// The next call's Kinesis records at `now`: from the lanes whose shard has budget, in
+    /// turns, within the call limits. Each is charged to its shard's budget, and its records
+    /// keep their keys until they are [acknowledged](Self::acknowledged),
+    /// [requeued](Self::requeue), [retried](Self::retry_at) or [given up](Self::give_up).
+    pub(crate) fn next_batch(&mut self, now: Instant, pacer: &mut Pacer) -> Vec<Unit> {
         self.release_due(now);
-        let mut batch: Vec<Item> = Vec::new();
+        let mut batch: Vec<Unit> = Vec::new();
         let mut bytes = 0;
         let lanes = self.lanes.len();
         let busy = self.lanes.iter().filter(|lane| !lane.is_empty()).count();
@@ -189,26 +266,34 @@ impl Batcher {
         // a call while others have room.
         let share = self.max_records.div_ceil(busy).max(1);
         let mut full = false;
+        let mut taken_records = 0;
         loop {
             let taken_before = batch.len();
             for step in 0..lanes {
                 let shard = (self.turn + step) % lanes;
-                let lane = &mut self.lanes[shard];
                 let mut taken = 0;
                 while taken < share {
-                    let Some(item) = lane.front() else { break };
-                    let size = item.record.size();
-                    if batch.len() == self.max_records || bytes + size > self.max_bytes {
+                    if batch.len() == self.max_records {
                         full = true;
                         break;
                     }
-                    if !pacer.try_take(shard, size, now) {
+                    let Some(unit) = self.take(shard, self.max_bytes - bytes, now, pacer) else {
                         break;
+                    };
+                    let Ok(mut unit) = unit else {
+                        full = true;
+                        break;
+                    };
+                    let judgement = pacer.judgement(shard);
+                    match &mut unit {
+                        Unit::Single(item) => item.sent_after = judgement,
+                        Unit::Packed { items, .. } => {
+                            items.iter_mut().for_each(|i| i.sent_after = judgement);
+                        }
                     }
-                    let mut item = lane.pop_front().expect("a front item");
-                    item.sent_after = pacer.judgement(shard);
-                    bytes += size;
-                    batch.push(item);
+                    bytes += unit.size();
+                    taken_records += unit.user_records();
+                    batch.push(unit);
                     taken += 1;
                 }
                 if full {
@@ -220,8 +305,165 @@ impl Batcher {
             }
         }
         self.turn = (self.turn + 1) % lanes;
-        self.backlog -= batch.len();
+        self.backlog -= taken_records;
         batch
+    }
+
+    /// The next Kinesis record from `shard`'s lane, charged to its budget: `None` when the
+    /// lane is empty or the shard has no budget now, `Err` when the next record does not fit
+    /// the `room` left in the call.
+    fn take(
+        &mut self,
+        shard: usize,
+        room: usize,
+        now: Instant,
+        pacer: &mut Pacer,
+    ) -> Option<Result<Unit, ()>> {
+        let front = self.lanes[shard].front()?;
+        let size = front.record.size();
+        if let Some(max) = self.aggregate_max_bytes {
+            let alone = Aggregator::new(max).size_with(&front.record);
+            // Packed when it may share an aggregate and the shard can take one with it now;
+            // otherwise (too large to share, or a budget cut below it) it goes as it is.
+            if alone <= max && alone <= room && pacer.room(shard, now) > 0 {
+                let budget = pacer.byte_room(shard, now);
+                if budget >= alone {
+                    let unit = self.pack(shard, max.min(room).min(budget));
+                    if pacer.try_take(shard, unit.size(), now) {
+                        return Some(Ok(unit));
+                    }
+                    self.put_back(unit);
+                    return None;
+                }
+            }
+        }
+        if size > room {
+            return Some(Err(()));
+        }
+        if !pacer.try_take(shard, size, now) {
+            return None;
+        }
+        let item = self.lanes[shard].pop_front().expect("a front item");
+        Some(Ok(Unit::Single(item)))
+    }
+
+    /// Packs records of `shard`'s lane into an aggregate of at most `limit` bytes: each lane
+    /// record in order, and behind it the later records of its key bound for the same shard.
+    /// The lane's first record must fit alone. One record alone goes as it is.
+    fn pack(&mut self, shard: usize, limit: usize) -> Unit {
+        let mut aggregator = Aggregator::new(limit);
+        let mut items: Vec<Item> = Vec::new();
+        while let Some(front) = self.lanes[shard].front() {
+            if !aggregator.try_push(&front.record) {
+                break;
+            }
+            let item = self.lanes[shard].pop_front().expect("a front item");
+            let key = item.key;
+            items.push(item);
+            let Some(behind) = self.blocked.get_mut(&key) else {
+                continue;
+            };
+            while let Some(next) = behind.front() {
+                if next.shard != shard || !aggregator.try_push(&next.record) {
+                    break;
+                }
+                items.push(behind.pop_front().expect("a front item"));
+            }
+            if behind.is_empty() {
+                self.blocked.remove(&key);
+            }
+        }
+        debug_assert!(!items.is_empty(), "the lane's first record fits alone");
+        if items.len() == 1 {
+            return Unit::Single(items.pop().expect("one item"));
+        }
+        // The first record's hash key lies in the shard's range, as every record's does: the
+        // stream puts the aggregate on the shard each of them maps to.
+        let record = aggregator.finish(ExplicitHashKey::new(items[0].hash.0));
+        Unit::Packed { record, items }
+    }
+
+    /// A unit taken but not sent goes back where its records came from.
+    fn put_back(&mut self, unit: Unit) {
+        let owners = match unit {
+            Unit::Single(item) => vec![item],
+            Unit::Packed { items, .. } => {
+                // Never counted out of the backlog: unpacking counts the ones behind back in.
+                let taken = items.len();
+                let owners = self.unpack(items);
+                self.backlog -= taken - owners.len();
+                owners
+            }
+        };
+        for item in owners.into_iter().rev() {
+            let lane = item.shard.min(self.lanes.len() - 1);
+            self.lanes[lane].push_front(item);
+        }
+    }
+
+    /// An aggregate's records, back from a call that did not deliver them: every record but
+    /// each key's first goes back to the front of its key's queue (they were taken from there,
+    /// in order), and the first ones are returned, in the aggregate's order, for the caller
+    /// to [requeue](Self::requeue), [retry](Self::retry_at) or [give up](Self::give_up).
+    pub(crate) fn unpack(&mut self, items: Vec<Item>) -> Vec<Item> {
+        let mut keys = HashedSet::default();
+        let (owners, behind): (Vec<Item>, Vec<Item>) =
+            items.into_iter().partition(|item| keys.insert(item.key));
+        for item in behind.into_iter().rev() {
+            self.backlog += 1;
+            self.blocked.entry(item.key).or_default().push_front(item);
+        }
+        owners
+    }
+
+    /// The stream acknowledged an aggregate: each of its keys passes on once.
+    pub(crate) fn acknowledged_all(&mut self, items: &[Item]) {
+        let mut keys = HashedSet::default();
+        for item in items {
+            if keys.insert(item.key) {
+                self.acknowledged(item);
+            }
+        }
+    }
+
+    /// When aggregating: the earliest a call could carry a whole aggregate, from a lane that
+    /// holds one's worth of records (when `finishing`, whatever a lane holds) and a shard
+    /// whose budget takes that much. Such a call is worth making at once. `None` when not
+    /// aggregating, or no lane holds enough.
+    pub(crate) fn full_aggregate_at(
+        &self,
+        pacer: &mut Pacer,
+        now: Instant,
+        finishing: bool,
+    ) -> Option<Instant> {
+        let max = self.aggregate_max_bytes?;
+        (0..self.lanes.len())
+            .filter_map(|shard| {
+                let held = self.bytes_ready(shard, max);
+                (held >= max || (finishing && held > 0))
+                    .then(|| pacer.ready_at(shard, held.min(max), now))
+            })
+            .min()
+    }
+
+    /// The bytes `shard`'s lane could pack now (its records, and the records of their keys
+    /// behind them for the same shard), counted up to `enough`.
+    fn bytes_ready(&self, shard: usize, enough: usize) -> usize {
+        let mut total = 0;
+        for item in &self.lanes[shard] {
+            total += item.record.size();
+            let behind = self.blocked.get(&item.key).into_iter().flatten();
+            for next in behind.take_while(|next| next.shard == shard) {
+                if total >= enough {
+                    return total;
+                }
+                total += next.record.size();
+            }
+            if total >= enough {
+                return total;
+            }
+        }
+        total
     }
 
     /// The stream acknowledged `item`: the next record of its key, if one waits, takes the
@@ -270,7 +512,7 @@ impl Batcher {
     /// The stream now has `shards` shards: every waiting record moves to the lane of the
     /// shard `shard_of` gives it, in the order it waited (records in calls take theirs when
     /// they come back).
-    pub(crate) fn remap(&mut self, shards: usize, shard_of: impl Fn(&PutRecord) -> usize) {
+    pub(crate) fn remap(&mut self, shards: usize, shard_of: impl Fn(HashKey) -> usize) {
         let shards = shards.max(1);
         let mut lanes: Vec<VecDeque<Item>> = (0..shards).map(|_| VecDeque::new()).collect();
         let mut waiting: Vec<Item> = self
@@ -280,7 +522,7 @@ impl Batcher {
             .collect();
         waiting.sort_by_key(|item| item.seq);
         for mut item in waiting {
-            item.shard = shard_of(&item.record).min(shards - 1);
+            item.shard = shard_of(item.hash).min(shards - 1);
             lanes[item.shard].push_back(item);
         }
         self.lanes = lanes;
@@ -289,7 +531,7 @@ impl Batcher {
             .values_mut()
             .chain(self.blocked.values_mut().flatten())
         {
-            item.shard = shard_of(&item.record).min(shards - 1);
+            item.shard = shard_of(item.hash).min(shards - 1);
         }
         self.turn = 0;
     }
@@ -334,6 +576,7 @@ mod tests {
             Change::Delete {
                 key: seq.to_string(),
             },
+            HashKey(u128::from(key)),
             shard,
         )
     }
@@ -378,10 +621,11 @@ mod tests {
             max_bytes in 320usize..2000,
             shards in 1usize..8,
             rate in 5.0f64..200.0,
+            aggregate in prop::option::of(100usize..1500),
         ) {
             let start = Instant::now();
             let mut pacer = pacer(shards, rate, start);
-            let mut batcher = Batcher::new(max_records, max_bytes, shards);
+            let mut batcher = Batcher::new(max_records, max_bytes, shards, aggregate);
             let mut key_of = BTreeMap::new();
             for (seq, (key, len, shard)) in records.iter().enumerate() {
                 key_of.insert(seq as u64, *key);
@@ -394,10 +638,11 @@ mod tests {
             let mut given_up_keys = HashSet::new();
             let mut settled = 0u64;
             let mut fates = fates.iter().cycle();
-            // A record throttled three times is acknowledged next (a stream that throttles
+            // A unit throttled three times is acknowledged next (a stream that throttles
             // one record for ever is the outbox's retry budget's to end, not the batcher's).
             let mut throttles: BTreeMap<u64, u32> = BTreeMap::new();
-            // When each shard was offered each record, to check the budget over any second.
+            // When each shard was offered each Kinesis record, to check the budget over any
+            // second.
             let mut offered: Vec<Vec<Instant>> = vec![Vec::new(); shards];
             let mut rounds = 0;
             while batcher.backlog() > 0 {
@@ -413,37 +658,63 @@ mod tests {
                     continue;
                 }
                 prop_assert!(batch.len() <= max_records);
-                let bytes: usize = batch.iter().map(|i| i.record.size()).sum();
+                let bytes: usize = batch.iter().map(Unit::size).sum();
                 prop_assert!(bytes <= max_bytes, "{bytes} bytes in a call of at most {max_bytes}");
-                let keys: HashSet<u128> = batch.iter().map(|i| i.key).collect();
-                prop_assert_eq!(keys.len(), batch.len(), "two records of one key in a call");
-                for item in batch {
-                    offered[item.shard].push(now);
-                    let key = key_of[&item.seq];
-                    prop_assert!(!given_up_keys.contains(&key), "a record sent behind one given up");
+                let mut keys_in_call = HashSet::new();
+                for unit in batch {
+                    offered[unit.shard()].push(now);
+                    let items = match unit {
+                        Unit::Single(item) => vec![item],
+                        Unit::Packed { record, items } => {
+                            let max = aggregate.expect("packed only when aggregating");
+                            prop_assert!(record.size() <= max, "an aggregate of {} bytes, over {max}", record.size());
+                            let users = kinesync_testkit::deaggregate::deaggregate(&record.data)
+                                .unwrap()
+                                .expect("an aggregate");
+                            let data: Vec<Vec<u8>> = items.iter().map(|i| i.record.data.to_vec()).collect();
+                            prop_assert_eq!(users.into_iter().map(|u| u.data).collect::<Vec<_>>(), data);
+                            prop_assert!(items.iter().all(|i| i.shard == items[0].shard), "an aggregate spans shards");
+                            items
+                        }
+                    };
+                    let unit_keys: HashSet<u128> = items.iter().map(|i| i.key).collect();
+                    for key in &unit_keys {
+                        prop_assert!(keys_in_call.insert(*key), "one key in two Kinesis records of a call");
+                    }
+                    for item in &items {
+                        prop_assert!(!given_up_keys.contains(&key_of[&item.seq]), "a record sent behind one given up");
+                    }
+                    let first = items[0].seq;
                     let fate = match fates.next().unwrap() {
-                        Fate::Throttle if throttles.get(&item.seq).copied().unwrap_or(0) >= 3 => &Fate::Ack,
+                        Fate::Throttle if throttles.get(&first).copied().unwrap_or(0) >= 3 => &Fate::Ack,
                         fate => fate,
                     };
                     match fate {
                         Fate::Ack => {
-                            batcher.acknowledged(&item);
-                            acknowledged.entry(key).or_default().push(item.seq);
-                            settled += 1;
+                            batcher.acknowledged_all(&items);
+                            for item in &items {
+                                acknowledged.entry(key_of[&item.seq]).or_default().push(item.seq);
+                            }
+                            settled += items.len() as u64;
                         }
                         Fate::Throttle => {
-                            *throttles.entry(item.seq).or_default() += 1;
-                            pacer.throttled(item.shard, 1, item.sent_after, now);
-                            batcher.requeue(item);
+                            *throttles.entry(first).or_default() += 1;
+                            pacer.throttled(items[0].shard, 1, items[0].sent_after, now);
+                            for owner in batcher.unpack(items) {
+                                batcher.requeue(owner);
+                            }
                         }
-                        Fate::Retry if item.attempts < 3 => {
-                            let mut item = item;
-                            item.attempts += 1;
-                            batcher.retry_at(item, now + Duration::from_millis(10));
+                        Fate::Retry if items[0].attempts < 3 => {
+                            for mut owner in batcher.unpack(items) {
+                                owner.attempts += 1;
+                                batcher.retry_at(owner, now + Duration::from_millis(10));
+                            }
                         }
                         Fate::Retry | Fate::GiveUp => {
-                            given_up_keys.insert(key);
-                            batcher.give_up(item);
+                            for owner in batcher.unpack(items) {
+                                given_up_keys.insert(key_of[&owner.seq]);
+                                batcher.give_up(owner);
+                            }
                         }
                     }
                 }
@@ -470,15 +741,15 @@ mod tests {
         }
     }
 
-    fn seqs(batch: Vec<Item>) -> Vec<u64> {
-        batch.iter().map(|i| i.seq).collect()
+    fn seqs(batch: Vec<Unit>) -> Vec<u64> {
+        seqs_of(&batch)
     }
 
     #[test]
     fn a_record_waits_while_its_key_is_out_and_others_go_past_it() {
         let now = Instant::now();
         let mut pacer = pacer(1, 1000.0, now);
-        let mut batcher = Batcher::new(10, 1 << 20, 1);
+        let mut batcher = Batcher::new(10, 1 << 20, 1, None);
         batcher.push(item(1, 1, 10, 0));
         batcher.push(item(2, 1, 10, 0));
         batcher.push(item(3, 2, 10, 0));
@@ -495,7 +766,7 @@ mod tests {
     fn a_later_record_of_a_key_waits_even_on_another_shard() {
         let now = Instant::now();
         let mut pacer = pacer(2, 1000.0, now);
-        let mut batcher = Batcher::new(10, 1 << 20, 2);
+        let mut batcher = Batcher::new(10, 1 << 20, 2, None);
         batcher.push(item(1, 1, 10, 0));
         batcher.push(item(2, 1, 10, 1));
         assert_eq!(seqs(batcher.next_batch(now, &mut pacer)), [1]);
@@ -509,7 +780,7 @@ mod tests {
         let now = Instant::now();
         // Two records per second per shard.
         let mut pacer = pacer(2, 2.0, now);
-        let mut batcher = Batcher::new(100, 1 << 20, 2);
+        let mut batcher = Batcher::new(100, 1 << 20, 2, None);
         for seq in 0..6 {
             batcher.push(item(seq, seq as u8, 10, 0));
         }
@@ -537,13 +808,13 @@ mod tests {
     fn a_retry_goes_first_once_due() {
         let now = Instant::now();
         let mut pacer = pacer(1, 1000.0, now);
-        let mut batcher = Batcher::new(10, 1 << 20, 1);
+        let mut batcher = Batcher::new(10, 1 << 20, 1, None);
         batcher.push(item(1, 1, 10, 0));
         batcher.push(item(2, 2, 10, 0));
         let mut batch = batcher.next_batch(now, &mut pacer);
         assert_eq!(batch.len(), 2);
-        let second = batch.pop().unwrap();
-        batcher.acknowledged(&batch.pop().unwrap());
+        let second = single(batch.pop().unwrap());
+        batcher.acknowledged(&single(batch.pop().unwrap()));
         batcher.push(item(3, 3, 10, 0));
         batcher.retry_at(second, now + Duration::from_secs(1));
         assert_eq!(seqs(batcher.next_batch(now, &mut pacer)), [3]);
@@ -553,5 +824,87 @@ mod tests {
             seqs(batcher.next_batch(now + Duration::from_secs(1), &mut pacer)),
             [2, 4]
         );
+    }
+
+    fn single(unit: Unit) -> Item {
+        match unit {
+            Unit::Single(item) => item,
+            Unit::Packed { .. } => panic!("a packed unit where one record was expected"),
+        }
+    }
+
+    #[test]
+    fn one_key_packs_in_model_order_and_the_rest_waits_for_the_acknowledgement() {
+        let now = Instant::now();
+        let mut pacer = pacer(1, 1000.0, now);
+        let mut batcher = Batcher::new(10, 1 << 20, 1, Some(1000));
+        for seq in 0..30 {
+            batcher.push(item(seq, 7, 100, 0));
+        }
+        let batch = batcher.next_batch(now, &mut pacer);
+        assert_eq!(batch.len(), 1, "one aggregate: the key's records cannot be split over two");
+        let Unit::Packed { record, items } = batch.into_iter().next().unwrap() else {
+            panic!("packed")
+        };
+        assert!(record.size() <= 1000);
+        let packed: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        assert_eq!(packed, (0..packed.len() as u64).collect::<Vec<_>>());
+        assert!(packed.len() >= 8, "{} records of 100 bytes in 1,000", packed.len());
+        assert!(batcher.next_batch(now, &mut pacer).is_empty(), "the key is out");
+        batcher.acknowledged_all(&items);
+        let next = seqs(batcher.next_batch(now, &mut pacer));
+        assert_eq!(next[0], packed.len() as u64, "the next one in model order");
+    }
+
+    #[test]
+    fn a_failed_aggregate_is_packed_again_in_the_same_order() {
+        let now = Instant::now();
+        let mut pacer = pacer(1, 1000.0, now);
+        let mut batcher = Batcher::new(10, 1 << 20, 1, Some(600));
+        for seq in 0..12 {
+            batcher.push(item(seq, (seq % 2) as u8, 100, 0));
+        }
+        let packed = |batch: &[Unit]| {
+            let mut units: Vec<Vec<u64>> = batch.iter().map(|u| seqs_of(std::slice::from_ref(u))).collect();
+            units.sort();
+            units
+        };
+        let first = batcher.next_batch(now, &mut pacer);
+        let before = packed(&first);
+        assert_eq!(before, [vec![0, 2, 4, 6, 8], vec![1, 3, 5, 7, 9]]);
+        for unit in first {
+            let Unit::Packed { items, .. } = unit else {
+                panic!("packed")
+            };
+            for owner in batcher.unpack(items).into_iter().rev() {
+                batcher.requeue(owner);
+            }
+        }
+        assert_eq!(batcher.backlog(), 12);
+        let again = batcher.next_batch(now + Duration::from_secs(1), &mut pacer);
+        assert_eq!(packed(&again), before, "each key's records, in the same order");
+    }
+
+    fn seqs_of(batch: &[Unit]) -> Vec<u64> {
+        batch
+            .iter()
+            .flat_map(|unit| match unit {
+                Unit::Single(item) => vec![item.seq],
+                Unit::Packed { items, .. } => items.iter().map(|i| i.seq).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_record_too_large_to_share_goes_alone() {
+        let now = Instant::now();
+        let mut pacer = pacer(1, 1000.0, now);
+        let mut batcher = Batcher::new(10, 1 << 20, 1, Some(500));
+        batcher.push(item(0, 1, 800, 0));
+        batcher.push(item(1, 2, 50, 0));
+        batcher.push(item(2, 3, 50, 0));
+        let batch = batcher.next_batch(now, &mut pacer);
+        assert!(matches!(&batch[0], Unit::Single(item) if item.seq == 0));
+        assert!(matches!(&batch[1], Unit::Packed { items, .. } if items.len() == 2));
     }
 }

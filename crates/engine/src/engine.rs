@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::record::RecordBuilder;
 use crate::report::RunReport;
 use crate::run::Run;
-use crate::settings::{Events, Initial, Limits};
+use crate::settings::{Aggregation, Events, Initial, Limits};
 use crate::store::{self, SharedState};
 
 /// Builds an [`Engine`].
@@ -30,6 +30,7 @@ pub struct EngineBuilder {
     events: Option<Events>,
     initial: Initial,
     limits: Limits,
+    aggregation: Option<Aggregation>,
     dry_run: bool,
     resync: bool,
     run_id: Option<String>,
@@ -95,6 +96,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Packs records of one shard into aggregated records (default: off, every record goes
+    /// as it is). Consumers must read the KPL's format: the KCL does, and Lambda and other
+    /// readers with AWS's deaggregation modules.
+    pub fn aggregate(mut self, aggregation: Aggregation) -> Self {
+        self.aggregation = Some(aggregation);
+        self
+    }
+
     /// Does everything but send and commit: the report says what would be sent (default: off).
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
@@ -132,6 +141,9 @@ impl EngineBuilder {
     /// Checks that everything is there and the limits are in range.
     pub fn build(self) -> Result<Engine, Error> {
         self.limits.validate()?;
+        if let Some(aggregation) = &self.aggregation {
+            aggregation.validate()?;
+        }
         let records = self.records.ok_or(Error::MissingPart {
             part: "records (a RecordBuilder)",
             method: "records",
@@ -154,6 +166,7 @@ impl EngineBuilder {
                 events: self.events.unwrap_or_else(Events::all),
                 initial: self.initial,
                 limits: self.limits,
+                aggregation: self.aggregation,
                 dry_run: self.dry_run,
                 resync: self.resync,
                 run_id: self.run_id,
@@ -176,6 +189,7 @@ pub(crate) struct Settings {
     pub(crate) events: Events,
     pub(crate) initial: Initial,
     pub(crate) limits: Limits,
+    pub(crate) aggregation: Option<Aggregation>,
     pub(crate) dry_run: bool,
     pub(crate) resync: bool,
     pub(crate) run_id: Option<String>,

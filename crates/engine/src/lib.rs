@@ -93,5 +93,7 @@ pub use report::{
     EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, RecordCounts, RowErrorEntry, RowErrors, RunReport,
     SendEstimate, ShardReport,
 };
-pub use settings::{Events, EventsError, Initial, LimitError, Limits};
+pub use settings::{
+    Aggregation, Events, EventsError, Initial, LimitError, Limits, MIN_AGGREGATE_BYTES,
+};
 pub use store::SharedState;

@@ -173,6 +173,15 @@ impl Pacer {
         self.shards[shard].records.max(0.0) as usize
     }
 
+    /// Bytes `shard` could take now: what an aggregate packed for it now may weigh.
+    pub(crate) fn byte_room(&mut self, shard: usize, now: Instant) -> usize {
+        if self.unpaced {
+            return usize::MAX;
+        }
+        self.refill(shard, now);
+        self.shards[shard].bytes.max(0.0) as usize
+    }
+
     /// When `shard` will have room for a record of `bytes`, at its present rate.
     pub(crate) fn ready_at(&mut self, shard: usize, bytes: usize, now: Instant) -> Instant {
         if self.unpaced {

@@ -120,6 +120,11 @@ impl<'e> Run<'e> {
                 records_per_second: limits.shard_records_per_second,
                 bytes_per_second: limits.shard_bytes_per_second,
             },
+            aggregate_max_bytes: settings.aggregation.map(|a| {
+                a.max_bytes
+                    .min(description.max_record_bytes)
+                    .min(limits.max_batch_bytes)
+            }),
         };
         let outbox = Outbox::new(
             settings.sink.clone(),

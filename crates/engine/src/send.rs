@@ -35,7 +35,7 @@ use kinesync_transport::{
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
-use crate::batch::{Batcher, Item};
+use crate::batch::{Batcher, Item, Unit};
 use crate::commit;
 use crate::error::Error;
 use crate::pace::{Ceiling, Pacer, ShardStats};
@@ -59,12 +59,19 @@ pub(crate) struct OutboxConfig {
     pub(crate) seed: u64,
     /// The most each shard is sent.
     pub(crate) ceiling: Ceiling,
+    /// Records of a shard are packed into aggregated records of at most this size.
+    pub(crate) aggregate_max_bytes: Option<usize>,
 }
 
 /// What the outbox counted.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SendCounts {
+    /// User records acknowledged.
     pub(crate) acknowledged: u64,
+    /// Kinesis records acknowledged: as many as user records, unless they were aggregated.
+    pub(crate) kinesis_records: u64,
+    /// User records acknowledged inside aggregated records.
+    pub(crate) aggregated: u64,
     pub(crate) retries: u64,
     pub(crate) throttled: u64,
     pub(crate) calls: u64,
@@ -77,14 +84,23 @@ struct Sent {
     change: kinesync_state::Change,
     attempts: u32,
     key: u128,
+    hash: HashKey,
     shard: usize,
     sent_after: u32,
+}
+
+/// What one Kinesis record of a call carries.
+enum Out {
+    /// A user record (the call holds its record).
+    Single(Sent),
+    /// The user records of an aggregate (the call holds the aggregate).
+    Packed(Vec<Item>),
 }
 
 /// A call's answer, with its records handed back so that failed ones can be retried.
 struct Done {
     records: Vec<PutRecord>,
-    sent: Vec<Sent>,
+    sent: Vec<Out>,
     bytes: usize,
     result: Result<Vec<RecordOutcome>, TransportError>,
 }
@@ -120,6 +136,10 @@ pub(crate) struct Outbox {
     /// Marks of queued records were committed to the state and may not be written yet: the
     /// next call waits until they are (see [`Outbox::marks_queued`]).
     marks_unwritten: bool,
+    /// Aggregates the stream put on a shard other than the one they were packed for (the
+    /// shard map was stale): the shard it named, and their records, settled once the map is
+    /// read again (see [`Outbox::settle_misplaced`]).
+    misplaced: Vec<(String, Vec<Item>)>,
     /// Records that arrived after the outbox stopped: pending.
     refused: u64,
     /// Nothing new goes out ([`abandon`](Self::abandon)).
@@ -142,7 +162,12 @@ impl Outbox {
         Self {
             sink,
             stream,
-            batcher: Batcher::new(config.max_batch_records, config.max_batch_bytes, map.len()),
+            batcher: Batcher::new(
+                config.max_batch_records,
+                config.max_batch_bytes,
+                map.len(),
+                config.aggregate_max_bytes,
+            ),
             pacer: Pacer::new(map.len(), config.ceiling, now),
             map,
             map_stale: false,
@@ -156,6 +181,7 @@ impl Outbox {
             last_failure: None,
             finishing: false,
             marks_unwritten: false,
+            misplaced: Vec::new(),
             refused: 0,
             abandoned: false,
             stopped: None,
@@ -167,8 +193,8 @@ impl Outbox {
     /// Queues record `seq` (what it commits once acknowledged: `change`) behind everything
     /// queued before it, in the lane of the shard it goes to.
     pub(crate) fn push(&mut self, seq: u64, record: PutRecord, change: kinesync_state::Change) {
-        let shard = self.shard_of(&record);
-        let item = Item::new(seq, record, change, shard);
+        let hash = HashKey::for_record(&record.partition_key, record.explicit_hash_key);
+        let item = Item::new(seq, record, change, hash, self.map.index_for(hash));
         if self.stopped.is_some() || self.abandoned {
             self.refused += 1;
             return;
@@ -253,13 +279,6 @@ impl Outbox {
         &self.map
     }
 
-    /// The shard (its index in the map) `record` goes to.
-    fn shard_of(&self, record: &PutRecord) -> usize {
-        self.map.index_for(HashKey::for_record(
-            &record.partition_key,
-            record.explicit_hash_key,
-        ))
-    }
 
     /// Reads the shard map again after an answer showed it changed, and moves every waiting
     /// record to its shard's lane in the new map; shards that stayed keep their budgets, new
@@ -282,12 +301,7 @@ impl Outbox {
             .collect();
         let new: Vec<String> = map.shards().iter().map(|s| s.id().to_owned()).collect();
         self.pacer.remap(&old, &new, Instant::now());
-        self.batcher.remap(map.len(), |record| {
-            map.index_for(HashKey::for_record(
-                &record.partition_key,
-                record.explicit_hash_key,
-            ))
-        });
+        self.batcher.remap(map.len(), |hash| map.index_for(hash));
         self.map = map;
     }
 
@@ -306,6 +320,10 @@ impl Outbox {
         let sending = self.stopped.is_none() && !self.abandoned;
         if sending && self.map_stale {
             self.reread_map().await;
+        }
+        if !self.misplaced.is_empty() {
+            let acknowledged = self.settle_misplaced();
+            self.commit(acknowledged, store).await?;
         }
         if sending && self.marks_unwritten && self.may_launch(Instant::now()) {
             crate::store::blocking(store, |s| Ok(s.flush()?)).await?;
@@ -347,6 +365,20 @@ impl Outbox {
             Some(Err(_)) => return Err(Error::RuntimeStopped),
         };
         let acknowledged = self.complete(done);
+        self.commit(acknowledged, store).await?;
+        let c = &self.counts;
+        self.progress
+            .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);
+        self.show_pacing();
+        Ok(true)
+    }
+
+    /// Commits what the stream acknowledged.
+    async fn commit(
+        &mut self,
+        acknowledged: Vec<kinesync_state::Change>,
+        store: &SharedState,
+    ) -> Result<(), Error> {
         self.counts.acknowledged += acknowledged.len() as u64;
         if !acknowledged.is_empty() {
             crate::store::blocking(store, move |store| {
@@ -354,11 +386,7 @@ impl Outbox {
             })
             .await?;
         }
-        let c = &self.counts;
-        self.progress
-            .set_sent(c.acknowledged, c.throttled, c.retries, c.calls);
-        self.show_pacing();
-        Ok(true)
+        Ok(())
     }
 
     /// When the next call could start, after `now`: when the sender's backoff ends, a shard
@@ -367,7 +395,15 @@ impl Outbox {
     fn next_launch(&mut self, now: Instant) -> Option<Instant> {
         let ready = self.batcher.ready_at(&mut self.pacer, now)?;
         let mut at = ready.max(self.held_until.unwrap_or(now));
-        if let Some(last) = self.launched_at {
+        if let (Some(last), Some(_)) = (self.launched_at, self.config.aggregate_max_bytes) {
+            // Aggregating, a call is worth making at once when it carries a whole aggregate;
+            // otherwise it waits for the interval, as budgets refill.
+            let after_interval = at.max(last + MIN_CALL_INTERVAL);
+            let full = self
+                .batcher
+                .full_aggregate_at(&mut self.pacer, now, self.finishing);
+            at = full.map_or(after_interval, |full| after_interval.min(full.max(at)));
+        } else if let Some(last) = self.launched_at {
             // A call that would not be full (nor take everything left at the end) waits for
             // the interval; past it, whatever the budgets allow goes.
             let room = self.batcher.room(&mut self.pacer, at);
@@ -389,12 +425,20 @@ impl Outbox {
         if room == 0 {
             return false;
         }
+        let interval_passed = self
+            .launched_at
+            .is_none_or(|last| now.saturating_duration_since(last) >= MIN_CALL_INTERVAL);
+        if self.config.aggregate_max_bytes.is_some() {
+            return interval_passed
+                || self
+                    .batcher
+                    .full_aggregate_at(&mut self.pacer, now, self.finishing)
+                    .is_some_and(|at| at <= now);
+        }
         // At the end, a call that takes everything left need not wait to be full.
         room >= self.config.max_batch_records
             || (self.finishing && room >= self.batcher.backlog())
-            || self
-                .launched_at
-                .is_none_or(|last| now.saturating_duration_since(last) >= MIN_CALL_INTERVAL)
+            || interval_passed
     }
 
     /// Ends sending when nothing was acknowledged for `retry_time` while records wait: a dead
@@ -441,24 +485,28 @@ impl Outbox {
             if !self.may_launch(now) {
                 break;
             }
-            let items = self.batcher.next_batch(now, &mut self.pacer);
-            if items.is_empty() {
+            let units = self.batcher.next_batch(now, &mut self.pacer);
+            if units.is_empty() {
                 break;
             }
             self.launched_at = Some(now);
-            let bytes = items.iter().map(|i| i.record.size()).sum();
-            let (records, sent): (Vec<PutRecord>, Vec<Sent>) = items
+            let bytes = units.iter().map(Unit::size).sum();
+            let (records, sent): (Vec<PutRecord>, Vec<Out>) = units
                 .into_iter()
-                .map(|i| {
-                    let sent = Sent {
-                        seq: i.seq,
-                        change: i.change,
-                        attempts: i.attempts,
-                        key: i.key,
-                        shard: i.shard,
-                        sent_after: i.sent_after,
-                    };
-                    (i.record, sent)
+                .map(|unit| match unit {
+                    Unit::Single(i) => {
+                        let sent = Sent {
+                            seq: i.seq,
+                            change: i.change,
+                            attempts: i.attempts,
+                            key: i.key,
+                            hash: i.hash,
+                            shard: i.shard,
+                            sent_after: i.sent_after,
+                        };
+                        (i.record, Out::Single(sent))
+                    }
+                    Unit::Packed { record, items } => (record, Out::Packed(items)),
                 })
                 .unzip();
             let sink = self.sink.clone();
@@ -475,37 +523,174 @@ impl Outbox {
         }
     }
 
-    /// A record that failed (not throttled) goes out again after its backoff, or is given
-    /// up after `max_attempts` failed attempts.
-    fn retry_or_give_up(&mut self, mut item: Item) {
-        item.attempts += 1;
-        if self.abandoned || item.attempts >= self.config.max_attempts {
-            self.batcher.give_up(item);
-            return;
-        }
-        let due = Instant::now() + self.backoff.delay(item.attempts);
-        self.counts.retries += 1;
-        self.batcher.retry_at(item, due);
+    /// A Kinesis record's user records, back from a call that did not deliver them, each
+    /// routed by the map as it is now: each key's first record is returned, the others wait
+    /// at the front of their key's queue (see [`Batcher::unpack`]).
+    fn unpack(&mut self, unit: Unit) -> Vec<Item> {
+        let items = match unit {
+            Unit::Single(item) => vec![item],
+            Unit::Packed { items, .. } => items,
+        };
+        self.unpack_items(items)
     }
 
-    /// Sorts an answer's records into acknowledged, throttled, retried and given up, and
-    /// returns the changes of the acknowledged ones, in the call's order, to commit.
+    /// [`unpack`](Self::unpack), for user records out of their Kinesis record.
+    fn unpack_items(&mut self, mut items: Vec<Item>) -> Vec<Item> {
+        for item in &mut items {
+            item.shard = self.map.index_for(item.hash);
+        }
+        if items.len() == 1 {
+            return items;
+        }
+        self.batcher.unpack(items)
+    }
+
+    /// A throttled Kinesis record's user records go back to their lanes, first in line.
+    fn requeue(&mut self, unit: Unit) {
+        for item in self.unpack(unit).into_iter().rev() {
+            self.batcher.requeue(item);
+        }
+    }
+
+    /// A Kinesis record that failed (not throttled): its user records go out again after
+    /// their backoff, or are given up after `max_attempts` failed attempts.
+    fn failed_attempt(&mut self, mut unit: Unit) {
+        match &mut unit {
+            Unit::Single(item) => item.attempts += 1,
+            Unit::Packed { items, .. } => items.iter_mut().for_each(|i| i.attempts += 1),
+        }
+        for item in self.unpack(unit) {
+            if self.abandoned || item.attempts >= self.config.max_attempts {
+                self.batcher.give_up(item);
+                continue;
+            }
+            let due = Instant::now() + self.backoff.delay(item.attempts);
+            self.counts.retries += 1;
+            self.batcher.retry_at(item, due);
+        }
+    }
+
+    /// A Kinesis record that will not go out again this run: its user records, and every
+    /// later one of their keys, stay pending.
+    fn give_up(&mut self, unit: Unit) {
+        for item in self.unpack(unit) {
+            self.batcher.give_up(item);
+        }
+    }
+
+    /// The stream took a Kinesis record, on shard `shard_id`: its user records are
+    /// acknowledged, or (an aggregate on a shard it was not packed for) held until the map is
+    /// read again.
+    fn accepted(
+        &mut self,
+        unit: Unit,
+        shard_id: &str,
+        acknowledged: &mut Vec<kinesync_state::Change>,
+    ) {
+        self.counts.kinesis_records += 1;
+        let predicted = self
+            .map
+            .shards()
+            .get(unit.shard())
+            .is_some_and(|s| s.id() == shard_id);
+        if !predicted {
+            self.map_stale = true;
+        }
+        match unit {
+            Unit::Single(item) => {
+                // A record alone is always where its own key puts it.
+                self.batcher.acknowledged(&item);
+                acknowledged.push(settled(item.change));
+            }
+            Unit::Packed { items, .. } if !predicted => {
+                self.misplaced.push((shard_id.to_owned(), items));
+            }
+            Unit::Packed { items, .. } => {
+                self.batcher.acknowledged_all(&items);
+                self.counts.aggregated += items.len() as u64;
+                acknowledged.extend(items.into_iter().map(|i| settled(i.change)));
+            }
+        }
+    }
+
+    /// Aggregates the stream put on a shard other than the one they were packed for (the
+    /// stream was resharded): a record whose hash key lies in that shard's range (as the map
+    /// now has it) is where a consumer reads it, and is acknowledged. One that does not would
+    /// be read on the wrong shard (the KCL drops such records), so it is sent again, packed
+    /// for its shard, and with it every later record of its key in the aggregate, to keep
+    /// their order. Returns what to commit.
+    fn settle_misplaced(&mut self) -> Vec<kinesync_state::Change> {
+        let mut acknowledged = Vec::new();
+        for (shard_id, items) in std::mem::take(&mut self.misplaced) {
+            let range = self
+                .map
+                .shards()
+                .iter()
+                .find(|s| s.id() == shard_id)
+                .cloned();
+            let mut again_keys = crate::hashed::HashedSet::default();
+            let (mut landed, mut again) = (Vec::new(), Vec::new());
+            for item in items {
+                let placed = range.as_ref().is_some_and(|r| r.contains(item.hash));
+                if placed && !again_keys.contains(&item.key) {
+                    landed.push(item);
+                } else {
+                    again_keys.insert(item.key);
+                    again.push(item);
+                }
+            }
+            // A key with a record to send again stays with that record.
+            let passing: Vec<&Item> = landed
+                .iter()
+                .filter(|i| !again_keys.contains(&i.key))
+                .collect();
+            let mut passed = crate::hashed::HashedSet::default();
+            for item in passing {
+                if passed.insert(item.key) {
+                    self.batcher.acknowledged(item);
+                }
+            }
+            self.counts.aggregated += landed.len() as u64;
+            acknowledged.extend(landed.into_iter().map(|i| settled(i.change)));
+            if again.is_empty() {
+                continue;
+            }
+            self.counts.retries += again.len() as u64;
+            let giving_up = self.abandoned || self.stopped.is_some();
+            for item in self.unpack_items(again).into_iter().rev() {
+                if giving_up {
+                    self.batcher.give_up(item);
+                } else {
+                    self.batcher.requeue(item);
+                }
+            }
+        }
+        acknowledged
+    }
+
+    /// Sorts an answer's Kinesis records into acknowledged, throttled, retried and given up,
+    /// and returns the changes of the acknowledged user records, in the call's order, to
+    /// commit.
     fn complete(&mut self, done: Done) -> Vec<kinesync_state::Change> {
         let now = Instant::now();
         self.counts.calls += 1;
         self.counts.bytes += done.bytes as u64;
-        let items: Vec<Item> = done
+        let units: Vec<Unit> = done
             .sent
             .into_iter()
             .zip(done.records)
-            .map(|(s, record)| Item {
-                seq: s.seq,
-                record,
-                change: s.change,
-                attempts: s.attempts,
-                key: s.key,
-                shard: s.shard,
-                sent_after: s.sent_after,
+            .map(|(out, record)| match out {
+                Out::Single(s) => Unit::Single(Item {
+                    seq: s.seq,
+                    record,
+                    change: s.change,
+                    attempts: s.attempts,
+                    key: s.key,
+                    hash: s.hash,
+                    shard: s.shard,
+                    sent_after: s.sent_after,
+                }),
+                Out::Packed(items) => Unit::Packed { record, items },
             })
             .collect();
         let mut acknowledged = Vec::new();
@@ -513,47 +698,44 @@ impl Outbox {
         // congestion signal each.
         let mut throttled: BTreeMap<(usize, u32), u64> = BTreeMap::new();
         let last_shard = self.pacer.shards() - 1;
+        // Its shard as the map now has it (the stream may have been resharded while it was
+        // out).
+        let shard_now = |map: &ShardMap, unit: &Unit| {
+            let hash = match unit {
+                Unit::Single(item) => item.hash,
+                Unit::Packed { items, .. } => items[0].hash,
+            };
+            map.index_for(hash).min(last_shard)
+        };
         match done.result {
             Ok(outcomes) => {
                 self.failed_calls = 0;
                 self.held_until = None;
-                for (item, outcome) in items.into_iter().zip(outcomes) {
+                for (unit, outcome) in units.into_iter().zip(outcomes) {
                     match outcome {
                         RecordOutcome::Accepted { shard_id, .. } => {
-                            if self
-                                .map
-                                .shards()
-                                .get(item.shard)
-                                .is_none_or(|s| s.id() != shard_id)
-                            {
-                                self.map_stale = true;
-                            }
-                            self.batcher.acknowledged(&item);
-                            acknowledged.push(settled(item.change));
+                            self.accepted(unit, &shard_id, &mut acknowledged);
+                        }
+                        RecordOutcome::Failed { .. } if self.abandoned => self.give_up(unit),
+                        RecordOutcome::Failed {
+                            failure: RecordFailure::Throttled,
+                            ..
+                        } => {
+                            // Pacing, not a failure: back to its lane, its shard slower.
+                            self.counts.throttled += 1;
+                            self.counts.retries += 1;
+                            *throttled
+                                .entry((shard_now(&self.map, &unit), unit.sent_after()))
+                                .or_default() += 1;
+                            self.requeue(unit);
                         }
                         RecordOutcome::Failed { failure, message } => {
-                            // Its shard as the map now has it (the stream may have been
-                            // resharded while it was out).
-                            let mut item = item;
-                            item.shard = self.shard_of(&item.record);
-                            if self.abandoned {
-                                self.batcher.give_up(item);
-                            } else if failure == RecordFailure::Throttled {
-                                // Pacing, not a failure: back to its lane, its shard slower.
-                                self.counts.throttled += 1;
-                                self.counts.retries += 1;
-                                *throttled
-                                    .entry((item.shard.min(last_shard), item.sent_after))
-                                    .or_default() += 1;
-                                self.batcher.requeue(item);
-                            } else {
-                                self.last_failure = Some(TransportError::new(
-                                    ErrorKind::Transient,
-                                    kinesync_transport::Operation::PutRecords,
-                                    format!("{}: {message}", failure.code()),
-                                ));
-                                self.retry_or_give_up(item);
-                            }
+                            self.last_failure = Some(TransportError::new(
+                                ErrorKind::Transient,
+                                kinesync_transport::Operation::PutRecords,
+                                format!("{}: {message}", failure.code()),
+                            ));
+                            self.failed_attempt(unit);
                         }
                     }
                 }
@@ -568,16 +750,15 @@ impl Outbox {
                 self.held_until = Some(now + self.backoff.delay(self.failed_calls));
                 let give_up = self.failed_calls >= self.config.max_attempts;
                 let call_throttled = error.kind() == ErrorKind::Throttled;
-                for mut item in items {
-                    item.shard = self.shard_of(&item.record);
+                for unit in units {
                     if call_throttled {
                         self.counts.throttled += 1;
                         *throttled
-                            .entry((item.shard.min(last_shard), item.sent_after))
+                            .entry((shard_now(&self.map, &unit), unit.sent_after()))
                             .or_default() += 1;
                     }
                     self.counts.retries += 1;
-                    self.batcher.requeue(item);
+                    self.requeue(unit);
                 }
                 if give_up {
                     // As many calls in a row as a record gets attempts, and none got through.
@@ -596,8 +777,8 @@ impl Outbox {
             }
             Err(error) => {
                 // Nothing more can go out: finish what is in flight, keep the rest pending.
-                for item in items {
-                    self.batcher.give_up(item);
+                for unit in units {
+                    self.give_up(unit);
                 }
                 self.batcher.abandon();
                 if error.is_retryable() {

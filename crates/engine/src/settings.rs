@@ -158,6 +158,45 @@ impl Default for Limits {
     }
 }
 
+/// Many records packed into one Kinesis record, in the Kinesis Producer Library's
+/// aggregation format, which the KCL, Lambda (with AWS's deaggregation modules) and the Flink
+/// and Spark sources read transparently. A shard takes 1,000 records and 1 MiB a second: rows
+/// of a few hundred bytes fill its records long before its bytes, and packed, they fill its
+/// bytes. Records of one partition key also go many per call this way, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aggregation {
+    /// The largest aggregated record, data plus partition key: the KPL's 51,200 by default.
+    /// A run lowers it to the stream's maximum record size if that is smaller. A record too
+    /// large to share an aggregate this size goes out alone, unaggregated.
+    pub max_bytes: usize,
+}
+
+impl Default for Aggregation {
+    fn default() -> Self {
+        Self {
+            max_bytes: kinesync_transport::aggregate::DEFAULT_AGGREGATE_MAX_BYTES,
+        }
+    }
+}
+
+/// The smallest `aggregate_max_bytes`: below a kibibyte an aggregate holds too little to be
+/// worth its 20 bytes of framing.
+pub const MIN_AGGREGATE_BYTES: usize = 1024;
+
+impl Aggregation {
+    /// Refuses a size no stream takes, or too small to pack anything.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        if (MIN_AGGREGATE_BYTES..=MAX_BYTES_PER_CALL).contains(&self.max_bytes) {
+            return Ok(());
+        }
+        Err(LimitError {
+            setting: "aggregate_max_bytes",
+            value: self.max_bytes.to_string(),
+            allowed: format!("{MIN_AGGREGATE_BYTES}..={MAX_BYTES_PER_CALL}"),
+        })
+    }
+}
+
 /// A limit out of its range: which one, what it was, and what it may be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{setting} must be {allowed}, not {value}")]
