@@ -67,6 +67,7 @@ mod definition;
 mod diff;
 mod engine;
 mod error;
+mod estimate;
 mod hashed;
 mod interrupt;
 mod pace;
@@ -91,7 +92,7 @@ pub use progress::{Progress, ProgressSnapshot};
 pub use record::{KeySpec, Record, RecordBuilder, RowError};
 pub use report::{
     EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, RecordCounts, RowErrorEntry, RowErrors, RunReport,
-    SendEstimate, ShardReport,
+    Packing, SendEstimate, ShardReport,
 };
 pub use settings::{
     Aggregation, Events, EventsError, Initial, LimitError, Limits, MIN_AGGREGATE_BYTES,

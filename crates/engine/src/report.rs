@@ -167,16 +167,63 @@ pub struct RunReport {
     /// A dry run's estimate of how long sending would take at the stream's capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<SendEstimate>,
+    /// How records were packed into aggregated records, when aggregation was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<Packing>,
 }
 
-/// How long a dry run's records would take to send, at each shard's ceiling (records only:
-/// records of more than 1 KiB on average are bound by bytes instead, and take longer).
+/// How a run packed its records (its user records: one per row) into Kinesis records, when
+/// aggregation was on. A dry run counts how they would pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Packing {
+    /// The largest aggregated record the run made (bytes, data plus partition key).
+    pub max_bytes: usize,
+    /// User records acknowledged (in a dry run: that would be sent).
+    pub user_records: u64,
+    /// Kinesis records acknowledged (in a dry run: that would be sent): aggregates, and user
+    /// records that went alone.
+    pub kinesis_records: u64,
+    /// User records that went inside aggregates.
+    pub aggregated: u64,
+}
+
+impl Packing {
+    /// User records per Kinesis record.
+    pub fn ratio(&self) -> f64 {
+        self.user_records as f64 / self.kinesis_records.max(1) as f64
+    }
+
+    /// One line: what was packed into what, and per call, given the run's calls.
+    pub fn describe(&self, calls: u64) -> String {
+        let mut text = format!(
+            "packed {} records into {} Kinesis records ({:.1} per record, aggregates of at most {} bytes)",
+            self.user_records,
+            self.kinesis_records,
+            self.ratio(),
+            self.max_bytes
+        );
+        if calls > 0 {
+            text.push_str(&format!(
+                "; per call {:.1} records in {:.1} Kinesis records",
+                self.user_records as f64 / calls as f64,
+                self.kinesis_records as f64 / calls as f64
+            ));
+        }
+        text
+    }
+}
+
+/// How long a dry run's records would take to send, at each shard's ceiling of records and
+/// bytes (aggregated records, when aggregation is on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendEstimate {
     /// The ceiling per shard.
     pub shard_records_per_second: f64,
-    /// The least time: the busiest shard's records after its one-second burst, at the
-    /// ceiling.
+    /// The bytes per second ceiling per shard.
+    #[serde(default)]
+    pub shard_bytes_per_second: f64,
+    /// The least time: the busiest shard's Kinesis records and bytes after its one-second
+    /// burst, at the ceilings.
     pub least_seconds: f64,
     /// The busiest shard's share of the records: what sets the pace when keys are skewed.
     pub busiest_share: f64,
@@ -222,6 +269,7 @@ impl RunReport {
             resync: false,
             shards: Vec::new(),
             estimate: None,
+            packing: None,
         }
     }
 
@@ -250,10 +298,14 @@ impl RunReport {
                 for (shard, count) in &self.by_shard {
                     text.push_str(&format!("\n  {shard}  {count} records"));
                 }
+                if let Some(packing) = &self.packing {
+                    text.push_str(&format!("\nwould be {}", packing.describe(0)));
+                }
                 if let Some(estimate) = &self.estimate {
                     text.push_str(&format!(
-                        "\nat {} records/s per shard (after a second's burst), sending takes at least {:.1} s; the busiest shard has {:.0}% of the records{}",
+                        "\nat {} records/s and {} bytes/s per shard (after a second's burst), sending takes at least {:.1} s; the busiest shard has {:.0}% of the records{}",
                         estimate.shard_records_per_second,
+                        estimate.shard_bytes_per_second,
                         estimate.least_seconds,
                         estimate.busiest_share * 100.0,
                         if estimate.busiest_share * estimate.shards as f64 > 1.5 {
@@ -267,6 +319,9 @@ impl RunReport {
             }
         };
         let mut notes = String::new();
+        if let (Some(packing), false) = (&self.packing, self.dry_run) {
+            notes.push_str(&format!("\n{}", packing.describe(self.calls)));
+        }
         if self.resync {
             notes.push_str("\nresync: every row of the model was sent again");
         }

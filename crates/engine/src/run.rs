@@ -34,7 +34,8 @@ use crate::error::Error;
 use crate::pace::Ceiling;
 use crate::prepare::Prepared;
 use crate::record_id;
-use crate::report::{Outcome, RunReport, SendEstimate, ShardReport};
+use crate::estimate::Estimate;
+use crate::report::{Outcome, Packing, RunReport, ShardReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
 use crate::store::{SharedState, blocking};
@@ -63,6 +64,8 @@ pub(crate) struct Run<'e> {
     shards: ShardMap,
     /// The largest record the stream and a call take.
     max_record_bytes: usize,
+    /// A dry run's tally of what it would send.
+    estimate: Estimate,
     /// The last record's place in the run's order.
     seq: u64,
     /// Rows in the state as the run started.
@@ -105,6 +108,11 @@ impl<'e> Run<'e> {
             |seed| seed.wrapping_add(run_number),
         );
         let description = describe(settings, seed).await?;
+        let aggregate_max_bytes = settings.aggregation.map(|a| {
+            a.max_bytes
+                .min(description.max_record_bytes)
+                .min(limits.max_batch_bytes)
+        });
         let config = OutboxConfig {
             max_in_flight: limits
                 .max_in_flight
@@ -120,11 +128,7 @@ impl<'e> Run<'e> {
                 records_per_second: limits.shard_records_per_second,
                 bytes_per_second: limits.shard_bytes_per_second,
             },
-            aggregate_max_bytes: settings.aggregation.map(|a| {
-                a.max_bytes
-                    .min(description.max_record_bytes)
-                    .min(limits.max_batch_bytes)
-            }),
+            aggregate_max_bytes,
         };
         let outbox = Outbox::new(
             settings.sink.clone(),
@@ -153,6 +157,7 @@ impl<'e> Run<'e> {
             outbox,
             // A record must fit the stream and a call.
             max_record_bytes: description.max_record_bytes.min(limits.max_batch_bytes),
+            estimate: Estimate::new(description.shards.len(), aggregate_max_bytes),
             shards: description.shards,
             seq: 0,
             state_rows,
@@ -438,14 +443,17 @@ impl<'e> Run<'e> {
             return;
         }
         self.report.records.to_send += 1;
-        if self.settings.dry_run {
-            let shard = self.shards.shard_for(record.hash_key()).id().to_owned();
-            *self.report.by_shard.entry(shard).or_default() += 1;
-            return;
-        }
+        let hash = record.hash_key();
         let mut put = PutRecord::new(record.partition_key, record.data);
         if let Some(explicit) = record.explicit_hash_key {
             put = put.with_explicit_hash_key(explicit);
+        }
+        if self.settings.dry_run {
+            let shard = self.shards.index_for(hash);
+            let id = self.shards.shards()[shard].id().to_owned();
+            *self.report.by_shard.entry(id).or_default() += 1;
+            self.estimate.add(shard, &put);
+            return;
         }
         self.to_mark.push(in_doubt(&change, event, id));
         self.seq += 1;
@@ -494,14 +502,21 @@ impl<'e> Run<'e> {
         report.throttled_records = counts.throttled;
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
-        let rate = self.settings.limits.shard_records_per_second;
-        if self.settings.dry_run && rate.is_finite() && report.records.to_send > 0 {
-            let busiest = report.by_shard.values().copied().max().unwrap_or(0);
-            report.estimate = Some(SendEstimate {
-                shard_records_per_second: rate,
-                least_seconds: (busiest as f64 - rate).max(0.0) / rate,
-                busiest_share: busiest as f64 / report.records.to_send as f64,
-                shards: self.shards.len(),
+        let limits = &self.settings.limits;
+        let (rate, bytes_rate) = (limits.shard_records_per_second, limits.shard_bytes_per_second);
+        if self.settings.dry_run && report.records.to_send > 0 {
+            let estimate = std::mem::replace(&mut self.estimate, Estimate::new(1, None));
+            let (packing, estimate) = estimate.finish(rate, bytes_rate);
+            report.packing = packing;
+            if rate.is_finite() && bytes_rate.is_finite() {
+                report.estimate = Some(estimate);
+            }
+        } else if let Some(max_bytes) = self.outbox.aggregate_max_bytes() {
+            report.packing = Some(Packing {
+                max_bytes,
+                user_records: counts.acknowledged,
+                kinesis_records: counts.kinesis_records,
+                aggregated: counts.aggregated,
             });
         }
         if !self.settings.dry_run {

@@ -274,6 +274,11 @@ impl Outbox {
         self.marks_unwritten = true;
     }
 
+    /// The largest aggregate, when records are packed.
+    pub(crate) fn aggregate_max_bytes(&self) -> Option<usize> {
+        self.config.aggregate_max_bytes
+    }
+
     /// The stream's open shards, as last read.
     pub(crate) fn shard_map(&self) -> &ShardMap {
         &self.map
