@@ -440,8 +440,14 @@ impl Batcher {
         (0..self.lanes.len())
             .filter_map(|shard| {
                 let held = self.bytes_ready(shard, max);
-                (held >= max || (finishing && held > 0))
-                    .then(|| pacer.ready_at(shard, held.min(max), now))
+                if !(held >= max || (finishing && held > 0)) {
+                    return None;
+                }
+                let need = held.min(max);
+                if pacer.room(shard, now) > 0 && pacer.byte_room(shard, now) >= need {
+                    return Some(now);
+                }
+                Some(pacer.ready_at(shard, need, now))
             })
             .min()
     }

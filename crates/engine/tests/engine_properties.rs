@@ -1,13 +1,15 @@
 //! Properties of the sync engine over random models, random edits between runs, and random
 //! faults (per-record throttles and internal failures, call errors, shard limits, lost answers,
-//! crashes): once the runs settle, every change was delivered, in per-key order, nothing
-//! acknowledged was sent again (except where an answer was lost), and the state is the model.
+//! crashes), with records sent alone or packed into aggregates, and partition keys that are the
+//! primary key or shared by many rows: once the runs settle, every change was delivered, in
+//! per-key order, nothing acknowledged was sent again (except where an answer was lost), and
+//! the state is the model.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinesync_engine::{Engine, Limits, Outcome, last_sent_rows};
+use kinesync_engine::{Aggregation, Engine, EngineBuilder, Limits, Outcome, last_sent_rows};
 use kinesync_engine::{KeySpec, RecordBuilder};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
 use kinesync_state::{MemoryStore, SqliteStore, StateStore};
@@ -20,23 +22,55 @@ use proptest::prelude::*;
 type Model = BTreeMap<i64, u64>;
 
 fn schema() -> Arc<Schema> {
-    Schema::new(["id", "v"], "id").unwrap()
+    Schema::new(["id", "v", "group"], "id").unwrap()
 }
 
-fn records() -> RecordBuilder {
+/// How records go out: alone or aggregated, keyed by their primary key or by a group that
+/// many rows share.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    aggregate: bool,
+    shared_keys: bool,
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (any::<bool>(), any::<bool>()).prop_map(|(aggregate, shared_keys)| Shape {
+        aggregate,
+        shared_keys,
+    })
+}
+
+fn builder(shape: Shape) -> EngineBuilder {
+    let builder = Engine::builder().records(records(shape));
+    if shape.aggregate {
+        // Small aggregates, so that a run makes many and a call carries several.
+        builder.aggregate(Aggregation { max_bytes: 1024 })
+    } else {
+        builder
+    }
+}
+
+fn records(shape: Shape) -> RecordBuilder {
     let schema = schema();
     let payload = Payload::compile(
         &PayloadSpec::template(r#"{"id": {{ row.id }}, "v": {{ row.v }}, "event": "{{ event }}"}"#),
         schema.clone(),
     )
     .unwrap();
-    RecordBuilder::new(payload, KeySpec::new(&schema, None, None).unwrap())
+    let key = shape.shared_keys.then_some("group");
+    RecordBuilder::new(payload, KeySpec::new(&schema, key, None).unwrap())
 }
 
 fn rows(model: &Model) -> Vec<Result<Row, String>> {
     model
         .iter()
-        .map(|(id, v)| Ok(Row::new(vec![Value::Int(*id), Value::Int(*v as i64)])))
+        .map(|(id, v)| {
+            Ok(Row::new(vec![
+                Value::Int(*id),
+                Value::Int(*v as i64),
+                Value::from(format!("g{}", id % 4)),
+            ]))
+        })
         .collect()
 }
 
@@ -47,8 +81,14 @@ fn stream() -> StreamName {
 /// Per primary key, the (event, version) messages in the order the stream holds them.
 fn delivered(memory: &InMemorySink) -> BTreeMap<i64, Vec<(String, u64)>> {
     let mut out: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
-    for r in memory.records(&stream()).unwrap() {
-        let m: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+    let data = memory.records(&stream()).unwrap().into_iter().flat_map(|r| {
+        match kinesync_testkit::deaggregate::deaggregate(&r.data).unwrap() {
+            Some(users) => users.into_iter().map(|u| u.data).collect(),
+            None => vec![r.data.to_vec()],
+        }
+    });
+    for data in data {
+        let m: serde_json::Value = serde_json::from_slice(&data).unwrap();
         out.entry(m["id"].as_i64().unwrap()).or_default().push((
             m["event"].as_str().unwrap().to_owned(),
             m["v"].as_u64().unwrap(),
@@ -181,6 +221,7 @@ proptest! {
         steps in prop::collection::vec(prop::collection::vec((any::<u8>(), any::<u8>()), 0..30), 1..5),
         seed in any::<u64>(),
         lost_answers in any::<bool>(),
+        shape in shape(),
     ) {
         paused_runtime().block_on(async {
             let memory = Arc::new(InMemorySink::new());
@@ -194,7 +235,7 @@ proptest! {
             };
             let limited = LimitSink::with_limits(memory.clone(), Arc::new(TokioClock::default()), ShardLimits { records_per_second: 15.0, bytes_per_second: 1e9 });
             let sink = Arc::new(FaultySink::random(limited, seed, rates));
-            let mut engine = Engine::builder().records(records()).sink(sink, stream()).state(MemoryStore::new()).limits(limits(seed)).build().unwrap();
+            let mut engine = builder(shape).sink(sink, stream()).state(MemoryStore::new()).limits(limits(seed)).build().unwrap();
 
             let mut counter = 0;
             let mut model = Model::new();
@@ -276,6 +317,7 @@ proptest! {
         crash_at in 0usize..12,
         after_landing in any::<bool>(),
         crash_second in any::<bool>(),
+        shape in shape(),
     ) {
         paused_runtime().block_on(async {
             let dir = tempfile::tempdir().unwrap();
@@ -283,7 +325,7 @@ proptest! {
             let memory = Arc::new(InMemorySink::new());
             memory.create_stream(&stream(), StreamConfig::with_shards(2));
             let engine = |sink: Arc<dyn KinesisSink>| {
-                Engine::builder().records(records()).sink(sink, stream()).state(SqliteStore::open(&path).unwrap()).limits(limits(1)).build().unwrap()
+                builder(shape).sink(sink, stream()).state(SqliteStore::open(&path).unwrap()).limits(limits(1)).build().unwrap()
             };
             let mut counter = 0;
             let first = edit(&Model::new(), &mut counter, &first);
@@ -316,7 +358,10 @@ proptest! {
             let delivered = delivered(&memory);
             check_delivery(&history, &delivered, false)?;
             let duplicates: usize = delivered.values().map(|v| v.len() - { let mut d = v.clone(); d.dedup(); d.len() }).sum();
-            prop_assert!(duplicates <= 3 * 7, "duplicates ({}) bounded by what was in flight", duplicates);
+            // Unaggregated, a call carries at most 7 records and 3 are in flight; aggregated,
+            // a call carries what 7 aggregates of 1 KiB hold: each record is 30 bytes or more.
+            let per_call = if shape.aggregate { 7 * 1024 / 30 } else { 7 };
+            prop_assert!(duplicates <= 3 * per_call, "duplicates ({}) bounded by what was in flight", duplicates);
             Ok(())
         })?;
     }
