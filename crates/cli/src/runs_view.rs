@@ -20,11 +20,17 @@ pub(crate) fn show_run(run: &RunDir) -> Result<String, Error> {
             if !report.shards.is_empty() {
                 push_line(&mut out, "shards:".to_owned());
             }
+            // Aggregated, what a shard counts (and paces) is Kinesis records, not rows.
+            let unit = if report.packing.is_some() {
+                "Kinesis record"
+            } else {
+                "record"
+            };
             for shard in &report.shards {
                 push_line(
                     &mut out,
                     format!(
-                        "  {}  {:>9} record attempts  {:>7} throttled  paced at {:.0} records/s",
+                        "  {}  {:>9} {unit} attempts  {:>7} throttled  paced at {:.0} {unit}s/s",
                         shard.shard, shard.attempts, shard.throttled, shard.paced_per_second
                     ),
                 );

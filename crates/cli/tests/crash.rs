@@ -6,12 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use kinesync_testkit::probe::KinesisProbe;
 use kinesync_testkit::servers::kinesalite;
 use kinesync_transport::conformance::{StreamProbe, unique_stream};
+
+mod common;
 
 const ROWS: u64 = 50_000;
 /// `[sync] max_in_flight` of the test's config: at most this many calls of 500 records can be
@@ -75,44 +76,9 @@ fn kinesync(config: &Path) -> Command {
     command
 }
 
-/// Calls logged so far by the newest run under `runs`.
-fn calls_logged(runs: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return 0;
-    };
-    let Some(newest) = entries.filter_map(Result::ok).map(|e| e.path()).max() else {
-        return 0;
-    };
-    std::fs::read_to_string(newest.join("calls.jsonl"))
-        .map(|text| text.lines().count())
-        .unwrap_or(0)
-}
-
 /// Runs kinesync and kills it (SIGKILL) once `calls` more calls have been logged.
 fn run_and_kill(config: &Path, calls: usize) {
-    let runs = config.parent().unwrap().join("kinesync-runs");
-    let runs_before = std::fs::read_dir(&runs).map_or(0, Iterator::count);
-    let mut child: Child = kinesync(config).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let started = std::fs::read_dir(&runs).map_or(0, Iterator::count) > runs_before;
-        if started && calls_logged(&runs) >= calls {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "kinesync ended ({status}) before it could be killed after {calls} calls:\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        assert!(Instant::now() < deadline, "no progress in 120 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // `Child::kill` is SIGKILL on Unix: no destructor, no flush, no signal handler runs.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::run_and_kill(kinesync(config), &config.parent().unwrap().join("kinesync-runs"), calls);
 }
 
 /// Runs kinesync to the end; it must acknowledge everything.

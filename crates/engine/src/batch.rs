@@ -214,8 +214,13 @@ impl Batcher {
     /// retry.
     pub(crate) fn ready_at(&self, pacer: &mut Pacer, now: Instant) -> Option<Instant> {
         let lanes = self.lanes.iter().enumerate().filter_map(|(shard, lane)| {
-            lane.front()
-                .map(|item| pacer.ready_at(shard, item.record.size(), now))
+            let front = lane.front()?;
+            // Aggregating, the least it goes out as is an aggregate of one.
+            let size = match self.aggregate_max_bytes {
+                Some(max) => Aggregator::new(max).size_with(&front.record),
+                None => front.record.size(),
+            };
+            Some(pacer.ready_at(shard, size, now))
         });
         lanes.chain(self.next_due()).min()
     }
@@ -323,18 +328,20 @@ impl Batcher {
         let size = front.record.size();
         if let Some(max) = self.aggregate_max_bytes {
             let alone = Aggregator::new(max).size_with(&front.record);
-            // Packed when it may share an aggregate and the shard can take one with it now;
-            // otherwise (too large to share, or a budget cut below it) it goes as it is.
-            if alone <= max && alone <= room && pacer.room(shard, now) > 0 {
+            // Packed when it may share an aggregate, once the shard can take one with it;
+            // otherwise (too large to share, or a rate cut so low that the shard's bucket
+            // never holds that much) it goes as it is.
+            if alone <= max && alone <= room && alone <= pacer.byte_ceiling(shard) {
                 let budget = pacer.byte_room(shard, now);
-                if budget >= alone {
-                    let unit = self.pack(shard, max.min(room).min(budget));
-                    if pacer.try_take(shard, unit.size(), now) {
-                        return Some(Ok(unit));
-                    }
-                    self.put_back(unit);
+                if pacer.room(shard, now) == 0 || budget < alone {
                     return None;
                 }
+                let unit = self.pack(shard, max.min(room).min(budget));
+                if pacer.try_take(shard, unit.size(), now) {
+                    return Some(Ok(unit));
+                }
+                self.put_back(unit);
+                return None;
             }
         }
         if size > room {

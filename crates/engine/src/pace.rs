@@ -182,6 +182,16 @@ impl Pacer {
         self.shards[shard].bytes.max(0.0) as usize
     }
 
+    /// The most bytes `shard`'s bucket holds at its present rate: an aggregate larger than
+    /// this would never find room.
+    pub(crate) fn byte_ceiling(&self, shard: usize) -> usize {
+        if self.unpaced {
+            return usize::MAX;
+        }
+        let share = self.shards[shard].rate / self.ceiling.records_per_second;
+        (share * self.ceiling.bytes_per_second) as usize
+    }
+
     /// When `shard` will have room for a record of `bytes`, at its present rate.
     pub(crate) fn ready_at(&mut self, shard: usize, bytes: usize, now: Instant) -> Instant {
         if self.unpaced {

@@ -127,6 +127,13 @@ pub struct SyncConfig {
     /// 0.5). A run whose model lacks more sends no removal and exits 1: an empty file or a
     /// broken query would otherwise remove every row downstream.
     pub max_removed_share: Option<f64>,
+    /// Pack records of one shard into aggregated records, in the Kinesis Producer Library's
+    /// format (default false). Consumers must read that format: the KCL does, and Lambda and
+    /// other readers with AWS's deaggregation modules.
+    pub aggregate: Option<bool>,
+    /// The largest aggregated record, in bytes (default 51200, the KPL's; 1024 to 10485760,
+    /// and at most the stream's maximum record size).
+    pub aggregate_max_bytes: Option<usize>,
 }
 
 impl SyncConfig {
@@ -159,6 +166,18 @@ impl SyncConfig {
             limits.max_removed_share = share;
         }
         limits
+    }
+
+    /// Aggregation, when `aggregate = true`. `aggregate_max_bytes` alone turns nothing on;
+    /// the run says so (see [`crate::run_config`]).
+    pub fn aggregation(&self) -> Option<kinesync_engine::Aggregation> {
+        self.aggregate.unwrap_or(false).then(|| {
+            let mut aggregation = kinesync_engine::Aggregation::default();
+            if let Some(max) = self.aggregate_max_bytes {
+                aggregation.max_bytes = max;
+            }
+            aggregation
+        })
     }
 }
 

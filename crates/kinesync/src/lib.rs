@@ -224,6 +224,15 @@ pub async fn run_config(
     if let Some(interrupt) = options.interrupt {
         builder = builder.interrupt(interrupt);
     }
+    match config.sync.aggregation() {
+        Some(aggregation) => builder = builder.aggregate(aggregation),
+        None if config.sync.aggregate_max_bytes.is_some() => {
+            return Err(config.invalid(
+                "[sync] aggregate_max_bytes is set but aggregate is not: add aggregate = true to pack records, or remove aggregate_max_bytes".to_owned(),
+            ));
+        }
+        None => {}
+    }
     let mut engine = builder.build().map_err(|e| match e {
         kinesync_engine::Error::Limit(limit) => config.invalid(format!("[sync] {limit}")),
         other => other.into(),

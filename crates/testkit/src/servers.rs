@@ -41,7 +41,7 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("kinesync-testkit")
 }
 
-fn require_tool(tool: &str, hint: &str) {
+pub(crate) fn require_tool(tool: &str, hint: &str) {
     let ok = Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
@@ -55,7 +55,7 @@ fn require_tool(tool: &str, hint: &str) {
 }
 
 /// Runs `install` once across every test process, under a file lock, unless `marker` exists.
-fn install_once(dir: &Path, what: &str, install: impl FnOnce(&Path)) {
+pub(crate) fn install_once(dir: &Path, what: &str, install: impl FnOnce(&Path)) {
     let marker = dir.join(".installed");
     if marker.exists() {
         return;
@@ -78,7 +78,7 @@ fn install_once(dir: &Path, what: &str, install: impl FnOnce(&Path)) {
     // The lock is released when `lock` drops.
 }
 
-fn run(command: &mut Command, what: &str) {
+pub(crate) fn run(command: &mut Command, what: &str) {
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));

@@ -1,7 +1,8 @@
 //! What the CLI tests that run `kinesync sync` share.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// The README's example (model, template, config) copied into `dir`; the config's path.
 #[allow(dead_code)] // not every test file starts from the example
@@ -36,4 +37,48 @@ pub(crate) fn command(command: &str, config: &Path, extra: &[&str]) -> (Output, 
         String::from_utf8_lossy(&output.stderr)
     );
     (output, text)
+}
+
+/// Calls logged so far by the newest run under `runs` (its `calls.jsonl`).
+#[allow(dead_code)] // not every test file kills a run
+pub(crate) fn calls_logged(runs: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return 0;
+    };
+    let Some(newest) = entries.filter_map(Result::ok).map(|e| e.path()).max() else {
+        return 0;
+    };
+    std::fs::read_to_string(newest.join("calls.jsonl"))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// Starts `command` (a `kinesync sync` whose runs are kept in `runs`) and kills it with
+/// SIGKILL once its run has logged `calls` calls: no destructor, no flush, no signal handler
+/// runs.
+#[allow(dead_code)] // not every test file kills a run
+pub(crate) fn run_and_kill(mut command: Command, runs: &Path, calls: usize) {
+    let runs_before = std::fs::read_dir(runs).map_or(0, Iterator::count);
+    let mut child: Child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = std::fs::read_dir(runs).map_or(0, Iterator::count) > runs_before;
+        if started && calls_logged(runs) >= calls {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "kinesync ended ({status}) before it could be killed after {calls} calls:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "no progress in 120 s");
+        // The call log is a file another process appends to: there is nothing to wait on
+        // but the file itself, so it is polled, within the deadline above.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
