@@ -21,7 +21,7 @@ bench-payload:
     cargo bench -p kinesync-payload --bench render
 
 # All benchmarks.
-bench: bench-payload bench-sync bench-pacing bench-process
+bench: bench-payload bench-sync bench-pacing bench-aggregation bench-process
 
 # Review changed template snapshots (needs `cargo install cargo-insta`).
 snapshots:
@@ -38,6 +38,10 @@ bench-sync:
 # Pacing into streams that enforce the service's per-shard limits (simulated and kinesalite).
 bench-pacing:
     cargo bench -p kinesync-engine --bench pacing
+
+# Aggregated and unpacked side by side, into streams with the service's limits.
+bench-aggregation:
+    cargo bench -p kinesync-engine --bench aggregation
 
 # The `kinesync sync` process end to end from a 1M-row NDJSON model: rows/s and peak memory.
 bench-process:

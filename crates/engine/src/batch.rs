@@ -238,6 +238,13 @@ impl Batcher {
         (lanes + due).min(self.max_records)
     }
 
+    /// Records a call could take at `now` if budgets allowed: those in lanes, and retries
+    /// due. (The others wait for their keys.)
+    pub(crate) fn ready_records(&self, now: Instant) -> usize {
+        let in_lanes: usize = self.lanes.iter().map(VecDeque::len).sum();
+        in_lanes + self.retries.range(..(now, u64::MAX)).count()
+    }
+
     /// Retries due by `now` go back to the front of their lanes, in model order.
     fn release_due(&mut self, now: Instant) {
         let mut due = Vec::new();

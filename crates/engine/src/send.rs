@@ -412,7 +412,8 @@ impl Outbox {
             // A call that would not be full (nor take everything left at the end) waits for
             // the interval; past it, whatever the budgets allow goes.
             let room = self.batcher.room(&mut self.pacer, at);
-            let takes_the_rest = self.finishing && room >= self.batcher.backlog();
+            let takes_the_rest = (self.finishing && room >= self.batcher.backlog())
+                || room >= self.batcher.ready_records(at);
             if room < self.config.max_batch_records && !takes_the_rest {
                 at = at.max(last + MIN_CALL_INTERVAL);
             }
@@ -443,6 +444,7 @@ impl Outbox {
         // At the end, a call that takes everything left need not wait to be full.
         room >= self.config.max_batch_records
             || (self.finishing && room >= self.batcher.backlog())
+            || room >= self.batcher.ready_records(now)
             || interval_passed
     }
 

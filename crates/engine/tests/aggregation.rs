@@ -404,3 +404,30 @@ fn an_aggregate_size_out_of_range_is_refused_by_name() {
         "aggregate_max_bytes must be 1024..=10485760, not 100"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn unpacked_one_key_goes_a_record_per_round_trip_not_per_call_interval() {
+    // The contrast: without aggregation a key has one record out at a time. Each call then
+    // goes as soon as the last is acknowledged (waiting would not fill it), so one key moves a
+    // record per round trip.
+    let memory = memory_sink(4);
+    let counted = Counted::new(limited(&memory), Duration::from_millis(20));
+    let mut engine = Engine::builder()
+        .records(tenant_records())
+        .sink(counted.clone(), stream())
+        .state(MemoryStore::new())
+        .build()
+        .unwrap();
+    let rows = tenant_rows(200, 1, 10);
+    let start = Instant::now();
+    let report = run(&mut engine, &rows).await;
+    let took = start.elapsed();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(report.calls, 200);
+    assert!(
+        took < Duration::from_millis(200 * 25),
+        "200 records of one key took {took:?}: more than a round trip each"
+    );
+    let ids: Vec<i64> = read_back(&memory).iter().map(|c| c.id).collect();
+    assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+}
