@@ -276,7 +276,10 @@ async fn killed_aggregated_runs_lose_nothing_and_keep_per_key_order() {
             .into_iter()
             .flat_map(|version| ids.iter().map(move |&id| Row { id, version }))
             .collect();
-        assert_eq!(distinct, want, "tenant {tenant}: every version once, in order");
+        assert_eq!(
+            distinct, want,
+            "tenant {tenant}: every version once, in order"
+        );
     }
     // A kill repeats what the stream took but the state had not written: the calls in
     // flight, and acknowledged calls whose commits were queued (and the one being written).
@@ -286,6 +289,9 @@ async fn killed_aggregated_runs_lose_nothing_and_keep_per_key_order() {
     let calls = MAX_IN_FLIGHT + kinesync::state::COMMITS_AHEAD as u64 + 1;
     let bound = kills * calls * per_call;
     eprintln!("{duplicates} duplicates after {kills} kills (bound {bound} user records)");
-    assert!(duplicates <= bound, "{duplicates} duplicates, more than {bound}");
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, more than {bound}"
+    );
     assert_eq!(users.len() as u64, 2 * rows + duplicates);
 }

@@ -78,7 +78,11 @@ fn kinesync(config: &Path) -> Command {
 
 /// Runs kinesync and kills it (SIGKILL) once `calls` more calls have been logged.
 fn run_and_kill(config: &Path, calls: usize) {
-    common::run_and_kill(kinesync(config), &config.parent().unwrap().join("kinesync-runs"), calls);
+    common::run_and_kill(
+        kinesync(config),
+        &config.parent().unwrap().join("kinesync-runs"),
+        calls,
+    );
 }
 
 /// Runs kinesync to the end; it must acknowledge everything.

@@ -183,8 +183,7 @@ fn scenarios() -> Vec<Scenario> {
 /// reach.
 async fn run(scenario: &Scenario, target: &str, sink: Arc<dyn KinesisSink>, stream: StreamName) {
     let mut columns: Vec<&str> = BENCH_COLUMNS.to_vec();
-    let (source, key, shards_used): (Box<dyn RowSource>, Option<&str>, f64) = match scenario.rows
-    {
+    let (source, key, shards_used): (Box<dyn RowSource>, Option<&str>, f64) = match scenario.rows {
         Rows::Reference => {
             let schema = Schema::new(BENCH_COLUMNS, "id").unwrap();
             (
@@ -238,10 +237,8 @@ async fn run(scenario: &Scenario, target: &str, sink: Arc<dyn KinesisSink>, stre
     };
     let burst_rows = (shards_used * MIB / per_record).min(count);
     let rows_per_shard = (count - burst_rows) / took / shards_used;
-    let bytes_share = (report.bytes_sent as f64 - burst_rows * bytes_per_row).max(0.0)
-        / took
-        / shards_used
-        / MIB;
+    let bytes_share =
+        (report.bytes_sent as f64 - burst_rows * bytes_per_row).max(0.0) / took / shards_used / MIB;
     let attempts = counted.attempts.load(Ordering::Relaxed) as f64;
     let packing = report.packing.as_ref().map_or_else(
         || "unpacked".to_owned(),

@@ -88,10 +88,7 @@ pub(crate) enum Unit {
     /// A user record, as it is.
     Single(Item),
     /// An aggregated record, and the user records it carries, each key's in model order.
-    Packed {
-        record: PutRecord,
-        items: Vec<Item>,
-    },
+    Packed { record: PutRecord, items: Vec<Item> },
 }
 
 impl Unit {
@@ -862,15 +859,26 @@ mod tests {
             batcher.push(item(seq, 7, 100, 0));
         }
         let batch = batcher.next_batch(now, &mut pacer);
-        assert_eq!(batch.len(), 1, "one aggregate: the key's records cannot be split over two");
+        assert_eq!(
+            batch.len(),
+            1,
+            "one aggregate: the key's records cannot be split over two"
+        );
         let Unit::Packed { record, items } = batch.into_iter().next().unwrap() else {
             panic!("packed")
         };
         assert!(record.size() <= 1000);
         let packed: Vec<u64> = items.iter().map(|i| i.seq).collect();
         assert_eq!(packed, (0..packed.len() as u64).collect::<Vec<_>>());
-        assert!(packed.len() >= 8, "{} records of 100 bytes in 1,000", packed.len());
-        assert!(batcher.next_batch(now, &mut pacer).is_empty(), "the key is out");
+        assert!(
+            packed.len() >= 8,
+            "{} records of 100 bytes in 1,000",
+            packed.len()
+        );
+        assert!(
+            batcher.next_batch(now, &mut pacer).is_empty(),
+            "the key is out"
+        );
         batcher.acknowledged_all(&items);
         let next = seqs(batcher.next_batch(now, &mut pacer));
         assert_eq!(next[0], packed.len() as u64, "the next one in model order");
@@ -885,7 +893,10 @@ mod tests {
             batcher.push(item(seq, (seq % 2) as u8, 100, 0));
         }
         let packed = |batch: &[Unit]| {
-            let mut units: Vec<Vec<u64>> = batch.iter().map(|u| seqs_of(std::slice::from_ref(u))).collect();
+            let mut units: Vec<Vec<u64>> = batch
+                .iter()
+                .map(|u| seqs_of(std::slice::from_ref(u)))
+                .collect();
             units.sort();
             units
         };
@@ -902,7 +913,11 @@ mod tests {
         }
         assert_eq!(batcher.backlog(), 12);
         let again = batcher.next_batch(now + Duration::from_secs(1), &mut pacer);
-        assert_eq!(packed(&again), before, "each key's records, in the same order");
+        assert_eq!(
+            packed(&again),
+            before,
+            "each key's records, in the same order"
+        );
     }
 
     fn seqs_of(batch: &[Unit]) -> Vec<u64> {

@@ -87,12 +87,18 @@ impl Estimate {
             aggregated: self.shards.iter().map(|s| s.aggregated).sum(),
         });
         let seconds = |s: &Shard| {
-            let records = (s.kinesis_records as f64 - records_per_second).max(0.0) / records_per_second;
+            let records =
+                (s.kinesis_records as f64 - records_per_second).max(0.0) / records_per_second;
             let bytes = (s.bytes as f64 - bytes_per_second).max(0.0) / bytes_per_second;
             records.max(bytes)
         };
         let least_seconds = self.shards.iter().map(seconds).fold(0.0, f64::max);
-        let busiest = self.shards.iter().map(|s| s.user_records).max().unwrap_or(0);
+        let busiest = self
+            .shards
+            .iter()
+            .map(|s| s.user_records)
+            .max()
+            .unwrap_or(0);
         let estimate = SendEstimate {
             shard_records_per_second: records_per_second,
             shard_bytes_per_second: bytes_per_second,
@@ -123,7 +129,11 @@ mod tests {
         let (packing, estimate) = estimate.finish(1000.0, 1024.0 * 1024.0);
         assert!(packing.is_none());
         let bytes_seconds = (1500.0 * 2048.0 - 1024.0 * 1024.0) / (1024.0 * 1024.0);
-        assert!((estimate.least_seconds - bytes_seconds).abs() < 1e-9, "{}", estimate.least_seconds);
+        assert!(
+            (estimate.least_seconds - bytes_seconds).abs() < 1e-9,
+            "{}",
+            estimate.least_seconds
+        );
         assert_eq!(estimate.busiest_share, 1.0);
     }
 
@@ -137,6 +147,9 @@ mod tests {
         assert_eq!(packing.user_records, 1001);
         assert_eq!(packing.aggregated, 1000);
         // About 100 records of 100 bytes (and their framing) fit in 10,000 bytes.
-        assert!((11..=12).contains(&(packing.kinesis_records - 1)), "{packing:?}");
+        assert!(
+            (11..=12).contains(&(packing.kinesis_records - 1)),
+            "{packing:?}"
+        );
     }
 }

@@ -91,8 +91,8 @@ pub use prepare::ModelRow;
 pub use progress::{Progress, ProgressSnapshot};
 pub use record::{KeySpec, Record, RecordBuilder, RowError};
 pub use report::{
-    EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, RecordCounts, RowErrorEntry, RowErrors, RunReport,
-    Packing, SendEstimate, ShardReport,
+    EventCounts, MAX_LISTED_ROW_ERRORS, Outcome, Packing, RecordCounts, RowErrorEntry, RowErrors,
+    RunReport, SendEstimate, ShardReport,
 };
 pub use settings::{
     Aggregation, Events, EventsError, Initial, LimitError, Limits, MIN_AGGREGATE_BYTES,

@@ -35,8 +35,10 @@ pub struct ProgressSnapshot {
     pub retries: u64,
     /// `PutRecords` calls made.
     pub calls: u64,
-    /// Records per second the stream takes: its open shards times the ceiling per shard (0
-    /// when unpaced).
+    /// Records (rows' records) per second the stream takes: its open shards times what one
+    /// takes, its records' ceiling or as many records as its bytes' ceiling holds, whichever
+    /// is fewer, as measured on the records acknowledged so far (aggregated, each Kinesis
+    /// record holds many); 0 when unpaced.
     pub capacity_per_second: u64,
     /// Records per second the shards are paced at now: below the capacity when some throttled.
     pub paced_per_second: u64,

@@ -31,10 +31,10 @@ use crate::definition::{Definition, SyncChange};
 use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
 use crate::engine::Settings;
 use crate::error::Error;
+use crate::estimate::Estimate;
 use crate::pace::Ceiling;
 use crate::prepare::Prepared;
 use crate::record_id;
-use crate::estimate::Estimate;
 use crate::report::{Outcome, Packing, RunReport, ShardReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
@@ -503,7 +503,10 @@ impl<'e> Run<'e> {
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
         let limits = &self.settings.limits;
-        let (rate, bytes_rate) = (limits.shard_records_per_second, limits.shard_bytes_per_second);
+        let (rate, bytes_rate) = (
+            limits.shard_records_per_second,
+            limits.shard_bytes_per_second,
+        );
         if self.settings.dry_run && report.records.to_send > 0 {
             let estimate = std::mem::replace(&mut self.estimate, Estimate::new(1, None));
             let (packing, estimate) = estimate.finish(rate, bytes_rate);

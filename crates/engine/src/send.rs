@@ -72,6 +72,8 @@ pub(crate) struct SendCounts {
     pub(crate) kinesis_records: u64,
     /// User records acknowledged inside aggregated records.
     pub(crate) aggregated: u64,
+    /// Bytes (data plus partition key) of the Kinesis records acknowledged.
+    pub(crate) acknowledged_bytes: u64,
     pub(crate) retries: u64,
     pub(crate) throttled: u64,
     pub(crate) calls: u64,
@@ -251,12 +253,27 @@ impl Outbox {
     fn show_pacing(&self) {
         let stats = self.pacer.stats();
         let ceiling = self.config.ceiling.records_per_second;
-        let capacity = if ceiling.is_finite() {
-            (ceiling * stats.len() as f64) as u64
+        // What a shard takes a second, in rows: its records (times the rows per Kinesis
+        // record, aggregated), or as many rows as its bytes hold, whichever is fewer, as
+        // measured on what was acknowledged so far.
+        let c = &self.counts;
+        let per_shard = if c.kinesis_records > 0 {
+            let rows_per_record = c.acknowledged as f64 / c.kinesis_records as f64;
+            let bytes_per_row = c.acknowledged_bytes as f64 / c.acknowledged.max(1) as f64;
+            (ceiling * rows_per_record)
+                .min(self.config.ceiling.bytes_per_second / bytes_per_row.max(1.0))
+        } else {
+            ceiling
+        };
+        let capacity = if per_shard.is_finite() {
+            (per_shard * stats.len() as f64) as u64
         } else {
             0
         };
-        let paced: f64 = stats.iter().map(|s| s.rate.min(ceiling)).sum();
+        let paced: f64 = stats
+            .iter()
+            .map(|s| s.rate.min(ceiling) / ceiling * per_shard)
+            .sum();
         let taken: u64 = stats.iter().map(|s| s.taken).sum();
         let busiest = stats.iter().map(|s| s.taken).max().unwrap_or(0);
         let permille = (busiest * 1000).checked_div(taken).unwrap_or(0);
@@ -283,7 +300,6 @@ impl Outbox {
     pub(crate) fn shard_map(&self) -> &ShardMap {
         &self.map
     }
-
 
     /// Reads the shard map again after an answer showed it changed, and moves every waiting
     /// record to its shard's lane in the new map; shards that stayed keep their budgets, new
@@ -595,6 +611,7 @@ impl Outbox {
         acknowledged: &mut Vec<kinesync_state::Change>,
     ) {
         self.counts.kinesis_records += 1;
+        self.counts.acknowledged_bytes += unit.size() as u64;
         let predicted = self
             .map
             .shards()

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kinesync_engine::{Aggregation, Engine, KeySpec, Limits, Outcome, RecordBuilder, RunReport};
+use kinesync_engine::{
+    Aggregation, Engine, KeySpec, Limits, Outcome, Progress, RecordBuilder, RunReport,
+};
 use kinesync_fixtures::BENCH_COLUMNS;
 use kinesync_keys::{HashKey, PartitionKey, ShardMap, ShardRange};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
@@ -111,7 +113,10 @@ fn tenant_records() -> RecordBuilder {
     let schema = Schema::new(["id", "tenant", "name"], "id").unwrap();
     let template = r#"{"id": {{ row.id }}, "tenant": "{{ row.tenant }}", "name": "{{ row.name }}", "event": "{{ event }}"}"#;
     let payload = Payload::compile(&PayloadSpec::template(template), schema.clone()).unwrap();
-    RecordBuilder::new(payload, KeySpec::new(&schema, Some("tenant"), None).unwrap())
+    RecordBuilder::new(
+        payload,
+        KeySpec::new(&schema, Some("tenant"), None).unwrap(),
+    )
 }
 
 /// `count` rows spread over `tenants` tenants, with names of `name_len` characters.
@@ -145,9 +150,8 @@ struct ReadBack {
 /// Every user record in the stream, deaggregated, in stream order per shard.
 fn read_back(memory: &InMemorySink) -> Vec<ReadBack> {
     let mut stored = memory.records(&stream()).unwrap();
-    stored.sort_by(|a, b| {
-        (&a.shard_id, &a.sequence_number).cmp(&(&b.shard_id, &b.sequence_number))
-    });
+    stored
+        .sort_by(|a, b| (&a.shard_id, &a.sequence_number).cmp(&(&b.shard_id, &b.sequence_number)));
     let mut out = Vec::new();
     for record in stored {
         let users = deaggregate(&record.data).unwrap().unwrap_or_else(|| {
@@ -219,7 +223,10 @@ async fn every_record_comes_back_once_on_its_shard_in_model_order_through_faults
     let rows = tenant_rows(6_000, 37, 40);
     let report = run(&mut engine, &rows).await;
     assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
-    let packing = report.packing.clone().expect("the report says how records packed");
+    let packing = report
+        .packing
+        .clone()
+        .expect("the report says how records packed");
     assert_eq!(packing.user_records, 6_000);
     assert!(
         packing.ratio() > 20.0,
@@ -245,7 +252,15 @@ async fn the_reference_rows_fill_the_shards_bytes_not_their_records() {
         Payload::compile(&model::spec("template"), schema.clone()).unwrap(),
         KeySpec::new(&schema, None, None).unwrap(),
     );
-    let mut engine = aggregating(records, counted.clone(), Aggregation::default().max_bytes);
+    let progress = Arc::new(Progress::new());
+    let mut engine = Engine::builder()
+        .records(records)
+        .sink(counted.clone(), stream())
+        .state(MemoryStore::new())
+        .aggregate(Aggregation::default())
+        .progress(progress.clone())
+        .build()
+        .unwrap();
     let count = 60_000;
     let start = Instant::now();
     let report = engine
@@ -272,6 +287,13 @@ async fn the_reference_rows_fill_the_shards_bytes_not_their_records() {
         "{per_shard:.0} rows/s per shard: 3.5 times the 1,000 records/s limit is 3,500"
     );
     assert!(throttled < 0.01, "{:.2}% throttled", throttled * 100.0);
+    // The progress line's capacity is in rows: as many as the shards' bytes hold.
+    let capacity = progress.snapshot().capacity_per_second as f64;
+    let by_bytes = 4.0 * MIB / bytes_per_row;
+    assert!(
+        (capacity / by_bytes - 1.0).abs() < 0.05,
+        "capacity {capacity} rows/s, the bytes hold {by_bytes:.0}"
+    );
     // Every row is back, each on its key's shard.
     let copies = read_back(&memory);
     assert_eq!(copies.len(), count);
@@ -302,7 +324,11 @@ async fn one_partition_key_fills_its_shard_in_model_order() {
             after_burst * 100.0,
             report.calls
         );
-        assert!(plain >= 0.90, "{count} rows: {:.1}% of the shard's 1 MiB/s", plain * 100.0);
+        assert!(
+            plain >= 0.90,
+            "{count} rows: {:.1}% of the shard's 1 MiB/s",
+            plain * 100.0
+        );
         if report.bytes_sent as f64 > 10.0 * MIB {
             assert!(
                 after_burst >= 0.90,
@@ -312,11 +338,7 @@ async fn one_partition_key_fills_its_shard_in_model_order() {
         }
         let copies = read_back(&memory);
         let ids: Vec<i64> = copies.iter().map(|c| c.id).collect();
-        assert_eq!(
-            ids,
-            (1..=count).collect::<Vec<_>>(),
-            "in model order, once"
-        );
+        assert_eq!(ids, (1..=count).collect::<Vec<_>>(), "in model order, once");
     }
 }
 

@@ -81,12 +81,16 @@ fn stream() -> StreamName {
 /// Per primary key, the (event, version) messages in the order the stream holds them.
 fn delivered(memory: &InMemorySink) -> BTreeMap<i64, Vec<(String, u64)>> {
     let mut out: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
-    let data = memory.records(&stream()).unwrap().into_iter().flat_map(|r| {
-        match kinesync_testkit::deaggregate::deaggregate(&r.data).unwrap() {
-            Some(users) => users.into_iter().map(|u| u.data).collect(),
-            None => vec![r.data.to_vec()],
-        }
-    });
+    let data = memory
+        .records(&stream())
+        .unwrap()
+        .into_iter()
+        .flat_map(
+            |r| match kinesync_testkit::deaggregate::deaggregate(&r.data).unwrap() {
+                Some(users) => users.into_iter().map(|u| u.data).collect(),
+                None => vec![r.data.to_vec()],
+            },
+        );
     for data in data {
         let m: serde_json::Value = serde_json::from_slice(&data).unwrap();
         out.entry(m["id"].as_i64().unwrap()).or_default().push((

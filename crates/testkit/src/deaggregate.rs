@@ -42,7 +42,11 @@ pub fn deaggregate(data: &[u8]) -> Result<Option<Vec<UserRecord>>, Malformed> {
             (1, Value::Bytes(b)) => keys.push(text(b)?),
             (2, Value::Bytes(b)) => explicit.push(text(b)?),
             (3, Value::Bytes(b)) => records.push(b),
-            (tag, _) => return Err(Malformed(format!("unexpected field {tag} in the aggregate"))),
+            (tag, _) => {
+                return Err(Malformed(format!(
+                    "unexpected field {tag} in the aggregate"
+                )));
+            }
         }
     }
     let mut users = Vec::new();
@@ -57,7 +61,8 @@ pub fn deaggregate(data: &[u8]) -> Result<Option<Vec<UserRecord>>, Malformed> {
                 (tag, _) => return Err(Malformed(format!("unexpected field {tag} in a record"))),
             }
         }
-        let key_index = key_index.ok_or_else(|| Malformed("a record without a key index".into()))?;
+        let key_index =
+            key_index.ok_or_else(|| Malformed("a record without a key index".into()))?;
         let partition_key = keys
             .get(key_index as usize)
             .ok_or_else(|| Malformed(format!("key index {key_index} out of the table")))?

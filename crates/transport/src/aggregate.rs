@@ -70,7 +70,9 @@ fn field_len(content: usize) -> usize {
 
 /// The decimal digits of an explicit hash key, as the table holds it.
 fn decimal_len(value: u128) -> usize {
-    value.checked_ilog10().map_or(1, |digits| digits as usize + 1)
+    value
+        .checked_ilog10()
+        .map_or(1, |digits| digits as usize + 1)
 }
 
 /// One aggregated record being filled.
@@ -176,13 +178,10 @@ impl Aggregator {
             }
         };
         let explicit_hash_key_index = record.explicit_hash_key.map(|ehk| {
-            *self
-                .explicit_hash_keys
-                .entry(ehk.get())
-                .or_insert_with(|| {
-                    self.message.explicit_hash_key_table.push(ehk.to_string());
-                    self.message.explicit_hash_key_table.len() as u64 - 1
-                })
+            *self.explicit_hash_keys.entry(ehk.get()).or_insert_with(|| {
+                self.message.explicit_hash_key_table.push(ehk.to_string());
+                self.message.explicit_hash_key_table.len() as u64 - 1
+            })
         });
         self.message.records.push(proto::Record {
             partition_key_index,
@@ -234,7 +233,10 @@ mod tests {
     #[test]
     fn the_predicted_size_is_the_encoded_size_at_every_step() {
         let mut aggregator = Aggregator::new(1 << 20);
-        for (i, len) in [0, 1, 127, 128, 300, 16_383, 16_384, 5].into_iter().enumerate() {
+        for (i, len) in [0, 1, 127, 128, 300, 16_383, 16_384, 5]
+            .into_iter()
+            .enumerate()
+        {
             let mut r = record(&format!("key-{}", i % 3), len);
             if i % 2 == 1 {
                 r = r.with_explicit_hash_key(ExplicitHashKey::new(10u128.pow(i as u32)));

@@ -10,11 +10,11 @@ use proptest::prelude::*;
 fn user_record() -> impl Strategy<Value = PutRecord> {
     (
         // Few distinct keys, so tables have repeats; some multi-byte.
-        prop_oneof![
-            (0u8..6).prop_map(|k| format!("key-{k}")),
-            "[a-zé😀]{1,40}",
-        ],
-        prop::option::weighted(0.3, prop_oneof![Just(0u128), Just(u128::MAX), any::<u128>()]),
+        prop_oneof![(0u8..6).prop_map(|k| format!("key-{k}")), "[a-zé😀]{1,40}",],
+        prop::option::weighted(
+            0.3,
+            prop_oneof![Just(0u128), Just(u128::MAX), any::<u128>()],
+        ),
         prop::collection::vec(any::<u8>(), 0..400),
     )
         .prop_map(|(key, explicit, data)| {
@@ -114,11 +114,20 @@ fn a_record_at_the_exact_limit_fits_and_one_byte_more_does_not() {
         .unwrap();
     let mut exact = Aggregator::new(aggregator.size_with(&fitting));
     assert!(exact.try_push(&probe));
-    assert!(exact.try_push(&fitting), "a record that lands on the limit fits");
+    assert!(
+        exact.try_push(&fitting),
+        "a record that lands on the limit fits"
+    );
     let mut over = Aggregator::new(exact.size() - 1);
     assert!(over.try_push(&probe));
-    assert!(!over.try_push(&fitting), "one byte over the limit is refused");
-    assert_eq!(exact.finish(ExplicitHashKey::new(1)).size(), aggregator.size_with(&fitting));
+    assert!(
+        !over.try_push(&fitting),
+        "one byte over the limit is refused"
+    );
+    assert_eq!(
+        exact.finish(ExplicitHashKey::new(1)).size(),
+        aggregator.size_with(&fitting)
+    );
 }
 
 #[test]
@@ -129,6 +138,9 @@ fn a_corrupted_digest_is_not_an_aggregate() {
     assert_eq!(data[..4], MAGIC);
     let last = data.len() - 1;
     data[last] ^= 1;
-    assert!(deaggregate(&data).is_err(), "a reader takes it as a plain record");
+    assert!(
+        deaggregate(&data).is_err(),
+        "a reader takes it as a plain record"
+    );
     assert_eq!(deaggregate(b"{\"plain\":true}").unwrap(), None);
 }
