@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +53,7 @@ fn write_config(dir: &Path, stream: &str, endpoint: &str, with_explicit_keys: bo
     } else {
         ""
     };
+    let destination = common::endpoint_destination(stream, endpoint);
     let config = format!(
         r#"[source]
 path = "model.ndjson"
@@ -65,16 +65,7 @@ mode = "row"
 [keys]
 partition_key = "tenant"
 {ehk}
-[destination]
-stream = "{stream}"
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-
-[destination.auth]
-kind = "access_key"
-access_key_id_env = "AGG_TEST_KEY_ID"
-secret_access_key_env = "AGG_TEST_SECRET"
-
+{destination}
 [sync]
 aggregate = true
 max_in_flight = {MAX_IN_FLIGHT}
@@ -83,32 +74,6 @@ max_in_flight = {MAX_IN_FLIGHT}
     let path = dir.join("kinesync.toml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-fn kinesync(config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesync"));
-    command
-        .args(["sync", "--config"])
-        .arg(config)
-        .env("AGG_TEST_KEY_ID", "AKIDAGGTEST")
-        .env("AGG_TEST_SECRET", "agg-test-secret")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs kinesync to the end; it must acknowledge everything. Its summary.
-fn run_to_completion(config: &Path) -> String {
-    let output = kinesync(config).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// kinesalite behind the test kit's endpoint, which puts per-shard limits in front of it
@@ -134,14 +99,14 @@ struct Row {
     version: u64,
 }
 
-/// Checks what the library gave back (every user record was aggregated, carries its row's
-/// partition key and explicit hash key, and is on the shard its key maps to) and returns each
+/// Checks what the library gave back (each user record carries its row's partition key and
+/// explicit hash key, and is on the shard its key maps to; nearly all came out of aggregates,
+/// a record left alone at its lane's end going as it is, as the KPL sends it) and returns each
 /// tenant's rows in the order a consumer reads them.
 fn check_and_group(users: &[KplUserRecord], with_explicit_keys: bool) -> BTreeMap<u64, Vec<Row>> {
     let map = ShardMap::even(SHARDS).unwrap();
     let mut by_tenant: BTreeMap<u64, Vec<Row>> = BTreeMap::new();
     for user in users {
-        assert!(user.aggregated, "every record was packed: {user:?}");
         let message: serde_json::Value = serde_json::from_slice(&user.data).unwrap();
         let id = message["id"].as_u64().unwrap();
         let tenant = id % TENANTS;
@@ -149,7 +114,11 @@ fn check_and_group(users: &[KplUserRecord], with_explicit_keys: bool) -> BTreeMa
         assert_eq!(message["tenant"], format!("tenant-{tenant}"));
         let hash = if with_explicit_keys {
             let ehk = explicit_hash_key(tenant);
-            assert_eq!(user.explicit_hash_key, Some(ehk.to_string()));
+            // A plain record's explicit hash key is not in what GetRecords returns; an
+            // aggregated one's is in its aggregate's table.
+            if user.aggregated {
+                assert_eq!(user.explicit_hash_key, Some(ehk.to_string()));
+            }
             HashKey(ehk)
         } else {
             assert_eq!(user.explicit_hash_key, None);
@@ -165,6 +134,12 @@ fn check_and_group(users: &[KplUserRecord], with_explicit_keys: bool) -> BTreeMa
             version: message["version"].as_u64().unwrap(),
         });
     }
+    let aggregated = users.iter().filter(|u| u.aggregated).count();
+    assert!(
+        aggregated * 100 >= users.len() * 95,
+        "{aggregated} of {} records came out of aggregates",
+        users.len()
+    );
     by_tenant
 }
 
@@ -180,7 +155,7 @@ async fn a_throttled_aggregated_run_reads_back_with_aws_s_library() {
     let config = write_config(dir.path(), stream.as_str(), &fake.endpoint, true);
     let rows = 30_000;
     write_model(&dir.path().join("model.ndjson"), rows, 1, true);
-    let summary = tokio::task::spawn_blocking(move || run_to_completion(&config))
+    let summary = tokio::task::spawn_blocking(move || common::run_to_completion(&config))
         .await
         .unwrap();
     assert!(summary.contains("complete"), "{summary}");
@@ -240,17 +215,17 @@ async fn killed_aggregated_runs_lose_nothing_and_keep_per_key_order() {
     // finished.
     let (config_ref, runs_ref) = (config.clone(), runs.clone());
     tokio::task::spawn_blocking(move || {
-        common::run_and_kill(kinesync(&config_ref), &runs_ref, 3);
-        common::run_and_kill(kinesync(&config_ref), &runs_ref, 8);
-        run_to_completion(&config_ref);
+        common::run_and_kill(common::sync_command(&config_ref), &runs_ref, 3);
+        common::run_and_kill(common::sync_command(&config_ref), &runs_ref, 8);
+        common::run_to_completion(&config_ref);
     })
     .await
     .unwrap();
     write_model(&model, rows, 2, false);
     let (config_ref, runs_ref) = (config.clone(), runs.clone());
     tokio::task::spawn_blocking(move || {
-        common::run_and_kill(kinesync(&config_ref), &runs_ref, 4);
-        run_to_completion(&config_ref);
+        common::run_and_kill(common::sync_command(&config_ref), &runs_ref, 4);
+        common::run_to_completion(&config_ref);
     })
     .await
     .unwrap();

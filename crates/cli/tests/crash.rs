@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use kinesync_testkit::probe::KinesisProbe;
 use kinesync_testkit::servers::kinesalite;
@@ -35,6 +35,7 @@ fn write_model(path: &Path, model: &BTreeMap<u64, u64>) {
 }
 
 fn write_config(dir: &Path, stream: &str, endpoint: &str) -> PathBuf {
+    let destination = common::endpoint_destination(stream, endpoint);
     let config = format!(
         r#"[source]
 path = "model.ndjson"
@@ -44,16 +45,7 @@ primary_key = "id"
 mode = "template"
 template = '{{"id": {{{{ row.id }}}}, "version": {{{{ row.version }}}}, "event": "{{{{ event }}}}"}}'
 
-[destination]
-stream = "{stream}"
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-
-[destination.auth]
-kind = "access_key"
-access_key_id_env = "CRASH_TEST_KEY_ID"
-secret_access_key_env = "CRASH_TEST_SECRET"
-
+{destination}
 [sync]
 max_in_flight = {MAX_IN_FLIGHT}
 "#
@@ -63,39 +55,13 @@ max_in_flight = {MAX_IN_FLIGHT}
     path
 }
 
-fn kinesync(config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesync"));
-    command
-        .args(["sync", "--config"])
-        .arg(config)
-        .env("CRASH_TEST_KEY_ID", "AKIDCRASHTEST")
-        .env("CRASH_TEST_SECRET", "crash-test-secret")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
 /// Runs kinesync and kills it (SIGKILL) once `calls` more calls have been logged.
 fn run_and_kill(config: &Path, calls: usize) {
     common::run_and_kill(
-        kinesync(config),
+        common::sync_command(config),
         &config.parent().unwrap().join("kinesync-runs"),
         calls,
     );
-}
-
-/// Runs kinesync to the end; it must acknowledge everything.
-fn run_to_completion(config: &Path) -> String {
-    let output = kinesync(config).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// One record as read back: which row, which version, which event.
@@ -131,7 +97,7 @@ async fn killed_runs_lose_nothing_and_keep_per_key_order() {
     tokio::task::spawn_blocking(move || {
         run_and_kill(&config_ref, 5);
         run_and_kill(&config_ref, 30);
-        run_to_completion(&config_ref)
+        common::run_to_completion(&config_ref)
     })
     .await
     .unwrap();
@@ -167,7 +133,7 @@ async fn killed_runs_lose_nothing_and_keep_per_key_order() {
     let config_ref = config.clone();
     let last = tokio::task::spawn_blocking(move || {
         run_and_kill(&config_ref, 3);
-        run_to_completion(&config_ref)
+        common::run_to_completion(&config_ref)
     })
     .await
     .unwrap();
@@ -176,7 +142,7 @@ async fn killed_runs_lose_nothing_and_keep_per_key_order() {
 
     // A run after all that has nothing left to send.
     let config_ref = config.clone();
-    let settled = tokio::task::spawn_blocking(move || run_to_completion(&config_ref))
+    let settled = tokio::task::spawn_blocking(move || common::run_to_completion(&config_ref))
         .await
         .unwrap();
     assert!(

@@ -19,7 +19,6 @@
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kinesync_engine::{Aggregation, Engine, KeySpec, Outcome, RecordBuilder};
@@ -27,13 +26,13 @@ use kinesync_fixtures::BENCH_COLUMNS;
 use kinesync_payload::{Payload, Schema, Value};
 use kinesync_source::{Locator, RowSource, SourceError, SourceRow};
 use kinesync_state::MemoryStore;
+use kinesync_testkit::counting::CountingSink;
 use kinesync_testkit::fake_kinesis::{FakeKinesis, HttpFault};
 use kinesync_testkit::probe::{KinesisProbe, aws_sink};
 use kinesync_testkit::servers::kinesalite;
 use kinesync_transport::conformance::{StreamProbe, unique_stream};
 use kinesync_transport::{
-    InMemorySink, KinesisSink, LimitSink, PutRecord, RecordOutcome, StreamConfig,
-    StreamDescription, StreamName, TokioClock, TransportError,
+    InMemorySink, KinesisSink, LimitSink, StreamConfig, StreamName, TokioClock,
 };
 use tokio::time::Instant;
 
@@ -44,47 +43,6 @@ mod model;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// Counts Kinesis record attempts, and delays each call (the simulated round trip).
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn KinesisSink>,
-    attempts: AtomicU64,
-    delay: Duration,
-}
-
-impl std::fmt::Display for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-#[async_trait::async_trait]
-impl KinesisSink for Counted {
-    async fn put_records(
-        &self,
-        stream: &StreamName,
-        records: &[PutRecord],
-    ) -> Result<Vec<RecordOutcome>, TransportError> {
-        self.attempts
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
-        }
-        self.inner.put_records(stream, records).await
-    }
-
-    async fn describe_stream(
-        &self,
-        stream: &StreamName,
-    ) -> Result<StreamDescription, TransportError> {
-        self.inner.describe_stream(stream).await
-    }
-
-    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
-        self.inner.list_streams().await
-    }
-}
 
 /// The reference rows with a `tenant` column that is the same for every row.
 struct OneTenant {
@@ -210,11 +168,7 @@ async fn run(scenario: &Scenario, target: &str, sink: Arc<dyn KinesisSink>, stre
         Payload::compile(&model::spec("template"), schema.clone()).unwrap(),
         KeySpec::new(&schema, key, None).unwrap(),
     );
-    let counted = Arc::new(Counted {
-        inner: sink,
-        attempts: AtomicU64::new(0),
-        delay: scenario.delay,
-    });
+    let counted = Arc::new(CountingSink::new(sink).with_delay(scenario.delay));
     let mut builder = Engine::builder()
         .records(records)
         .sink(counted.clone(), stream)
@@ -239,7 +193,7 @@ async fn run(scenario: &Scenario, target: &str, sink: Arc<dyn KinesisSink>, stre
     let rows_per_shard = (count - burst_rows) / took / shards_used;
     let bytes_share =
         (report.bytes_sent as f64 - burst_rows * bytes_per_row).max(0.0) / took / shards_used / MIB;
-    let attempts = counted.attempts.load(Ordering::Relaxed) as f64;
+    let attempts = counted.attempts() as f64;
     let packing = report.packing.as_ref().map_or_else(
         || "unpacked".to_owned(),
         |p| format!("{:.1} rows per Kinesis record", p.ratio()),

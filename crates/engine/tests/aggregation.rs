@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kinesync_engine::{
@@ -18,10 +18,10 @@ use kinesync_fixtures::BENCH_COLUMNS;
 use kinesync_keys::{HashKey, PartitionKey, ShardMap, ShardRange};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
 use kinesync_state::MemoryStore;
+use kinesync_testkit::counting::CountingSink;
 use kinesync_testkit::deaggregate::deaggregate;
 use kinesync_transport::{
-    FaultySink, InMemorySink, KinesisSink, LimitSink, PutRecord, RandomFaults, RecordOutcome,
-    StreamDescription, StreamName, TokioClock, TransportError,
+    FaultySink, InMemorySink, KinesisSink, LimitSink, RandomFaults, TokioClock,
 };
 use tokio::time::Instant;
 
@@ -32,57 +32,6 @@ mod model;
 use common::{SplitsMidway, memory_sink, stream};
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// Counts Kinesis record attempts, and delays each call by `delay` (a region's round trip).
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn KinesisSink>,
-    attempts: AtomicU64,
-    delay: Duration,
-}
-
-impl Counted {
-    fn new(inner: Arc<dyn KinesisSink>, delay: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            attempts: AtomicU64::new(0),
-            delay,
-        })
-    }
-}
-
-impl std::fmt::Display for Counted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("counted")
-    }
-}
-
-#[async_trait::async_trait]
-impl KinesisSink for Counted {
-    async fn put_records(
-        &self,
-        stream: &StreamName,
-        records: &[PutRecord],
-    ) -> Result<Vec<RecordOutcome>, TransportError> {
-        self.attempts
-            .fetch_add(records.len() as u64, Ordering::SeqCst);
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
-        }
-        self.inner.put_records(stream, records).await
-    }
-
-    async fn describe_stream(
-        &self,
-        stream: &StreamName,
-    ) -> Result<StreamDescription, TransportError> {
-        self.inner.describe_stream(stream).await
-    }
-
-    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
-        self.inner.list_streams().await
-    }
-}
 
 /// The service's limits around an in-memory stream of `shards` shards.
 fn limited(memory: &Arc<InMemorySink>) -> Arc<dyn KinesisSink> {
@@ -246,7 +195,7 @@ async fn every_record_comes_back_once_on_its_shard_in_model_order_through_faults
 #[tokio::test(start_paused = true)]
 async fn the_reference_rows_fill_the_shards_bytes_not_their_records() {
     let memory = memory_sink(4);
-    let counted = Counted::new(limited(&memory), Duration::ZERO);
+    let counted = Arc::new(CountingSink::new(limited(&memory)));
     let schema = Schema::new(BENCH_COLUMNS, "id").unwrap();
     let records = RecordBuilder::new(
         Payload::compile(&model::spec("template"), schema.clone()).unwrap(),
@@ -275,7 +224,7 @@ async fn the_reference_rows_fill_the_shards_bytes_not_their_records() {
     let bytes_per_row = report.bytes_sent as f64 / count as f64;
     let burst_rows = 4.0 * MIB / bytes_per_row;
     let per_shard = (count as f64 - burst_rows) / took / 4.0;
-    let attempts = counted.attempts.load(Ordering::SeqCst) as f64;
+    let attempts = counted.attempts() as f64;
     let throttled = report.throttled_records as f64 / attempts;
     eprintln!(
         "{count} reference rows in {took:.2} s: {per_shard:.0} rows/s per shard after the burst, {bytes_per_row:.0} bytes a row, {} Kinesis records, {:.2}% throttled",
@@ -307,7 +256,8 @@ async fn one_partition_key_fills_its_shard_in_model_order() {
         let memory = memory_sink(4);
         // A region's round trip on every call: with one record of the key per call, this
         // would be 50 records a second.
-        let counted = Counted::new(limited(&memory), Duration::from_millis(20));
+        let counted =
+            Arc::new(CountingSink::new(limited(&memory)).with_delay(Duration::from_millis(20)));
         let mut engine = aggregating(tenant_records(), counted.clone(), 51_200);
         let rows = tenant_rows(count, 1, 200);
         let start = Instant::now();
@@ -433,7 +383,8 @@ async fn unpacked_one_key_goes_a_record_per_round_trip_not_per_call_interval() {
     // goes as soon as the last is acknowledged (waiting would not fill it), so one key moves a
     // record per round trip.
     let memory = memory_sink(4);
-    let counted = Counted::new(limited(&memory), Duration::from_millis(20));
+    let counted =
+        Arc::new(CountingSink::new(limited(&memory)).with_delay(Duration::from_millis(20)));
     let mut engine = Engine::builder()
         .records(tenant_records())
         .sink(counted.clone(), stream())

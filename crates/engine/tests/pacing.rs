@@ -6,7 +6,7 @@
 //! off as a whole and ends the run with a clear error.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kinesync_engine::{Engine, Limits, Outcome, RunReport};
@@ -14,70 +14,22 @@ use kinesync_keys::{HashKey, PartitionKey, ShardMap};
 use kinesync_payload::Row;
 use kinesync_state::MemoryStore;
 use kinesync_transport::{
-    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, LimitSink, PutRecord, RecordOutcome,
-    ShardLimits, StreamDescription, StreamName, TokioClock, TransportError,
+    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, LimitSink, PutRecord, ShardLimits,
+    TokioClock,
 };
 use tokio::time::Instant;
 
 mod common;
 
 use common::*;
-
-/// Counts calls and record attempts on their way to `inner`, and the smallest call.
-#[derive(Debug)]
-struct Counted<S> {
-    inner: S,
-    calls: AtomicU64,
-    attempts: AtomicU64,
-    smallest: AtomicUsize,
-}
-
-impl<S> Counted<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner,
-            calls: AtomicU64::new(0),
-            attempts: AtomicU64::new(0),
-            smallest: AtomicUsize::new(usize::MAX),
-        }
-    }
-}
-
-impl<S> std::fmt::Display for Counted<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("counted")
-    }
-}
-
-#[async_trait::async_trait]
-impl<S: KinesisSink> KinesisSink for Counted<S> {
-    async fn put_records(
-        &self,
-        stream: &StreamName,
-        records: &[PutRecord],
-    ) -> Result<Vec<RecordOutcome>, TransportError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.attempts
-            .fetch_add(records.len() as u64, Ordering::SeqCst);
-        self.smallest.fetch_min(records.len(), Ordering::SeqCst);
-        self.inner.put_records(stream, records).await
-    }
-
-    async fn describe_stream(
-        &self,
-        stream: &StreamName,
-    ) -> Result<StreamDescription, TransportError> {
-        self.inner.describe_stream(stream).await
-    }
-
-    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
-        self.inner.list_streams().await
-    }
-}
+use kinesync_testkit::counting::CountingSink;
 
 /// A stream of `shards` shards behind limits of `records_per_second` per shard.
-fn limited(shards: u32, records_per_second: f64) -> Arc<Counted<LimitSink<Arc<InMemorySink>>>> {
-    Arc::new(Counted::new(LimitSink::with_limits(
+fn limited(
+    shards: u32,
+    records_per_second: f64,
+) -> Arc<CountingSink<LimitSink<Arc<InMemorySink>>>> {
+    Arc::new(CountingSink::new(LimitSink::with_limits(
         memory_sink(shards),
         Arc::new(TokioClock::default()),
         ShardLimits {
@@ -110,7 +62,7 @@ struct Reached {
 
 async fn sync(
     engine: &mut Engine,
-    sink: &Counted<impl KinesisSink>,
+    sink: &CountingSink<impl KinesisSink>,
     rows: &[Row],
     shards_used: u32,
     records_per_second: f64,
@@ -120,11 +72,11 @@ async fn sync(
     let elapsed = start.elapsed().as_secs_f64();
     let capacity_per_second = f64::from(shards_used) * records_per_second;
     let least = (rows.len() as f64 - capacity_per_second).max(0.0) / capacity_per_second;
-    let attempts = sink.attempts.load(Ordering::SeqCst) as f64;
+    let attempts = sink.attempts() as f64;
     eprintln!(
         "{} rows in {elapsed:.2} s (least {least:.2} s), {} calls, {} attempts, {} throttled",
         rows.len(),
-        sink.calls.load(Ordering::SeqCst),
+        sink.calls(),
         attempts,
         report.throttled_records
     );
@@ -243,7 +195,10 @@ async fn a_second_producer_s_share_is_found_and_left_to_it() {
 #[tokio::test(start_paused = true)]
 async fn a_dead_endpoint_is_backed_off_as_a_whole_and_ends_the_run() {
     let faults = std::iter::repeat_n(Fault::CallError(ErrorKind::Transient), 10_000);
-    let sink = Arc::new(Counted::new(FaultySink::scripted(memory_sink(4), faults)));
+    let sink = Arc::new(CountingSink::new(FaultySink::scripted(
+        memory_sink(4),
+        faults,
+    )));
     let mut engine = engine(sink.clone());
     let start = Instant::now();
     let report = run(&mut engine, &rows(1..=2_000)).await;
@@ -258,13 +213,13 @@ async fn a_dead_endpoint_is_backed_off_as_a_whole_and_ends_the_run() {
     assert_eq!(report.records.pending, 2_000);
     // One timer for the sender, growing to its cap of 5 s: the calls the first moment sent
     // (the 2,000 records, in full calls), then one at a time, each as full as the first.
-    let calls = sink.calls.load(Ordering::SeqCst);
+    let calls = sink.calls();
     assert!(calls <= 13, "{calls} calls");
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
     assert!(
-        sink.smallest.load(Ordering::SeqCst) >= 250,
+        sink.smallest_call() >= 250,
         "calls were split into small ones: {}",
-        sink.smallest.load(Ordering::SeqCst)
+        sink.smallest_call()
     );
 }
 
@@ -280,7 +235,10 @@ async fn a_stream_that_takes_nothing_ends_the_run_after_the_retry_time() {
         ),
         100_000,
     );
-    let sink = Arc::new(Counted::new(FaultySink::scripted(memory_sink(1), faults)));
+    let sink = Arc::new(CountingSink::new(FaultySink::scripted(
+        memory_sink(1),
+        faults,
+    )));
     let mut engine = Engine::builder()
         .records(records(None))
         .sink(sink.clone(), stream())
@@ -330,7 +288,7 @@ async fn a_backfill_longer_than_the_retry_budget_finishes_in_one_run() {
 #[tokio::test(start_paused = true)]
 async fn a_shard_split_mid_run_is_followed_and_its_capacity_used() {
     let memory = memory_sink(4);
-    let sink = Arc::new(Counted::new(SplitsMidway {
+    let sink = Arc::new(CountingSink::new(SplitsMidway {
         memory: memory.clone(),
         limited: LimitSink::new(memory.clone(), Arc::new(TokioClock::default())),
         acknowledged: AtomicU64::new(0),
@@ -357,7 +315,7 @@ async fn a_shard_split_mid_run_is_followed_and_its_capacity_used() {
     assert_eq!(ids.len(), 5, "{ids:?}");
     // The other three shards' quarters of the rows set the least time, 9 s: the split costs
     // none of it (no stall while the map is read again, no throttling of the new shards).
-    let attempts = sink.attempts.load(Ordering::SeqCst) as f64;
+    let attempts = sink.attempts() as f64;
     eprintln!(
         "split: {elapsed:.2} s, {} throttled of {attempts}",
         report.throttled_records

@@ -5,6 +5,7 @@
 //! fixtures directory, the reference benchmark rows) are in `kinesync-fixtures`, which needs
 //! no AWS SDK. Never a dependency of a shipped crate.
 
+pub mod counting;
 pub mod deaggregate;
 pub mod fake_kinesis;
 pub mod kpl;

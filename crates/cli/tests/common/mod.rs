@@ -1,7 +1,7 @@
 //! What the CLI tests that run `kinesync sync` share.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The README's example (model, template, config) copied into `dir`; the config's path.
@@ -81,4 +81,52 @@ pub(crate) fn run_and_kill(mut command: Command, runs: &Path, calls: usize) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// The `[destination]` (and its auth) of a test config that reaches `endpoint` (kinesalite, or
+/// the test kit's endpoint in front of it), with keys from the variables [`sync_command`] sets.
+#[allow(dead_code)] // not every test file talks to an endpoint
+pub(crate) fn endpoint_destination(stream: &str, endpoint: &str) -> String {
+    format!(
+        r#"[destination]
+stream = "{stream}"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[destination.auth]
+kind = "access_key"
+access_key_id_env = "KINESYNC_TEST_KEY_ID"
+secret_access_key_env = "KINESYNC_TEST_SECRET"
+"#
+    )
+}
+
+/// `kinesync sync --config CONFIG`, its output piped, `RUST_LOG=warn`, and the test keys an
+/// [`endpoint_destination`] names in its environment (kinesalite takes any).
+#[allow(dead_code)] // not every test file talks to an endpoint
+pub(crate) fn sync_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kinesync"));
+    command
+        .args(["sync", "--config"])
+        .arg(config)
+        .env("KINESYNC_TEST_KEY_ID", "AKIDKINESYNCTEST")
+        .env("KINESYNC_TEST_SECRET", "kinesync-test-secret")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs a [`sync_command`] to the end; it must exit 0. What it printed on stdout.
+#[allow(dead_code)] // not every test file talks to an endpoint
+pub(crate) fn run_to_completion(config: &Path) -> String {
+    let output = sync_command(config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
