@@ -85,6 +85,27 @@ pub(crate) struct SyncFlags {
     resync: bool,
 }
 
+/// Finds out before anything is sent that the report can be written where `--report` says: a
+/// run that sends its records and then cannot keep its report would exit 1 after the work was
+/// done. A file this creates to find out is removed again.
+fn check_writable(path: &Path) -> Result<(), Error> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| Error::Io {
+            what: "write the report (checked before the run, so nothing was sent)",
+            path: path.to_owned(),
+            source,
+        })?;
+    if !existed {
+        std::fs::remove_file(path).ok();
+    }
+    Ok(())
+}
+
 /// One sync run from `config_path`.
 pub(crate) fn run(
     config_path: &Path,
@@ -100,6 +121,9 @@ pub(crate) fn run(
     let terminal = std::io::stderr().is_terminal();
     init_tracing(terminal);
     let config = Config::from_file(config_path)?;
+    if let Some(path) = report_path {
+        check_writable(path)?;
+    }
     let runs = Runs::new(config.runs_dir());
     // A dry run sends nothing, so it has no calls to keep.
     let run_dir = if dry_run { None } else { Some(runs.start()?) };
@@ -107,11 +131,6 @@ pub(crate) fn run(
         .as_ref()
         .map(|run| run.call_log(debug_payloads).map(Arc::new))
         .transpose()?;
-    tracing::info!(
-        config = %config_path.display(),
-        run = run_dir.as_ref().map_or("dry run", |r| r.id.as_str()),
-        "sync starting"
-    );
     let progress = Arc::new(Progress::new());
     let display = ProgressDisplay::start(progress.clone(), terminal);
     let runtime = crate::runtime();
@@ -126,6 +145,7 @@ pub(crate) fn run(
             run_id: run_dir.as_ref().map(|run| run.id.clone()),
             allow_removals,
             resync,
+            message_excerpts: debug_payloads,
             interrupt: Some(interrupt),
             progress: Some(progress),
         },

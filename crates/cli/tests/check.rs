@@ -85,7 +85,8 @@ async fn shows_a_kinesalite_streams_shards_and_settings() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("credentials  access key AKIDCHECKTEST from $TEST_KEY_ID"),
+        stdout.contains("credentials  access key ending TEST from $TEST_KEY_ID")
+            && !stdout.contains("AKIDCHECKTEST"),
         "{stdout}"
     );
 }
@@ -224,5 +225,37 @@ async fn configuration_problems_are_named_before_any_call() {
         let (_, stderr) = texts(&output);
         assert_eq!(output.status.code(), Some(1), "{destination}");
         assert!(stderr.contains(expected), "{destination}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_in_the_wrong_place_is_never_printed() {
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let dir = tempfile::tempdir().unwrap();
+    for (destination, expected) in [
+        (
+            // The secret pasted where the name of its variable goes.
+            format!(
+                "stream = \"orders\"\nregion = \"us-east-1\"\n[destination.auth]\nkind = \"access_key\"\naccess_key_id_env = \"TEST_KEY_ID\"\nsecret_access_key_env = \"{SECRET}\""
+            ),
+            "does not look like one",
+        ),
+        (
+            // The secret written into the config as a setting kinesync does not have.
+            format!(
+                "stream = \"orders\"\nregion = \"us-east-1\"\n[destination.auth]\nkind = \"access_key\"\nsecret_access_key = \"{SECRET}\""
+            ),
+            "unknown field `secret_access_key`",
+        ),
+    ] {
+        let config = write_config(dir.path(), &destination);
+        let output = check(&config).await;
+        let (stdout, stderr) = texts(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET) && !stderr.contains("wJalr"),
+            "the secret was printed: {stderr}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use kinesync_payload::{Event, RecordInfo, RenderInput, Row};
+use kinesync_payload::{Event, RecordInfo, RenderError, RenderErrorKind, RenderInput, Row};
 use kinesync_state::Change;
 
 use crate::error::Error;
@@ -63,11 +63,13 @@ pub(crate) struct BuildPool {
 }
 
 impl BuildPool {
-    /// `threads` builder threads (at least one), building the records of run `run_id`.
+    /// `threads` builder threads (at least one), building the records of run `run_id`, each
+    /// message at most `max_message_bytes` (a template stops rendering past it).
     pub(crate) fn start(
         records: Arc<RecordBuilder>,
         threads: usize,
         run_id: Arc<str>,
+        max_message_bytes: usize,
     ) -> Result<Self, Error> {
         let threads = threads.max(1);
         let (jobs, queue) = sync_channel::<Job>(threads);
@@ -81,7 +83,9 @@ impl BuildPool {
                 let run_id = run_id.clone();
                 std::thread::Builder::new()
                     .name(format!("kinesync-build-{i}"))
-                    .spawn(move || build_jobs(&records, &run_id, &queue, &abandoned))
+                    .spawn(move || {
+                        build_jobs(&records, &run_id, max_message_bytes, &queue, &abandoned);
+                    })
                     .map_err(|source| Error::Thread {
                         job: "builds records",
                         source,
@@ -156,10 +160,37 @@ fn stopped() -> Error {
     Error::BuildThreadStopped
 }
 
+/// Builds one row's record; a panic while building (a bug in kinesync or a library under it,
+/// met by some value) is that row's error, and the thread goes on with the next row.
+fn build_caught(records: &RecordBuilder, input: RenderInput<'_>) -> Result<Record, RowError> {
+    let primary_key = || {
+        input
+            .row
+            .get(records.payload().schema().primary_key_index())
+            .to_json_string()
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| records.build(input))).unwrap_or_else(
+        |panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Err(RowError::Render(RenderError {
+                primary_key: primary_key(),
+                kind: RenderErrorKind::Template(format!(
+                    "building this row's record stopped on a bug ({what}); the run went on without it: please report it"
+                )),
+            }))
+        },
+    )
+}
+
 /// A builder thread: takes chunks until the queue closes or the sync abandons them.
 fn build_jobs(
     records: &RecordBuilder,
     run_id: &str,
+    max_message_bytes: usize,
     queue: &Mutex<std::sync::mpsc::Receiver<Job>>,
     abandoned: &AtomicBool,
 ) {
@@ -182,7 +213,7 @@ fn build_jobs(
             if abandoned.load(Ordering::Relaxed) {
                 return;
             }
-            let input = RenderInput::new(&row.row, row.event);
+            let input = RenderInput::new(&row.row, row.event).with_max_bytes(max_message_bytes);
             let input = match &row.previous {
                 Some(previous) => input.with_previous(previous),
                 None => input,
@@ -201,7 +232,7 @@ fn build_jobs(
             } else {
                 input
             };
-            let record = records.build(input);
+            let record = build_caught(records, input);
             built.push(BuiltRow {
                 change: row.change,
                 event: row.event,

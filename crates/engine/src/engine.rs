@@ -33,6 +33,7 @@ pub struct EngineBuilder {
     aggregation: Option<Aggregation>,
     dry_run: bool,
     resync: bool,
+    message_excerpts: bool,
     run_id: Option<String>,
     progress: Option<Arc<Progress>>,
     interrupt: Interrupt,
@@ -104,6 +105,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Row errors in the report quote the part of a rendered message where it stopped being
+    /// JSON (default: off: messages hold users' data, and reports are kept).
+    pub fn message_excerpts(mut self, message_excerpts: bool) -> Self {
+        self.message_excerpts = message_excerpts;
+        self
+    }
+
     /// Does everything but send and commit: the report says what would be sent (default: off).
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
@@ -168,6 +176,7 @@ impl EngineBuilder {
                 limits: self.limits,
                 aggregation: self.aggregation,
                 dry_run: self.dry_run,
+                message_excerpts: self.message_excerpts,
                 resync: self.resync,
                 run_id: self.run_id,
                 progress: self.progress.unwrap_or_default(),
@@ -191,6 +200,7 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) aggregation: Option<Aggregation>,
     pub(crate) dry_run: bool,
+    pub(crate) message_excerpts: bool,
     pub(crate) resync: bool,
     pub(crate) run_id: Option<String>,
     pub(crate) progress: Arc<Progress>,

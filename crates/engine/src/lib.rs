@@ -95,6 +95,7 @@ pub use report::{
     RunReport, SendEstimate, ShardReport,
 };
 pub use settings::{
-    Aggregation, Events, EventsError, Initial, LimitError, Limits, MIN_AGGREGATE_BYTES,
+    Aggregation, Events, EventsError, Initial, LimitError, Limits, MAX_IN_FLIGHT,
+    MIN_AGGREGATE_BYTES,
 };
 pub use store::SharedState;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kinesync_keys::{ExplicitHashKey, HashKey, KeyError, KeyInput, PartitionKey};
-use kinesync_payload::{Payload, RenderError, RenderInput, Schema, Value};
+use kinesync_payload::{Payload, RenderError, RenderErrorKind, RenderInput, Schema, Value};
 
 use crate::error::{Error, KeyRole};
 
@@ -144,6 +144,21 @@ impl RowError {
         match self {
             RowError::Render(e) => e.kind.to_string(),
             RowError::Key { column, error, .. } => format!("column {column:?}: {error}"),
+        }
+    }
+
+    /// [`reason`](Self::reason) without the excerpt of the rendered message an invalid-JSON
+    /// error quotes: messages hold users' data, which a run's report keeps only when asked.
+    pub fn reason_without_excerpt(&self) -> String {
+        match self {
+            RowError::Render(RenderError {
+                kind: RenderErrorKind::InvalidJson(invalid),
+                ..
+            }) => format!(
+                "output is not valid JSON at byte {}: {} (the message is not shown; --debug-payloads shows it)",
+                invalid.offset, invalid.reason
+            ),
+            other => other.reason(),
         }
     }
 }

@@ -278,7 +278,19 @@ impl RunReport {
         let outcome = match &self.outcome {
             Outcome::Complete => "complete".to_owned(),
             Outcome::Partial => {
-                "partial: some rows are pending and will be sent by the next run".to_owned()
+                let (pending, errors) = (self.records.pending, self.row_errors.total);
+                let mut parts = Vec::new();
+                if pending > 0 {
+                    parts.push(format!(
+                        "{pending} records are pending and will be sent by the next run"
+                    ));
+                }
+                if errors > 0 {
+                    parts.push(format!(
+                        "{errors} rows are in error (listed below): each run tries them again, and they go out once the row or the template is fixed"
+                    ));
+                }
+                format!("partial: {}", parts.join("; "))
             }
             Outcome::Failed { error } => format!("failed: {error}"),
             Outcome::Baseline => "baseline recorded; nothing sent (initial = \"skip\")".to_owned(),

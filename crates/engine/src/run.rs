@@ -182,6 +182,7 @@ impl<'e> Run<'e> {
             settings.records.clone(),
             settings.limits.build_threads,
             self.run_id.clone(),
+            self.max_record_bytes,
         )?;
         let mut stop = None;
         while let Some(chunk) = self.next_chunk(&mut rows) {
@@ -425,7 +426,12 @@ impl<'e> Run<'e> {
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                let (key, kind, reason) = (e.primary_key().to_owned(), e.kind(), e.reason());
+                let reason = if self.settings.message_excerpts {
+                    e.reason()
+                } else {
+                    e.reason_without_excerpt()
+                };
+                let (key, kind) = (e.primary_key().to_owned(), e.kind());
                 self.report.row_errors.add(key, kind, reason);
                 return;
             }
@@ -543,7 +549,8 @@ impl<'e> Run<'e> {
                     &duplicate,
                     self.locator.as_ref(),
                     self.settings.schema().primary_key(),
-                    self.settings.limits.keys_in_memory,
+                    (report.rows_read > self.settings.limits.keys_in_memory as u64)
+                        .then_some(self.settings.limits.keys_in_memory),
                 ),
             },
             (_, Some(error)) => Outcome::Failed {
@@ -612,11 +619,17 @@ fn duplicate_message(
     duplicate: &Duplicate,
     locator: Option<&Locator>,
     primary_key: &str,
-    keys_in_memory: usize,
+    found_at_end: Option<usize>,
 ) -> String {
     let Duplicate { key, first, again } = duplicate;
+    let stopped = match found_at_end {
+        Some(keys_in_memory) => format!(
+            "The run found it at the model's end (a model of more than {keys_in_memory} rows is checked then: its rows were sent in model order)"
+        ),
+        None => "The run stopped there".to_owned(),
+    };
     format!(
-        "{}primary key {key} (column {primary_key:?}) appears more than once in the model ({}); primary keys must be unique. The run stopped there (in a model of more than {keys_in_memory} rows, at its end: the rows were sent in model order) and did not look for removed rows",
+        "{}primary key {key} (column {primary_key:?}) appears more than once in the model ({}); primary keys must be unique. {stopped} and did not look for removed rows",
         match locator {
             Some(locator) => format!("{}: ", locator.at(*again)),
             None => String::new(),

@@ -86,10 +86,15 @@ pub enum Initial {
     Skip,
 }
 
+/// The most calls a sync may have in flight: past a few per shard, more calls only queue at
+/// the stream.
+pub const MAX_IN_FLIGHT: usize = 256;
+
 /// How hard a sync pushes, and how long it keeps trying.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Calls in flight at once; by default twice the stream's open shards, within 2..=64.
+    /// Calls in flight at once (1..=[`MAX_IN_FLIGHT`]); by default twice the stream's open
+    /// shards, within 2..=64.
     pub max_in_flight: Option<usize>,
     /// Records per call (at most the service's 500).
     pub max_batch_records: usize,
@@ -248,7 +253,7 @@ impl Limits {
             1..=MAX_BYTES_PER_CALL,
         )?;
         if let Some(in_flight) = self.max_in_flight {
-            at_least_one("max_in_flight", in_flight as u64)?;
+            within("max_in_flight", in_flight, 1..=MAX_IN_FLIGHT)?;
         }
         at_least_one("max_attempts", u64::from(self.max_attempts))?;
         at_least_one("chunk_rows", self.chunk_rows as u64)?;

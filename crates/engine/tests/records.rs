@@ -30,7 +30,10 @@ fn partition_key_rules_are_row_errors() {
         (Value::from(""), KeyError::EmptyPartitionKey),
         (
             Value::from("k".repeat(257)),
-            KeyError::PartitionKeyTooLong { chars: 257 },
+            KeyError::PartitionKeyTooLong {
+                chars: 257,
+                utf16_units: 257,
+            },
         ),
         (
             Value::Float(1.5),

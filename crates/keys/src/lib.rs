@@ -10,7 +10,8 @@
 //! holds that number. This crate models each step with a type that can only hold a value the
 //! service would accept:
 //!
-//! - [`PartitionKey`]: 1..=256 Unicode characters (characters, not bytes; never truncated).
+//! - [`PartitionKey`]: 1..=256 UTF-16 code units, as the service counts (not bytes; an emoji
+//!   counts twice; never truncated).
 //! - [`ExplicitHashKey`]: a decimal in `0..=2^128-1`, written without sign or leading zeros.
 //! - [`HashKey`]: the 128-bit number the shard map is searched with.
 //! - [`ShardMap`]: the open shards of a stream and their hash ranges.
@@ -31,7 +32,8 @@ use std::str::FromStr;
 
 use md5::{Digest, Md5};
 
-/// The most Unicode characters a partition key may have (the service's limit).
+/// The longest partition key, in UTF-16 code units: the service counts a key's length as Java
+/// does, so a character outside the Basic Multilingual Plane (an emoji) counts twice.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 
 /// The largest number of shards [`ShardMap::even`] builds; the service's own per-stream
@@ -48,14 +50,18 @@ pub enum KeyError {
     /// The partition key was the empty string.
     #[error("partition key is empty; Kinesis needs 1 to 256 characters")]
     EmptyPartitionKey,
-    /// The partition key had more than 256 Unicode characters.
+    /// The partition key is longer than 256, counted as the service counts: in UTF-16 code
+    /// units.
     #[error(
-        "partition key has {chars} characters, more than Kinesis allows ({MAX_PARTITION_KEY_CHARS}); \
-         kinesync never truncates keys, so choose a shorter key column"
+        "partition key is {utf16_units} long as Kinesis counts ({chars} characters; a character \
+         beyond U+FFFF, such as an emoji, counts as two), more than the {MAX_PARTITION_KEY_CHARS} \
+         it allows; kinesync never truncates keys, so choose a shorter key column"
     )]
     PartitionKeyTooLong {
-        /// How many characters the key had.
+        /// How many Unicode characters the key had.
         chars: usize,
+        /// Its length as the service counts it: UTF-16 code units.
+        utf16_units: usize,
     },
     /// The key's source value was of a type that has no key text (a float, a bool, ...).
     #[error("{what} cannot be a {role}: only strings and integers can")]
@@ -87,22 +93,24 @@ pub enum KeyError {
     },
 }
 
-/// A partition key the service will accept: 1 to 256 Unicode characters.
+/// A partition key the service will accept: 1 to 256 UTF-16 code units (256 characters of
+/// the Basic Multilingual Plane; characters beyond it count twice).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey(String);
 
 impl PartitionKey {
-    /// Checks `key` against the service's rule (1..=256 Unicode characters).
+    /// Checks `key` against the service's rule (1..=256 UTF-16 code units).
     pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
         let key = key.into();
         if key.is_empty() {
             return Err(KeyError::EmptyPartitionKey);
         }
         // Counting stops at 257: a 10 MB string costs no more than a short one.
-        let chars = key.chars().take(MAX_PARTITION_KEY_CHARS + 1).count();
-        if chars > MAX_PARTITION_KEY_CHARS {
+        let units = key.encode_utf16().take(MAX_PARTITION_KEY_CHARS + 1).count();
+        if units > MAX_PARTITION_KEY_CHARS {
             return Err(KeyError::PartitionKeyTooLong {
                 chars: key.chars().count(),
+                utf16_units: key.encode_utf16().count(),
             });
         }
         Ok(Self(key))
@@ -502,7 +510,10 @@ mod tests {
         );
         assert_eq!(
             PartitionKey::new("é".repeat(257)),
-            Err(KeyError::PartitionKeyTooLong { chars: 257 })
+            Err(KeyError::PartitionKeyTooLong {
+                chars: 257,
+                utf16_units: 257
+            })
         );
         assert_eq!(
             PartitionKey::from_input(KeyInput::Integer(-7))

@@ -51,7 +51,7 @@ fn any_u128() -> impl Strategy<Value = u128> {
 
 proptest! {
     #[test]
-    fn hashing_is_deterministic(key in "\\PC{1,256}") {
+    fn hashing_is_deterministic(key in "\\PC{1,128}") {
         let a = PartitionKey::new(key.clone()).unwrap();
         let b = PartitionKey::new(key).unwrap();
         prop_assert_eq!(HashKey::of_partition_key(&a), HashKey::of_partition_key(&b));
@@ -99,11 +99,12 @@ proptest! {
     }
 
     #[test]
-    fn partition_key_length_rule_counts_characters(ch in "\\PC", len in 1usize..300) {
+    fn partition_key_length_rule_counts_utf16_units(ch in "\\PC", len in 1usize..300) {
+        // As the service (Java) counts: a character beyond U+FFFF is two units.
         let key = ch.repeat(len);
-        let chars = key.chars().count();
+        let units = key.encode_utf16().count();
         let result = PartitionKey::new(key);
-        prop_assert_eq!(result.is_ok(), chars <= MAX_PARTITION_KEY_CHARS);
+        prop_assert_eq!(result.is_ok(), units <= MAX_PARTITION_KEY_CHARS);
     }
 
     #[test]
@@ -118,12 +119,25 @@ fn limits_hold_at_their_exact_edges() {
     assert!(PartitionKey::new("k".repeat(256)).is_ok());
     assert_eq!(
         PartitionKey::new("k".repeat(257)),
-        Err(KeyError::PartitionKeyTooLong { chars: 257 })
+        Err(KeyError::PartitionKeyTooLong {
+            chars: 257,
+            utf16_units: 257
+        })
     );
+    // The service counts UTF-16 units: an emoji is two.
     assert!(
-        PartitionKey::new("🦀".repeat(256)).is_ok(),
-        "1024 bytes, 256 characters"
+        PartitionKey::new("🦀".repeat(128)).is_ok(),
+        "128 characters, 256 UTF-16 units"
     );
+    assert_eq!(
+        PartitionKey::new("🦀".repeat(256)),
+        Err(KeyError::PartitionKeyTooLong {
+            chars: 256,
+            utf16_units: 512
+        }),
+        "256 characters, 512 UTF-16 units: the service refuses it"
+    );
+    assert!(PartitionKey::new("é".repeat(256)).is_ok(), "one unit each");
     assert_eq!(
         u128::MAX
             .to_string()

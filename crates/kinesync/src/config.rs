@@ -355,7 +355,7 @@ impl Config {
         let path = path.as_ref();
         let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: toml_error_message(text, &e),
         })?;
         config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
         config.path = path.to_owned();
@@ -529,6 +529,49 @@ impl Config {
             break;
         }
         origin
+    }
+}
+
+/// A TOML error as a user reads it: where (line and column), what, and the line itself, with
+/// the value left out when the line's key may hold a secret (a user who wrote
+/// `secret_access_key = "..."` must not find the secret in a log).
+fn toml_error_message(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return message.to_owned();
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_number = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    format!(
+        "line {line_number}, column {column}: {message}\n  {line_number} | {}",
+        without_secret(line)
+    )
+}
+
+/// `line`, or its key alone when the key names something secret (a key, a token, a
+/// password) and is not a `..._env` setting, whose value is only a variable's name.
+fn without_secret(line: &str) -> String {
+    let Some((key, _)) = line.split_once('=') else {
+        return line.to_owned();
+    };
+    let lower = key.trim().to_ascii_lowercase();
+    let secret = [
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|word| lower.contains(word));
+    if secret && !lower.ends_with("_env") {
+        format!("{}= (value not shown: it may be a secret)", key)
+    } else {
+        line.to_owned()
     }
 }
 

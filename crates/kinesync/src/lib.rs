@@ -155,6 +155,9 @@ pub struct RunOptions {
     pub allow_removals: bool,
     /// Send every row again (`--resync`, see [`engine::EngineBuilder::resync`]).
     pub resync: bool,
+    /// Row errors quote the rendered message where it stopped being JSON
+    /// (`--debug-payloads`, see [`engine::EngineBuilder::message_excerpts`]).
+    pub message_excerpts: bool,
     /// A handle that stops the run early and cleanly (a signal handler holds its clone).
     pub interrupt: Option<engine::Interrupt>,
     /// Counters to watch the run by.
@@ -214,7 +217,8 @@ pub async fn run_config(
         .initial(initial)
         .limits(limits)
         .dry_run(options.dry_run)
-        .resync(options.resync);
+        .resync(options.resync)
+        .message_excerpts(options.message_excerpts);
     if let Some(run_id) = &options.run_id {
         builder = builder.run_id(run_id.clone());
     }
@@ -237,6 +241,12 @@ pub async fn run_config(
         kinesync_engine::Error::Limit(limit) => config.invalid(format!("[sync] {limit}")),
         other => other.into(),
     })?;
+    // Logged once everything the run needs was found valid and reachable.
+    tracing::info!(
+        config = %config.path.display(),
+        run = options.run_id.as_deref().unwrap_or("dry run"),
+        "sync starting"
+    );
     let report = engine.run_source(source).await;
     if let Some(log) = &options.call_log {
         log.flush();
@@ -254,6 +264,22 @@ fn state_store(
     run_id: Option<&str>,
 ) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
     let path = config.state_path();
+    if config
+        .sync
+        .state
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        return Err(config.invalid(
+            "[sync] state is empty: name the state file, or leave the setting out for kinesync-state.db beside the config",
+        ));
+    }
+    if path.is_dir() {
+        return Err(config.invalid(format!(
+            "[sync] state names {}, which is a directory: name a file in it (such as kinesync-state.db)",
+            path.display()
+        )));
+    }
     if dry_run {
         if !path.exists() {
             return Ok(Box::new(kinesync_state::MemoryStore::new()));

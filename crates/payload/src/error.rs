@@ -308,6 +308,12 @@ pub enum RenderErrorKind {
     /// Liquid failed while rendering (an unknown variable, a filter given a bad input, ...).
     #[error("template error: {0}")]
     Template(String),
+    /// The message passed the largest the caller takes: a template stops rendering there.
+    #[error("the message passed {max_bytes} bytes, the most a record may be; rendering stopped")]
+    TooLarge {
+        /// The most it may be.
+        max_bytes: usize,
+    },
     /// The message is not a JSON object, so the record id cannot be added to it.
     #[error("the message is not a JSON object, so the record id cannot be added as {field:?}")]
     NotAnObject {
@@ -317,13 +323,15 @@ pub enum RenderErrorKind {
 }
 
 impl RenderErrorKind {
-    /// A short, stable name for reports: `invalid_json`, `column_not_json`, `template`.
+    /// A short, stable name for reports: `invalid_json`, `column_not_json`, `template`,
+    /// `not_an_object`, `record_too_large`.
     pub fn name(&self) -> &'static str {
         match self {
             RenderErrorKind::InvalidJson(_) => "invalid_json",
             RenderErrorKind::ColumnNotJson { .. } => "column_not_json",
             RenderErrorKind::Template(_) => "template",
             RenderErrorKind::NotAnObject { .. } => "not_an_object",
+            RenderErrorKind::TooLarge { .. } => "record_too_large",
         }
     }
 }

@@ -64,7 +64,7 @@ pub use error::{CompileError, CompileErrors, Location, RenderError, RenderErrorK
 pub use json::InvalidJson;
 pub use record_info::RecordInfo;
 pub use schema::{Row, Schema, SchemaError};
-pub use template::Escape;
+pub use template::{Escape, MAX_LOOP_ITERATIONS};
 pub use value::{Object, Value};
 
 use schema::RowView;
@@ -214,7 +214,13 @@ pub struct RenderInput<'a> {
     /// The record the message goes out in (templates: `record`), when the caller knows it.
     /// Without one, `record` is nil, and a template reading `record.id` fails for the row.
     pub record: Option<RecordInfo<'a>>,
+    /// The largest message the caller takes (a stream's maximum record size): a template
+    /// stops rendering as soon as its output passes it. [`MAX_MESSAGE_BYTES`] by default.
+    pub max_bytes: usize,
 }
+
+/// The largest message by default: 10 MiB, the largest record any Kinesis stream takes.
+pub const MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
 
 impl<'a> RenderInput<'a> {
     /// `row` reported as `event`, without a previous version.
@@ -224,7 +230,13 @@ impl<'a> RenderInput<'a> {
             event,
             previous: None,
             record: None,
+            max_bytes: MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The same input, for a caller that takes messages of at most `max_bytes`.
+    pub fn with_max_bytes(self, max_bytes: usize) -> Self {
+        Self { max_bytes, ..self }
     }
 
     /// The same input with the record it goes out in.
@@ -528,9 +540,19 @@ impl Payload {
                     record: input.record,
                 };
                 template
-                    .render(&globals, out)
-                    .map_err(RenderErrorKind::Template)?;
+                    .render(&globals, out, input.max_bytes)
+                    .map_err(|stop| match stop {
+                        template::RenderStop::TooLarge => RenderErrorKind::TooLarge {
+                            max_bytes: input.max_bytes,
+                        },
+                        template::RenderStop::Error(message) => RenderErrorKind::Template(message),
+                    })?;
             }
+        }
+        if out.len() > input.max_bytes {
+            return Err(RenderErrorKind::TooLarge {
+                max_bytes: input.max_bytes,
+            });
         }
         Ok(())
     }

@@ -66,10 +66,29 @@ fn env(config: &Config, setting: &str, name: &Option<String>) -> Result<String, 
         .as_deref()
         .ok_or_else(|| config.invalid(format!("[destination.auth] needs {setting}")))?;
     std::env::var(name).map_err(|_| {
-        config.invalid(format!(
-            "[destination.auth] {setting} names the environment variable {name}, which is not set"
-        ))
+        if looks_like_a_variable(name) {
+            config.invalid(format!(
+                "[destination.auth] {setting} names the environment variable {name}, which is not set"
+            ))
+        } else {
+            // A secret pasted where its variable's name goes: never echo it.
+            config.invalid(format!(
+                "[destination.auth] {setting} must be the name of an environment variable (such as AWS_SECRET_ACCESS_KEY), and its value does not look like one: if it is the secret itself, remove it from the config (and rotate it if the file was shared), put it in an environment variable, and name that variable here (the value is not shown)"
+            ))
+        }
     })
+}
+
+/// Whether `name` looks like an environment variable's name as people write them: capitals,
+/// digits and underscores, not starting with a digit, at most 128 long. A secret key (mixed
+/// case, `/` and `+`) or a token never does.
+fn looks_like_a_variable(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 128
 }
 
 fn base_credentials(
@@ -88,8 +107,13 @@ fn base_credentials(
             )?)),
             None => None,
         };
+        // The last four characters, as the AWS console shows a key: enough to tell which.
+        let tail: String = {
+            let chars: Vec<char> = access_key_id.chars().collect();
+            chars[chars.len().saturating_sub(4)..].iter().collect()
+        };
         let described = format!(
-            "access key {access_key_id} from ${}",
+            "access key ending {tail} from ${}",
             auth.access_key_id_env.as_deref().unwrap_or_default()
         );
         Ok((

@@ -51,8 +51,12 @@ pub async fn connect_observed(
             );
         }
         let sink = InMemorySink::new();
-        if simulated.shards == 0 {
-            return Err(config.invalid("[destination] simulated needs at least 1 shard"));
+        if !(1..=kinesync_keys::MAX_EVEN_SHARDS).contains(&simulated.shards) {
+            return Err(config.invalid(format!(
+                "[destination] simulated = {{ shards = {} }}: a simulated stream has 1 to {} shards",
+                simulated.shards,
+                kinesync_keys::MAX_EVEN_SHARDS
+            )));
         }
         // Only counts are shown for a simulated stream, so its records are not kept: a run of
         // millions of rows costs no memory for them.

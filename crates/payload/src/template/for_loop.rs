@@ -13,6 +13,7 @@
 //! `language.rs`), run for each row while it renders, with each iteration's names in a
 //! `runtime.rs` frame.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
 
@@ -154,6 +155,33 @@ fn whole_number(expr: &Expression, runtime: &dyn Runtime, what: &str) -> Result<
         })
 }
 
+/// The most times the loops of one row may run their bodies, all loops together: a row
+/// costs bounded time and memory whatever its values (`{% for i in (1..row.n) %}` with `n`
+/// in the hundreds of millions would otherwise be built, then run).
+pub const MAX_LOOP_ITERATIONS: u64 = 100_000;
+
+thread_local! {
+    /// What is left of the rendering row's [`MAX_LOOP_ITERATIONS`].
+    static ITERATIONS_LEFT: Cell<u64> = const { Cell::new(MAX_LOOP_ITERATIONS) };
+}
+
+/// A row starts rendering on this thread: its loops get the whole budget.
+pub(super) fn reset_loop_budget() {
+    ITERATIONS_LEFT.set(MAX_LOOP_ITERATIONS);
+}
+
+/// Takes `iterations` from the row's budget, or says it would run out.
+fn spend(iterations: u64) -> Result<()> {
+    let left = ITERATIONS_LEFT.get();
+    if iterations > left {
+        return Err(Error::with_msg(format!(
+            "the loops of this row would run more than {MAX_LOOP_ITERATIONS} times in all, the most one row may loop"
+        )));
+    }
+    ITERATIONS_LEFT.set(left - iterations);
+    Ok(())
+}
+
 impl Renderable for For {
     fn render_to(&self, writer: &mut dyn Write, runtime: &dyn Runtime) -> Result<()> {
         let list = match &self.source {
@@ -164,6 +192,14 @@ impl Renderable for For {
             (Source::Range(start, end), _) => {
                 let start = whole_number(start, runtime, "a range's start")?;
                 let end = whole_number(end, runtime, "a range's end")?;
+                // Counted before it is built: a range is the one source not already in
+                // memory.
+                let count = (i128::from(end) - i128::from(start) + 1).max(0);
+                if count > i128::from(ITERATIONS_LEFT.get()) {
+                    return Err(Error::with_msg(format!(
+                        "the loops of this row would run more than {MAX_LOOP_ITERATIONS} times in all, the most one row may loop (the range ({start}..{end}) has {count} numbers)"
+                    )));
+                }
                 (start..=end)
                     .map(|i| ValueCow::Owned(liquid_core::Value::scalar(i)))
                     .collect()
@@ -211,6 +247,7 @@ impl Renderable for For {
             };
         }
 
+        spend(items.len() as u64)?;
         let parent = runtime.try_get(&[Scalar::new("forloop")]);
         let length = items.len();
         for (index, item) in items.iter().enumerate() {

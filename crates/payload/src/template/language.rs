@@ -1,6 +1,6 @@
 //! The Liquid language templates are parsed with: liquid's standard tags, blocks and filters,
-//! kinesync's `{% for %}` in place of liquid's, the `json` filter, and, for rewritten JSON-safe
-//! templates, the three JSON-writing output tags.
+//! kinesync's `{% for %}` and arithmetic filters in place of liquid's, the `json` filter, and,
+//! for rewritten JSON-safe templates, the three JSON-writing output tags.
 //!
 //! Where it sits: used when a template compiles, to parse its text into the compiled payload.
 //! This is the one file that gathers the template's tags, blocks and filters; they do not
@@ -14,6 +14,7 @@ use liquid_core::{Language, ParseFilter, ParseTag};
 use super::for_loop::ForBlock;
 use super::json_filter::JsonFilterParser;
 use super::json_output::{JsonOutputTag, OutputContext};
+use super::math_filters;
 
 /// Liquid's standard library plus the `json` filter; with `json_tags`, also the three tags
 /// the JSON-safe rewrite emits.
@@ -32,7 +33,8 @@ fn language(json_tags: bool) -> Language {
         lang.filters.register(name, Box::new(f));
     }
     let mut lang = Language::empty();
-    // The same set as `liquid::ParserBuilder::with_stdlib()`, with kinesync's `for`.
+    // The same set as `liquid::ParserBuilder::with_stdlib()`, with kinesync's `for` and
+    // arithmetic.
     tag(&mut lang, stdlib::AssignTag);
     tag(&mut lang, stdlib::BreakTag);
     tag(&mut lang, stdlib::ContinueTag);
@@ -46,11 +48,10 @@ fn language(json_tags: bool) -> Language {
     block(&mut lang, stdlib::UnlessBlock);
     block(&mut lang, stdlib::IfChangedBlock);
     block(&mut lang, ForBlock);
-    block(&mut lang, stdlib::TableRowBlock);
+    // (Not `tablerow`: it writes HTML tables, and builds its range whole, however long.)
     block(&mut lang, stdlib::CommentBlock);
     block(&mut lang, stdlib::CaptureBlock);
     block(&mut lang, stdlib::CaseBlock);
-    filter(&mut lang, stdlib::Abs);
     filter(&mut lang, stdlib::Append);
     filter(&mut lang, stdlib::AtLeast);
     filter(&mut lang, stdlib::AtMost);
@@ -60,7 +61,6 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::Concat);
     filter(&mut lang, stdlib::Date);
     filter(&mut lang, stdlib::Default);
-    filter(&mut lang, stdlib::DividedBy);
     filter(&mut lang, stdlib::Downcase);
     filter(&mut lang, stdlib::Escape);
     filter(&mut lang, stdlib::EscapeOnce);
@@ -70,10 +70,7 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::Last);
     filter(&mut lang, stdlib::Lstrip);
     filter(&mut lang, stdlib::Map);
-    filter(&mut lang, stdlib::Minus);
-    filter(&mut lang, stdlib::Modulo);
     filter(&mut lang, stdlib::NewlineToBr);
-    filter(&mut lang, stdlib::Plus);
     filter(&mut lang, stdlib::Prepend);
     filter(&mut lang, stdlib::Remove);
     filter(&mut lang, stdlib::RemoveFirst);
@@ -90,7 +87,6 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::Strip);
     filter(&mut lang, stdlib::StripHtml);
     filter(&mut lang, stdlib::StripNewlines);
-    filter(&mut lang, stdlib::Times);
     filter(&mut lang, stdlib::Truncate);
     filter(&mut lang, stdlib::TruncateWords);
     filter(&mut lang, stdlib::Uniq);
@@ -99,6 +95,10 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::UrlEncode);
     filter(&mut lang, stdlib::Where);
     filter(&mut lang, JsonFilterParser);
+    // Checked at the edges of the integers, where liquid's wrap or panic.
+    for arithmetic in math_filters::all() {
+        filter(&mut lang, arithmetic);
+    }
     if json_tags {
         for context in [
             OutputContext::StringContent,

@@ -42,12 +42,14 @@ mod json_safety;
 mod language;
 mod lex;
 mod liquid_errors;
+mod math_filters;
 mod runtime;
 
 use liquid_core::Renderable;
 use liquid_core::model::ObjectView;
 
 use self::check::check_references;
+pub use self::for_loop::MAX_LOOP_ITERATIONS;
 use self::json_safety::{json_contexts, rewrite};
 use self::language::{LANGUAGES, parse};
 use self::lex::lex;
@@ -128,16 +130,56 @@ impl CompiledTemplate {
         self.whitespace
     }
 
-    /// Renders into `out`, which the caller has cleared.
-    pub(crate) fn render(&self, globals: &dyn ObjectView, out: &mut Vec<u8>) -> Result<(), String> {
+    /// Renders into `out`, which the caller has cleared, stopping as soon as the output passes
+    /// `max_bytes`.
+    pub(crate) fn render(
+        &self,
+        globals: &dyn ObjectView,
+        out: &mut Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<(), RenderStop> {
         // The stack `liquid::Template::render_to` builds, with `Frame` in place of liquid's
         // `StackFrame` for the globals and `Scratch` for its `GlobalFrame` and `IndexFrame`.
         let runtime = Scratch::new(Frame {
             parent: liquid_core::runtime::RuntimeCore::new(),
             names: globals,
         });
-        self.template
-            .render_to(out, &runtime)
-            .map_err(|e| clean_message(&e.to_string()))
+        for_loop::reset_loop_budget();
+        let mut capped = Capped { out, max_bytes };
+        let result = self.template.render_to(&mut capped, &runtime);
+        if capped.out.len() > max_bytes {
+            return Err(RenderStop::TooLarge);
+        }
+        result.map_err(|e| RenderStop::Error(clean_message(&e.to_string())))
+    }
+}
+
+/// Why rendering stopped.
+#[derive(Debug)]
+pub(crate) enum RenderStop {
+    /// The output passed the most a message may be.
+    TooLarge,
+    /// Liquid's error, cleaned up.
+    Error(String),
+}
+
+/// The output, refusing to grow past `max_bytes` (one write past it is kept, so the caller
+/// can tell): a template that loops or appends without end stops there, not when memory does.
+struct Capped<'a> {
+    out: &'a mut Vec<u8>,
+    max_bytes: usize,
+}
+
+impl std::io::Write for Capped<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() > self.max_bytes {
+            return Err(std::io::Error::other("the message is too large"));
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -1,0 +1,140 @@
+//! Hostile values and bad settings through the binary: each is a clear error or a row error
+//! naming its row, found before anything is sent where it can be; nothing panics, and a
+//! report keeps no part of a message unless asked.
+
+use std::path::{Path, PathBuf};
+
+mod common;
+
+/// A model of `rows` (NDJSON lines) and a config with `payload` and `sync` sections, into a
+/// simulated stream.
+fn setup(dir: &Path, rows: &str, payload: &str, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("model.ndjson"), rows).unwrap();
+    let config = format!(
+        "[source]\npath = \"model.ndjson\"\nprimary_key = \"id\"\n\n[payload]\n{payload}\n\n[destination]\nstream = \"hostile\"\nsimulated = {{ shards = 2 }}\n\n{extra}\n"
+    );
+    let path = dir.join("kinesync.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+const ROWS: &str = "{\"id\":1,\"n\":5}\n{\"id\":2,\"n\":-9223372036854775808}\n{\"id\":3,\"n\":9223372036854775807}\n";
+
+#[test]
+fn integer_overflow_in_a_template_is_a_row_error_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        ROWS,
+        "mode = \"template\"\ntemplate = '{\"q\": {{ row.n | divided_by: -1 }}, \"r\": {{ row.n | plus: 1 }}}'",
+        "",
+    );
+    let (output, text) = common::sync(&config, &[]);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.contains("records acknowledged 1 of 1"), "{text}");
+    assert!(
+        text.contains("divided_by: -1 is beyond the 64-bit integers"),
+        "row 2: {text}"
+    );
+    assert!(
+        text.contains("plus: 1 is beyond the 64-bit integers"),
+        "row 3: {text}"
+    );
+    // The run is kept, and the next one says the same (nothing stuck).
+    let (again, text) = common::sync(&config, &[]);
+    assert_eq!(again.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("2 rows are in error") && !text.contains("pending and will be sent"),
+        "nothing is pending, the errors are the rows': {text}"
+    );
+}
+
+#[test]
+fn an_unwritable_report_path_stops_the_run_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), ROWS, "mode = \"row\"", "");
+    let report = dir.path().join("no-such-dir").join("report.json");
+    let (output, text) = common::sync(&config, &["--report", report.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("checked before the run, so nothing was sent"),
+        "{text}"
+    );
+    assert!(!text.contains("sync starting"), "{text}");
+    assert!(
+        !dir.path().join("kinesync-state.db").exists(),
+        "no state was written: nothing was sent"
+    );
+}
+
+#[test]
+fn bad_settings_are_named_alone_with_their_range() {
+    let dir = tempfile::tempdir().unwrap();
+    for (sync, destination, expected) in [
+        (
+            "[sync]\nmax_in_flight = 0",
+            None,
+            "max_in_flight must be 1..=256, not 0",
+        ),
+        (
+            "[sync]\nmax_in_flight = 100000",
+            None,
+            "max_in_flight must be 1..=256, not 100000",
+        ),
+        ("[sync]\nstate = \"\"", None, "[sync] state is empty"),
+        (
+            "",
+            Some("simulated = { shards = 100001 }"),
+            "a simulated stream has 1 to 100000 shards",
+        ),
+        (
+            "[sync]\naggregate_max_bytes = 4096",
+            None,
+            "aggregate_max_bytes is set but aggregate is not",
+        ),
+    ] {
+        let config = setup(dir.path(), ROWS, "mode = \"row\"", sync);
+        if let Some(destination) = destination {
+            let text = std::fs::read_to_string(&config)
+                .unwrap()
+                .replace("simulated = { shards = 2 }", destination);
+            std::fs::write(&config, text).unwrap();
+        }
+        let (output, text) = common::sync(&config, &[]);
+        assert_eq!(output.status.code(), Some(1), "{sync}: {text}");
+        assert!(text.contains(expected), "{sync}: {text}");
+        assert!(
+            !text.contains("panicked") && !text.contains("sync starting"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_report_keeps_no_part_of_a_message_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plain Liquid writes the name unquoted: not JSON, and the error quotes the output.
+    let config = setup(
+        dir.path(),
+        "{\"id\":1,\"name\":\"Ada Secretname\"}\n",
+        "mode = \"template\"\nescape = \"none\"\ntemplate = '{\"name\": {{ row.name }}}'",
+        "",
+    );
+    let report = dir.path().join("report.json");
+    let report_arg = report.to_str().unwrap();
+    let (output, _) = common::sync(&config, &["--report", report_arg]);
+    assert_eq!(output.status.code(), Some(2));
+    let kept = std::fs::read_to_string(&report).unwrap();
+    assert!(kept.contains("not valid JSON"), "{kept}");
+    assert!(
+        !kept.contains("Secretname"),
+        "the row's data is in the report: {kept}"
+    );
+    let (_, _) = common::sync(&config, &["--report", report_arg, "--debug-payloads"]);
+    let kept = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        kept.contains("Secretname"),
+        "asked for, the excerpt is kept: {kept}"
+    );
+}
