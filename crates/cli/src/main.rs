@@ -154,7 +154,7 @@ fn main() -> ExitCode {
             &config,
             rows.as_deref(),
             limit,
-            PreviewOptions { shards, event },
+            PreviewOptions::new(shards, event),
         )
         .map_err(Failure::from),
     };

@@ -138,3 +138,28 @@ fn a_report_keeps_no_part_of_a_message_unless_asked() {
         "asked for, the excerpt is kept: {kept}"
     );
 }
+
+#[test]
+fn preview_finds_what_sync_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(2 * 1024 * 1024);
+    let rows = format!(
+        "{{\"id\":1,\"v\":\"a\"}}\n{{\"id\":2,\"v\":\"{big}\"}}\n{{\"id\":1,\"v\":\"again\"}}\n"
+    );
+    let config = setup(dir.path(), &rows, "mode = \"row\"", "");
+    let (output, text) = common::command("preview", &config, &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["data"].is_object());
+    assert_eq!(lines[1]["error"]["kind"], "record_too_large");
+    assert_eq!(lines[2]["error"]["kind"], "duplicate_primary_key");
+}

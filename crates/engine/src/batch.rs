@@ -191,6 +191,16 @@ impl Batcher {
         }
     }
 
+    /// Calls are at most `max_bytes` from now on (an endpoint refused a larger one).
+    pub(crate) fn lower_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = self.max_bytes.min(max_bytes.max(1));
+    }
+
+    /// The most bytes a call carries.
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Records queued or waiting for a retry.
     pub(crate) fn backlog(&self) -> usize {
         self.backlog

@@ -170,6 +170,9 @@ pub struct RunReport {
     /// How records were packed into aggregated records, when aggregation was on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing: Option<Packing>,
+    /// What the run adapted to, said once (calls made smaller for an endpoint's cap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How a run packed its records (its user records: one per row) into Kinesis records, when
@@ -270,6 +273,7 @@ impl RunReport {
             shards: Vec::new(),
             estimate: None,
             packing: None,
+            notes: Vec::new(),
         }
     }
 
@@ -331,6 +335,9 @@ impl RunReport {
             }
         };
         let mut notes = String::new();
+        for note in &self.notes {
+            notes.push_str(&format!("\n{note}"));
+        }
         if let (Some(packing), false) = (&self.packing, self.dry_run) {
             notes.push_str(&format!("\n{}", packing.describe(self.calls)));
         }

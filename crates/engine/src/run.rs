@@ -500,6 +500,7 @@ impl<'e> Run<'e> {
 
     /// The report, with how the run ended.
     fn into_report(mut self, stop: Option<Stop>, baseline_only: bool) -> RunReport {
+        let notes = std::mem::take(&mut self.outbox.notes);
         let counts = &self.outbox.counts;
         let report = &mut self.report;
         report.records.acknowledged = counts.acknowledged;
@@ -508,6 +509,7 @@ impl<'e> Run<'e> {
         report.throttled_records = counts.throttled;
         report.calls = counts.calls;
         report.bytes_sent = counts.bytes;
+        report.notes = notes;
         let limits = &self.settings.limits;
         let (rate, bytes_rate) = (
             limits.shard_records_per_second,

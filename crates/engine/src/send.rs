@@ -144,6 +144,8 @@ pub(crate) struct Outbox {
     misplaced: Vec<(String, Vec<Item>)>,
     /// Records that arrived after the outbox stopped: pending.
     refused: u64,
+    /// What the run should say once, in its summary (a call size lowered for the endpoint).
+    pub(crate) notes: Vec<String>,
     /// Nothing new goes out ([`abandon`](Self::abandon)).
     abandoned: bool,
     /// The error that stopped sending, if one did.
@@ -185,6 +187,7 @@ impl Outbox {
             marks_unwritten: false,
             misplaced: Vec::new(),
             refused: 0,
+            notes: Vec::new(),
             abandoned: false,
             stopped: None,
             counts: SendCounts::default(),
@@ -765,6 +768,28 @@ impl Outbox {
                 }
                 if !acknowledged.is_empty() {
                     self.progress_at = now;
+                }
+            }
+            Err(error)
+                if error.kind() == ErrorKind::RequestTooLarge
+                    && units.len() > 1
+                    && !self.abandoned =>
+            {
+                // An endpoint with a lower cap than the API's: calls of half this size from
+                // now on (never below its largest record), and these records go again in them.
+                let largest = units.iter().map(Unit::size).max().unwrap_or(0);
+                let before = self.batcher.max_bytes();
+                self.batcher.lower_max_bytes((done.bytes / 2).max(largest));
+                if self.notes.is_empty() {
+                    self.notes.push(format!(
+                        "the endpoint refused a call of {} bytes as too large (HTTP 413), under the API's {} bytes: calls were made smaller ({} bytes at most) for the rest of the run",
+                        done.bytes,
+                        before,
+                        self.batcher.max_bytes()
+                    ));
+                }
+                for unit in units {
+                    self.requeue(unit);
                 }
             }
             Err(error) if error.is_retryable() && !self.abandoned => {

@@ -410,3 +410,93 @@ async fn a_reading_thread_that_dies_is_not_the_end_of_the_model() {
         "{report:?}"
     );
 }
+
+/// An endpoint whose requests are capped below the API's 10 MiB (kinesalite takes 7 MiB):
+/// a larger call is refused whole with HTTP 413.
+#[derive(Debug)]
+struct CappedRequests {
+    inner: Arc<InMemorySink>,
+    max_bytes: usize,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Display for CappedRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("capped requests")
+    }
+}
+
+#[async_trait::async_trait]
+impl KinesisSink for CappedRequests {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[kinesync_transport::PutRecord],
+    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
+        let bytes: usize = records
+            .iter()
+            .map(kinesync_transport::PutRecord::size)
+            .sum();
+        if bytes > self.max_bytes {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(kinesync_transport::TransportError::new(
+                ErrorKind::RequestTooLarge,
+                kinesync_transport::Operation::PutRecords,
+                "HTTP 413 Payload Too Large",
+            ));
+        }
+        self.inner.put_records(stream, records).await
+    }
+
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
+        self.inner.describe_stream(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
+        self.inner.list_streams().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_an_endpoint_refuses_as_too_large_are_split_and_the_run_goes_on() {
+    let memory = memory_sink(1);
+    let sink = Arc::new(CappedRequests {
+        inner: memory.clone(),
+        max_bytes: 150_000,
+        refused: std::sync::atomic::AtomicU64::new(0),
+    });
+    let mut engine = Engine::builder()
+        .records(records(None))
+        .sink(sink.clone(), stream())
+        .state(MemoryStore::new())
+        .limits(Limits {
+            // An unlimited stream: calls as large as the API allows.
+            shard_records_per_second: f64::INFINITY,
+            ..fast_limits()
+        })
+        .build()
+        .unwrap();
+    let name = "n".repeat(10_000);
+    let rows: Vec<Row> = (1..=100).map(|id| row(id, &name)).collect();
+    let report = run(&mut engine, &rows).await;
+    assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
+    assert_eq!(report.records.acknowledged, 100);
+    assert_eq!(memory.records(&stream()).unwrap().len(), 100);
+    let refused = sink.refused.load(std::sync::atomic::Ordering::SeqCst);
+    // The call size halves until it fits (1 MB, 500 KB, 250 KB, then 125 KB goes): a few
+    // refusals, one per call in flight at each size, never one per record.
+    assert!(
+        (1..=8).contains(&refused),
+        "the call size halves until it fits: {refused} refusals"
+    );
+    assert_eq!(report.notes.len(), 1, "said once: {:?}", report.notes);
+    assert!(
+        report.summary().contains("refused a call of") && report.summary().contains("HTTP 413"),
+        "{}",
+        report.summary()
+    );
+}

@@ -11,7 +11,9 @@
 //! }
 //! ```
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Mutex;
 
 use kinesync_keys::ShardMap;
 use kinesync_payload::{Event, RecordInfo, RenderInput, Row, Value};
@@ -31,12 +33,30 @@ pub const PREVIEW_RECORD: RecordInfo<'static> = RecordInfo {
 
 /// How to preview: the simulated stream's shard count and the event rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PreviewOptions {
     /// Shards of the simulated, evenly split stream.
     pub shards: u32,
     /// The event templates see. For `changed`, `previous` is the row itself (there is no
     /// earlier version in a preview); for `added` and `removed` there is no `previous`.
     pub event: Event,
+    /// The largest record (message plus partition key) the stream takes: a larger one is a
+    /// row error in the preview, as it would be in a sync. 1 MiB, the service's default.
+    pub max_record_bytes: usize,
+}
+
+/// The service's default maximum record size: what a preview checks records against.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+impl PreviewOptions {
+    /// The defaults with `shards` and `event`.
+    pub fn new(shards: u32, event: Event) -> Self {
+        Self {
+            shards,
+            event,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for PreviewOptions {
@@ -44,6 +64,7 @@ impl Default for PreviewOptions {
         Self {
             shards: 4,
             event: Event::Added,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -63,6 +84,9 @@ pub struct Preview {
     builder: RecordBuilder,
     shards: ShardMap,
     event: Event,
+    max_record_bytes: usize,
+    /// The primary keys previewed so far, to report one read twice as `sync` would refuse it.
+    seen: Mutex<HashSet<String>>,
 }
 
 impl Preview {
@@ -72,7 +96,15 @@ impl Preview {
             builder,
             shards,
             event,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            seen: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The same preview, checking records against `max_record_bytes`.
+    pub fn with_max_record_bytes(mut self, max_record_bytes: usize) -> Self {
+        self.max_record_bytes = max_record_bytes;
+        self
     }
 
     /// Opens the rows (`rows`, or the config's source) and compiles the config's payload and
@@ -98,15 +130,43 @@ impl Preview {
         let source = kinesync_source::open(&spec)?;
         let builder = crate::records_for(config, source.schema())?;
         let shards = ShardMap::even(options.shards).map_err(Error::Shards)?;
-        Ok((Self::new(builder, shards, options.event), source))
+        let preview = Self::new(builder, shards, options.event)
+            .with_max_record_bytes(options.max_record_bytes);
+        Ok((preview, source))
     }
 
-    fn record(&self, row: &Row) -> Result<Record, RowError> {
+    /// The row's record, or its error, as a sync would find it: a key read twice, or a
+    /// record over the largest the stream takes, too.
+    fn record(&self, row: &Row) -> Result<Record, PreviewError> {
+        let primary_key = self.primary_key(row);
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(primary_key.clone());
+        if !first {
+            return Err(PreviewError::Duplicate(primary_key));
+        }
         let input = match self.event {
             Event::Changed => RenderInput::new(row, Event::Changed).with_previous(row),
             event => RenderInput::new(row, event),
         };
-        self.builder.build(input.with_record(PREVIEW_RECORD))
+        let input = input
+            .with_record(PREVIEW_RECORD)
+            .with_max_bytes(self.max_record_bytes);
+        let record = self.builder.build(input).map_err(PreviewError::Row)?;
+        let size = record.data.len() + record.partition_key.byte_len();
+        if size > self.max_record_bytes {
+            return Err(PreviewError::Row(RowError::Render(
+                kinesync_payload::RenderError {
+                    primary_key,
+                    kind: kinesync_payload::RenderErrorKind::TooLarge {
+                        max_bytes: self.max_record_bytes,
+                    },
+                },
+            )));
+        }
+        Ok(record)
     }
 
     fn primary_key(&self, row: &Row) -> String {
@@ -174,6 +234,31 @@ impl Preview {
             }
         }
         out
+    }
+}
+
+/// Why a previewed row has no record: its own error, or a primary key read before.
+#[derive(Debug)]
+enum PreviewError {
+    Row(RowError),
+    Duplicate(String),
+}
+
+impl PreviewError {
+    fn kind(&self) -> &'static str {
+        match self {
+            PreviewError::Row(e) => e.kind(),
+            PreviewError::Duplicate(_) => "duplicate_primary_key",
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            PreviewError::Row(e) => e.reason(),
+            PreviewError::Duplicate(key) => format!(
+                "primary key {key} appears more than once among the rows previewed: `kinesync sync` refuses a model whose primary keys are not unique"
+            ),
+        }
     }
 }
 

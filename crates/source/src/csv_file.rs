@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kinesync_payload::{Row, Schema, Value};
 
@@ -11,7 +12,9 @@ use crate::{ColumnType, Locator, RowSource, SourceError, SourceRow, check_key};
 /// Rows from a CSV file with a header row; strings unless a column's type is declared.
 #[derive(Debug)]
 pub struct CsvSource<R> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<QuoteWatch<R>>,
+    /// Set (to the line it opened on) when the input ended inside a quoted field.
+    unterminated: Arc<AtomicU64>,
     path: PathBuf,
     schema: Arc<Schema>,
     /// The declared type of each column, by position.
@@ -30,10 +33,11 @@ impl<R: Read> CsvSource<R> {
         primary_key: &str,
     ) -> Result<Self, SourceError> {
         let path = path.into();
+        let unterminated = Arc::new(AtomicU64::new(0));
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .from_reader(reader);
+            .from_reader(QuoteWatch::new(reader, unterminated.clone()));
         let headers = reader.headers().map_err(|e| csv_error(&path, &e))?.clone();
         if headers.is_empty() {
             return Err(SourceError::Empty { path });
@@ -44,6 +48,7 @@ impl<R: Read> CsvSource<R> {
         })?;
         Ok(Self {
             reader,
+            unterminated,
             path,
             types: vec![ColumnType::String; schema.columns().len()],
             schema,
@@ -80,13 +85,34 @@ impl<R: Read> CsvSource<R> {
         let parsed = match ty {
             ColumnType::String => unreachable!("handled above"),
             ColumnType::Integer => trimmed.parse().ok().map(Value::Int),
-            ColumnType::Float => trimmed.parse().ok().map(Value::Float),
+            ColumnType::Float => match trimmed.parse::<f64>() {
+                Ok(f) if f.is_finite() => Some(Value::Float(f)),
+                Ok(_) => {
+                    return Err(SourceError::NotFinite {
+                        path: self.path.clone(),
+                        line,
+                        column: self.schema.columns()[index].clone(),
+                        found: text.to_owned(),
+                    });
+                }
+                Err(_) => None,
+            },
             ColumnType::Boolean => match trimmed.to_ascii_lowercase().as_str() {
                 "true" | "t" | "yes" | "y" | "1" => Some(Value::Bool(true)),
                 "false" | "f" | "no" | "n" | "0" => Some(Value::Bool(false)),
                 _ => None,
             },
-            ColumnType::Json => serde_json::from_str(trimmed).ok(),
+            ColumnType::Json => {
+                let depth = crate::json_depth(trimmed);
+                if depth > crate::MAX_DEPTH {
+                    return Err(SourceError::TooDeep {
+                        path: self.path.clone(),
+                        line,
+                        depth,
+                    });
+                }
+                serde_json::from_str(trimmed).ok()
+            }
         };
         parsed.ok_or_else(|| SourceError::Type {
             path: self.path.clone(),
@@ -109,6 +135,71 @@ impl<R: Read> CsvSource<R> {
             values.push(self.typed(line, index, field)?);
         }
         Ok(Row::new(values))
+    }
+}
+
+/// Passes a CSV input through, following its quoting as the csv crate reads it (a field that
+/// starts with `"` is quoted until a `"` not doubled), so that an input ending inside a quoted
+/// field is caught: the csv crate takes the rest of the file as that field.
+#[derive(Debug)]
+struct QuoteWatch<R> {
+    inner: R,
+    state: Quoting,
+    /// The line the reader is on (1-based), and the line the open quoted field started on.
+    line: u64,
+    opened: u64,
+    unterminated: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A `"` inside a quoted field: the field's end, or the first of a doubled `""`.
+    QuoteInQuoted,
+}
+
+impl<R> QuoteWatch<R> {
+    fn new(inner: R, unterminated: Arc<AtomicU64>) -> Self {
+        Self {
+            inner,
+            state: Quoting::FieldStart,
+            line: 1,
+            opened: 0,
+            unterminated,
+        }
+    }
+
+    fn follow(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            let boundary = matches!(byte, b',' | b'\n' | b'\r');
+            self.state = match (self.state, byte) {
+                (Quoting::FieldStart, b'"') => {
+                    self.opened = self.line;
+                    Quoting::Quoted
+                }
+                (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
+                (Quoting::Quoted, _) => Quoting::Quoted,
+                (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
+                (_, _) if boundary => Quoting::FieldStart,
+                _ => Quoting::Unquoted,
+            };
+            if byte == b'\n' {
+                self.line += 1;
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.state == Quoting::Quoted {
+            self.unterminated.store(self.opened, Ordering::Relaxed);
+        }
+        self.follow(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -138,6 +229,16 @@ impl<R: Read + Send> Iterator for CsvSource<R> {
             Ok(false) => None,
             Ok(true) => {
                 let line = self.record.position().map_or(0, csv::Position::line);
+                let opened = self.unterminated.load(Ordering::Relaxed);
+                if opened != 0 {
+                    // The csv crate takes the rest of the file as the open field's text.
+                    self.failed = true;
+                    return Some(Err(SourceError::Csv {
+                        path: self.path.clone(),
+                        line: opened,
+                        message: "a quoted field opens on this line and never closes: the file ends inside it".into(),
+                    }));
+                }
                 Some(self.row(line).and_then(|row| {
                     check_key(
                         &self.schema,
@@ -200,5 +301,44 @@ mod tests {
             err.to_string(),
             "m.csv:3: malformed CSV: 3 fields where the header has 2"
         );
+    }
+
+    #[test]
+    fn a_file_that_ends_inside_a_quoted_field_is_an_error_with_its_line() {
+        let text = "id,name\n1,Ada\n2,\"Grace\n3,Ken\n";
+        let results: Vec<_> = CsvSource::new(text.as_bytes(), "m.csv", "id")
+            .unwrap()
+            .collect();
+        assert_eq!(results.len(), 2, "{results:?}");
+        assert!(results[0].is_ok());
+        assert_eq!(
+            results[1].as_ref().unwrap_err().to_string(),
+            "m.csv:3: malformed CSV: a quoted field opens on this line and never closes: the file ends inside it"
+        );
+        // Doubled quotes, quoted newlines and a quote inside an unquoted field are not.
+        let text = "id,name\n1,\"say \"\"hi\"\"\"\n2,\"two\nlines\"\n3,a\"b\n";
+        let rows: Vec<_> = CsvSource::new(text.as_bytes(), "m.csv", "id")
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn a_float_that_is_not_finite_is_the_rows_error() {
+        let text = "id,score\n1,2.5\n2,1e400\n3,infinity\n4,NaN\n";
+        let results: Vec<_> = CsvSource::new(text.as_bytes(), "m.csv", "id")
+            .unwrap()
+            .with_types(&[("score".to_owned(), ColumnType::Float)])
+            .unwrap()
+            .collect();
+        assert!(results[0].is_ok());
+        for (result, found) in results[1..].iter().zip(["1e400", "infinity", "NaN"]) {
+            let error = result.as_ref().unwrap_err().to_string();
+            assert!(
+                error.contains(found) && error.contains("not a finite number"),
+                "{error}"
+            );
+        }
     }
 }

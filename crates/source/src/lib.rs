@@ -44,7 +44,7 @@ use kinesync_payload::{Row, Schema, SchemaError, Value};
 
 pub use background::{BackgroundSource, ReadAhead, ReaderStopped, read_ahead};
 pub use csv_file::CsvSource;
-pub use ndjson::NdjsonSource;
+pub use ndjson::{NdjsonSource, scan_columns};
 pub use sqlite::SqliteSource;
 
 /// Why a source could not be read, with the file and line (or query row) it concerns.
@@ -159,6 +159,33 @@ pub enum SourceError {
         /// The text found.
         found: String,
     },
+    /// A float column holds infinity, NaN, or a number beyond a 64-bit float (`1e400`): JSON
+    /// has no such number, so every source refuses it, as the row's error.
+    #[error(
+        "{path}:{line}: column {column:?} holds {found:?}, which is not a finite number: JSON has none, so every source refuses it"
+    )]
+    NotFinite {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// The column.
+        column: String,
+        /// The text found.
+        found: String,
+    },
+    /// A line (or a JSON column's value) nests objects and arrays deeper than [`MAX_DEPTH`].
+    #[error(
+        "{path}:{line}: the JSON nests objects and arrays {depth} deep, more than the {MAX_DEPTH} levels kinesync reads (the line's own object is the first)"
+    )]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// How deep it nests.
+        depth: usize,
+    },
     /// A column type was declared for a column the model does not have.
     #[error(
         "{path}: a type is declared for column {column:?}, which the model does not have (its columns: {known})"
@@ -262,6 +289,37 @@ pub trait RowSource: Iterator<Item = Result<SourceRow, SourceError>> + Send {
 
     /// How to name the place of a row in messages.
     fn locator(&self) -> Locator;
+}
+
+/// How deep a model's JSON may nest objects and arrays (a line's own object is the first
+/// level): deep enough for any document a row holds, and shallow enough that every later step
+/// (the state's copy, the message, a template's view) reads it back.
+pub const MAX_DEPTH: usize = 100;
+
+/// How deep `text` nests objects and arrays, found without parsing it (strings skipped).
+pub(crate) fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A declared type for a CSV column.
@@ -386,11 +444,28 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn RowSource>, SourceError> {
         })
     };
     Ok(match format {
-        Format::Ndjson => Box::new(NdjsonSource::new(
-            BufReader::with_capacity(1 << 16, file()?),
-            path,
-            &spec.primary_key,
-        )?),
+        Format::Ndjson => {
+            // Every key of every line is a column: a line may leave a key out (it is null
+            // there). Finding them is a first pass, of keys only.
+            let columns = ndjson::scan_columns(BufReader::with_capacity(1 << 16, file()?))
+                .map_err(|source| SourceError::Read {
+                    path: path.to_owned(),
+                    line: 0,
+                    source,
+                })?;
+            let reader = BufReader::with_capacity(1 << 16, file()?);
+            if columns.is_empty() {
+                // No line is an object: reading them says why.
+                Box::new(NdjsonSource::new(reader, path, &spec.primary_key)?)
+            } else {
+                Box::new(NdjsonSource::with_columns(
+                    reader,
+                    path,
+                    &spec.primary_key,
+                    columns,
+                )?)
+            }
+        }
         Format::Csv => {
             Box::new(CsvSource::new(file()?, path, &spec.primary_key)?.with_types(&spec.types)?)
         }

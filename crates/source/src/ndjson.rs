@@ -19,6 +19,9 @@ pub struct NdjsonSource<R> {
     line: u64,
     /// The first row, read to learn the schema, handed out first.
     first: Option<SourceRow>,
+    /// Lines before the first object that were not rows: their errors, handed out first, as
+    /// any other line's are.
+    early: std::collections::VecDeque<SourceError>,
     buf: String,
     /// Set once reading failed: an input that cannot be read ends the model (with that error)
     /// rather than repeating it forever.
@@ -36,48 +39,100 @@ enum Line {
 }
 
 impl<R: BufRead> NdjsonSource<R> {
-    /// Reads the first object to learn the columns; `path` names the input in errors.
+    /// Reads up to the first object to learn the columns: its keys. A later line with a key
+    /// it lacks is that line's error; [`with_columns`](Self::with_columns) takes the columns
+    /// instead (a file opened by [`crate::open`] is read once first to find every key).
+    /// Lines before the first object that are not one are errors of their own lines, as any
+    /// other line's are. `path` names the input in errors.
     pub fn new(
         reader: R,
         path: impl Into<PathBuf>,
         primary_key: &str,
     ) -> Result<Self, SourceError> {
+        Self::start(reader, path.into(), primary_key, None)
+    }
+
+    /// Rows with these columns, in this order: a key a line leaves out is null there. (The
+    /// columns of every line of a file: [`scan_columns`].)
+    pub fn with_columns(
+        reader: R,
+        path: impl Into<PathBuf>,
+        primary_key: &str,
+        columns: Vec<String>,
+    ) -> Result<Self, SourceError> {
+        Self::start(reader, path.into(), primary_key, Some(columns))
+    }
+
+    fn start(
+        reader: R,
+        path: PathBuf,
+        primary_key: &str,
+        columns: Option<Vec<String>>,
+    ) -> Result<Self, SourceError> {
         let mut source = Self {
             reader,
-            path: path.into(),
+            path,
             schema: Schema::new(["_"], "_").expect("a placeholder schema is valid"),
             line: 0,
             first: None,
+            early: std::collections::VecDeque::new(),
             buf: String::new(),
             failed: false,
         };
-        if !source.next_line()? {
-            return Err(SourceError::Empty { path: source.path });
-        }
-        let line = source.line;
-        // A byte-order mark some editors write is not part of the JSON.
-        let text = source.buf.trim_end();
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let object = match parse(text, &source.path, line)? {
-            Value::Object(object) => object,
-            other => {
-                return Err(SourceError::NotAnObject {
-                    path: source.path,
-                    line,
-                    found: other.kind_name(),
-                });
+        if let Some(columns) = columns {
+            if columns.is_empty() {
+                return Err(SourceError::Empty { path: source.path });
             }
-        };
-        let columns = object.0.iter().map(|(k, _)| k.clone());
-        source.schema = Schema::new(columns, primary_key).map_err(|e| SourceError::Schema {
-            path: source.path.clone(),
+            source.schema = source.schema_of(columns, primary_key)?;
+            return Ok(source);
+        }
+        loop {
+            if !source.next_line()? {
+                // No line was an object: the first line's error says why, or the input is
+                // empty.
+                return Err(source
+                    .early
+                    .pop_front()
+                    .unwrap_or(SourceError::Empty { path: source.path }));
+            }
+            let line = source.line;
+            // A byte-order mark some editors write is not part of the JSON.
+            let text = source.buf.trim_end();
+            let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+            let object = match parse(text, &source.path, line) {
+                Ok(Value::Object(object)) => object,
+                Ok(other) => {
+                    source.early.push_back(SourceError::NotAnObject {
+                        path: source.path.clone(),
+                        line,
+                        found: other.kind_name(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    source.early.push_back(e);
+                    continue;
+                }
+            };
+            let columns = object.0.iter().map(|(k, _)| k.clone()).collect();
+            source.schema = source.schema_of(columns, primary_key)?;
+            source.first = Some(SourceRow {
+                line,
+                row: Row::new(object.0.into_iter().map(|(_, v)| v).collect()),
+            });
+            return Ok(source);
+        }
+    }
+
+    fn schema_of(
+        &self,
+        columns: Vec<String>,
+        primary_key: &str,
+    ) -> Result<Arc<Schema>, SourceError> {
+        Schema::new(columns, primary_key).map_err(|e| SourceError::Schema {
+            path: self.path.clone(),
             source: e,
-        })?;
-        source.first = Some(SourceRow {
-            line,
-            row: Row::new(object.0.into_iter().map(|(_, v)| v).collect()),
-        });
-        Ok(source)
+        })
     }
 
     /// Reads the next non-blank line into `buf`; `false` at the end of the input.
@@ -107,6 +162,8 @@ impl<R: BufRead> NdjsonSource<R> {
     fn row(&self) -> Result<Row, SourceError> {
         // Leading spaces stay, so that an error's column counts from the start of the line.
         let text = self.buf.trim_end();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        check_depth(text, &self.path, self.line)?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let line = RowSeed {
             schema: &self.schema,
@@ -132,7 +189,78 @@ impl<R: BufRead> NdjsonSource<R> {
 }
 
 fn parse(text: &str, path: &std::path::Path, line: u64) -> Result<Value, SourceError> {
+    check_depth(text, path, line)?;
     serde_json::from_str(text).map_err(|e| json_error(path, line, &e))
+}
+
+/// Refuses a line that nests objects and arrays deeper than [`MAX_DEPTH`], before it is
+/// parsed, with the depth in words.
+fn check_depth(text: &str, path: &std::path::Path, line: u64) -> Result<(), SourceError> {
+    let depth = crate::json_depth(text);
+    if depth > crate::MAX_DEPTH {
+        return Err(SourceError::TooDeep {
+            path: path.to_owned(),
+            line,
+            depth,
+        });
+    }
+    Ok(())
+}
+
+/// The columns of an NDJSON model: every key any line's object has, in the order they first
+/// appear. Lines that are not objects are passed over here; reading the rows reports them.
+pub fn scan_columns(reader: impl BufRead) -> Result<Vec<String>, std::io::Error> {
+    let mut columns: Vec<String> = Vec::new();
+    let mut known = std::collections::HashSet::new();
+    for line in reader.lines() {
+        let line = line?;
+        let text = line.trim();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if !text.starts_with('{') || crate::json_depth(text) > crate::MAX_DEPTH {
+            continue;
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let Ok(keys) = KeysOnly.deserialize(&mut deserializer) else {
+            continue;
+        };
+        for key in keys {
+            if known.insert(key.clone()) {
+                columns.push(key);
+            }
+        }
+    }
+    Ok(columns)
+}
+
+/// An object's keys, its values skipped.
+struct KeysOnly;
+
+impl<'de> DeserializeSeed<'de> for KeysOnly {
+    type Value = Vec<String>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<String>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeysOnly {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        let mut keys = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<IgnoredAny>()?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
 }
 
 fn json_error(path: &std::path::Path, line: u64, e: &serde_json::Error) -> SourceError {
@@ -253,6 +381,9 @@ impl<R: BufRead + Send> Iterator for NdjsonSource<R> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
+        }
+        if let Some(early) = self.early.pop_front() {
+            return Some(Err(early));
         }
         let read = match self.first.take() {
             Some(first) => Ok(first),
@@ -376,6 +507,73 @@ mod tests {
                 Value::Null,
                 Value::Bool(false)
             ]
+        );
+    }
+
+    #[test]
+    fn a_bad_first_line_is_that_lines_error_and_the_rest_is_read() {
+        let results: Vec<_> =
+            NdjsonSource::new("{\"id\":1,\n[2]\n{\"id\":3}\n".as_bytes(), "m.ndjson", "id")
+                .unwrap()
+                .collect();
+        assert_eq!(results.len(), 3);
+        assert!(
+            results[0]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .starts_with("m.ndjson:1:")
+        );
+        assert_eq!(
+            results[1].as_ref().unwrap_err().to_string(),
+            "m.ndjson:2: each line must be a JSON object, this one is array"
+        );
+        assert_eq!(results[2].as_ref().unwrap().line, 3);
+        // With no object at all, the first line's error is the model's.
+        let err = ndjson("[1]\n").unwrap_err();
+        assert!(err.to_string().starts_with("m.ndjson:1:"), "{err}");
+    }
+
+    #[test]
+    fn every_key_of_every_line_is_a_column_and_a_missing_one_is_null() {
+        let text = "{\"id\":1,\"a\":\"x\"}\n{\"id\":2,\"nickname\":\"Ace\"}\nnot json\n{\"a\":\"z\",\"id\":3}\n";
+        let columns = scan_columns(text.as_bytes()).unwrap();
+        assert_eq!(columns, ["id", "a", "nickname"]);
+        let results: Vec<_> =
+            NdjsonSource::with_columns(text.as_bytes(), "m.ndjson", "id", columns)
+                .unwrap()
+                .collect();
+        let row = |i: usize| results[i].as_ref().unwrap().row.values().to_vec();
+        assert_eq!(row(0), [Value::Int(1), Value::from("x"), Value::Null]);
+        assert_eq!(row(1), [Value::Int(2), Value::Null, Value::from("Ace")]);
+        assert!(
+            results[2].is_err(),
+            "the line that is not JSON is still its own error"
+        );
+        assert_eq!(row(3), [Value::Int(3), Value::from("z"), Value::Null]);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_the_lines_error_in_words() {
+        let nested = |levels: usize| {
+            format!(
+                "{{\"id\":2,\"v\":{}1{}}}",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        let text = format!(
+            "{{\"id\":1}}\n{}\n{}\n",
+            nested(crate::MAX_DEPTH),
+            nested(128)
+        );
+        let results: Vec<_> = NdjsonSource::new(text.as_bytes(), "m.ndjson", "id")
+            .unwrap()
+            .collect();
+        assert!(results[1].is_ok(), "{} levels are read", crate::MAX_DEPTH);
+        assert_eq!(
+            results[2].as_ref().unwrap_err().to_string(),
+            "m.ndjson:3: the JSON nests objects and arrays 128 deep, more than the 100 levels kinesync reads (the line's own object is the first)"
         );
     }
 }

@@ -140,6 +140,14 @@ fn convert(
         values.push(match value {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(i) => Value::Int(i),
+            ValueRef::Real(f) if !f.is_finite() => {
+                return Err(SourceError::Sqlite {
+                    location: locator.at(line),
+                    message: format!(
+                        "column {column:?} holds {f}, which is not a finite number: JSON has none, so every source refuses it (select a finite value, or NULL, instead)"
+                    ),
+                });
+            }
             ValueRef::Real(f) => Value::Float(f),
             ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
                 Ok(text) => Value::String(text.to_owned()),

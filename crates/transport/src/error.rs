@@ -94,9 +94,13 @@ pub enum ErrorKind {
     StreamNotFound,
     /// `AccessDeniedException`: the credentials' policy does not allow the action.
     AccessDenied,
-    /// The request broke a rule of the API (`ValidationException`, `InvalidArgumentException`,
-    /// HTTP 413): sizes, counts, key or hash key format, stream name. Not retryable as is.
+    /// The request broke a rule of the API (`ValidationException`, `InvalidArgumentException`):
+    /// sizes, counts, key or hash key format, stream name. Not retryable as is.
     InvalidRequest,
+    /// The endpoint refused the request as too large (HTTP 413), though it kept the API's
+    /// limits: an endpoint with a lower cap (kinesalite takes 7 MiB, not 10). Smaller calls go
+    /// through.
+    RequestTooLarge,
     /// A problem with the stream's KMS key.
     Kms(KmsProblem),
     /// The credentials are missing, wrong or expired (`UnrecognizedClientException`,
@@ -123,6 +127,7 @@ impl ErrorKind {
             ErrorKind::StreamNotFound => "stream_not_found",
             ErrorKind::AccessDenied => "access_denied",
             ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::RequestTooLarge => "request_too_large",
             ErrorKind::Kms(_) => "kms",
             ErrorKind::Credentials => "credentials",
             ErrorKind::Other => "other",
@@ -167,7 +172,7 @@ impl ErrorKind {
     pub fn from_http_status(status: u16) -> Self {
         match status {
             429 => ErrorKind::Throttled,
-            413 => ErrorKind::InvalidRequest,
+            413 => ErrorKind::RequestTooLarge,
             401 => ErrorKind::Credentials,
             403 => ErrorKind::AccessDenied,
             404 => ErrorKind::StreamNotFound,
@@ -301,6 +306,7 @@ impl TransportError {
                 self.0.operation.iam_action()
             ),
             ErrorKind::InvalidRequest => "the request broke a Kinesis limit (at most 500 records and 10 MiB a call, each record within the stream's maximum record size, partition keys of 1 to 256 characters, explicit hash keys in 0..=2^128-1); this is a kinesync bug if it happens in a sync".into(),
+            ErrorKind::RequestTooLarge => "the endpoint refused the request as too large (HTTP 413), below the API's 10 MiB: a sync sends smaller calls and carries on; one record alone too large for it cannot be sent there".into(),
             ErrorKind::Kms(problem) => match problem {
                 KmsProblem::AccessDenied => format!("the credentials may not use the stream's KMS key: allow kms:GenerateDataKey on the key for {arn}"),
                 KmsProblem::Disabled => "the stream's KMS key is disabled: enable it in KMS".into(),
