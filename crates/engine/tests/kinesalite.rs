@@ -115,3 +115,38 @@ async fn ten_thousand_rows_land_on_their_shards_then_only_changes_follow() {
     assert_eq!(events.get("removed"), Some(&50));
     assert_eq!(events.get("added"), Some(&10_020));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_larger_than_kinesalite_takes_are_made_smaller_and_every_row_lands() {
+    let server = kinesalite();
+    let probe = KinesisProbe::new(&server.endpoint).await;
+    let stream = unique_stream("capped");
+    probe.create_stream(&stream, 2).await;
+    let schema = Schema::new(["id", "name"], "id").unwrap();
+    let payload = Payload::compile(
+        &PayloadSpec::template(r#"{"id": {{ row.id }}, "name": "{{ row.name }}"}"#),
+        schema.clone(),
+    )
+    .unwrap();
+    let records = RecordBuilder::new(payload, KeySpec::new(&schema, None, None).unwrap());
+    let mut engine = Engine::builder()
+        .records(records)
+        .sink(Arc::new(aws_sink(&server.endpoint).await), stream.clone())
+        .state(MemoryStore::new())
+        // Unpaced, with the API's limits: the first call is near 10 MiB, which kinesalite
+        // refuses whole.
+        .limits(Limits {
+            shard_records_per_second: f64::INFINITY,
+            ..Limits::default()
+        })
+        .build()
+        .unwrap();
+    let name = "n".repeat(250_000);
+    let model: BTreeMap<i64, String> = (1..=40).map(|i| (i, name.clone())).collect();
+    let report = engine.run(rows(&model)).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
+    assert_eq!(report.records.acknowledged, 40);
+    assert_eq!(report.notes.len(), 1, "{}", report.summary());
+    assert!(report.notes[0].contains("HTTP 413"), "{}", report.notes[0]);
+    assert_eq!(probe.read_back(&stream).await.len(), 40);
+}
