@@ -269,3 +269,115 @@ fn rendering_stops_as_soon_as_the_message_passes_the_largest_record() {
     assert_eq!(error.kind.name(), "record_too_large");
     assert!(started.elapsed().as_secs() < 5);
 }
+
+fn any_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        edge_integer().prop_map(Value::Int),
+        prop_oneof![any::<f64>(), Just(f64::MAX), Just(-0.0)].prop_map(Value::Float),
+        prop_oneof![
+            Just(String::new()),
+            "\\PC{0,12}",
+            Just("9223372036854775807".to_owned()),
+            Just("-9223372036854775808".to_owned()),
+            Just("1e400".to_owned()),
+            Just("%FF%".to_owned()),
+            Just("<b>x</b>".to_owned()),
+        ]
+        .prop_map(Value::String),
+        prop::collection::vec(edge_integer().prop_map(Value::Int), 0..4).prop_map(Value::Array),
+    ]
+}
+
+/// Every filter the templates have, with one argument (or none).
+const FILTERS: [&str; 51] = [
+    "abs",
+    "append",
+    "at_least",
+    "at_most",
+    "capitalize",
+    "ceil",
+    "compact",
+    "concat",
+    "date",
+    "default",
+    "divided_by",
+    "downcase",
+    "escape",
+    "escape_once",
+    "first",
+    "floor",
+    "join",
+    "last",
+    "lstrip",
+    "map",
+    "minus",
+    "modulo",
+    "newline_to_br",
+    "plus",
+    "prepend",
+    "remove",
+    "remove_first",
+    "replace",
+    "replace_first",
+    "reverse",
+    "round",
+    "rstrip",
+    "size",
+    "slice",
+    "sort",
+    "sort_natural",
+    "split",
+    "strip",
+    "strip_html",
+    "strip_newlines",
+    "times",
+    "truncate",
+    "truncatewords",
+    "uniq",
+    "upcase",
+    "url_decode",
+    "url_encode",
+    "where",
+    "json",
+    "replace",
+    "slice",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any filter, on any value, with any argument: a message that is JSON, or the row's
+    /// error; never a panic.
+    #[test]
+    fn no_filter_panics_on_any_value(
+        filter in prop::sample::select(FILTERS.to_vec()),
+        arguments in 0usize..3,
+        a in any_value(),
+        b in any_value(),
+    ) {
+        let call = match arguments {
+            0 => filter.to_owned(),
+            1 => format!("{filter}: row.b"),
+            _ => format!("{filter}: row.b, row.b"),
+        };
+        let template = format!("{{\"v\": {{{{ row.a | {call} }}}}}}");
+        let Ok(payload) = Payload::compile(&PayloadSpec::template(template.as_str()), schema()) else {
+            // A filter given arguments it does not take is refused when the template
+            // compiles: not a row's problem.
+            return Ok(());
+        };
+        let row = Row::new(vec![Value::Int(1), a.clone(), b.clone()]);
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            payload.render(RenderInput::new(&row, Event::Added))
+        }));
+        match rendered {
+            Err(_) => prop_assert!(false, "{} panicked on {:?} and {:?}", template, a, b),
+            Ok(Ok(message)) => {
+                prop_assert!(serde_json::from_slice::<serde_json::Value>(&message).is_ok());
+            }
+            Ok(Err(_)) => {}
+        }
+    }
+}

@@ -15,6 +15,7 @@ use super::for_loop::ForBlock;
 use super::json_filter::JsonFilterParser;
 use super::json_output::{JsonOutputTag, OutputContext};
 use super::math_filters;
+use super::slice_filter::SliceParser;
 
 /// Liquid's standard library plus the `json` filter; with `json_tags`, also the three tags
 /// the JSON-safe rewrite emits.
@@ -80,7 +81,6 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::Round);
     filter(&mut lang, stdlib::Rstrip);
     filter(&mut lang, stdlib::Size);
-    filter(&mut lang, stdlib::Slice);
     filter(&mut lang, stdlib::Sort);
     filter(&mut lang, stdlib::SortNatural);
     filter(&mut lang, stdlib::Split);
@@ -95,6 +95,7 @@ fn language(json_tags: bool) -> Language {
     filter(&mut lang, stdlib::UrlEncode);
     filter(&mut lang, stdlib::Where);
     filter(&mut lang, JsonFilterParser);
+    filter(&mut lang, SliceParser);
     // Checked at the edges of the integers, where liquid's wrap or panic.
     for arithmetic in math_filters::all() {
         filter(&mut lang, arithmetic);

@@ -44,6 +44,7 @@ mod lex;
 mod liquid_errors;
 mod math_filters;
 mod runtime;
+mod slice_filter;
 
 use liquid_core::Renderable;
 use liquid_core::model::ObjectView;
