@@ -63,6 +63,7 @@ fn key_input(value: &Value) -> KeyInput<'_> {
     match value {
         Value::Null => KeyInput::Null,
         Value::Int(i) => KeyInput::Integer(*i),
+        Value::UInt(u) => KeyInput::Unsigned(*u),
         Value::String(s) => KeyInput::Text(s),
         other => KeyInput::Unsupported(other.kind_name()),
     }

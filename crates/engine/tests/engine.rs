@@ -356,3 +356,47 @@ async fn a_resync_sends_every_row_again_with_its_previous_version() {
     let after = run(&mut build(false), &model(&[(1, "a"), (2, "b2"), (4, "d")])).await;
     assert_eq!((after.events.unchanged, after.records.to_send), (3, 0));
 }
+
+#[tokio::test]
+async fn unsigned_64_bit_ids_are_sent_exactly_and_keyed_by_their_digits() {
+    let schema = kinesync_payload::Schema::new(["id", "hash"], "id").unwrap();
+    let payload =
+        kinesync_payload::Payload::compile(&kinesync_payload::PayloadSpec::Row, schema.clone())
+            .unwrap();
+    let records = kinesync_engine::RecordBuilder::new(
+        payload,
+        kinesync_engine::KeySpec::new(&schema, None, Some("hash")).unwrap(),
+    );
+    let memory = memory_sink(2);
+    // The SQLite store: rows kept as JSON text, read back for the next run's diff.
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = Engine::builder()
+        .records(records)
+        .sink(memory.clone(), stream())
+        .state(SqliteStore::open(dir.path().join("state.db")).unwrap())
+        .build()
+        .unwrap();
+    let rows = || {
+        vec![kinesync_payload::Row::new(vec![
+            kinesync_payload::Value::UInt(u64::MAX),
+            kinesync_payload::Value::UInt(1 << 63),
+        ])]
+    };
+    let report = run(&mut engine, &rows()).await;
+    assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
+    let stored = memory.records(&stream()).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        std::str::from_utf8(&stored[0].data).unwrap(),
+        r#"{"id":18446744073709551615,"hash":9223372036854775808}"#
+    );
+    assert_eq!(stored[0].partition_key.as_str(), "18446744073709551615");
+    assert_eq!(
+        stored[0].explicit_hash_key.map(|k| k.get()),
+        Some(1u128 << 63)
+    );
+    // The state keeps it exactly: the next run finds nothing changed.
+    let again = run(&mut engine, &rows()).await;
+    assert_eq!(again.events.unchanged, 1, "{}", again.summary());
+    assert_eq!(again.records.to_send, 0);
+}

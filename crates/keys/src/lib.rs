@@ -121,6 +121,7 @@ impl PartitionKey {
         match input {
             KeyInput::Null => Err(KeyError::NullPartitionKey),
             KeyInput::Integer(i) => Self::new(i.to_string()),
+            KeyInput::Unsigned(u) => Self::new(u.to_string()),
             KeyInput::Text(s) => Self::new(s),
             KeyInput::Unsupported(what) => Err(KeyError::UnsupportedType {
                 what,
@@ -173,6 +174,8 @@ pub enum KeyInput<'a> {
     Null,
     /// An integer.
     Integer(i64),
+    /// An integer above `i64::MAX` (an unsigned 64-bit id).
+    Unsigned(u64),
     /// A string.
     Text(&'a str),
     /// Any other type, named for the error message ("float", "boolean", "array", "object").
@@ -206,6 +209,7 @@ impl ExplicitHashKey {
                         text: i.to_string(),
                     })
             }
+            KeyInput::Unsigned(u) => Ok(Self(u128::from(u))),
             KeyInput::Text(s) => s.parse(),
             KeyInput::Unsupported(what) => Err(KeyError::UnsupportedType {
                 what,

@@ -151,3 +151,17 @@ fn limits_hold_at_their_exact_edges() {
         Err(KeyError::ExplicitHashKeyOutOfRange { .. })
     ));
 }
+
+#[test]
+fn unsigned_64_bit_integers_are_keys_digit_for_digit() {
+    let key = PartitionKey::from_input(KeyInput::Unsigned(u64::MAX)).unwrap();
+    assert_eq!(key.as_str(), "18446744073709551615");
+    for value in [1u64 << 63, u64::MAX] {
+        let ehk = ExplicitHashKey::from_input(KeyInput::Unsigned(value)).unwrap();
+        assert_eq!(
+            ehk.get(),
+            u128::from(value),
+            "a JSON integer at or above 2^63"
+        );
+    }
+}

@@ -29,6 +29,9 @@ pub enum Value {
     Bool(bool),
     /// A 64-bit signed integer.
     Int(i64),
+    /// An integer above `i64::MAX`, up to `u64::MAX` (an unsigned 64-bit id): kept digit for
+    /// digit, never turned into a float. (Integers that fit an `i64` are always [`Value::Int`].)
+    UInt(u64),
     /// A 64-bit float.
     Float(f64),
     /// A UTF-8 string.
@@ -45,12 +48,17 @@ impl Value {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
-            Value::Int(_) => "integer",
+            Value::Int(_) | Value::UInt(_) => "integer",
             Value::Float(_) => "float",
             Value::String(_) => "string",
             Value::Array(_) => "array",
             Value::Object(_) => "object",
         }
+    }
+
+    /// An unsigned integer as its value: [`Value::Int`] when it fits an `i64`.
+    pub fn from_u64(u: u64) -> Self {
+        i64::try_from(u).map_or(Value::UInt(u), Value::Int)
     }
 
     /// Appends this value as compact JSON.
@@ -60,6 +68,7 @@ impl Value {
             Value::Bool(true) => out.extend_from_slice(b"true"),
             Value::Bool(false) => out.extend_from_slice(b"false"),
             Value::Int(i) => json::write_int(*i, out),
+            Value::UInt(u) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
             Value::Float(f) => json::write_float(*f, out),
             Value::String(s) => json::write_str(s, out),
             Value::Array(items) => {
@@ -88,6 +97,9 @@ impl Value {
         match self {
             Value::Bool(b) => Some(ScalarCow::new(*b)),
             Value::Int(i) => Some(ScalarCow::new(*i)),
+            // Liquid's numbers stop at i64: templates see the digits (and write them as a
+            // number, see `json.rs`).
+            Value::UInt(u) => Some(ScalarCow::new(u.to_string())),
             Value::Float(f) => Some(ScalarCow::new(*f)),
             Value::String(s) => Some(ScalarCow::new(s.as_str())),
             Value::Null | Value::Array(_) | Value::Object(_) => None,
@@ -100,9 +112,10 @@ impl From<serde_json::Value> for Value {
         match v {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(b),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Value::Int(i),
+                (None, Some(u)) => Value::UInt(u),
+                _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             serde_json::Value::String(s) => Value::String(s),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
@@ -181,8 +194,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
         Ok(Value::Int(i))
     }
     fn visit_u64<E>(self, u: u64) -> Result<Value, E> {
-        // Beyond i64 the value can only be carried as a float.
-        Ok(i64::try_from(u).map_or(Value::Float(u as f64), Value::Int))
+        Ok(Value::from_u64(u))
     }
     fn visit_f64<E>(self, f: f64) -> Result<Value, E> {
         Ok(Value::Float(f))
@@ -216,6 +228,7 @@ impl serde::Serialize for Value {
             Value::Null => serializer.serialize_unit(),
             Value::Bool(b) => serializer.serialize_bool(*b),
             Value::Int(i) => serializer.serialize_i64(*i),
+            Value::UInt(u) => serializer.serialize_u64(*u),
             Value::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
             Value::Float(f) => serializer.serialize_str(json::non_finite_name(*f)),
             Value::String(s) => serializer.serialize_str(s),
@@ -295,6 +308,8 @@ impl ValueView for Value {
             Value::Null => "nil",
             Value::Bool(_) => "boolean",
             Value::Int(_) => "whole number",
+            // Not liquid's: the JSON writer knows it, and writes its digits as a number.
+            Value::UInt(_) => BIG_WHOLE_NUMBER,
             Value::Float(_) => "fractional number",
             Value::String(_) => "string",
             Value::Array(_) => "array",
@@ -352,6 +367,9 @@ impl ValueView for Value {
         matches!(self, Value::Null)
     }
 }
+
+/// The type name templates see for an integer above `i64::MAX`.
+pub(crate) const BIG_WHOLE_NUMBER: &str = "big whole number";
 
 fn owned_scalar(v: &Value) -> liquid_core::model::Scalar {
     v.scalar()

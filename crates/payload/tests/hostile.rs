@@ -381,3 +381,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unsigned_64_bit_integers_are_sent_digit_for_digit_in_every_mode() {
+    let big = Value::from_u64(u64::MAX);
+    assert_eq!(big, Value::UInt(u64::MAX));
+    assert_eq!(Value::from_u64(5), Value::Int(5), "small ones stay Int");
+    let schema = schema();
+    let row = Row::new(vec![big.clone(), Value::from_u64(1 << 63), Value::Null]);
+    let digits = "18446744073709551615";
+    for spec in [
+        PayloadSpec::Row,
+        PayloadSpec::Mapping {
+            fields: vec![
+                kinesync_payload::FieldMapping::new("id", "id"),
+                kinesync_payload::FieldMapping::new("a", "a"),
+            ],
+        },
+        PayloadSpec::template(
+            r#"{"id": {{ row.id }}, "a": {{ row.a }}, "text": "{{ row.id }}", "j": {{ row.id | json }}}"#,
+        ),
+    ] {
+        let payload = Payload::compile(&spec, schema.clone()).unwrap();
+        let message = payload
+            .render(RenderInput::new(&row, Event::Added))
+            .unwrap();
+        let text = String::from_utf8(message).unwrap();
+        assert!(text.contains(&format!("\"id\":{digits}")), "{text}");
+        assert!(text.contains("\"a\":9223372036854775808"), "{text}");
+        if text.contains("\"text\"") {
+            assert!(text.contains(&format!("\"text\":\"{digits}\"")), "{text}");
+        }
+    }
+    // Through JSON and back (as the state keeps rows), still exact.
+    let json = serde_json::to_string(&big).unwrap();
+    assert_eq!(json, digits);
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), big);
+}

@@ -84,7 +84,11 @@ impl<R: Read> CsvSource<R> {
         }
         let parsed = match ty {
             ColumnType::String => unreachable!("handled above"),
-            ColumnType::Integer => trimmed.parse().ok().map(Value::Int),
+            ColumnType::Integer => match trimmed.parse::<i64>() {
+                Ok(i) => Some(Value::Int(i)),
+                // An unsigned 64-bit id: exact, not a float.
+                Err(_) => trimmed.parse::<u64>().ok().map(Value::from_u64),
+            },
             ColumnType::Float => match trimmed.parse::<f64>() {
                 Ok(f) if f.is_finite() => Some(Value::Float(f)),
                 Ok(_) => {

@@ -576,4 +576,13 @@ mod tests {
             "m.ndjson:3: the JSON nests objects and arrays 128 deep, more than the 100 levels kinesync reads (the line's own object is the first)"
         );
     }
+
+    #[test]
+    fn integers_above_i64_keep_their_digits() {
+        let rows = ndjson("{\"id\":18446744073709551615,\"n\":9223372036854775808}\n").unwrap();
+        assert_eq!(
+            rows[0].row.values(),
+            [Value::UInt(u64::MAX), Value::UInt(1 << 63)]
+        );
+    }
 }
