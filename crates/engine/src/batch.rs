@@ -57,6 +57,9 @@ pub(crate) struct Item {
     /// The judgement of its shard's throttles it was last sent after (see
     /// [`Pacer::judgement`]).
     pub(crate) sent_after: u32,
+    /// Goes in a call of its own: a call it was in was refused whole as invalid, and calls of
+    /// one record find the record the stream refuses.
+    pub(crate) alone: bool,
 }
 
 impl Item {
@@ -78,6 +81,7 @@ impl Item {
             hash,
             shard,
             sent_after: 0,
+            alone: false,
         }
     }
 }
@@ -296,7 +300,8 @@ impl Batcher {
                         full = true;
                         break;
                     }
-                    let Some(unit) = self.take(shard, self.max_bytes - bytes, now, pacer) else {
+                    let room = self.max_bytes - bytes;
+                    let Some(unit) = self.take(shard, room, batch.len(), now, pacer) else {
                         break;
                     };
                     let Ok(mut unit) = unit else {
@@ -312,8 +317,14 @@ impl Batcher {
                     }
                     bytes += unit.size();
                     taken_records += unit.user_records();
+                    let alone = matches!(&unit, Unit::Single(item) if item.alone);
                     batch.push(unit);
                     taken += 1;
+                    if alone {
+                        // Nothing joins it.
+                        full = true;
+                        break;
+                    }
                 }
                 if full {
                     break;
@@ -335,12 +346,17 @@ impl Batcher {
         &mut self,
         shard: usize,
         room: usize,
+        taken_so_far: usize,
         now: Instant,
         pacer: &mut Pacer,
     ) -> Option<Result<Unit, ()>> {
         let front = self.lanes[shard].front()?;
         let size = front.record.size();
-        if let Some(max) = self.aggregate_max_bytes {
+        if front.alone && taken_so_far > 0 {
+            // It goes in a call of its own: not this one.
+            return Some(Err(()));
+        }
+        if let Some(max) = self.aggregate_max_bytes.filter(|_| !front.alone) {
             let alone = Aggregator::new(max).size_with(&front.record);
             // Packed when it may share an aggregate, once the shard can take one with it;
             // otherwise (too large to share, or a rate cut so low that the shard's bucket

@@ -501,6 +501,9 @@ impl<'e> Run<'e> {
     /// The report, with how the run ended.
     fn into_report(mut self, stop: Option<Stop>, baseline_only: bool) -> RunReport {
         let notes = std::mem::take(&mut self.outbox.notes);
+        for (key, why) in std::mem::take(&mut self.outbox.refused_rows) {
+            self.report.row_errors.add(key, "refused_by_stream", why);
+        }
         let counts = &self.outbox.counts;
         let report = &mut self.report;
         report.records.acknowledged = counts.acknowledged;

@@ -46,6 +46,10 @@ use crate::store::SharedState;
 /// refill by a tenth of a second's worth, short enough not to leave the stream idle.
 pub(crate) const MIN_CALL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Calls of one record refused as invalid in a row before the run stops: by then the stream
+/// refuses every call, not one record.
+const MAX_REFUSED_IN_A_ROW: u32 = 10;
+
 /// How the outbox behaves; see [`crate::Limits`].
 #[derive(Debug, Clone)]
 pub(crate) struct OutboxConfig {
@@ -89,6 +93,7 @@ struct Sent {
     hash: HashKey,
     shard: usize,
     sent_after: u32,
+    alone: bool,
 }
 
 /// What one Kinesis record of a call carries.
@@ -146,6 +151,12 @@ pub(crate) struct Outbox {
     refused: u64,
     /// What the run should say once, in its summary (a call size lowered for the endpoint).
     pub(crate) notes: Vec<String>,
+    /// Records the stream refused as invalid, alone in their call: (primary key, why), for
+    /// the report's row errors.
+    pub(crate) refused_rows: Vec<(String, String)>,
+    /// Calls of one record refused as invalid in a row: past a few, the stream refuses every
+    /// call, not one record, and the run stops.
+    refused_in_a_row: u32,
     /// Nothing new goes out ([`abandon`](Self::abandon)).
     abandoned: bool,
     /// The error that stopped sending, if one did.
@@ -188,6 +199,8 @@ impl Outbox {
             misplaced: Vec::new(),
             refused: 0,
             notes: Vec::new(),
+            refused_rows: Vec::new(),
+            refused_in_a_row: 0,
             abandoned: false,
             stopped: None,
             counts: SendCounts::default(),
@@ -529,6 +542,7 @@ impl Outbox {
                             hash: i.hash,
                             shard: i.shard,
                             sent_after: i.sent_after,
+                            alone: i.alone,
                         };
                         (i.record, Out::Single(sent))
                     }
@@ -695,6 +709,42 @@ impl Outbox {
         acknowledged
     }
 
+    /// A call the stream refused whole as invalid (`ValidationException`): the API's rules
+    /// are kept before sending, so one record broke a rule kinesync does not know. Several
+    /// records: each goes again in a call of its own, to find it. One: it is that row's error
+    /// (pending, tried again by the next run), and the others go on.
+    fn refused_invalid(&mut self, units: Vec<Unit>, error: &TransportError) {
+        let alone = units.len() == 1 && units[0].user_records() == 1;
+        if !alone {
+            if !self
+                .notes
+                .iter()
+                .any(|n| n.starts_with("the stream refused a call"))
+            {
+                self.notes.push(format!(
+                    "the stream refused a call of {} records as invalid ({}): its records were sent one a call, to find the one it refuses",
+                    units.iter().map(Unit::user_records).sum::<usize>(),
+                    error.message()
+                ));
+            }
+            for unit in units {
+                for mut item in self.unpack(unit).into_iter().rev() {
+                    item.alone = true;
+                    self.batcher.requeue(item);
+                }
+            }
+            return;
+        }
+        self.refused_in_a_row += 1;
+        for item in self.unpack(units.into_iter().next().expect("one unit")) {
+            self.refused_rows.push((
+                item.change.key().to_owned(),
+                format!("the stream refused this record: {}", error.message()),
+            ));
+            self.batcher.give_up(item);
+        }
+    }
+
     /// Sorts an answer's Kinesis records into acknowledged, throttled, retried and given up,
     /// and returns the changes of the acknowledged user records, in the call's order, to
     /// commit.
@@ -716,6 +766,7 @@ impl Outbox {
                     hash: s.hash,
                     shard: s.shard,
                     sent_after: s.sent_after,
+                    alone: s.alone,
                 }),
                 Out::Packed(items) => Unit::Packed { record, items },
             })
@@ -737,6 +788,7 @@ impl Outbox {
         match done.result {
             Ok(outcomes) => {
                 self.failed_calls = 0;
+                self.refused_in_a_row = 0;
                 self.held_until = None;
                 for (unit, outcome) in units.into_iter().zip(outcomes) {
                     match outcome {
@@ -791,6 +843,13 @@ impl Outbox {
                 for unit in units {
                     self.requeue(unit);
                 }
+            }
+            Err(error)
+                if error.kind() == ErrorKind::InvalidRequest
+                    && !self.abandoned
+                    && self.refused_in_a_row < MAX_REFUSED_IN_A_ROW =>
+            {
+                self.refused_invalid(units, &error);
             }
             Err(error) if error.is_retryable() && !self.abandoned => {
                 // The whole call failed: its records go back to their lanes, and the sender

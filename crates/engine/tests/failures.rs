@@ -500,3 +500,107 @@ async fn calls_an_endpoint_refuses_as_too_large_are_split_and_the_run_goes_on() 
         report.summary()
     );
 }
+
+/// Refuses, whole, any call holding a record whose message contains `"bad"`: as the service
+/// answers a `ValidationException` for one record of a call.
+#[derive(Debug)]
+struct RefusesBad {
+    inner: Arc<InMemorySink>,
+}
+
+impl std::fmt::Display for RefusesBad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refuses bad")
+    }
+}
+
+#[async_trait::async_trait]
+impl KinesisSink for RefusesBad {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[kinesync_transport::PutRecord],
+    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
+        if let Some(index) = records
+            .iter()
+            .position(|r| String::from_utf8_lossy(&r.data).contains("\"bad\""))
+        {
+            return Err(kinesync_transport::TransportError::new(
+                ErrorKind::InvalidRequest,
+                kinesync_transport::Operation::PutRecords,
+                format!("1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint", index + 1),
+            )
+            .with_code("ValidationException"));
+        }
+        self.inner.put_records(stream, records).await
+    }
+
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
+        self.inner.describe_stream(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
+        self.inner.list_streams().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_the_stream_refuses_is_its_rows_error_and_the_others_are_sent() {
+    let memory = memory_sink(2);
+    let mut engine = engine(
+        Arc::new(RefusesBad {
+            inner: memory.clone(),
+        }),
+        Events::all(),
+        Initial::Backfill,
+    );
+    let mut rows: Vec<Row> = (1..=40).map(|id| row(id, "fine")).collect();
+    rows[16] = row(17, "bad");
+    let report = run(&mut engine, &rows).await;
+    assert_eq!(report.outcome, Outcome::Partial, "{}", report.summary());
+    assert_eq!(report.records.acknowledged, 39);
+    assert_eq!(report.row_errors.total, 1);
+    let error = &report.row_errors.first[0];
+    assert_eq!(
+        (error.primary_key.as_str(), error.kind.as_str()),
+        ("17", "refused_by_stream")
+    );
+    assert!(
+        error.message.contains("records.1.member.data"),
+        "{}",
+        error.message
+    );
+    assert_eq!(memory.records(&stream()).unwrap().len(), 39);
+    assert!(
+        report.summary().contains("to find the one it refuses"),
+        "{}",
+        report.summary()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_refuses_every_call_as_invalid_stops_the_run() {
+    let memory = memory_sink(1);
+    let mut engine = engine(
+        Arc::new(RefusesBad {
+            inner: memory.clone(),
+        }),
+        Events::all(),
+        Initial::Backfill,
+    );
+    let rows: Vec<Row> = (1..=100).map(|id| row(id, "bad")).collect();
+    let report = run(&mut engine, &rows).await;
+    let Outcome::Failed { error } = &report.outcome else {
+        panic!("{}", report.summary())
+    };
+    assert!(error.contains("validation error"), "{error}");
+    assert!(
+        report.row_errors.total <= 10,
+        "not one call per record for ever: {}",
+        report.row_errors.total
+    );
+    assert_eq!(report.records.acknowledged, 0);
+}
