@@ -163,3 +163,60 @@ fn preview_finds_what_sync_would_refuse() {
     assert_eq!(lines[1]["error"]["kind"], "record_too_large");
     assert_eq!(lines[2]["error"]["kind"], "duplicate_primary_key");
 }
+
+/// `kinesync check` on a real (unreachable or misnamed) destination, with `HOME` in `dir`.
+fn check_destination(dir: &Path, destination: &str) -> (Option<i32>, String) {
+    let config = setup(dir, ROWS, "mode = \"row\"", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("simulated = { shards = 2 }", destination);
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("HOME", dir)
+        .env_remove("AWS_CONFIG_FILE")
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+        .env("HOSTILE_KEY_ID", "AKIDHOSTILE")
+        .env("HOSTILE_SECRET", "hostile-secret")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[test]
+fn a_host_that_does_not_resolve_is_named_with_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = check_destination(
+        dir.path(),
+        "region = \"us-east-1\"\nendpoint_url = \"http://no-such-host.invalid:4567\"\n[destination.auth]\nkind = \"access_key\"\naccess_key_id_env = \"HOSTILE_KEY_ID\"\nsecret_access_key_env = \"HOSTILE_SECRET\"",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("endpoint http://no-such-host.invalid:4567")
+            && text.contains("did not resolve"),
+        "{text}"
+    );
+    assert!(!text.contains("hostile-secret"), "{text}");
+}
+
+#[test]
+fn a_profile_that_is_not_defined_says_where_it_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = check_destination(
+        dir.path(),
+        "region = \"us-east-1\"\n[destination.auth]\nkind = \"profile\"\nprofile = \"nope\"",
+    );
+    assert_eq!(code, Some(1), "{text}");
+    let config_file = dir.path().join(".aws").join("config");
+    assert!(
+        text.contains("profile \"nope\" is not defined")
+            && text.contains(&config_file.display().to_string()),
+        "{text}"
+    );
+}

@@ -297,7 +297,7 @@ impl TransportError {
         );
         match self.0.kind {
             ErrorKind::Throttled => "the stream is over its write limits (1,000 records/s and 1 MiB/s per shard); kinesync retries with backoff; add shards or lower the send rate if it persists".into(),
-            ErrorKind::Transient => "a passing service or network failure; kinesync retries it".into(),
+            ErrorKind::Transient => "a service or network failure: a sync retries it for up to retry_seconds; if it lasts, check the endpoint or region and the network".into(),
             ErrorKind::StreamNotFound => format!(
                 "no stream named {stream:?}{region} is visible to these credentials; stream names are case-sensitive, and a stream lives in one region and one account (check the region and, with an assumed role, the role's account)"
             ),

@@ -125,25 +125,76 @@ fn base_credentials(
             described,
         ))
     };
-    let profile = |name: &str| {
-        (
+    let profile = |name: &str| -> Result<(Credentials, String), Error> {
+        profile_is_defined(config, name)?;
+        Ok((
             Credentials::Profile(name.to_owned()),
             format!("profile {name:?}"),
-        )
+        ))
     };
     match auth.kind {
         AuthKind::Default => Ok((Credentials::DefaultChain, "the default credential chain".into())),
         AuthKind::Profile => {
             let name = auth.profile.as_deref().ok_or_else(|| config.invalid("[destination.auth] kind = \"profile\" needs profile = \"NAME\""))?;
-            Ok(profile(name))
+            profile(name)
         }
         AuthKind::AccessKey => access_key(),
         AuthKind::AssumeRole => match (&auth.profile, auth.access_key_id_env.is_some() || auth.secret_access_key_env.is_some()) {
             (Some(_), true) => Err(config.invalid("[destination.auth] names both a profile and an access key as the base for assume_role; keep one")),
-            (Some(name), false) => Ok(profile(name)),
+            (Some(name), false) => profile(name),
             // Both halves of the key are required: `env` names the one that is missing.
             (None, true) => access_key(),
             (None, false) => Ok((Credentials::DefaultChain, "the default credential chain".into())),
         },
     }
+}
+
+/// The AWS config and credentials files a profile is looked for in, as the SDK finds them:
+/// `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE`, or `~/.aws/config` and
+/// `~/.aws/credentials`.
+fn profile_files() -> Vec<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |variable: &str, default: &str| {
+        std::env::var_os(variable)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
+    };
+    [
+        file("AWS_CONFIG_FILE", "config"),
+        file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Refuses a profile that neither file defines, before any call: the SDK would otherwise go
+/// on down its chain (to the instance metadata service) and report that failure instead.
+/// Only section headers are read (`[profile NAME]`, `[NAME]`); no value is ever shown.
+fn profile_is_defined(config: &Config, name: &str) -> Result<(), Error> {
+    let files = profile_files();
+    let defined = files.iter().any(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().any(|line| {
+                let header = line.trim();
+                let Some(inner) = header.strip_prefix('[').and_then(|h| h.strip_suffix(']')) else {
+                    return false;
+                };
+                let inner = inner.trim();
+                inner == name || inner.strip_prefix("profile ").map(str::trim) == Some(name)
+            })
+        })
+    });
+    if defined {
+        return Ok(());
+    }
+    let looked: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    Err(config.invalid(format!(
+        "[destination.auth] profile {name:?} is not defined in {} (set AWS_CONFIG_FILE or AWS_SHARED_CREDENTIALS_FILE to look elsewhere)",
+        if looked.is_empty() {
+            "any AWS config file (HOME is not set)".to_owned()
+        } else {
+            looked.join(" or ")
+        }
+    )))
 }

@@ -20,6 +20,7 @@ pub(super) fn map_sdk_error<E>(
     err: SdkError<E, HttpResponse>,
     operation: Operation,
     credentials: &str,
+    host: &str,
 ) -> (TransportError, Option<u16>)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -51,7 +52,10 @@ where
         SdkError::DispatchFailure(_) if has_credentials_error(&err) => TransportError::new(
             ErrorKind::Credentials,
             operation,
-            format!("no usable credentials; looked in {credentials}"),
+            format!(
+                "no usable credentials; looked in {credentials}{}",
+                credentials_reason(&err)
+            ),
         ),
         SdkError::DispatchFailure(failure) => {
             // Anything but a fault in the request itself is the network's: timeouts, refused
@@ -66,10 +70,16 @@ where
             } else {
                 (
                     ErrorKind::Transient,
-                    "the connection failed (refused, reset, or closed before the answer)",
+                    "the connection failed (the host name did not resolve, or the host refused, reset or closed the connection)",
                 )
             };
-            TransportError::new(kind, operation, what.to_owned())
+            // What the network said, as the connector reported it (a DNS failure, a refused
+            // connection): shown as it is, never parsed.
+            let said = failure
+                .as_connector_error()
+                .map(|e| format!(": {}", chain(e)))
+                .unwrap_or_default();
+            TransportError::new(kind, operation, format!("{host}: {what}{said}"))
         }
         SdkError::ResponseError(context) => {
             let status = context.raw().status().as_u16();
@@ -94,7 +104,10 @@ where
         _ if has_credentials_error(&err) => TransportError::new(
             ErrorKind::Credentials,
             operation,
-            format!("no usable credentials; looked in {credentials}"),
+            format!(
+                "no usable credentials; looked in {credentials}{}",
+                credentials_reason(&err)
+            ),
         ),
         _ => TransportError::new(
             ErrorKind::Other,
@@ -106,6 +119,49 @@ where
         error = error.with_request_id(id);
     }
     (error.with_source(err), status)
+}
+
+/// An error and its sources, as one line: `a: b: c`, each said once.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Why the credentials provider failed, from its typed error and what it wraps (a profile
+/// that is not defined, STS refusing a role): `: ...`, or nothing. A part that mentions a
+/// secret or has a `=` in it (a line of a credentials file) is left out: what the user reads
+/// never holds a key.
+fn credentials_reason(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            let parts: Vec<String> = chain(e)
+                .split(": ")
+                .filter(|part| {
+                    let lower = part.to_ascii_lowercase();
+                    !lower.contains("secret") && !part.contains('=')
+                })
+                .map(str::to_owned)
+                .collect();
+            return if parts.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", parts.join(": "))
+            };
+        }
+        current = e.source();
+    }
+    String::new()
 }
 
 /// Whether the error chain holds a credentials failure (typed, by downcast).

@@ -139,7 +139,11 @@ impl AwsKinesisSink {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let (error, status) = map_sdk_error(err, call.operation, &self.credentials);
+        let host = match &self.endpoint {
+            Some(endpoint) => format!("endpoint {endpoint}"),
+            None => format!("kinesis.{}.amazonaws.com", self.region),
+        };
+        let (error, status) = map_sdk_error(err, call.operation, &self.credentials, &host);
         let mut error = error.with_region(&self.region);
         if let Some(stream) = &call.stream {
             error = error.with_stream(stream);
