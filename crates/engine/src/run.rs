@@ -21,7 +21,7 @@ use kinesync_keys::ShardMap;
 use kinesync_payload::Event;
 use kinesync_source::Locator;
 use kinesync_state::{Change, Doubt, Unanswered};
-use kinesync_transport::{PutRecord, StreamDescription};
+use kinesync_transport::{ErrorKind, PutRecord, StreamDescription};
 
 use crate::backoff::Backoff;
 use crate::build::{BuildPool, Built, BuiltRow, ToBuild};
@@ -607,6 +607,8 @@ async fn describe(settings: &Settings, seed: u64) -> Result<StreamDescription, E
     let limits = &settings.limits;
     let mut backoff = Backoff::new(limits.backoff_base, limits.backoff_cap, seed);
     let mut attempts = 0;
+    // tokio's clock: the one the waits below move (paused in tests).
+    let started = tokio::time::Instant::now();
     loop {
         match settings.sink.describe_stream(&settings.stream).await {
             Ok(description) => return Ok(description),
@@ -614,10 +616,21 @@ async fn describe(settings: &Settings, seed: u64) -> Result<StreamDescription, E
                 attempts += 1;
                 tokio::time::sleep(backoff.delay(attempts)).await;
             }
+            // A stream being created is ACTIVE within a minute or so: wait for it, every
+            // STREAM_READY_POLL, up to retry_time.
+            Err(e)
+                if e.kind() == ErrorKind::StreamNotReady
+                    && started.elapsed() + STREAM_READY_POLL <= limits.retry_time =>
+            {
+                tokio::time::sleep(STREAM_READY_POLL).await;
+            }
             Err(e) => return Err(e.into()),
         }
     }
 }
+
+/// How often a run asks again about a stream being created.
+const STREAM_READY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a user is told about a key read twice: where, and what the run did about it.
 fn duplicate_message(

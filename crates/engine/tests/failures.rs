@@ -604,3 +604,81 @@ async fn a_stream_that_refuses_every_call_as_invalid_stops_the_run() {
     );
     assert_eq!(report.records.acknowledged, 0);
 }
+
+/// A stream being created: `DescribeStreamSummary` says so `creating_for` more times.
+#[derive(Debug)]
+struct BeingCreated {
+    inner: Arc<InMemorySink>,
+    creating_for: std::sync::atomic::AtomicU32,
+}
+
+impl std::fmt::Display for BeingCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("being created")
+    }
+}
+
+#[async_trait::async_trait]
+impl KinesisSink for BeingCreated {
+    async fn put_records(
+        &self,
+        stream: &StreamName,
+        records: &[kinesync_transport::PutRecord],
+    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
+        self.inner.put_records(stream, records).await
+    }
+
+    async fn describe_stream(
+        &self,
+        stream: &StreamName,
+    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
+        let left = self.creating_for.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.creating_for
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(kinesync_transport::TransportError::new(
+                ErrorKind::StreamNotReady,
+                kinesync_transport::Operation::DescribeStreamSummary,
+                "the stream's status is CREATING",
+            ));
+        }
+        self.inner.describe_stream(stream).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
+        self.inner.list_streams().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_waits_for_a_stream_being_created_within_its_retry_time() {
+    let memory = memory_sink(1);
+    let sink = Arc::new(BeingCreated {
+        inner: memory.clone(),
+        creating_for: std::sync::atomic::AtomicU32::new(5),
+    });
+    let mut waiting = engine(sink, Events::all(), Initial::Backfill);
+    let started = tokio::time::Instant::now();
+    let report = run(&mut waiting, &[row(1, "a")]).await;
+    assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(10),
+        "five waits of 2 s"
+    );
+
+    // One that stays CREATING past retry_seconds ends the run, saying so.
+    let sink = Arc::new(BeingCreated {
+        inner: memory_sink(1),
+        creating_for: std::sync::atomic::AtomicU32::new(u32::MAX),
+    });
+    let mut stuck = engine(sink, Events::all(), Initial::Backfill);
+    let error = stuck
+        .run(vec![Ok::<_, String>(row(1, "a"))])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("CREATING") && error.contains("takes no records until it is ACTIVE"),
+        "{error}"
+    );
+}

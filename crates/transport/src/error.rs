@@ -92,6 +92,9 @@ pub enum ErrorKind {
     Transient,
     /// `ResourceNotFoundException`: no such stream in this account and region.
     StreamNotFound,
+    /// The stream exists but takes no records yet: it is being created. A sync waits a while
+    /// for it. (A stream being deleted is [`ErrorKind::StreamNotFound`]: it will not come back.)
+    StreamNotReady,
     /// `AccessDeniedException`: the credentials' policy does not allow the action.
     AccessDenied,
     /// The request broke a rule of the API (`ValidationException`, `InvalidArgumentException`):
@@ -125,6 +128,7 @@ impl ErrorKind {
             ErrorKind::Throttled => "throttled",
             ErrorKind::Transient => "transient",
             ErrorKind::StreamNotFound => "stream_not_found",
+            ErrorKind::StreamNotReady => "stream_not_ready",
             ErrorKind::AccessDenied => "access_denied",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::RequestTooLarge => "request_too_large",
@@ -301,6 +305,7 @@ impl TransportError {
             ErrorKind::StreamNotFound => format!(
                 "no stream named {stream:?}{region} is visible to these credentials; stream names are case-sensitive, and a stream lives in one region and one account (check the region and, with an assumed role, the role's account)"
             ),
+            ErrorKind::StreamNotReady => "the stream is being created and takes no records until it is ACTIVE: a sync waits for it (up to retry_seconds); run again once it is ACTIVE".into(),
             ErrorKind::AccessDenied => format!(
                 "the credentials' IAM policy must allow {} on {arn} (kinesync needs kinesis:PutRecords, kinesis:DescribeStreamSummary and kinesis:ListShards)",
                 self.0.operation.iam_action()

@@ -209,6 +209,25 @@ impl KinesisSink for AwsKinesisSink {
             )
             .with_stream(stream.as_str()));
         };
+        // A stream being created or deleted has no shards to list and takes no records: its
+        // status is the answer.
+        let not_ready = match summary.stream_status() {
+            aws_sdk_kinesis::types::StreamStatus::Creating => Some(ErrorKind::StreamNotReady),
+            aws_sdk_kinesis::types::StreamStatus::Deleting => Some(ErrorKind::StreamNotFound),
+            _ => None,
+        };
+        if let Some(kind) = not_ready {
+            return Err(TransportError::new(
+                kind,
+                Operation::DescribeStreamSummary,
+                format!(
+                    "the stream's status is {}",
+                    summary.stream_status().as_str()
+                ),
+            )
+            .with_stream(stream.as_str())
+            .with_region(&self.region));
+        }
         let shards = self.open_shards(stream).await?;
         let shards = ShardMap::from_ranges(shards).map_err(|e| {
             TransportError::new(
