@@ -170,16 +170,23 @@ fn rows_shorter_than_the_schema_read_as_null() {
 
 #[test]
 fn json_values_keep_key_order_and_types_when_read() {
-    let v: Value =
-        serde_json::from_str(r#"{"b": 1, "a": 1.0, "c": 18446744073709551615, "d": "x"}"#).unwrap();
+    let v: Value = serde_json::from_str(
+        r#"{"b": 1, "a": 1.0, "c": 18446744073709551615, "d": "x", "e": 18446744073709551616}"#,
+    )
+    .unwrap();
     let Value::Object(object) = &v else { panic!() };
     let keys: Vec<&str> = object.0.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["b", "a", "c", "d"]);
+    assert_eq!(keys, ["b", "a", "c", "d", "e"]);
     assert_eq!(object.get("b"), Some(&Value::Int(1)));
     assert_eq!(object.get("a"), Some(&Value::Float(1.0)));
     assert_eq!(
         object.get("c"),
-        Some(&Value::Float(18446744073709551615.0)),
-        "beyond i64: a float"
+        Some(&Value::UInt(u64::MAX)),
+        "beyond i64, within u64: exact"
+    );
+    assert_eq!(
+        object.get("e"),
+        Some(&Value::Float(18446744073709551616.0)),
+        "beyond u64: a float, as serde_json reads it"
     );
 }

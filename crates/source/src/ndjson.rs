@@ -563,14 +563,19 @@ mod tests {
             )
         };
         let text = format!(
-            "{{\"id\":1}}\n{}\n{}\n",
+            "{{\"id\":1,\"v\":0}}\n{}\n{}\n",
             nested(crate::MAX_DEPTH),
             nested(128)
         );
         let results: Vec<_> = NdjsonSource::new(text.as_bytes(), "m.ndjson", "id")
             .unwrap()
             .collect();
-        assert!(results[1].is_ok(), "{} levels are read", crate::MAX_DEPTH);
+        assert!(
+            results[1].is_ok(),
+            "{} levels are read: {:?}",
+            crate::MAX_DEPTH,
+            results[1]
+        );
         assert_eq!(
             results[2].as_ref().unwrap_err().to_string(),
             "m.ndjson:3: the JSON nests objects and arrays 128 deep, more than the 100 levels kinesync reads (the line's own object is the first)"
