@@ -105,3 +105,42 @@ async fn reqwest_like_get(url: &str) -> serde_json::Value {
         .unwrap_or_default();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("moto's state is JSON ({e}): {body}"))
 }
+
+#[tokio::test]
+async fn a_role_sts_will_not_give_names_sts_the_role_and_why() {
+    // No STS where the sink is told to look: AssumeRole cannot succeed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sts_endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let memory = Arc::new(InMemorySink::new());
+    let stream = StreamName::new("cross-account").unwrap();
+    memory.create_stream(&stream, StreamConfig::with_shards(1));
+    let kinesis = FakeKinesis::start(memory.clone()).await;
+    let sink = AwsKinesisSink::builder()
+        .region(TEST_REGION)
+        .endpoint_url(&kinesis.endpoint)
+        .sts_endpoint_url(&sts_endpoint)
+        .credentials(test_credentials())
+        .assume_role(AssumeRole {
+            role_arn: "arn:aws:iam::210987654321:role/kinesync-writer".into(),
+            external_id: None,
+            session_name: None,
+        })
+        .build()
+        .await
+        .unwrap();
+    let record = PutRecord::new(PartitionKey::new("k").unwrap(), &b"{}"[..]);
+    let error = sink.put_records(&stream, &[record]).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "STS AssumeRole of role arn:aws:iam::210987654321:role/kinesync-writer failed"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("access key ending"), "{text}");
+    assert!(
+        !text.contains("no usable credentials"),
+        "not a vague message: {text}"
+    );
+}

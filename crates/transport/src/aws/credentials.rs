@@ -74,7 +74,12 @@ impl Credentials {
         match self {
             Credentials::DefaultChain => "the default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, web identity, container and instance metadata)".into(),
             Credentials::Profile(name) => format!("profile {name:?} in ~/.aws/config and ~/.aws/credentials"),
-            Credentials::AccessKey { access_key_id, .. } => format!("the access key {access_key_id} given in the configuration"),
+            Credentials::AccessKey { access_key_id, .. } => {
+                // Its last four characters, as the AWS console shows a key.
+                let chars: Vec<char> = access_key_id.chars().collect();
+                let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+                format!("the access key ending {tail} given in the configuration")
+            }
         }
     }
 }

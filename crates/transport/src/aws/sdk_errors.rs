@@ -21,6 +21,7 @@ pub(super) fn map_sdk_error<E>(
     operation: Operation,
     credentials: &str,
     host: &str,
+    role: Option<&str>,
 ) -> (TransportError, Option<u16>)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -52,10 +53,7 @@ where
         SdkError::DispatchFailure(_) if has_credentials_error(&err) => TransportError::new(
             ErrorKind::Credentials,
             operation,
-            format!(
-                "no usable credentials; looked in {credentials}{}",
-                credentials_reason(&err)
-            ),
+            no_credentials(credentials, role, &err),
         ),
         SdkError::DispatchFailure(failure) => {
             // Anything but a fault in the request itself is the network's: timeouts, refused
@@ -104,10 +102,7 @@ where
         _ if has_credentials_error(&err) => TransportError::new(
             ErrorKind::Credentials,
             operation,
-            format!(
-                "no usable credentials; looked in {credentials}{}",
-                credentials_reason(&err)
-            ),
+            no_credentials(credentials, role, &err),
         ),
         _ => TransportError::new(
             ErrorKind::Other,
@@ -119,6 +114,22 @@ where
         error = error.with_request_id(id);
     }
     (error.with_source(err), status)
+}
+
+/// What failed when no credentials could be had: the base credentials, or (with a role to
+/// assume) STS's `AssumeRole` of that role on top of them; and why.
+fn no_credentials(
+    credentials: &str,
+    role: Option<&str>,
+    err: &(dyn std::error::Error + 'static),
+) -> String {
+    let reason = credentials_reason(err);
+    match role {
+        Some(role) => format!(
+            "STS AssumeRole of role {role} failed (the base credentials: {credentials}){reason}; check the role's trust policy (and external ID) and that the base credentials may assume it"
+        ),
+        None => format!("no usable credentials; looked in {credentials}{reason}"),
+    }
 }
 
 /// An error and its sources, as one line: `a: b: c`, each said once.

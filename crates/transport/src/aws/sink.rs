@@ -143,7 +143,13 @@ impl AwsKinesisSink {
             Some(endpoint) => format!("endpoint {endpoint}"),
             None => format!("kinesis.{}.amazonaws.com", self.region),
         };
-        let (error, status) = map_sdk_error(err, call.operation, &self.credentials, &host);
+        let (error, status) = map_sdk_error(
+            err,
+            call.operation,
+            &self.credentials,
+            &host,
+            self.assumed_role.as_deref(),
+        );
         let mut error = error.with_region(&self.region);
         if let Some(stream) = &call.stream {
             error = error.with_stream(stream);
