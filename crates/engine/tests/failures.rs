@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kinesync_engine::{Engine, Events, Initial, Limits, Outcome, last_sent_rows};
 use kinesync_engine::{KeySpec, RecordBuilder};
 use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
 use kinesync_state::MemoryStore;
 use kinesync_transport::{
-    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, RecordFailure, StreamConfig,
-    StreamName,
+    ErrorKind, Fault, FaultySink, InMemorySink, KinesisSink, Operation, PutRecord, RecordFailure,
+    StreamConfig, StreamName, TransportError,
 };
 
 mod common;
@@ -411,63 +412,89 @@ async fn a_reading_thread_that_dies_is_not_the_end_of_the_model() {
     );
 }
 
-/// An endpoint whose requests are capped below the API's 10 MiB (kinesalite takes 7 MiB):
-/// a larger call is refused whole with HTTP 413.
-#[derive(Debug)]
-struct CappedRequests {
+/// What refuses a `PutRecords` call whole: its error, or `None` to let it through.
+type PutHook = Box<dyn Fn(&[PutRecord]) -> Option<TransportError> + Send + Sync>;
+/// What refuses a `DescribeStreamSummary`: its error, or `None`.
+type DescribeHook = Box<dyn Fn() -> Option<TransportError> + Send + Sync>;
+
+/// The in-memory stream behind hooks that can refuse a call whole, before it reaches the
+/// stream: an endpoint's own rules, as the tests below need them.
+struct Hooked {
     inner: Arc<InMemorySink>,
-    max_bytes: usize,
-    refused: std::sync::atomic::AtomicU64,
+    put: PutHook,
+    describe: DescribeHook,
 }
 
-impl std::fmt::Display for CappedRequests {
+impl Hooked {
+    fn new(inner: Arc<InMemorySink>) -> Self {
+        Self {
+            inner,
+            put: Box::new(|_| None),
+            describe: Box::new(|| None),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hooked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("capped requests")
+        f.write_str("Hooked")
+    }
+}
+
+impl std::fmt::Display for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("hooked")
     }
 }
 
 #[async_trait::async_trait]
-impl KinesisSink for CappedRequests {
+impl KinesisSink for Hooked {
     async fn put_records(
         &self,
         stream: &StreamName,
-        records: &[kinesync_transport::PutRecord],
-    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
-        let bytes: usize = records
-            .iter()
-            .map(kinesync_transport::PutRecord::size)
-            .sum();
-        if bytes > self.max_bytes {
-            self.refused
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            return Err(kinesync_transport::TransportError::new(
-                ErrorKind::RequestTooLarge,
-                kinesync_transport::Operation::PutRecords,
-                "HTTP 413 Payload Too Large",
-            ));
+        records: &[PutRecord],
+    ) -> Result<Vec<kinesync_transport::RecordOutcome>, TransportError> {
+        match (self.put)(records) {
+            Some(error) => Err(error),
+            None => self.inner.put_records(stream, records).await,
         }
-        self.inner.put_records(stream, records).await
     }
 
     async fn describe_stream(
         &self,
         stream: &StreamName,
-    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
-        self.inner.describe_stream(stream).await
+    ) -> Result<kinesync_transport::StreamDescription, TransportError> {
+        match (self.describe)() {
+            Some(error) => Err(error),
+            None => self.inner.describe_stream(stream).await,
+        }
     }
 
-    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
+    async fn list_streams(&self) -> Result<Vec<String>, TransportError> {
         self.inner.list_streams().await
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn calls_an_endpoint_refuses_as_too_large_are_split_and_the_run_goes_on() {
+    // Requests capped below the API's 10 MiB (kinesalite takes 7): a larger call is refused
+    // whole with HTTP 413.
     let memory = memory_sink(1);
-    let sink = Arc::new(CappedRequests {
-        inner: memory.clone(),
-        max_bytes: 150_000,
-        refused: std::sync::atomic::AtomicU64::new(0),
+    let refused = Arc::new(AtomicU64::new(0));
+    let counted = refused.clone();
+    let sink = Arc::new(Hooked {
+        put: Box::new(move |records| {
+            let bytes: usize = records.iter().map(PutRecord::size).sum();
+            (bytes > 150_000).then(|| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                TransportError::new(
+                    ErrorKind::RequestTooLarge,
+                    Operation::PutRecords,
+                    "HTTP 413 Payload Too Large",
+                )
+            })
+        }),
+        ..Hooked::new(memory.clone())
     });
     let mut engine = Engine::builder()
         .records(records(None))
@@ -486,7 +513,7 @@ async fn calls_an_endpoint_refuses_as_too_large_are_split_and_the_run_goes_on() 
     assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
     assert_eq!(report.records.acknowledged, 100);
     assert_eq!(memory.records(&stream()).unwrap().len(), 100);
-    let refused = sink.refused.load(std::sync::atomic::Ordering::SeqCst);
+    let refused = refused.load(Ordering::SeqCst);
     // The call size halves until it fits (1 MB, 500 KB, 250 KB, then 125 KB goes): a few
     // refusals, one per call in flight at each size, never one per record.
     assert!(
@@ -501,59 +528,35 @@ async fn calls_an_endpoint_refuses_as_too_large_are_split_and_the_run_goes_on() 
     );
 }
 
-/// Refuses, whole, any call holding a record whose message contains `"bad"`: as the service
+/// Refuses, whole, any call holding a record whose message contains `"bad"`, as the service
 /// answers a `ValidationException` for one record of a call.
-#[derive(Debug)]
-struct RefusesBad {
-    inner: Arc<InMemorySink>,
-}
-
-impl std::fmt::Display for RefusesBad {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("refuses bad")
-    }
-}
-
-#[async_trait::async_trait]
-impl KinesisSink for RefusesBad {
-    async fn put_records(
-        &self,
-        stream: &StreamName,
-        records: &[kinesync_transport::PutRecord],
-    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
-        if let Some(index) = records
-            .iter()
-            .position(|r| String::from_utf8_lossy(&r.data).contains("\"bad\""))
-        {
-            return Err(kinesync_transport::TransportError::new(
-                ErrorKind::InvalidRequest,
-                kinesync_transport::Operation::PutRecords,
-                format!("1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint", index + 1),
+fn refuses_bad(memory: Arc<InMemorySink>) -> Arc<Hooked> {
+    Arc::new(Hooked {
+        put: Box::new(|records| {
+            let index = records
+                .iter()
+                .position(|r| String::from_utf8_lossy(&r.data).contains("\"bad\""))?;
+            Some(
+                TransportError::new(
+                    ErrorKind::InvalidRequest,
+                    Operation::PutRecords,
+                    format!(
+                        "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint",
+                        index + 1
+                    ),
+                )
+                .with_code("ValidationException"),
             )
-            .with_code("ValidationException"));
-        }
-        self.inner.put_records(stream, records).await
-    }
-
-    async fn describe_stream(
-        &self,
-        stream: &StreamName,
-    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
-        self.inner.describe_stream(stream).await
-    }
-
-    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
-        self.inner.list_streams().await
-    }
+        }),
+        ..Hooked::new(memory)
+    })
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_record_the_stream_refuses_is_its_rows_error_and_the_others_are_sent() {
     let memory = memory_sink(2);
     let mut engine = engine(
-        Arc::new(RefusesBad {
-            inner: memory.clone(),
-        }),
+        refuses_bad(memory.clone()),
         Events::all(),
         Initial::Backfill,
     );
@@ -585,9 +588,7 @@ async fn a_record_the_stream_refuses_is_its_rows_error_and_the_others_are_sent()
 async fn a_stream_that_refuses_every_call_as_invalid_stops_the_run() {
     let memory = memory_sink(1);
     let mut engine = engine(
-        Arc::new(RefusesBad {
-            inner: memory.clone(),
-        }),
+        refuses_bad(memory.clone()),
         Events::all(),
         Initial::Backfill,
     );
@@ -605,58 +606,27 @@ async fn a_stream_that_refuses_every_call_as_invalid_stops_the_run() {
     assert_eq!(report.records.acknowledged, 0);
 }
 
-/// A stream being created: `DescribeStreamSummary` says so `creating_for` more times.
-#[derive(Debug)]
-struct BeingCreated {
-    inner: Arc<InMemorySink>,
-    creating_for: std::sync::atomic::AtomicU32,
-}
-
-impl std::fmt::Display for BeingCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("being created")
-    }
-}
-
-#[async_trait::async_trait]
-impl KinesisSink for BeingCreated {
-    async fn put_records(
-        &self,
-        stream: &StreamName,
-        records: &[kinesync_transport::PutRecord],
-    ) -> Result<Vec<kinesync_transport::RecordOutcome>, kinesync_transport::TransportError> {
-        self.inner.put_records(stream, records).await
-    }
-
-    async fn describe_stream(
-        &self,
-        stream: &StreamName,
-    ) -> Result<kinesync_transport::StreamDescription, kinesync_transport::TransportError> {
-        let left = self.creating_for.load(std::sync::atomic::Ordering::SeqCst);
-        if left > 0 {
-            self.creating_for
-                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
-            return Err(kinesync_transport::TransportError::new(
+/// A stream being created: `DescribeStreamSummary` says so `times` more times.
+fn being_created(memory: Arc<InMemorySink>, times: u32) -> Arc<Hooked> {
+    let left = AtomicU32::new(times);
+    Arc::new(Hooked {
+        describe: Box::new(move || {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .ok()?;
+            Some(TransportError::new(
                 ErrorKind::StreamNotReady,
-                kinesync_transport::Operation::DescribeStreamSummary,
+                Operation::DescribeStreamSummary,
                 "the stream's status is CREATING",
-            ));
-        }
-        self.inner.describe_stream(stream).await
-    }
-
-    async fn list_streams(&self) -> Result<Vec<String>, kinesync_transport::TransportError> {
-        self.inner.list_streams().await
-    }
+            ))
+        }),
+        ..Hooked::new(memory)
+    })
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_run_waits_for_a_stream_being_created_within_its_retry_time() {
     let memory = memory_sink(1);
-    let sink = Arc::new(BeingCreated {
-        inner: memory.clone(),
-        creating_for: std::sync::atomic::AtomicU32::new(5),
-    });
+    let sink = being_created(memory.clone(), 5);
     let mut waiting = engine(sink, Events::all(), Initial::Backfill);
     let started = tokio::time::Instant::now();
     let report = run(&mut waiting, &[row(1, "a")]).await;
@@ -667,10 +637,7 @@ async fn a_run_waits_for_a_stream_being_created_within_its_retry_time() {
     );
 
     // One that stays CREATING past retry_seconds ends the run, saying so.
-    let sink = Arc::new(BeingCreated {
-        inner: memory_sink(1),
-        creating_for: std::sync::atomic::AtomicU32::new(u32::MAX),
-    });
+    let sink = being_created(memory_sink(1), u32::MAX);
     let mut stuck = engine(sink, Events::all(), Initial::Backfill);
     let error = stuck
         .run(vec![Ok::<_, String>(row(1, "a"))])
