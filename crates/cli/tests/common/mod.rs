@@ -39,6 +39,9 @@ pub(crate) fn command(command: &str, config: &Path, extra: &[&str]) -> (Output, 
     (output, text)
 }
 
+/// How often a killer polls the call log of the run it waits to kill.
+const CALL_LOG_POLL: Duration = Duration::from_millis(5);
+
 /// Calls logged so far by the newest run under `runs` (its `calls.jsonl`).
 #[allow(dead_code)] // not every test file kills a run
 pub(crate) fn calls_logged(runs: &Path) -> usize {
@@ -77,7 +80,7 @@ pub(crate) fn run_and_kill(mut command: Command, runs: &Path, calls: usize) {
         assert!(Instant::now() < deadline, "no progress in 120 s");
         // The call log is a file another process appends to: there is nothing to wait on
         // but the file itself, so it is polled, within the deadline above.
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(CALL_LOG_POLL);
     }
     child.kill().unwrap();
     child.wait().unwrap();
