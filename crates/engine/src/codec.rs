@@ -75,7 +75,8 @@ impl RowCodec {
         let list = std::str::from_utf8(&stored[..digits])
             .ok()
             .and_then(|n| n.parse::<usize>().ok());
-        let Ok(Value::Array(values)) = serde_json::from_slice::<Value>(&stored[digits..]) else {
+        let text = std::str::from_utf8(&stored[digits..]).ok()?;
+        let Ok(Value::Array(values)) = Value::from_json_exact(text) else {
             return None;
         };
         let columns = schema.columns();

@@ -400,3 +400,56 @@ async fn unsigned_64_bit_ids_are_sent_exactly_and_keyed_by_their_digits() {
     assert_eq!(again.events.unchanged, 1, "{}", again.summary());
     assert_eq!(again.records.to_send, 0);
 }
+
+#[tokio::test]
+async fn integers_beyond_64_bits_are_sent_and_removed_digit_for_digit() {
+    let schema = kinesync_payload::Schema::new(["id", "amount"], "id").unwrap();
+    let payload = kinesync_payload::Payload::compile(
+        &kinesync_payload::PayloadSpec::template(
+            r#"{"id": {{ row.id }}, "amount": {{ row.amount }}, "event": "{{ event }}"}"#,
+        ),
+        schema.clone(),
+    )
+    .unwrap();
+    let records = kinesync_engine::RecordBuilder::new(
+        payload,
+        kinesync_engine::KeySpec::new(&schema, None, None).unwrap(),
+    );
+    let memory = memory_sink(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = Engine::builder()
+        .records(records)
+        .sink(memory.clone(), stream())
+        .state(SqliteStore::open(dir.path().join("state.db")).unwrap())
+        .limits(Limits {
+            max_removed_share: 1.0,
+            ..Limits::default()
+        })
+        .build()
+        .unwrap();
+    let id = "123456789012345678901234567890";
+    let amount = "-98765432109876543210987654321";
+    let rows = vec![kinesync_payload::Row::new(vec![
+        kinesync_payload::Value::BigInt(id.into()),
+        kinesync_payload::Value::BigInt(amount.into()),
+    ])];
+    let report = run(&mut engine, &rows).await;
+    assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());
+    // Removed: the message is built from the row the state kept.
+    let report = run(&mut engine, &[]).await;
+    assert_eq!(report.events.removed, 1, "{}", report.summary());
+    let mut stored = memory.records(&stream()).unwrap();
+    stored.sort_by(|a, b| a.sequence_number.cmp(&b.sequence_number));
+    let texts: Vec<String> = stored
+        .iter()
+        .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            format!(r#"{{"id":{id},"amount":{amount},"event":"added"}}"#),
+            format!(r#"{{"id":{id},"amount":{amount},"event":"removed"}}"#),
+        ]
+    );
+    assert_eq!(stored[0].partition_key.as_str(), id);
+}

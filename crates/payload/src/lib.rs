@@ -47,6 +47,7 @@
 //! values with keys escaped once at compile time. See the README for measured rates.
 
 mod error;
+pub mod exact;
 mod json;
 mod json_strings;
 mod record_info;

@@ -86,8 +86,21 @@ impl<R: Read> CsvSource<R> {
             ColumnType::String => unreachable!("handled above"),
             ColumnType::Integer => match trimmed.parse::<i64>() {
                 Ok(i) => Some(Value::Int(i)),
-                // An unsigned 64-bit id: exact, not a float.
-                Err(_) => trimmed.parse::<u64>().ok().map(Value::from_u64),
+                // An unsigned 64-bit id, or an integer beyond: exact, not a float.
+                Err(_) => trimmed
+                    .parse::<u64>()
+                    .ok()
+                    .map(Value::from_u64)
+                    .or_else(|| {
+                        let (sign, digits) = match trimmed.strip_prefix('-') {
+                            Some(digits) => ("-", digits),
+                            None => ("", trimmed.strip_prefix('+').unwrap_or(trimmed)),
+                        };
+                        // As JSON writes it: no leading zeros.
+                        let digits = digits.trim_start_matches('0');
+                        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                            .then(|| Value::BigInt(format!("{sign}{digits}").into()))
+                    }),
             },
             ColumnType::Float => match trimmed.parse::<f64>() {
                 Ok(f) if f.is_finite() => Some(Value::Float(f)),
@@ -107,7 +120,7 @@ impl<R: Read> CsvSource<R> {
                 _ => None,
             },
             ColumnType::Json => {
-                let depth = crate::json_depth(trimmed);
+                let depth = crate::json_scan(trimmed).0;
                 if depth > crate::MAX_DEPTH {
                     return Err(SourceError::TooDeep {
                         path: self.path.clone(),
@@ -115,7 +128,7 @@ impl<R: Read> CsvSource<R> {
                         depth,
                     });
                 }
-                serde_json::from_str(trimmed).ok()
+                Value::from_json_exact(trimmed).ok()
             }
         };
         parsed.ok_or_else(|| SourceError::Type {
@@ -344,5 +357,25 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn integers_of_any_size_keep_their_digits() {
+        let text = "id,n\n1,123456789012345678901234567890\n2,-00098765432109876543210987654321\n3,18446744073709551615\n";
+        let rows: Vec<SourceRow> = CsvSource::new(text.as_bytes(), "m.csv", "id")
+            .unwrap()
+            .with_types(&[("n".to_owned(), ColumnType::Integer)])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows[0].row.get(1).to_json_string(),
+            "123456789012345678901234567890"
+        );
+        assert_eq!(
+            rows[1].row.get(1).to_json_string(),
+            "-98765432109876543210987654321"
+        );
+        assert_eq!(rows[2].row.get(1), &Value::UInt(u64::MAX));
     }
 }

@@ -296,9 +296,11 @@ pub trait RowSource: Iterator<Item = Result<SourceRow, SourceError>> + Send {
 /// (the state's copy, the message, a template's view) reads it back.
 pub const MAX_DEPTH: usize = 100;
 
-/// How deep `text` nests objects and arrays, found without parsing it (strings skipped).
-pub(crate) fn json_depth(text: &str) -> usize {
+/// How deep `text` nests objects and arrays, and whether it has a run of 20 digits or more
+/// outside strings (an integer that may be beyond 64 bits), found without parsing it.
+pub(crate) fn json_scan(text: &str) -> (usize, bool) {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    let (mut digits, mut long_digits) = (0usize, false);
     for byte in text.bytes() {
         if in_string {
             match (escaped, byte) {
@@ -309,6 +311,12 @@ pub(crate) fn json_depth(text: &str) -> usize {
             }
             continue;
         }
+        if byte.is_ascii_digit() {
+            digits += 1;
+            long_digits |= digits >= 20;
+            continue;
+        }
+        digits = 0;
         match byte {
             b'"' => in_string = true,
             b'{' | b'[' => {
@@ -319,7 +327,7 @@ pub(crate) fn json_depth(text: &str) -> usize {
             _ => {}
         }
     }
-    deepest
+    (deepest, long_digits)
 }
 
 /// A declared type for a CSV column.

@@ -163,7 +163,12 @@ impl<R: BufRead> NdjsonSource<R> {
         // Leading spaces stay, so that an error's column counts from the start of the line.
         let text = self.buf.trim_end();
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        check_depth(text, &self.path, self.line)?;
+        let long_digits = check_depth(text, &self.path, self.line)?;
+        // Integers beyond 64 bits are kept digit for digit (see `kinesync_payload::exact`).
+        let marked = long_digits
+            .then(|| kinesync_payload::exact::mark_big_integers(text))
+            .flatten();
+        let text = marked.as_deref().unwrap_or(text);
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let line = RowSeed {
             schema: &self.schema,
@@ -172,7 +177,12 @@ impl<R: BufRead> NdjsonSource<R> {
         .and_then(|line| deserializer.end().map(|()| line))
         .map_err(|e| json_error(&self.path, self.line, &e))?;
         match line {
-            Line::Row(values) => Ok(Row::new(values)),
+            Line::Row(mut values) => {
+                if marked.is_some() {
+                    values.iter_mut().for_each(kinesync_payload::exact::unmark);
+                }
+                Ok(Row::new(values))
+            }
             Line::NotAnObject(found) => Err(SourceError::NotAnObject {
                 path: self.path.clone(),
                 line: self.line,
@@ -190,13 +200,14 @@ impl<R: BufRead> NdjsonSource<R> {
 
 fn parse(text: &str, path: &std::path::Path, line: u64) -> Result<Value, SourceError> {
     check_depth(text, path, line)?;
-    serde_json::from_str(text).map_err(|e| json_error(path, line, &e))
+    Value::from_json_exact(text).map_err(|e| json_error(path, line, &e))
 }
 
 /// Refuses a line that nests objects and arrays deeper than [`MAX_DEPTH`], before it is
-/// parsed, with the depth in words.
-fn check_depth(text: &str, path: &std::path::Path, line: u64) -> Result<(), SourceError> {
-    let depth = crate::json_depth(text);
+/// parsed, with the depth in words. Says whether the line has a run of 20 digits or more
+/// outside strings: an integer that may be beyond 64 bits.
+fn check_depth(text: &str, path: &std::path::Path, line: u64) -> Result<bool, SourceError> {
+    let (depth, long_digits) = crate::json_scan(text);
     if depth > crate::MAX_DEPTH {
         return Err(SourceError::TooDeep {
             path: path.to_owned(),
@@ -204,7 +215,7 @@ fn check_depth(text: &str, path: &std::path::Path, line: u64) -> Result<(), Sour
             depth,
         });
     }
-    Ok(())
+    Ok(long_digits)
 }
 
 /// The columns of an NDJSON model: every key any line's object has, in the order they first
@@ -216,7 +227,7 @@ pub fn scan_columns(reader: impl BufRead) -> Result<Vec<String>, std::io::Error>
         let line = line?;
         let text = line.trim();
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        if !text.starts_with('{') || crate::json_depth(text) > crate::MAX_DEPTH {
+        if !text.starts_with('{') || crate::json_scan(text).0 > crate::MAX_DEPTH {
             continue;
         }
         let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -588,6 +599,27 @@ mod tests {
         assert_eq!(
             rows[0].row.values(),
             [Value::UInt(u64::MAX), Value::UInt(1 << 63)]
+        );
+    }
+
+    #[test]
+    fn integers_of_any_size_keep_their_digits_in_any_line() {
+        let rows = ndjson(
+            "{\"id\":123456789012345678901234567890,\"v\":[1,-99999999999999999999999,2.5]}\n{\"id\":2,\"v\":\"123456789012345678901234567890\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rows[0].row.get(0),
+            &Value::BigInt("123456789012345678901234567890".into())
+        );
+        assert_eq!(
+            rows[0].row.get(1).to_json_string(),
+            "[1,-99999999999999999999999,2.5]"
+        );
+        assert_eq!(
+            rows[1].row.get(1),
+            &Value::from("123456789012345678901234567890"),
+            "a string stays a string"
         );
     }
 }
