@@ -140,41 +140,54 @@ fn start(mut command: Command, what: &str) -> Server {
 
 const KINESALITE_LAUNCHER: &str = r#"
 const kinesalite = require('kinesalite');
-const server = kinesalite({createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 1000});
+const createStreamMs = Number(process.argv[2] || 0);
+const server = kinesalite({createStreamMs, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 1000});
 server.listen(0, '127.0.0.1', () => console.log('LISTENING ' + server.address().port));
 process.stdin.on('end', () => process.exit(0));
 process.stdin.resume();
 "#;
 
-/// kinesalite on 127.0.0.1, one per test process.
+/// kinesalite on 127.0.0.1, one per test process: streams are ACTIVE as soon as created.
 pub fn kinesalite() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let hint = "install Node.js 20 and npm (for example `apt-get install nodejs npm`)";
-        require_tool("node", hint);
-        require_tool("npm", hint);
-        let dir = cache_dir().join(format!("kinesalite-{KINESALITE_VERSION}"));
-        install_once(&dir, &format!("kinesalite@{KINESALITE_VERSION}"), |dir| {
-            run(
-                Command::new("npm")
-                    .args([
-                        "install",
-                        "--no-audit",
-                        "--no-fund",
-                        "--loglevel=error",
-                        "--prefix",
-                    ])
-                    .arg(dir)
-                    .arg(format!("kinesalite@{KINESALITE_VERSION}")),
-                "npm install kinesalite",
-            );
-        });
-        let launcher = dir.join("launch.js");
-        fs::write(&launcher, KINESALITE_LAUNCHER).expect("write the kinesalite launcher");
-        let mut command = Command::new("node");
-        command.arg(&launcher).current_dir(&dir);
-        start(command, "kinesalite")
-    })
+    SERVER.get_or_init(|| start_kinesalite(0))
+}
+
+/// A second kinesalite whose streams stay `CREATING` for ten minutes: what a stream just
+/// created looks like to a sync.
+pub fn kinesalite_creating_slowly() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| start_kinesalite(600_000))
+}
+
+fn start_kinesalite(create_stream_ms: u64) -> Server {
+    let hint = "install Node.js 20 and npm (for example `apt-get install nodejs npm`)";
+    require_tool("node", hint);
+    require_tool("npm", hint);
+    let dir = cache_dir().join(format!("kinesalite-{KINESALITE_VERSION}"));
+    install_once(&dir, &format!("kinesalite@{KINESALITE_VERSION}"), |dir| {
+        run(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    "--prefix",
+                ])
+                .arg(dir)
+                .arg(format!("kinesalite@{KINESALITE_VERSION}")),
+            "npm install kinesalite",
+        );
+    });
+    let launcher = dir.join("launch.js");
+    fs::write(&launcher, KINESALITE_LAUNCHER).expect("write the kinesalite launcher");
+    let mut command = Command::new("node");
+    command
+        .arg(&launcher)
+        .arg(create_stream_ms.to_string())
+        .current_dir(&dir);
+    start(command, "kinesalite")
 }
 
 const MOTO_LAUNCHER: &str = r#"

@@ -116,3 +116,29 @@ async fn every_call_is_observed_without_secrets_or_payloads() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_being_created_is_not_ready_not_a_failed_listing() {
+    let server = kinesync_testkit::servers::kinesalite_creating_slowly();
+    let client = kinesync_testkit::probe::sdk_client(&server.endpoint).await;
+    let stream = kinesync_transport::conformance::unique_stream("creating");
+    client
+        .create_stream()
+        .stream_name(stream.as_str())
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    let sink = aws_sink(&server.endpoint).await;
+    let error = sink.describe_stream(&stream).await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        kinesync_transport::ErrorKind::StreamNotReady,
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("CREATING") && text.contains("takes no records until it is ACTIVE"),
+        "{text}"
+    );
+}
