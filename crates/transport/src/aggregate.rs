@@ -154,12 +154,6 @@ impl Aggregator {
         MAGIC.len() + self.encoded + self.growth(record) + DIGEST_BYTES + first_key
     }
 
-    /// Whether `record` could share an aggregate of at most `max_bytes` at all: whether it
-    /// fits one alone. A record that does not goes out as a plain record.
-    pub fn fits_alone(record: &PutRecord, max_bytes: usize) -> bool {
-        Self::new(max_bytes).size_with(record) <= max_bytes
-    }
-
     /// Adds `record` if the aggregate stays within its maximum; `false` (and nothing added)
     /// if it would not.
     pub fn try_push(&mut self, record: &PutRecord) -> bool {

@@ -107,13 +107,9 @@ fn base_credentials(
             )?)),
             None => None,
         };
-        // The last four characters, as the AWS console shows a key: enough to tell which.
-        let tail: String = {
-            let chars: Vec<char> = access_key_id.chars().collect();
-            chars[chars.len().saturating_sub(4)..].iter().collect()
-        };
         let described = format!(
-            "access key ending {tail} from ${}",
+            "access key ending {} from ${}",
+            Credentials::key_id_ending(&access_key_id),
             auth.access_key_id_env.as_deref().unwrap_or_default()
         );
         Ok((

@@ -69,17 +69,22 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// An access key id's last four characters, as the AWS console shows a key: enough to
+    /// tell which key, and all that messages show of it.
+    pub fn key_id_ending(access_key_id: &str) -> String {
+        let chars: Vec<char> = access_key_id.chars().collect();
+        chars[chars.len().saturating_sub(4)..].iter().collect()
+    }
+
     /// Where these credentials were looked for, for error messages.
     pub fn describe_source(&self) -> String {
         match self {
             Credentials::DefaultChain => "the default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, web identity, container and instance metadata)".into(),
             Credentials::Profile(name) => format!("profile {name:?} in ~/.aws/config and ~/.aws/credentials"),
-            Credentials::AccessKey { access_key_id, .. } => {
-                // Its last four characters, as the AWS console shows a key.
-                let chars: Vec<char> = access_key_id.chars().collect();
-                let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
-                format!("the access key ending {tail} given in the configuration")
-            }
+            Credentials::AccessKey { access_key_id, .. } => format!(
+                "the access key ending {} given in the configuration",
+                Self::key_id_ending(access_key_id)
+            ),
         }
     }
 }
