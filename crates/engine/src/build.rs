@@ -178,9 +178,12 @@ fn build_caught(records: &RecordBuilder, input: RenderInput<'_>) -> Result<Recor
                 .unwrap_or_else(|| "no message".to_owned());
             Err(RowError::Render(RenderError {
                 primary_key: primary_key(),
-                kind: RenderErrorKind::Template(format!(
-                    "building this row's record stopped on a bug ({what}); the run went on without it: please report it"
-                )),
+                kind: RenderErrorKind::Template {
+                    message: format!(
+                        "building this row's record stopped on a bug ({what}); the run went on without it: please report it"
+                    ),
+                    location: None,
+                },
             }))
         },
     )

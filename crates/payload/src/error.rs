@@ -306,8 +306,14 @@ pub enum RenderErrorKind {
         reason: String,
     },
     /// Liquid failed while rendering (an unknown variable, a filter given a bad input, ...).
-    #[error("template error: {0}")]
-    Template(String),
+    #[error("template error{}: {message}", at(location))]
+    Template {
+        /// What went wrong.
+        message: String,
+        /// The output tag or tag that failed (for an `elsif` condition, its `if`), in the
+        /// template's text.
+        location: Option<Location>,
+    },
     /// The message passed the largest the caller takes: a template stops rendering there.
     #[error("the message passed {max_bytes} bytes, the most a record may be; rendering stopped")]
     TooLarge {
@@ -322,6 +328,11 @@ pub enum RenderErrorKind {
     },
 }
 
+/// " at line 3, column 12", or nothing.
+fn at(location: &Option<Location>) -> String {
+    location.map_or_else(String::new, |l| format!(" at {l}"))
+}
+
 impl RenderErrorKind {
     /// A short, stable name for reports: `invalid_json`, `column_not_json`, `template`,
     /// `not_an_object`, `record_too_large`.
@@ -329,7 +340,7 @@ impl RenderErrorKind {
         match self {
             RenderErrorKind::InvalidJson(_) => "invalid_json",
             RenderErrorKind::ColumnNotJson { .. } => "column_not_json",
-            RenderErrorKind::Template(_) => "template",
+            RenderErrorKind::Template { .. } => "template",
             RenderErrorKind::NotAnObject { .. } => "not_an_object",
             RenderErrorKind::TooLarge { .. } => "record_too_large",
         }

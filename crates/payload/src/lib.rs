@@ -546,7 +546,9 @@ impl Payload {
                         template::RenderStop::TooLarge => RenderErrorKind::TooLarge {
                             max_bytes: input.max_bytes,
                         },
-                        template::RenderStop::Error(message) => RenderErrorKind::Template(message),
+                        template::RenderStop::Error { message, location } => {
+                            RenderErrorKind::Template { message, location }
+                        }
                     })?;
             }
         }

@@ -26,7 +26,7 @@ fn render(template: &str, a: Value, b: Value) -> Result<serde_json::Value, Rende
 
 fn template_error(result: Result<serde_json::Value, RenderErrorKind>) -> String {
     match result {
-        Err(RenderErrorKind::Template(message)) => message,
+        Err(RenderErrorKind::Template { message, .. }) => message,
         other => panic!("expected a template error, got {other:?}"),
     }
 }
@@ -193,7 +193,7 @@ proptest! {
                     prop_assert_eq!(message["v"].as_i64(), exact, "{} {} {}", x, filter, y);
                 }
             }
-            Err(RenderErrorKind::Template(message)) => {
+            Err(RenderErrorKind::Template { message, .. }) => {
                 prop_assert!(message.contains(filter), "{}", message);
             }
             // A float result that is not a JSON number (infinity, NaN) is refused as such.

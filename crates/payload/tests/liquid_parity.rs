@@ -101,6 +101,73 @@ proptest! {
     }
 }
 
+/// A statement written with or without whitespace control on either side.
+fn trimmed(open: &str, inner: &str, close: &str, left: bool, right: bool) -> String {
+    let l = if left { "-" } else { "" };
+    let r = if right { "-" } else { "" };
+    format!("{open}{l} {inner} {r}{close}")
+}
+
+/// One piece of a template: spaces, then a statement, then spaces.
+fn trimmed_piece() -> impl Strategy<Value = String> {
+    let spaces = prop::sample::select(vec!["", " ", "   "]);
+    (
+        spaces.clone(),
+        0..5usize,
+        prop::array::uniform6(any::<bool>()),
+        spaces,
+    )
+        .prop_map(|(before, statement, t, after)| {
+            let statement = match statement {
+                0 => trimmed("{{", "row.name", "}}", t[0], t[1]),
+                1 => format!(
+                    "{}{}x{}",
+                    trimmed("{%", "if row.id > 0", "%}", t[0], t[1]),
+                    if t[4] { " " } else { "" },
+                    trimmed("{%", "endif", "%}", t[2], t[3])
+                ),
+                2 => format!(
+                    "{} {}",
+                    trimmed("{%", "assign a = row.id", "%}", t[0], t[1]),
+                    trimmed("{{", "a", "}}", t[2], t[3])
+                ),
+                3 => format!(
+                    "{} {} {}",
+                    trimmed("{%", "for x in row.xs", "%}", t[0], t[1]),
+                    trimmed("{{", "x", "}}", t[2], t[3]),
+                    trimmed("{%", "endfor", "%}", t[4], t[5])
+                ),
+                _ => format!(
+                    "{} a {} b {}",
+                    trimmed("{%", "case row.id", "%}{% when 1 %}", t[0], t[1]),
+                    trimmed("{%", "else", "%}", t[2], t[3]),
+                    trimmed("{%", "endcase", "%}", t[4], t[5])
+                ),
+            };
+            format!("{before}{statement}{after}")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// kinesync writes a marker before each statement to say where a row's rendering failed;
+    /// with whitespace control on either side, the output is still liquid's, space for space.
+    #[test]
+    fn whitespace_control_trims_as_liquid_does(parts in prop::collection::vec(trimmed_piece(), 1..5)) {
+        let source = format!("\"{}\"", parts.concat());
+        let schema = Schema::new(["id", "xs", "name"], "id").unwrap();
+        let row = Row::new(vec![
+            Value::Int(1),
+            Value::Array(vec![Value::Int(3), Value::Int(4)]),
+            Value::from("ada"),
+        ]);
+        let theirs = liquid_render(&source, &row, &schema);
+        let ours = kinesync_render(&source, &row, &schema);
+        prop_assert_eq!(theirs, ours, "source: {}", source);
+    }
+}
+
 #[test]
 fn objects_iterate_as_key_value_pairs_in_their_order_and_ranges_count() {
     // (liquid's own objects are hash maps, so only kinesync promises the order.)

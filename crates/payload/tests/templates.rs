@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use kinesync_payload::{
-    CompileError, Escape, Event, Payload, PayloadSpec, RenderErrorKind, RenderInput, Row, Schema,
-    Value,
+    CompileError, Escape, Event, Location, Payload, PayloadSpec, RenderErrorKind, RenderInput, Row,
+    Schema, Value,
 };
 use serde_json::json;
 
@@ -241,23 +241,75 @@ fn invalid_output_is_a_row_error_naming_the_primary_key_offset_and_excerpt() {
     assert_eq!(invalid.excerpt, r#"{"a": 7 7}"#);
 }
 
+/// The template error of rendering `source` over the test row.
+fn template_error(source: &str, escape: Escape) -> (String, Option<Location>, String) {
+    let spec = PayloadSpec::Template {
+        source: source.to_owned(),
+        escape,
+    };
+    let err = Payload::compile(&spec, schema())
+        .unwrap_or_else(|e| panic!("{source} should compile: {e}"))
+        .render(RenderInput::new(&row(Value::from("Ada")), Event::Added))
+        .unwrap_err();
+    let text = err.to_string();
+    match err.kind {
+        RenderErrorKind::Template { message, location } => (message, location, text),
+        other => panic!("expected a template error, got {other:?}"),
+    }
+}
+
 #[test]
-fn render_errors_say_what_went_wrong() {
-    let payload = compile(r#"{"p": "{{ previous.name }}"}"#);
-    let err = payload
-        .render(RenderInput::new(&row(Value::Null), Event::Added))
-        .unwrap_err();
-    assert_eq!(err.kind.name(), "template");
-    assert!(err.to_string().contains("Unknown index"), "{err}");
-    let unknown = compile(r#"{"x": {{ nope }}}"#)
-        .render(RenderInput::new(&row(Value::Null), Event::Added))
-        .unwrap_err();
+fn render_errors_say_what_went_wrong_and_where() {
+    // A key a JSON column does not have: the path, and the keys it has.
+    let source = "{\n  \"id\": {{ row.id }},\n  \"x\": {{ row.meta.nope }}\n}";
+    for escape in [Escape::Json, Escape::None] {
+        let (message, location, text) = template_error(source, escape);
+        assert!(
+            message.contains(r#"row.meta has no index "nope""#),
+            "{message}"
+        );
+        assert!(
+            message.contains("available indexes=a, b, size"),
+            "{message}"
+        );
+        let location = location.expect("a render error has a place");
+        assert_eq!((location.line, location.column), (3, 8), "{escape:?}");
+        assert!(
+            text.starts_with("row 7: template error at line 3, column 8: row.meta has no index"),
+            "{text}"
+        );
+    }
+    let (message, location, _) = template_error(r#"{"x": {{ nope }}}"#, Escape::Json);
     assert!(
-        unknown
-            .to_string()
-            .contains("Unknown variable; requested variable=nope"),
-        "{unknown}"
+        message.contains("Unknown variable; requested variable=nope"),
+        "{message}"
     );
+    assert_eq!(location.map(|l| l.column), Some(7));
+}
+
+#[test]
+fn render_errors_point_at_the_statement_that_failed_inside_blocks_and_loops() {
+    // A filter failing inside a loop, after other statements rendered.
+    let (message, location, _) = template_error(
+        "{\"t\": [\n{%- for t in row.tags %}\n  {{ forloop.index }},\n  {{ row.id | divided_by: 0 }}{% unless forloop.last %},{% endunless %}\n{%- endfor %}]}",
+        Escape::Json,
+    );
+    assert!(message.contains("divided_by"), "{message}");
+    let location = location.unwrap();
+    assert_eq!((location.line, location.column), (4, 3), "{message}");
+    // A condition: the `if` that holds it (an `elsif`'s condition is reported at its `if`).
+    let (_, location, _) = template_error(
+        "{\"a\": 1,\n \"b\": {% if row.meta.nope > 1 %}1{% else %}2{% endif %}}",
+        Escape::Json,
+    );
+    let location = location.unwrap();
+    assert_eq!((location.line, location.column), (2, 7));
+    // An assignment's filter.
+    let (_, location, _) = template_error(
+        "{% assign n = row.id | times: 9223372036854775807 %}{\"n\": {{ n }}}",
+        Escape::Json,
+    );
+    assert_eq!(location.map(|l| (l.line, l.column)), Some((1, 1)));
 }
 
 #[test]

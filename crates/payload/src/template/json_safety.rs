@@ -8,6 +8,7 @@
 
 use super::json_output::OutputContext;
 use super::lex::{Kind, Segment, Tok, tokens};
+use super::location;
 use crate::error::{CompileError, Location};
 use crate::json;
 use crate::json_strings::{Place, StringScanner};
@@ -72,16 +73,27 @@ fn last_filter<'s>(source: &'s str, segment: &Segment) -> Option<&'s str> {
     }
 }
 
-/// The source with each output tag turned into the JSON-writing tag of its context.
-pub(super) fn rewrite(source: &str, segments: &[Segment], contexts: &[OutputContext]) -> String {
-    let mut out = String::with_capacity(source.len() + contexts.len() * 16);
-    let mut contexts = contexts.iter();
+/// The text liquid parses: the source with a location marker before each statement
+/// (`location.rs`) and, with `contexts` (JSON-safe mode), each output tag turned into the
+/// JSON-writing tag of its context.
+pub(super) fn rewrite(
+    source: &str,
+    segments: &[Segment],
+    contexts: Option<&[OutputContext]>,
+) -> String {
+    let mut out = String::with_capacity(source.len() + segments.len() * 16);
+    let mut contexts = contexts.map(|c| c.iter());
     for segment in segments {
-        if segment.kind != Kind::Output {
-            out.push_str(&source[segment.start..segment.end]);
-            continue;
+        if location::marks(source, segment) {
+            location::write_marker(&mut out, segment);
         }
-        let context = contexts.next().expect("one context per output tag");
+        let context = match (&segment.kind, contexts.as_mut()) {
+            (Kind::Output, Some(contexts)) => contexts.next().expect("one context per output tag"),
+            _ => {
+                out.push_str(&source[segment.start..segment.end]);
+                continue;
+            }
+        };
         let trim_left = segment.inner_start > segment.start + 2;
         let trim_right = segment.inner_end < segment.end - 2;
         out.push_str(if trim_left { "{%- " } else { "{% " });
@@ -108,8 +120,8 @@ mod tests {
         assert!(errors.is_empty());
         assert_eq!(whitespace, json::Whitespace::Possible);
         assert_eq!(
-            rewrite(source, &segments, &contexts),
-            r#"{"a": "{%- _kj_str row.a %} \"{% _kj_str row.b %}", "b": {% _kj_value row.b -%}, "c": {% _kj_raw row.c | json %}}"#
+            rewrite(source, &segments, Some(&contexts)),
+            r#"{"a": "{%- _kj_at 7 %}{%- _kj_str row.a %} \"{% _kj_at 22 %}{% _kj_str row.b %}", "b": {% _kj_at 41 %}{% _kj_value row.b -%}, "c": {% _kj_at 60 %}{% _kj_raw row.c | json %}}"#
         );
     }
 }

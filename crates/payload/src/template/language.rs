@@ -1,6 +1,6 @@
 //! The Liquid language templates are parsed with: liquid's standard tags, blocks and filters,
 //! kinesync's `{% for %}` and arithmetic filters in place of liquid's, the `json` filter, and,
-//! for rewritten JSON-safe templates, the three JSON-writing output tags.
+//! for the rewritten text, the location marker and the three JSON-writing output tags.
 //!
 //! Where it sits: used when a template compiles, to parse its text into the compiled payload.
 //! This is the one file that gathers the template's tags, blocks and filters; they do not
@@ -14,11 +14,12 @@ use liquid_core::{Language, ParseFilter, ParseTag};
 use super::for_loop::ForBlock;
 use super::json_filter::JsonFilterParser;
 use super::json_output::{JsonOutputTag, OutputContext};
+use super::location::AtTag;
 use super::math_filters;
 use super::slice_filter::SliceParser;
 
-/// Liquid's standard library plus the `json` filter; with `json_tags`, also the three tags
-/// the JSON-safe rewrite emits.
+/// Liquid's standard library plus the `json` filter; with `json_tags`, also the tags the
+/// rewrite emits (the location marker, and the three of the JSON-safe mode).
 fn language(json_tags: bool) -> Language {
     use liquid_lib::stdlib;
     fn tag(lang: &mut Language, t: impl ParseTag + 'static) {
@@ -101,6 +102,7 @@ fn language(json_tags: bool) -> Language {
         filter(&mut lang, arithmetic);
     }
     if json_tags {
+        tag(&mut lang, AtTag);
         for context in [
             OutputContext::StringContent,
             OutputContext::Value,
@@ -112,8 +114,8 @@ fn language(json_tags: bool) -> Language {
     lang
 }
 
-/// The two languages: plain (the author's text), and with the JSON-safe output tags (the
-/// rewritten text); and the filter names, for the static check.
+/// The two languages: plain (the author's text, checked for syntax errors), and with the
+/// rewrite's tags (the text parsed for rendering); and the filter names, for the static check.
 pub(super) struct Languages {
     pub(super) plain: Language,
     pub(super) rewritten: Language,

@@ -42,6 +42,8 @@ mod json_safety;
 mod language;
 mod lex;
 mod liquid_errors;
+mod location;
+mod lookup;
 mod math_filters;
 mod runtime;
 mod slice_filter;
@@ -56,7 +58,7 @@ use self::language::{LANGUAGES, parse};
 use self::lex::lex;
 use self::liquid_errors::{clean_message, liquid_error};
 use self::runtime::{Frame, Scratch};
-use crate::error::CompileError;
+use crate::error::{CompileError, Location};
 use crate::json;
 use crate::schema::Schema;
 
@@ -77,6 +79,8 @@ pub enum Escape {
 pub(crate) struct CompiledTemplate {
     template: liquid_core::runtime::Template,
     whitespace: json::Whitespace,
+    /// The author's text, to say where a row's rendering failed.
+    source: Box<str>,
 }
 
 impl std::fmt::Debug for CompiledTemplate {
@@ -115,14 +119,16 @@ impl CompiledTemplate {
             errors.sort_by_key(|e| e.location().map(|l| l.offset));
             return Err(errors);
         }
-        let template = match escape {
-            Escape::None => parse(source, &langs.plain),
-            Escape::Json => parse(&rewrite(source, &segments, &contexts), &langs.rewritten),
-        }
-        .map_err(|e| vec![liquid_error(source, &segments, &e.to_string())])?;
+        let contexts = match escape {
+            Escape::Json => Some(contexts.as_slice()),
+            Escape::None => None,
+        };
+        let template = parse(&rewrite(source, &segments, contexts), &langs.rewritten)
+            .map_err(|e| vec![liquid_error(source, &segments, &e.to_string())])?;
         Ok(Self {
             template,
             whitespace,
+            source: source.into(),
         })
     }
 
@@ -146,12 +152,16 @@ impl CompiledTemplate {
             names: globals,
         });
         for_loop::reset_loop_budget();
+        location::reset();
         let mut capped = Capped { out, max_bytes };
         let result = self.template.render_to(&mut capped, &runtime);
         if capped.out.len() > max_bytes {
             return Err(RenderStop::TooLarge);
         }
-        result.map_err(|e| RenderStop::Error(clean_message(&e.to_string())))
+        result.map_err(|e| RenderStop::Error {
+            message: clean_message(&e.to_string()),
+            location: location::last().map(|at| Location::at(&self.source, at)),
+        })
     }
 }
 
@@ -160,8 +170,11 @@ impl CompiledTemplate {
 pub(crate) enum RenderStop {
     /// The output passed the most a message may be.
     TooLarge,
-    /// Liquid's error, cleaned up.
-    Error(String),
+    /// Liquid's error, cleaned up, and the statement that failed.
+    Error {
+        message: String,
+        location: Option<Location>,
+    },
 }
 
 /// The output, refusing to grow past `max_bytes` (one write past it is kept, so the caller

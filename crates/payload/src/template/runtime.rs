@@ -4,12 +4,14 @@
 //!
 //! Where it sits: compiled payload + **these frames** → rendered JSON message. They stand in
 //! for liquid's own frames so that a row's values are lent to the template, not copied per
-//! row.
+//! row. Paths are followed by `lookup.rs`.
 
 use std::cell::RefCell;
 
 use liquid_core::model::{ObjectView, ScalarCow, ValueCow};
 use liquid_core::{Runtime, ValueView};
+
+use super::lookup;
 
 /// A frame of names (the template's globals, or a loop's variable and `forloop`).
 ///
@@ -37,7 +39,7 @@ impl<P: Runtime> Runtime for Frame<'_, P> {
     fn try_get(&self, path: &[ScalarCow<'_>]) -> Option<ValueCow<'_>> {
         let (first, rest) = path.split_first()?;
         match self.names.get(first.to_kstr().as_str()) {
-            Some(value) => liquid_core::model::try_find(value, rest),
+            Some(value) => lookup::try_find(value, rest),
             None => self.parent.try_get(path),
         }
     }
@@ -46,8 +48,8 @@ impl<P: Runtime> Runtime for Frame<'_, P> {
             return self.parent.get(path);
         };
         match self.names.get(first.to_kstr().as_str()) {
-            // Through the frame's own object, so a missing index gets liquid's own message.
-            Some(_) if !rest.is_empty() => liquid_core::model::find(self.names.as_value(), path),
+            // Through the frame's own object, so that an error names the whole path.
+            Some(_) if !rest.is_empty() => lookup::find(self.names.as_value(), path),
             Some(value) => Ok(ValueCow::Borrowed(value)),
             None => self.parent.get(path),
         }
@@ -108,7 +110,7 @@ impl<P: Runtime> Scratch<P> {
             if let Some(key) = path.first()
                 && store.contains_key(key.to_kstr().as_str())
             {
-                let found = liquid_core::model::find(store.as_value(), path);
+                let found = lookup::find(store.as_value(), path);
                 return Some(found.map(|v| ValueCow::Owned(v.into_owned())));
             }
         }
