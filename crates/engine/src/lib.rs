@@ -21,10 +21,11 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use kinesync_engine::{Engine, Events, Initial, KeySpec, RecordBuilder};
-//! use kinesync_payload::{Payload, PayloadSpec, Row, Schema, Value};
-//! use kinesync_state::MemoryStore;
-//! use kinesync_transport::{InMemorySink, StreamConfig, StreamName};
+//! use kinesync::engine::{Engine, Events, Initial};
+//! use kinesync::payload::{Payload, PayloadSpec, Row, Schema, Value};
+//! use kinesync::state::MemoryStore;
+//! use kinesync::transport::{InMemorySink, StreamConfig, StreamName};
+//! use kinesync::{KeySpec, RecordBuilder};
 //!
 //! let schema = Schema::new(["id", "email"], "id").unwrap();
 //! let payload = Payload::compile(&PayloadSpec::template(r#"{"email": "{{ row.email }}", "event": "{{ event }}"}"#), schema.clone()).unwrap();
@@ -47,13 +48,13 @@
 //!     Row::new(vec![Value::Int(1), Value::from("ada@example.com")]),
 //!     Row::new(vec![Value::Int(2), Value::from("grace@example.com")]),
 //! ];
-//! let report = sync.run(rows.into_iter().map(Ok::<_, String>)).await.unwrap();
+//! let report = sync.run_rows(rows).await.unwrap();
 //! assert_eq!(report.records.acknowledged, 2);
 //! assert_eq!(sink.records(&stream).unwrap().len(), 2);
 //!
 //! // A second run sends only what changed.
 //! let rows = vec![Row::new(vec![Value::Int(1), Value::from("ada@new.example.com")])];
-//! let report = sync.run(rows.into_iter().map(Ok::<_, String>)).await.unwrap();
+//! let report = sync.run_rows(rows).await.unwrap();
 //! assert_eq!((report.events.changed, report.events.removed), (1, 1));
 //! # });
 //! ```

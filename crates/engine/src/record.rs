@@ -169,8 +169,8 @@ impl RowError {
 /// Turns rows into records: a compiled payload plus key columns.
 ///
 /// ```
-/// use kinesync_engine::{KeySpec, RecordBuilder};
-/// use kinesync_payload::{Event, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+/// use kinesync::payload::{Event, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+/// use kinesync::{KeySpec, RecordBuilder};
 ///
 /// let schema = Schema::new(["id", "email"], "id").unwrap();
 /// let payload = Payload::compile(&PayloadSpec::Row, schema.clone()).unwrap();

@@ -19,7 +19,7 @@
 //! The crate is pure and synchronous: no I/O, no clock, no randomness.
 //!
 //! ```
-//! use kinesync_keys::{HashKey, PartitionKey, ShardMap};
+//! use kinesync::keys::{HashKey, PartitionKey, ShardMap};
 //!
 //! let key = PartitionKey::new("user-42").unwrap();
 //! let shards = ShardMap::even(4).unwrap();

@@ -62,8 +62,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// An `.ndjson`, `.jsonl` or `.csv` file, or a SQLite database (`.db`, `.sqlite`,
-    /// `.sqlite3`).
-    pub path: PathBuf,
+    /// `.sqlite3`). A sync needs it; a snapshot test that brings its own rows file
+    /// ([`crate::preview::snapshot_files`]) needs only `primary_key`.
+    pub path: Option<PathBuf>,
     /// The column that identifies a row.
     pub primary_key: String,
     /// `ndjson`, `csv` or `sqlite`, when the extension does not say.
@@ -78,9 +79,17 @@ pub struct SourceConfig {
 
 impl SourceConfig {
     /// What to open, with the path resolved against the config file's directory.
-    pub fn spec(&self, config: &Config) -> kinesync_source::SourceSpec {
+    pub fn spec(&self, config: &Config) -> Result<kinesync_source::SourceSpec, Error> {
+        let path = self.path.as_ref().ok_or_else(|| {
+            config.invalid("[source] has no path: name the model's file or SQLite database")
+        })?;
+        Ok(self.spec_of(config.resolve(path)))
+    }
+
+    /// What to open, the model being the file at `path` (already resolved).
+    pub fn spec_of(&self, path: PathBuf) -> kinesync_source::SourceSpec {
         kinesync_source::SourceSpec {
-            path: config.resolve(&self.path),
+            path,
             primary_key: self.primary_key.clone(),
             format: self.format,
             query: self.query.clone(),

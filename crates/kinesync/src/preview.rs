@@ -6,7 +6,9 @@
 //! ```no_run
 //! #[test]
 //! fn signup_template() {
-//!     let text = kinesync::preview::snapshot_files("kinesync.toml", "fixtures/users.ndjson").unwrap();
+//!     // `{e}` (Display) shows a compile error as a compiler does: line, column, what to fix.
+//!     let text = kinesync::preview::snapshot_files("kinesync.toml", "fixtures/users.ndjson")
+//!         .unwrap_or_else(|e| panic!("{e}"));
 //!     insta::assert_snapshot!(text);
 //! }
 //! ```
@@ -115,10 +117,12 @@ impl Preview {
         options: PreviewOptions,
     ) -> Result<(Self, Box<dyn RowSource>), Error> {
         let source_config = config.source()?;
-        let mut spec = source_config.spec(config);
+        let mut spec = match rows {
+            Some(rows) => source_config.spec_of(rows.to_owned()),
+            None => source_config.spec(config)?,
+        };
         if let Some(rows) = rows {
-            spec.path = rows.to_owned();
-            // Rows given on the command line are a file of their own format.
+            // Rows given apart from the config are a file of their own format.
             spec.format = None;
             if kinesync_source::Format::from_path(rows) != Some(kinesync_source::Format::Sqlite) {
                 spec.query = None;

@@ -46,6 +46,18 @@ fn the_same_template_over_other_rows() {
 }
 
 #[test]
+fn a_config_for_snapshots_needs_no_model_path_and_no_destination() {
+    // The rows come from the test; the config holds only what makes records of them. It
+    // renders exactly what the config with the model's path renders over the same file.
+    let from_rows =
+        snapshot_files(config("template_only"), fixture("models/users.ndjson")).unwrap();
+    assert_eq!(from_rows, snapshot_config(config("template_file")).unwrap());
+    // Without rows of its own, such a config says what it lacks.
+    let err = snapshot_config(config("template_only")).unwrap_err();
+    assert!(err.to_string().contains("[source] has no path"), "{err}");
+}
+
+#[test]
 fn compile_errors_point_into_the_config_file() {
     let err = snapshot_config(config("template_errors")).unwrap_err();
     insta::assert_snapshot!(machine_independent(&err.to_string()));

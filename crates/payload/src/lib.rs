@@ -19,7 +19,7 @@
 //! nothing panics on input.
 //!
 //! ```
-//! use kinesync_payload::{Event, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
+//! use kinesync::payload::{Event, Payload, PayloadSpec, RenderInput, Row, Schema, Value};
 //!
 //! let schema = Schema::new(["id", "name"], "id").unwrap();
 //! let spec = PayloadSpec::template(r#"{"id": {{ row.id }}, "greeting": "hi {{ row.name }}"}"#);

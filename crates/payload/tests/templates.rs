@@ -310,6 +310,17 @@ fn render_errors_point_at_the_statement_that_failed_inside_blocks_and_loops() {
         Escape::Json,
     );
     assert_eq!(location.map(|l| (l.line, l.column)), Some((1, 1)));
+    // Tags inside comments and raw text are not statements: they do not shift the places of
+    // those after them.
+    let source = "{% comment %}{% assign x = 1 %}{{ y }}{% endcomment %}{% raw %}{{ z }}{% endraw %}{% case row.id %}{% when 7 %}{\"x\": {{ row.meta.nope }}}{% endcase %}";
+    for escape in [Escape::Json, Escape::None] {
+        let (_, location, _) = template_error(source, escape);
+        assert_eq!(
+            location.map(|l| l.offset),
+            source.find("{{ row.meta.nope"),
+            "{escape:?}"
+        );
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@
 //! engine, which sees the whole model.)
 //!
 //! ```
-//! use kinesync_source::{NdjsonSource, RowSource};
+//! use kinesync::source::{NdjsonSource, RowSource};
 //!
 //! let text = "{\"id\": 1, \"name\": \"Ada\"}\n{\"id\": 2, \"name\": \"Grace\"}\n";
 //! let mut source = NdjsonSource::new(text.as_bytes(), "users.ndjson", "id").unwrap();

@@ -30,8 +30,8 @@
 //!
 //! ```
 //! # tokio_test_block_on(async {
-//! use kinesync_keys::PartitionKey;
-//! use kinesync_transport::{InMemorySink, KinesisSink, PutRecord, StreamConfig, StreamName};
+//! use kinesync::keys::PartitionKey;
+//! use kinesync::transport::{InMemorySink, KinesisSink, PutRecord, StreamConfig, StreamName};
 //!
 //! let sink = InMemorySink::new();
 //! let stream = StreamName::new("orders").unwrap();
@@ -287,7 +287,7 @@ pub struct StreamDescription {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use kinesync_transport::{
+/// use kinesync::transport::{
 ///     async_trait, InMemorySink, KinesisSink, PutRecord, RecordFailure, RecordOutcome,
 ///     StreamConfig, StreamDescription, StreamName, TransportError,
 /// };

@@ -1,5 +1,6 @@
-//! The three tags the JSON-safe rewrite puts in place of output tags (`_kj_str`, `_kj_value`,
-//! `_kj_raw`), and how each writes its value.
+//! The tags the rewrite puts in place of output tags: in JSON-safe mode one of three
+//! (`_kj_str`, `_kj_value`, `_kj_raw`), in plain mode `_kj_plain`; and how each writes its
+//! value.
 //!
 //! Where it sits: compiled payload → **these tags, once per output tag per row** → rendered
 //! JSON message. They evaluate liquid's own filter chain and write straight into the output
@@ -13,6 +14,7 @@ use liquid_core::parser::FilterChain;
 use liquid_core::{Language, ParseTag, Renderable, Runtime, TagReflection, TagTokenIter};
 
 use super::lex::{Tok, tokens};
+use super::location;
 use crate::json;
 
 /// Where an output tag stands in the template's JSON, and so how its value is written.
@@ -24,6 +26,8 @@ pub(super) enum OutputContext {
     Value,
     /// Outside any string, last filter `json`: the value already is JSON text.
     Raw,
+    /// Plain mode (`escape = "none"`): as liquid writes it.
+    Plain,
 }
 
 impl OutputContext {
@@ -33,6 +37,7 @@ impl OutputContext {
             OutputContext::StringContent => "_kj_str",
             OutputContext::Value => "_kj_value",
             OutputContext::Raw => "_kj_raw",
+            OutputContext::Plain => "_kj_plain",
         }
     }
 }
@@ -69,6 +74,7 @@ impl ParseTag for JsonOutputTag {
             chain,
             path: literal_path(&text),
             context: self.0,
+            place: location::next_place(),
         }))
     }
     fn reflection(&self) -> &dyn TagReflection {
@@ -83,6 +89,8 @@ struct JsonOutput {
     /// (`row.email`, `row['Col Name']`, `t`).
     path: Option<Vec<liquid_core::model::Scalar>>,
     context: OutputContext,
+    /// Where the output tag stands in the author's text.
+    place: Option<usize>,
 }
 
 impl JsonOutput {
@@ -148,7 +156,7 @@ fn literal_path(text: &str) -> Option<Vec<liquid_core::model::Scalar>> {
 
 impl Renderable for JsonOutput {
     fn render_to(&self, writer: &mut dyn Write, runtime: &dyn Runtime) -> liquid_core::Result<()> {
-        let value = self.value(runtime)?;
+        let value = location::placed(self.place, self.value(runtime))?;
         let value = value.as_view();
         SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
@@ -157,6 +165,9 @@ impl Renderable for JsonOutput {
                 OutputContext::StringContent => json::write_view_str_content(value, &mut buf),
                 OutputContext::Value => json::write_view_json(value, &mut buf),
                 OutputContext::Raw => buf.extend_from_slice(value.to_kstr().as_bytes()),
+                OutputContext::Plain => {
+                    write!(buf, "{}", value.render()).expect("writing to memory does not fail")
+                }
             }
             writer
                 .write_all(&buf)

@@ -8,7 +8,6 @@
 
 use super::json_output::OutputContext;
 use super::lex::{Kind, Segment, Tok, tokens};
-use super::location;
 use crate::error::{CompileError, Location};
 use crate::json;
 use crate::json_strings::{Place, StringScanner};
@@ -73,34 +72,49 @@ fn last_filter<'s>(source: &'s str, segment: &Segment) -> Option<&'s str> {
     }
 }
 
-/// The text liquid parses: the source with a location marker before each statement
-/// (`location.rs`) and, with `contexts` (JSON-safe mode), each output tag turned into the
-/// JSON-writing tag of its context.
+/// The text liquid parses: the source with each output tag turned into the tag that writes
+/// it (`json_output.rs`): with `contexts` (JSON-safe mode) the JSON-writing tag of its context,
+/// without, the plain one; and each comment emptied (liquid parses the tags inside a comment,
+/// which would take statements' places, see `location.rs`).
 pub(super) fn rewrite(
     source: &str,
     segments: &[Segment],
     contexts: Option<&[OutputContext]>,
 ) -> String {
-    let mut out = String::with_capacity(source.len() + segments.len() * 16);
+    let mut out = String::with_capacity(source.len() + segments.len() * 8);
     let mut contexts = contexts.map(|c| c.iter());
     for segment in segments {
-        if location::marks(source, segment) {
-            location::write_marker(&mut out, segment);
-        }
-        let context = match (&segment.kind, contexts.as_mut()) {
-            (Kind::Output, Some(contexts)) => contexts.next().expect("one context per output tag"),
-            _ => {
-                out.push_str(&source[segment.start..segment.end]);
-                continue;
+        let whole = &source[segment.start..segment.end];
+        let (trim_left, trim_right) = (
+            whole.starts_with("{%-") || whole.starts_with("{{-"),
+            whole.ends_with("-%}") || whole.ends_with("-}}"),
+        );
+        match segment.kind {
+            Kind::Output => {
+                let context = match contexts.as_mut() {
+                    Some(contexts) => *contexts.next().expect("one context per output tag"),
+                    None => OutputContext::Plain,
+                };
+                out.push_str(if trim_left { "{%- " } else { "{% " });
+                out.push_str(context.tag());
+                out.push(' ');
+                out.push_str(segment.inner(source).trim());
+                out.push_str(if trim_right { " -%}" } else { " %}" });
             }
-        };
-        let trim_left = segment.inner_start > segment.start + 2;
-        let trim_right = segment.inner_end < segment.end - 2;
-        out.push_str(if trim_left { "{%- " } else { "{% " });
-        out.push_str(context.tag());
-        out.push(' ');
-        out.push_str(segment.inner(source).trim());
-        out.push_str(if trim_right { " -%}" } else { " %}" });
+            Kind::Comment => {
+                out.push_str(if trim_left {
+                    "{%- comment %}"
+                } else {
+                    "{% comment %}"
+                });
+                out.push_str(if trim_right {
+                    "{% endcomment -%}"
+                } else {
+                    "{% endcomment %}"
+                });
+            }
+            Kind::Text | Kind::Tag => out.push_str(whole),
+        }
     }
     out
 }
@@ -121,7 +135,7 @@ mod tests {
         assert_eq!(whitespace, json::Whitespace::Possible);
         assert_eq!(
             rewrite(source, &segments, Some(&contexts)),
-            r#"{"a": "{%- _kj_at 7 %}{%- _kj_str row.a %} \"{% _kj_at 22 %}{% _kj_str row.b %}", "b": {% _kj_at 41 %}{% _kj_value row.b -%}, "c": {% _kj_at 60 %}{% _kj_raw row.c | json %}}"#
+            r#"{"a": "{%- _kj_str row.a %} \"{% _kj_str row.b %}", "b": {% _kj_value row.b -%}, "c": {% _kj_raw row.c | json %}}"#
         );
     }
 }

@@ -9,26 +9,35 @@
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use liquid_core::{Language, ParseFilter, ParseTag};
+use liquid_core::{Language, ParseBlock, ParseFilter, ParseTag};
 
 use super::for_loop::ForBlock;
 use super::json_filter::JsonFilterParser;
 use super::json_output::{JsonOutputTag, OutputContext};
-use super::location::AtTag;
+use super::location::Located;
 use super::math_filters;
 use super::slice_filter::SliceParser;
 
-/// Liquid's standard library plus the `json` filter; with `json_tags`, also the tags the
-/// rewrite emits (the location marker, and the three of the JSON-safe mode).
-fn language(json_tags: bool) -> Language {
+/// Liquid's standard library plus the `json` filter. For the `rewritten` text, also the tags
+/// the rewrite emits (`json_output.rs`), and every statement's tag or block placed
+/// (`location.rs`).
+fn language(rewritten: bool) -> Language {
     use liquid_lib::stdlib;
-    fn tag(lang: &mut Language, t: impl ParseTag + 'static) {
+    fn tag<T: ParseTag + Clone + 'static>(lang: &mut Language, t: T, placed: bool) {
         let name = t.reflection().tag().to_owned();
-        lang.tags.register(name, Box::new(t));
+        if placed {
+            lang.tags.register(name, Box::new(Located(t)));
+        } else {
+            lang.tags.register(name, Box::new(t));
+        }
     }
-    fn block(lang: &mut Language, b: impl liquid_core::ParseBlock + 'static) {
+    fn block<B: ParseBlock + Clone + 'static>(lang: &mut Language, b: B, placed: bool) {
         let name = b.reflection().start_tag().to_owned();
-        lang.blocks.register(name, Box::new(b));
+        if placed {
+            lang.blocks.register(name, Box::new(Located(b)));
+        } else {
+            lang.blocks.register(name, Box::new(b));
+        }
     }
     fn filter(lang: &mut Language, f: impl ParseFilter + 'static) {
         let name = f.reflection().name().to_owned();
@@ -37,23 +46,24 @@ fn language(json_tags: bool) -> Language {
     let mut lang = Language::empty();
     // The same set as `liquid::ParserBuilder::with_stdlib()`, with kinesync's `for` and
     // arithmetic.
-    tag(&mut lang, stdlib::AssignTag);
-    tag(&mut lang, stdlib::BreakTag);
-    tag(&mut lang, stdlib::ContinueTag);
-    tag(&mut lang, stdlib::CycleTag);
-    tag(&mut lang, stdlib::IncludeTag);
-    tag(&mut lang, stdlib::IncrementTag);
-    tag(&mut lang, stdlib::DecrementTag);
-    tag(&mut lang, stdlib::RenderTag);
-    block(&mut lang, stdlib::RawBlock);
-    block(&mut lang, stdlib::IfBlock);
-    block(&mut lang, stdlib::UnlessBlock);
-    block(&mut lang, stdlib::IfChangedBlock);
-    block(&mut lang, ForBlock);
+    tag(&mut lang, stdlib::AssignTag, rewritten);
+    tag(&mut lang, stdlib::BreakTag, rewritten);
+    tag(&mut lang, stdlib::ContinueTag, rewritten);
+    tag(&mut lang, stdlib::CycleTag, rewritten);
+    tag(&mut lang, stdlib::IncludeTag, rewritten);
+    tag(&mut lang, stdlib::IncrementTag, rewritten);
+    tag(&mut lang, stdlib::DecrementTag, rewritten);
+    tag(&mut lang, stdlib::RenderTag, rewritten);
+    block(&mut lang, stdlib::RawBlock, rewritten);
+    block(&mut lang, stdlib::IfBlock, rewritten);
+    block(&mut lang, stdlib::UnlessBlock, rewritten);
+    block(&mut lang, stdlib::IfChangedBlock, rewritten);
+    block(&mut lang, ForBlock, rewritten);
     // (Not `tablerow`: it writes HTML tables, and builds its range whole, however long.)
-    block(&mut lang, stdlib::CommentBlock);
-    block(&mut lang, stdlib::CaptureBlock);
-    block(&mut lang, stdlib::CaseBlock);
+    // Comments are not statements (`location.rs`).
+    block(&mut lang, stdlib::CommentBlock, false);
+    block(&mut lang, stdlib::CaptureBlock, rewritten);
+    block(&mut lang, stdlib::CaseBlock, rewritten);
     filter(&mut lang, stdlib::Append);
     filter(&mut lang, stdlib::AtLeast);
     filter(&mut lang, stdlib::AtMost);
@@ -101,14 +111,15 @@ fn language(json_tags: bool) -> Language {
     for arithmetic in math_filters::all() {
         filter(&mut lang, arithmetic);
     }
-    if json_tags {
-        tag(&mut lang, AtTag);
+    if rewritten {
         for context in [
             OutputContext::StringContent,
             OutputContext::Value,
             OutputContext::Raw,
+            OutputContext::Plain,
         ] {
-            tag(&mut lang, JsonOutputTag(context));
+            // These place themselves.
+            tag(&mut lang, JsonOutputTag(context), false);
         }
     }
     lang

@@ -30,48 +30,40 @@ pub(super) fn try_find<'o>(
     value: &'o dyn ValueView,
     path: &[ScalarCow<'_>],
 ) -> Option<ValueCow<'o>> {
-    find(value, path).ok()
+    let mut current = ValueCow::Borrowed(value);
+    for index in path {
+        current = match current {
+            ValueCow::Borrowed(v) => step(v, index)?,
+            // Values made by a step (`size`, an object's `first`, nil) are small; the rest of
+            // the path is followed in a copy.
+            ValueCow::Owned(v) => ValueCow::Owned(step(&v, index)?.into_owned()),
+        };
+    }
+    Some(current)
 }
 
 /// The value at `path` inside `value`; an error names the step that found nothing and what
 /// was there to find.
 pub(super) fn find<'o>(value: &'o dyn ValueView, path: &[ScalarCow<'_>]) -> Result<ValueCow<'o>> {
-    let mut current = ValueCow::Borrowed(value);
-    for (depth, index) in path.iter().enumerate() {
-        let next = match &current {
-            ValueCow::Borrowed(v) => {
-                let v: &'o dyn ValueView = *v;
-                step(v, index)
-            }
-            // Values made by a step (`size`, an object's `first`, nil) are small; the rest of
-            // the path is followed in a copy.
-            ValueCow::Owned(v) => step(v, index).map(|found| ValueCow::Owned(found.into_owned())),
-        };
-        current = match next {
-            Some(found) => found,
-            None => return Err(unknown_index(&path[..depth], index, current.as_view())),
-        };
+    if let Some(found) = try_find(value, path) {
+        return Ok(found);
     }
-    Ok(current)
+    // The longest part of the path that leads somewhere, and the step after it.
+    let found = (0..path.len())
+        .rev()
+        .find_map(|depth| Some((depth, try_find(value, &path[..depth])?)));
+    match found {
+        Some((depth, parent)) => Err(unknown_index(
+            &path[..depth],
+            &path[depth],
+            parent.as_view(),
+        )),
+        None => Err(Error::with_msg("empty path")),
+    }
 }
 
-/// One step of a path.
+/// One step of a path. (Objects first: rows and JSON objects are what most steps read.)
 fn step<'v>(value: &'v dyn ValueView, index: &ScalarCow<'_>) -> Option<ValueCow<'v>> {
-    if value.is_nil() {
-        return Some(ValueCow::Owned(Value::Nil));
-    }
-    if let Some(array) = value.as_array() {
-        let found = match index.to_integer() {
-            Some(at) => array.get(at),
-            None => match index.to_kstr().as_str() {
-                "first" => array.first(),
-                "last" => array.last(),
-                "size" => return Some(ValueCow::Owned(Value::scalar(array.size()))),
-                _ => return None,
-            },
-        };
-        return Some(found.map_or(ValueCow::Owned(Value::Nil), ValueCow::Borrowed));
-    }
     if let Some(object) = value.as_object() {
         let key = index.to_kstr();
         if let Some(found) = object.get(key.as_str()) {
@@ -85,6 +77,21 @@ fn step<'v>(value: &'v dyn ValueView, index: &ScalarCow<'_>) -> Option<ValueCow<
             })),
             _ => None,
         };
+    }
+    if let Some(array) = value.as_array() {
+        let found = match index.to_integer() {
+            Some(at) => array.get(at),
+            None => match index.to_kstr().as_str() {
+                "first" => array.first(),
+                "last" => array.last(),
+                "size" => return Some(ValueCow::Owned(Value::scalar(array.size()))),
+                _ => return None,
+            },
+        };
+        return Some(found.map_or(ValueCow::Owned(Value::Nil), ValueCow::Borrowed));
+    }
+    if value.is_nil() {
+        return Some(ValueCow::Owned(Value::Nil));
     }
     if let Some(scalar) = value.as_scalar()
         && index.to_kstr().as_str() == "size"

@@ -18,12 +18,15 @@
 //!    template's literal text as JSON): `{{ x }}` inside a JSON string becomes
 //!    `{% _kj_str x %}`, which writes `x` escaped as string content; outside one it becomes
 //!    `{% _kj_value x %}`, which writes `x` as a JSON value; when the last filter is `json` it
-//!    becomes `{% _kj_raw x %}`, which writes the filter's JSON text as it is. These three tags
+//!    becomes `{% _kj_raw x %}`, which writes the filter's JSON text as it is (in plain mode,
+//!    every output tag becomes `{% _kj_plain x %}`, which writes as liquid does). These tags
 //!    (`json_output.rs`) evaluate liquid's own filter chain and write straight into the output
-//!    buffer, so the common case costs no allocation per output tag.
+//!    buffer, so the common case costs no allocation per output tag. The rewritten text is
+//!    parsed with each statement given its place in the author's text (`location.rs`).
 //!
-//! Rendering runs the parsed template against the frames of `runtime.rs`, with kinesync's own
-//! `{% for %}` (`for_loop.rs`) and `json` filter (`json_filter.rs`).
+//! Rendering runs the parsed template against the frames of `runtime.rs` (paths followed as
+//! `lookup.rs` says), with kinesync's own `{% for %}` (`for_loop.rs`) and `json` filter
+//! (`json_filter.rs`); a failing statement says where it stands.
 //!
 //! The files depend on each other one way: this one drives the steps; `language.rs` gathers
 //! the tags, blocks and filters; those use `lex.rs`, `runtime.rs` and the crate's JSON writer,
@@ -123,7 +126,8 @@ impl CompiledTemplate {
             Escape::Json => Some(contexts.as_slice()),
             Escape::None => None,
         };
-        let template = parse(&rewrite(source, &segments, contexts), &langs.rewritten)
+        let text = rewrite(source, &segments, contexts);
+        let template = location::parse_placed(&text, &langs.rewritten, source, &segments)
             .map_err(|e| vec![liquid_error(source, &segments, &e.to_string())])?;
         Ok(Self {
             template,
@@ -160,7 +164,7 @@ impl CompiledTemplate {
         }
         result.map_err(|e| RenderStop::Error {
             message: clean_message(&e.to_string()),
-            location: location::last().map(|at| Location::at(&self.source, at)),
+            location: location::failed_at().map(|at| Location::at(&self.source, at)),
         })
     }
 }
