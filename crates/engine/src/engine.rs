@@ -61,13 +61,8 @@ impl EngineBuilder {
         self
     }
 
-    /// What was sent before.
+    /// What was sent before: any store, a `Box<dyn StateStore>` chosen at run time too.
     pub fn state(self, store: impl StateStore + 'static) -> Self {
-        self.state_shared(Arc::new(Mutex::new(store)))
-    }
-
-    /// What was sent before, a store chosen at run time.
-    pub fn state_boxed(self, store: Box<dyn StateStore>) -> Self {
         self.state_shared(Arc::new(Mutex::new(store)))
     }
 

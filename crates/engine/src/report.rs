@@ -10,6 +10,10 @@ use crate::definition::SyncChange;
 pub const MAX_LISTED_ROW_ERRORS: usize = 100;
 
 /// How a run ended.
+///
+/// Not `#[non_exhaustive]`, on purpose: what a caller does with a run (its exit code, whether
+/// to alert) must be decided for every way a run can end, so a new one is a compile error in
+/// the caller's `match`, not a silent wildcard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum Outcome {
@@ -47,6 +51,7 @@ pub enum Outcome {
 
 /// Changes found in the model, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EventCounts {
     /// New primary keys.
     pub added: u64,
@@ -74,6 +79,7 @@ impl EventCounts {
 
 /// Records, by what became of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RecordCounts {
     /// Records built to send.
     pub to_send: u64,
@@ -85,6 +91,7 @@ pub struct RecordCounts {
 
 /// One row that could not become a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RowErrorEntry {
     /// The row's primary key, as JSON.
     pub primary_key: String,
@@ -96,6 +103,7 @@ pub struct RowErrorEntry {
 
 /// Row errors: counted by kind, the first ones listed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RowErrors {
     /// All row errors.
     pub total: u64,
@@ -121,6 +129,7 @@ impl RowErrors {
 
 /// Everything one run did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// How it ended.
     pub outcome: Outcome,
@@ -178,6 +187,7 @@ pub struct RunReport {
 /// How a run packed its records (its user records: one per row) into Kinesis records, when
 /// aggregation was on. A dry run counts how they would pack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Packing {
     /// The largest aggregated record the run made (bytes, data plus partition key).
     pub max_bytes: usize,
@@ -219,6 +229,7 @@ impl Packing {
 /// How long a dry run's records would take to send, at each shard's ceiling of records and
 /// bytes (aggregated records, when aggregation is on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SendEstimate {
     /// The ceiling per shard.
     pub shard_records_per_second: f64,
@@ -236,6 +247,7 @@ pub struct SendEstimate {
 
 /// What one shard was sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ShardReport {
     /// The shard's id.
     pub shard: String,

@@ -91,6 +91,13 @@ pub enum Initial {
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// How hard a sync pushes, and how long it keeps trying.
+///
+/// Build it from its default and change what you need:
+/// `Limits { max_in_flight: Some(8), ..Limits::default() }`. The fields are public so that
+/// this reads naturally; new settings will come with defaults, so a struct written that way
+/// keeps compiling, while one that names every field does not. (What a run reports,
+/// [`RunReport`](crate::RunReport) and its parts, is `#[non_exhaustive]` instead: it is only
+/// read.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Calls in flight at once (1..=[`MAX_IN_FLIGHT`]); by default twice the stream's open
@@ -168,7 +175,11 @@ impl Default for Limits {
 /// and Spark sources read transparently. A shard takes 1,000 records and 1 MiB a second: rows
 /// of a few hundred bytes fill its records long before its bytes, and packed, they fill its
 /// bytes. Records of one partition key also go many per call this way, in order.
+///
+/// Build it with [`Aggregation::default`] or [`Aggregation::with_max_bytes`]; it is
+/// `#[non_exhaustive]`, so that packing settings can be added without breaking callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Aggregation {
     /// The largest aggregated record, data plus partition key: the KPL's 51,200 by default.
     /// A run lowers it to the stream's maximum record size if that is smaller. A record too
@@ -189,6 +200,11 @@ impl Default for Aggregation {
 pub const MIN_AGGREGATE_BYTES: usize = 1024;
 
 impl Aggregation {
+    /// Aggregated records of at most `max_bytes` (see [`validate`](Self::validate)).
+    pub fn with_max_bytes(max_bytes: usize) -> Self {
+        Self { max_bytes }
+    }
+
     /// Refuses a size no stream takes, or too small to pack anything.
     pub fn validate(&self) -> Result<(), LimitError> {
         if (MIN_AGGREGATE_BYTES..=MAX_BYTES_PER_CALL).contains(&self.max_bytes) {

@@ -46,7 +46,7 @@ fn aggregating(records: RecordBuilder, sink: Arc<dyn KinesisSink>, max_bytes: us
         .records(records)
         .sink(sink, stream())
         .state(MemoryStore::new())
-        .aggregate(Aggregation { max_bytes })
+        .aggregate(Aggregation::with_max_bytes(max_bytes))
         .limits(Limits {
             seed: Some(5),
             backoff_base: Duration::from_millis(10),
@@ -368,7 +368,7 @@ fn an_aggregate_size_out_of_range_is_refused_by_name() {
         .records(tenant_records())
         .sink(memory, stream())
         .state(MemoryStore::new())
-        .aggregate(Aggregation { max_bytes: 100 })
+        .aggregate(Aggregation::with_max_bytes(100))
         .build()
         .unwrap_err();
     assert_eq!(

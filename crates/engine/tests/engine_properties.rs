@@ -44,7 +44,7 @@ fn builder(shape: Shape) -> EngineBuilder {
     let builder = Engine::builder().records(records(shape));
     if shape.aggregate {
         // Small aggregates, so that a run makes many and a call carries several.
-        builder.aggregate(Aggregation { max_bytes: 1024 })
+        builder.aggregate(Aggregation::with_max_bytes(1024))
     } else {
         builder
     }

@@ -212,7 +212,7 @@ pub async fn run_config(
     let mut builder = engine::Engine::builder()
         .records(records)
         .sink(destination.sink.clone(), destination.stream.clone())
-        .state_boxed(state)
+        .state(state)
         .events(events)
         .initial(initial)
         .limits(limits)

@@ -17,7 +17,7 @@ fn every_example_config_reads_opens_its_model_and_compiles() {
                 continue;
             }
             let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-            let source = kinesync::source::open(&config.source().unwrap().spec(&config))
+            let source = kinesync::source::open(&config.source().unwrap().spec(&config).unwrap())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             kinesync::records_for(&config, source.schema())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -16,6 +16,10 @@ use crate::{
 };
 
 /// How a simulated stream is made.
+///
+/// Build it from [`StreamConfig::with_shards`] and change what you need:
+/// `StreamConfig { keep_records: false, ..StreamConfig::with_shards(4) }`. New settings will
+/// come with defaults, so a struct written that way keeps compiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
     /// Open shards, split evenly over the hash key space.
