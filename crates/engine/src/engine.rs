@@ -264,6 +264,12 @@ impl Engine {
     /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
     /// and duplicate keys end up in the report; `Err` is for a state store that fails, or a
     /// stream that cannot be described.
+    ///
+    /// Call it from within a tokio runtime with timers (`#[tokio::main]`, `#[tokio::test]`, a
+    /// runtime built with `enable_all()`): under another executor it returns
+    /// [`Error::NoRuntime`], and in a runtime without timers [`Error::NoTimers`], before any
+    /// work. The same holds for [`run_rows`](Self::run_rows) and
+    /// [`run_source`](Self::run_source).
     pub async fn run<I, R, E>(&mut self, rows: I) -> Result<RunReport, Error>
     where
         I: IntoIterator<Item = Result<R, E>>,
@@ -296,6 +302,12 @@ impl Engine {
     fn prepare_run(&mut self) -> Result<(RowCodec, Preparer), Error> {
         // Everything a run does is on tokio: say so now rather than panic at the first wait.
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        // tokio cannot be asked whether its timers are on; making one panics when they are
+        // off (tokio's hook prints its own line saying so), so try once, before any work.
+        let timer = std::panic::catch_unwind(|| {
+            drop(tokio::time::sleep(std::time::Duration::ZERO));
+        });
+        timer.map_err(|_| Error::NoTimers)?;
         let settings = &self.settings;
         let mut store = store::lock(&self.state);
         // A changed primary key stops the run before anything is read.

@@ -64,6 +64,12 @@ pub enum Error {
         "kinesync's engine needs a tokio runtime with time enabled: call it from within one (#[tokio::main], or Runtime::block_on)"
     )]
     NoRuntime,
+    /// The tokio runtime the engine was called from has no timers (the engine waits on them
+    /// between retries and to pace each shard).
+    #[error(
+        "kinesync's engine needs tokio's timers, and this runtime has none: build it with enable_all() or enable_time() (#[tokio::main] and #[tokio::test] enable them)"
+    )]
+    NoTimers,
     /// The tokio runtime shut down while the run was using it.
     #[error("the tokio runtime shut down while the run was working")]
     RuntimeStopped,

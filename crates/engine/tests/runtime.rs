@@ -201,6 +201,34 @@ fn a_run_outside_tokio_says_it_needs_tokio() {
     }
 }
 
+#[test]
+fn a_runtime_without_timers_is_refused_before_any_work() {
+    let sink = Arc::new(InMemorySink::new());
+    sink.create_stream(&stream(), StreamConfig::with_shards(1));
+    let mut engine = Engine::builder()
+        .records(records())
+        .sink(sink.clone(), stream())
+        .state(MemoryStore::new())
+        .build()
+        .unwrap();
+    // A runtime built without `enable_time()` (or `enable_all()`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(engine.run(rows(3)));
+    match result {
+        Err(error @ Error::NoTimers) => {
+            assert!(error.to_string().contains("enable_time()"), "{error}");
+        }
+        other => panic!("expected Error::NoTimers, got {other:?}"),
+    }
+    assert_eq!(
+        sink.records(&stream()).unwrap().len(),
+        0,
+        "nothing was sent"
+    );
+}
+
 #[tokio::test]
 async fn the_caller_keeps_a_handle_to_its_own_store() {
     let sink = Arc::new(InMemorySink::new());
