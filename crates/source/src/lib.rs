@@ -32,6 +32,7 @@
 mod background;
 mod csv_file;
 mod ndjson;
+mod postgres;
 mod sqlite;
 
 use std::fmt;
@@ -45,6 +46,7 @@ use kinesync_payload::{Row, Schema, SchemaError, Value};
 pub use background::{BackgroundSource, ReadAhead, ReaderStopped, read_ahead};
 pub use csv_file::CsvSource;
 pub use ndjson::{NdjsonSource, scan_columns};
+pub use postgres::{Connection, FETCH_ROWS, PostgresSource, PostgresSpec};
 pub use sqlite::SqliteSource;
 
 /// Why a source could not be read, with the file and line (or query row) it concerns.
@@ -212,6 +214,15 @@ pub enum SourceError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        message: String,
+    },
+    /// PostgreSQL refused the connection or the query, or a read failed part way.
+    #[error("{location}: {message}")]
+    Postgres {
+        /// The server and database (never the password), and the query row when the error came
+        /// mid-read.
+        location: String,
+        /// What went wrong, and what to do.
         message: String,
     },
     /// SQLite refused to open the database, prepare the query or step through it.

@@ -9,5 +9,6 @@ pub mod counting;
 pub mod deaggregate;
 pub mod fake_kinesis;
 pub mod kpl;
+pub mod postgres;
 pub mod probe;
 pub mod servers;

@@ -93,7 +93,7 @@ pub(crate) fn run(command: &mut Command, what: &str) {
 
 /// Starts `command` (a launcher that prints `LISTENING <port>` and exits when its stdin
 /// closes) and waits, with a deadline, until the port accepts connections.
-fn start(mut command: Command, what: &str) -> Server {
+pub(crate) fn start(mut command: Command, what: &str) -> Server {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

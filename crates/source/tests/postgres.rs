@@ -1,0 +1,291 @@
+//! The Postgres source against a real PostgreSQL server on loopback (started by the test kit):
+//! every mapped type comes out exactly, rows stream in batches, and every failure names its
+//! place without the password.
+
+use kinesync_payload::Value;
+use kinesync_source::{Connection, PostgresSource, PostgresSpec, RowSource, SourceError};
+use kinesync_testkit::postgres::{PASSWORD, postgres};
+
+fn spec(database: &str, query: &str) -> PostgresSpec {
+    PostgresSpec::new(Connection::new(postgres().url(database)), query, "id")
+}
+
+fn read_all(spec: &PostgresSpec) -> Vec<Vec<Value>> {
+    PostgresSource::open(spec)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|row| row.unwrap_or_else(|e| panic!("{e}")).row.values().to_vec())
+        .collect()
+}
+
+fn open_error(spec: &PostgresSpec) -> String {
+    let error = PostgresSource::open(spec)
+        .expect_err("opening fails")
+        .to_string();
+    assert!(!error.contains(PASSWORD), "the password leaked: {error}");
+    error
+}
+
+#[test]
+fn every_mapped_type_comes_out_exactly() {
+    let pg = postgres();
+    let db = pg.new_database("types");
+    pg.psql(
+        &db,
+        r#"CREATE TABLE t (
+            id int8 PRIMARY KEY, small int2, medium int4,
+            big_id numeric(38,0), amount numeric(12,2), ratio float8, single float4,
+            flag bool, name text, code varchar(8), padded char(4),
+            doc jsonb, raw json, uid uuid, day date, at timestamp, at_tz timestamptz,
+            ints int4[], words text[], "Odd ""Name""" text
+        );
+        INSERT INTO t VALUES (
+            9223372036854775807, -32768, 2147483647,
+            12345678901234567890123456789012345678, 12.50, 0.1, 1.5,
+            true, 'quote " tab	newline
+end', 'abc', 'ab',
+            '{"n": 123456789012345678901234567890, "f": 1.25, "s": "x"}', '[1, "two"]',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2026-11-30', '2026-11-30 21:04:19.5',
+            '2026-11-30 23:04:19+02', '{1,NULL,3}', '{"a b","c"}', 'odd'
+        ), (2, NULL, NULL, -5, -0.01, -2.5e-300, NULL, false, '', NULL, NULL, 'null', NULL,
+            NULL, NULL, NULL, NULL, '{}', NULL, NULL);"#,
+    );
+    let rows = read_all(&spec(&db, "SELECT * FROM t ORDER BY id DESC"));
+    assert_eq!(rows.len(), 2);
+    let json = |text: &str| Value::from_json_exact(text).unwrap();
+    assert_eq!(
+        rows[0],
+        vec![
+            Value::Int(i64::MAX),
+            Value::Int(-32768),
+            Value::Int(2147483647),
+            json("12345678901234567890123456789012345678"),
+            Value::Float(12.5),
+            Value::Float(0.1),
+            Value::Float(1.5),
+            Value::Bool(true),
+            Value::from("quote \" tab\tnewline\nend"),
+            Value::from("abc"),
+            Value::from("ab  "),
+            json(r#"{"f": 1.25, "n": 123456789012345678901234567890, "s": "x"}"#),
+            json(r#"[1, "two"]"#),
+            Value::from("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            Value::from("2026-11-30"),
+            Value::from("2026-11-30T21:04:19.5"),
+            Value::from("2026-11-30T21:04:19+00:00"),
+            json("[1, null, 3]"),
+            json(r#"["a b", "c"]"#),
+            Value::from("odd"),
+        ]
+    );
+    assert!(matches!(rows[0][3], Value::BigInt(_)), "{:?}", rows[0][3]);
+    assert_eq!(
+        rows[1],
+        vec![
+            Value::Int(2),
+            Value::Null,
+            Value::Null,
+            Value::Int(-5),
+            Value::Float(-0.01),
+            Value::Float(-2.5e-300),
+            Value::Null,
+            Value::Bool(false),
+            Value::from(""),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            json("[]"),
+            Value::Null,
+            Value::Null,
+        ]
+    );
+    let source = PostgresSource::open(&spec(&db, "SELECT * FROM t")).unwrap();
+    assert_eq!(source.schema().columns()[19], "Odd \"Name\"");
+}
+
+#[test]
+fn a_numeric_no_float_holds_exactly_is_that_rows_error_saying_how_to_send_it() {
+    let pg = postgres();
+    let db = pg.new_database("numeric_fraction");
+    let rows: Vec<_> = PostgresSource::open(&spec(
+        &db,
+        "SELECT * FROM (VALUES (1, 12345678901234567890.01::numeric), (2, 0.25::numeric)) AS v(id, amount)",
+    ))
+    .unwrap()
+    .collect();
+    let error = rows[0].as_ref().unwrap_err().to_string();
+    assert!(
+        error.contains("12345678901234567890.01") && error.contains("::text"),
+        "{error}"
+    );
+    assert_eq!(
+        rows[1].as_ref().unwrap().row.values()[1],
+        Value::Float(0.25)
+    );
+}
+
+#[test]
+fn rows_stream_in_batches_in_query_order() {
+    let pg = postgres();
+    let db = pg.new_database("stream");
+    let n = kinesync_source::FETCH_ROWS as i64 * 2 + 7;
+    let query =
+        format!("SELECT g AS id, 'row ' || g AS name FROM generate_series(1, {n}) AS g ORDER BY g");
+    let mut source = PostgresSource::open(&spec(&db, &query)).unwrap();
+    let mut expected = 0;
+    for row in source.by_ref() {
+        let row = row.unwrap();
+        expected += 1;
+        assert_eq!(row.line, expected as u64);
+        assert_eq!(row.row.values()[0], Value::Int(expected));
+    }
+    assert_eq!(expected, n);
+}
+
+#[test]
+fn a_type_kinesync_does_not_map_is_refused_before_any_row_with_the_cast_to_write() {
+    let pg = postgres();
+    let db = pg.new_database("unmapped");
+    let error = open_error(&spec(
+        &db,
+        "SELECT 1 AS id, interval '1 day' AS wait, '\\x00'::bytea AS blob",
+    ));
+    assert!(
+        error.contains(r#"column "wait" is of type interval"#),
+        "{error}"
+    );
+    assert!(error.contains(r#""wait"::text"#), "{error}");
+    assert!(
+        error.contains(r#"column "blob" is of type bytea"#),
+        "{error}"
+    );
+}
+
+#[test]
+fn query_errors_point_into_the_query() {
+    let pg = postgres();
+    let db = pg.new_database("query_errors");
+    let error = open_error(&spec(&db, "SELECT id,\n  email FROM no_such_table"));
+    assert!(
+        error.contains("query line 2, column 14: relation \"no_such_table\" does not exist"),
+        "{error}"
+    );
+    pg.psql(&db, "CREATE TABLE users (id int PRIMARY KEY, email text)");
+    let error = open_error(&spec(&db, "SELECT id, emial FROM users"));
+    assert!(error.contains("query line 1, column 12"), "{error}");
+    assert!(error.contains("emial"), "{error}");
+    // A primary key the query does not return.
+    let error = open_error(&PostgresSpec::new(
+        Connection::new(pg.url(&db)),
+        "SELECT email FROM users",
+        "id",
+    ));
+    assert!(error.contains("id"), "{error}");
+}
+
+#[test]
+fn connection_errors_name_the_place_and_never_the_password() {
+    let pg = postgres();
+    // Nothing listens on this port: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused = open_error(&PostgresSpec::new(
+        Connection::new(format!(
+            "postgres://kinesync:{PASSWORD}@127.0.0.1:{port}/postgres"
+        )),
+        "SELECT 1 AS id",
+        "id",
+    ));
+    assert!(
+        refused.contains(&format!("postgres://kinesync@127.0.0.1:{port}/postgres"))
+            && refused.contains("connection refused"),
+        "{refused}"
+    );
+    let wrong = open_error(&PostgresSpec::new(
+        Connection::new(format!(
+            "postgres://kinesync:not-{PASSWORD}@127.0.0.1:{}/postgres",
+            pg.port()
+        )),
+        "SELECT 1 AS id",
+        "id",
+    ));
+    assert!(
+        wrong.contains(r#"authentication failed for user "kinesync""#),
+        "{wrong}"
+    );
+    assert!(!wrong.contains("not-"), "{wrong}");
+    // Debug output of the settings shows no password either.
+    let spec = spec("postgres", "SELECT 1 AS id");
+    assert!(!format!("{spec:?}").contains(PASSWORD));
+}
+
+#[test]
+fn a_statement_timeout_stops_a_slow_query_and_says_so() {
+    let pg = postgres();
+    let db = pg.new_database("timeout");
+    let mut slow = spec(&db, "SELECT 1 AS id, pg_sleep(5)::text AS slept");
+    slow.statement_timeout = Some(std::time::Duration::from_millis(200));
+    // The query only runs at the first fetch (opening prepares it and declares the cursor).
+    let mut source = PostgresSource::open(&slow).unwrap_or_else(|e| panic!("{e}"));
+    let error = source.next().expect("an item").expect_err("the timeout");
+    let text = error.to_string();
+    assert!(text.contains("statement timeout"), "{text}");
+    assert!(source.next().is_none(), "nothing more after the error");
+}
+
+#[test]
+fn a_connection_lost_mid_read_ends_the_rows_with_its_error() {
+    let pg = postgres();
+    let db = pg.new_database("lost");
+    let mut spec = spec(
+        &db,
+        "SELECT g AS id FROM generate_series(1, 100000) AS g ORDER BY g",
+    );
+    spec.connection = Connection::new(format!("{}?application_name=kinesync-lost", pg.url(&db)));
+    let mut source = PostgresSource::open(&spec).unwrap();
+    let first = source.next().unwrap().unwrap();
+    assert_eq!(first.row.values()[0], Value::Int(1));
+    pg.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'kinesync-lost'",
+    );
+    // The rest of the first batch was already fetched; the next fetch finds the connection
+    // gone, and the rows end with that error, never silently.
+    let mut read = 1;
+    let error = loop {
+        match source.next() {
+            Some(Ok(_)) => read += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the rows ended without an error after {read}"),
+        }
+    };
+    assert_eq!(read, kinesync_source::FETCH_ROWS);
+    assert!(matches!(error, SourceError::Postgres { .. }), "{error}");
+    assert!(source.next().is_none());
+}
+
+#[test]
+fn a_null_primary_key_is_that_rows_error_and_the_rest_go_on() {
+    let pg = postgres();
+    let db = pg.new_database("null_key");
+    let rows: Vec<_> = PostgresSource::open(&spec(
+        &db,
+        "SELECT * FROM (VALUES (1, 'a'), (NULL, 'b'), (3, 'c')) AS v(id, name)",
+    ))
+    .unwrap()
+    .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0].is_ok() && rows[2].is_ok());
+    let error = rows[1].as_ref().unwrap_err().to_string();
+    assert!(
+        error.contains("query row 2") && error.contains("primary key"),
+        "{error}"
+    );
+}
