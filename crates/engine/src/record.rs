@@ -65,7 +65,7 @@ fn key_input(value: &Value) -> KeyInput<'_> {
         Value::Int(i) => KeyInput::Integer(*i),
         Value::UInt(u) => KeyInput::Unsigned(*u),
         // Its digits: a partition key as they are, an explicit hash key if within 2^128.
-        Value::BigInt(digits) => KeyInput::Text(digits),
+        Value::Decimal(digits) => KeyInput::Text(digits),
         Value::String(s) => KeyInput::Text(s),
         other => KeyInput::Unsupported(other.kind_name()),
     }

@@ -430,8 +430,8 @@ async fn integers_beyond_64_bits_are_sent_and_removed_digit_for_digit() {
     let id = "123456789012345678901234567890";
     let amount = "-98765432109876543210987654321";
     let rows = vec![kinesync_payload::Row::new(vec![
-        kinesync_payload::Value::BigInt(id.into()),
-        kinesync_payload::Value::BigInt(amount.into()),
+        kinesync_payload::Value::Decimal(id.into()),
+        kinesync_payload::Value::Decimal(amount.into()),
     ])];
     let report = run(&mut engine, &rows).await;
     assert_eq!(report.outcome, Outcome::Complete, "{}", report.summary());

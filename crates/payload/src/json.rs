@@ -100,7 +100,7 @@ fn write_float_content(f: f64, out: &mut Vec<u8>) {
 fn scalar_kind(v: &dyn ValueView) -> Option<&'static str> {
     match v.type_name() {
         kind @ ("string" | "whole number" | "fractional number" | "boolean") => Some(kind),
-        crate::value::BIG_WHOLE_NUMBER => Some(crate::value::BIG_WHOLE_NUMBER),
+        crate::value::EXACT_NUMBER => Some(crate::value::EXACT_NUMBER),
         _ => None,
     }
 }
@@ -122,7 +122,7 @@ pub(crate) fn write_view_json(v: &dyn ValueView, out: &mut Vec<u8>) {
         Some("string") => write_str(&v.to_kstr(), out),
         Some("whole number") => write_int(int_of(v), out),
         // Its digits, as the number they are.
-        Some(crate::value::BIG_WHOLE_NUMBER) => out.extend_from_slice(v.to_kstr().as_bytes()),
+        Some(crate::value::EXACT_NUMBER) => out.extend_from_slice(v.to_kstr().as_bytes()),
         Some("fractional number") => write_float(float_of(v), out),
         Some(_) => out.extend_from_slice(if v.query_state(liquid_core::model::State::Truthy) {
             b"true"

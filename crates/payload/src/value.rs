@@ -32,9 +32,12 @@ pub enum Value {
     /// An integer above `i64::MAX`, up to `u64::MAX` (an unsigned 64-bit id): kept digit for
     /// digit, never turned into a float. (Integers that fit an `i64` are always [`Value::Int`].)
     UInt(u64),
-    /// An integer beyond the 64-bit ones, as its digits (an optional `-`, then digits): kept
-    /// exact where JSON readers would make it a float (see [`Value::from_json_exact`]).
-    BigInt(Box<str>),
+    /// A number no 64-bit type holds exactly, as its JSON text: an integer beyond the 64-bit
+    /// ones (`123456789012345678901234567890`), or a fraction with more digits than a float
+    /// keeps (`12345678901234567890.01`, a SQL `numeric`). Kept digit for digit where JSON
+    /// readers would round it to a float (see [`Value::from_json_exact`]); written as the
+    /// number it is; templates see its text, and refuse arithmetic on it.
+    Decimal(Box<str>),
     /// A 64-bit float.
     Float(f64),
     /// A UTF-8 string.
@@ -51,7 +54,11 @@ impl Value {
         match self {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
-            Value::Int(_) | Value::UInt(_) | Value::BigInt(_) => "integer",
+            Value::Int(_) | Value::UInt(_) => "integer",
+            Value::Decimal(text) if text.bytes().all(|b| b == b'-' || b.is_ascii_digit()) => {
+                "integer"
+            }
+            Value::Decimal(_) => "number",
             Value::Float(_) => "float",
             Value::String(_) => "string",
             Value::Array(_) => "array",
@@ -72,7 +79,7 @@ impl Value {
             Value::Bool(false) => out.extend_from_slice(b"false"),
             Value::Int(i) => json::write_int(*i, out),
             Value::UInt(u) => out.extend_from_slice(itoa::Buffer::new().format(*u).as_bytes()),
-            Value::BigInt(digits) => out.extend_from_slice(digits.as_bytes()),
+            Value::Decimal(digits) => out.extend_from_slice(digits.as_bytes()),
             Value::Float(f) => json::write_float(*f, out),
             Value::String(s) => json::write_str(s, out),
             Value::Array(items) => {
@@ -104,7 +111,7 @@ impl Value {
             // Liquid's numbers stop at i64: templates see the digits (and write them as a
             // number, see `json.rs`).
             Value::UInt(u) => Some(ScalarCow::new(u.to_string())),
-            Value::BigInt(digits) => Some(ScalarCow::new(&**digits)),
+            Value::Decimal(digits) => Some(ScalarCow::new(&**digits)),
             Value::Float(f) => Some(ScalarCow::new(*f)),
             Value::String(s) => Some(ScalarCow::new(s.as_str())),
             Value::Null | Value::Array(_) | Value::Object(_) => None,
@@ -235,7 +242,7 @@ impl serde::Serialize for Value {
             Value::Int(i) => serializer.serialize_i64(*i),
             Value::UInt(u) => serializer.serialize_u64(*u),
             // Its digits as a JSON number, through serde_json's raw values.
-            Value::BigInt(digits) => serde_json::value::RawValue::from_string(digits.to_string())
+            Value::Decimal(digits) => serde_json::value::RawValue::from_string(digits.to_string())
                 .map_err(serde::ser::Error::custom)?
                 .serialize(serializer),
             Value::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
@@ -318,7 +325,7 @@ impl ValueView for Value {
             Value::Bool(_) => "boolean",
             Value::Int(_) => "whole number",
             // Not liquid's: the JSON writer knows it, and writes its digits as a number.
-            Value::UInt(_) | Value::BigInt(_) => BIG_WHOLE_NUMBER,
+            Value::UInt(_) | Value::Decimal(_) => EXACT_NUMBER,
             Value::Float(_) => "fractional number",
             Value::String(_) => "string",
             Value::Array(_) => "array",
@@ -378,7 +385,7 @@ impl ValueView for Value {
 }
 
 /// The type name templates see for an integer above `i64::MAX`.
-pub(crate) const BIG_WHOLE_NUMBER: &str = "big whole number";
+pub(crate) const EXACT_NUMBER: &str = "exact number";
 
 fn owned_scalar(v: &Value) -> liquid_core::model::Scalar {
     v.scalar()

@@ -423,7 +423,7 @@ fn any_integer() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::Int),
         any::<u64>().prop_map(Value::from_u64),
-        ("-?[1-9][0-9]{20,60}").prop_map(|digits| Value::BigInt(digits.into())),
+        ("-?[1-9][0-9]{20,60}").prop_map(|digits| Value::Decimal(digits.into())),
     ]
 }
 

@@ -99,7 +99,7 @@ impl<R: Read> CsvSource<R> {
                         // As JSON writes it: no leading zeros.
                         let digits = digits.trim_start_matches('0');
                         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                            .then(|| Value::BigInt(format!("{sign}{digits}").into()))
+                            .then(|| Value::Decimal(format!("{sign}{digits}").into()))
                     }),
             },
             ColumnType::Float => match trimmed.parse::<f64>() {

@@ -307,11 +307,12 @@ pub trait RowSource: Iterator<Item = Result<SourceRow, SourceError>> + Send {
 /// (the state's copy, the message, a template's view) reads it back.
 pub const MAX_DEPTH: usize = 100;
 
-/// How deep `text` nests objects and arrays, and whether it has a run of 20 digits or more
-/// outside strings (an integer that may be beyond 64 bits), found without parsing it.
+/// How deep `text` nests objects and arrays, and whether it has a number outside strings that
+/// may be one no 64-bit type holds exactly (20 digits or more, or 16 with a fraction), found
+/// without parsing it.
 pub(crate) fn json_scan(text: &str) -> (usize, bool) {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    let (mut digits, mut long_digits) = (0usize, false);
+    let (mut digits, mut long_digits, mut fraction) = (0usize, false, false);
     for byte in text.bytes() {
         if in_string {
             match (escaped, byte) {
@@ -324,10 +325,17 @@ pub(crate) fn json_scan(text: &str) -> (usize, bool) {
         }
         if byte.is_ascii_digit() {
             digits += 1;
-            long_digits |= digits >= 20;
+            // An integer of 20 digits may be beyond 64 bits; a fraction of 16 may be beyond
+            // what a float holds.
+            long_digits |= digits >= 20 || (fraction && digits >= 16);
+            continue;
+        }
+        if byte == b'.' && digits > 0 {
+            fraction = true;
             continue;
         }
         digits = 0;
+        fraction = false;
         match byte {
             b'"' => in_string = true,
             b'{' | b'[' => {

@@ -166,7 +166,7 @@ impl<R: BufRead> NdjsonSource<R> {
         let long_digits = check_depth(text, &self.path, self.line)?;
         // Integers beyond 64 bits are kept digit for digit (see `kinesync_payload::exact`).
         let marked = long_digits
-            .then(|| kinesync_payload::exact::mark_big_integers(text))
+            .then(|| kinesync_payload::exact::mark_exact_numbers(text))
             .flatten();
         let text = marked.as_deref().unwrap_or(text);
         let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -610,7 +610,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             rows[0].row.get(0),
-            &Value::BigInt("123456789012345678901234567890".into())
+            &Value::Decimal("123456789012345678901234567890".into())
         );
         assert_eq!(
             rows[0].row.get(1).to_json_string(),
@@ -620,6 +620,23 @@ mod tests {
             rows[1].row.get(1),
             &Value::from("123456789012345678901234567890"),
             "a string stays a string"
+        );
+    }
+
+    #[test]
+    fn fractions_a_float_cannot_hold_keep_their_digits() {
+        let rows = ndjson(
+            "{\"id\":1,\"amount\":12345678901234567890.01,\"rate\":0.1,\"p\":-1234567890.123456789}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rows[0].row.values(),
+            [
+                Value::Int(1),
+                Value::Decimal("12345678901234567890.01".into()),
+                Value::Float(0.1),
+                Value::Decimal("-1234567890.123456789".into()),
+            ]
         );
     }
 }

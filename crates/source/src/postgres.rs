@@ -9,7 +9,7 @@
 //! How values arrive exactly: before anything is read, the query is prepared (which checks it
 //! and gives its columns' types without running it) and each column is given the SQL that
 //! makes PostgreSQL write it in the one text form this file reads: integers as digits,
-//! `numeric` as its exact digits, floats as the shortest text that reads back the same,
+//! `numeric` as its exact digits (kept as they are where no 64-bit type holds them), floats as the shortest text that reads back the same,
 //! `json`/`jsonb` as JSON text, arrays through `to_json` (so their elements are JSON too),
 //! timestamps as ISO 8601 (`timestamptz` in UTC). A column of a type not mapped is an error
 //! naming it and the cast to write, before any row is read.
@@ -296,37 +296,15 @@ fn convert(conversion: Conversion, text: &str) -> Result<Value, String> {
     }
 }
 
-/// A `numeric` as its exact value: an integer of any size digit for digit; a fraction as
-/// the float that is exactly it.
+/// A `numeric` as its exact value: an integer of any size and a fraction of any precision
+/// digit for digit ([`Value::Decimal`] where no 64-bit type holds it exactly).
 fn numeric(text: &str) -> Result<Value, String> {
     if matches!(text, "NaN" | "Infinity" | "-Infinity") {
         return Err(format!(
             "{text:?} is not a finite number: JSON has none, so every source refuses it"
         ));
     }
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Value::from_json_exact(text).map_err(|e| e.to_string());
-    }
-    let float: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    // Exact when the float reads back as the same decimal (trailing zeros aside).
-    let trimmed = |s: &str| -> String {
-        let s = if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            s
-        };
-        s.trim_start_matches('-').trim_start_matches('0').to_owned()
-    };
-    if trimmed(&float.to_string()) == trimmed(text) {
-        Ok(Value::Float(float))
-    } else {
-        Err(format!(
-            "the numeric {text} has more digits than a 64-bit float holds; cast it to text in the query (`::text`) to send its digits as a string"
-        ))
-    }
+    Value::from_json_exact(text).map_err(|_| format!("{text:?} is not a number"))
 }
 
 impl Iterator for PostgresSource {
