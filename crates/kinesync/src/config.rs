@@ -57,31 +57,58 @@ pub struct Config {
     pub text: String,
 }
 
-/// `[source]`: a model file, or a SQLite database and a query.
+/// `[source]`: a model file, a SQLite database and a query, or a Postgres query.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// An `.ndjson`, `.jsonl` or `.csv` file, or a SQLite database (`.db`, `.sqlite`,
-    /// `.sqlite3`). A sync needs it; a snapshot test that brings its own rows file
-    /// ([`crate::preview::snapshot_files`]) needs only `primary_key`.
+    /// `.sqlite3`). A sync from a file needs it; a Postgres model has none; a snapshot test
+    /// that brings its own rows file ([`crate::preview::snapshot_files`]) needs only
+    /// `primary_key`.
     pub path: Option<PathBuf>,
     /// The column that identifies a row.
     pub primary_key: String,
-    /// `ndjson`, `csv` or `sqlite`, when the extension does not say.
-    pub format: Option<kinesync_source::Format>,
-    /// The query a SQLite model runs, e.g. `SELECT * FROM users`.
+    /// `ndjson`, `csv` or `sqlite` when the extension does not say; `postgres` for a model in
+    /// PostgreSQL.
+    pub format: Option<ModelFormat>,
+    /// The query a SQLite or Postgres model runs, e.g. `SELECT * FROM users`.
     pub query: Option<String>,
+    /// Instead of a query, the Postgres table (or view) whose rows are the model, e.g.
+    /// `analytics.users`.
+    pub table: Option<String>,
+    /// The environment variable holding the Postgres connection string (a URL or libpq's
+    /// `key=value` pairs); libpq's `PG*` variables fill in what it leaves out. Without it,
+    /// those variables alone. The config names the variable, never the string, which may hold a
+    /// password.
+    pub connection_env: Option<String>,
+    /// The longest one Postgres statement may run, in seconds (default: no limit).
+    pub statement_timeout_seconds: Option<u64>,
     /// CSV column types: `[source.types]` with `age = "integer"` (integer, float, boolean,
     /// json, string).
     #[serde(default)]
     pub types: std::collections::BTreeMap<String, kinesync_source::ColumnType>,
 }
 
+/// What kind of model `[source]` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// One JSON object a line.
+    Ndjson,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// A SQLite database and a query.
+    Sqlite,
+    /// A PostgreSQL query or table.
+    Postgres,
+}
+
 impl SourceConfig {
-    /// What to open, with the path resolved against the config file's directory.
+    /// What to open, for a model file, with the path resolved against the config file's
+    /// directory.
     pub fn spec(&self, config: &Config) -> Result<kinesync_source::SourceSpec, Error> {
         let path = self.path.as_ref().ok_or_else(|| {
-            config.invalid("[source] has no path: name the model's file or SQLite database")
+            config.invalid("[source] has no path: name the model's file or SQLite database, or set format = \"postgres\"")
         })?;
         Ok(self.spec_of(config.resolve(path)))
     }
@@ -91,10 +118,20 @@ impl SourceConfig {
         kinesync_source::SourceSpec {
             path,
             primary_key: self.primary_key.clone(),
-            format: self.format,
+            format: match self.format {
+                Some(ModelFormat::Ndjson) => Some(kinesync_source::Format::Ndjson),
+                Some(ModelFormat::Csv) => Some(kinesync_source::Format::Csv),
+                Some(ModelFormat::Sqlite) => Some(kinesync_source::Format::Sqlite),
+                Some(ModelFormat::Postgres) | None => None,
+            },
             query: self.query.clone(),
             types: self.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
+    }
+
+    /// Whether the model is in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.format == Some(ModelFormat::Postgres) || self.connection_env.is_some()
     }
 }
 
@@ -646,4 +683,16 @@ mod tests {
         assert_eq!(shared.shard_records_per_second, 250.0);
         assert_eq!(shared.shard_bytes_per_second, 1000.0);
     }
+}
+
+/// Whether `name` looks like an environment variable's name as people write them: capitals,
+/// digits and underscores, not starting with a digit, at most 128 long. A secret key (mixed
+/// case, `/` and `+`) or a token never does.
+pub(crate) fn looks_like_a_variable(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 128
 }

@@ -14,6 +14,7 @@
 pub mod call_log;
 pub mod config;
 pub mod destination;
+pub mod model;
 pub mod preview;
 pub mod runs;
 
@@ -174,7 +175,7 @@ pub async fn run_config(
 ) -> Result<(engine::RunReport, destination::Destination), Error> {
     // The state first: a run that another run holds it from stops before it reads anything.
     let state = state_store(config, options.dry_run, options.run_id.as_deref())?;
-    let source = kinesync_source::open(&config.source()?.spec(config)?)?;
+    let source = model::open(config)?;
     let records = records_for(config, source.schema())?;
     let observer = options
         .call_log

@@ -116,22 +116,10 @@ impl Preview {
         rows: Option<&Path>,
         options: PreviewOptions,
     ) -> Result<(Self, Box<dyn RowSource>), Error> {
-        let source_config = config.source()?;
-        let mut spec = match rows {
-            Some(rows) => source_config.spec_of(rows.to_owned()),
-            None => source_config.spec(config)?,
+        let source = match rows {
+            Some(rows) => crate::model::open_file(config, rows)?,
+            None => crate::model::open(config)?,
         };
-        if let Some(rows) = rows {
-            // Rows given apart from the config are a file of their own format.
-            spec.format = None;
-            if kinesync_source::Format::from_path(rows) != Some(kinesync_source::Format::Sqlite) {
-                spec.query = None;
-            }
-            if kinesync_source::Format::from_path(rows) != Some(kinesync_source::Format::Csv) {
-                spec.types.clear();
-            }
-        }
-        let source = kinesync_source::open(&spec)?;
         let builder = crate::records_for(config, source.schema())?;
         let shards = ShardMap::even(options.shards).map_err(Error::Shards)?;
         let preview = Self::new(builder, shards, options.event)

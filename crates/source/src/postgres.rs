@@ -151,7 +151,21 @@ impl fmt::Debug for PostgresSource {
 impl PostgresSource {
     /// Connects, checks the query and its columns' types, and opens the cursor; no row is
     /// read yet.
+    ///
+    /// The client blocks on a runtime of its own, which tokio forbids on a thread that drives
+    /// a runtime; so opening happens on a thread of its own, and may be called from async
+    /// code. Reading the rows must happen off the async threads, as the engine's reader thread
+    /// does.
     pub fn open(spec: &PostgresSpec) -> Result<Self, SourceError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| Self::open_here(spec))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn open_here(spec: &PostgresSpec) -> Result<Self, SourceError> {
         let config = config(&spec.connection)?;
         let place = describe(&config);
         let error = |message: String| SourceError::Postgres {

@@ -66,7 +66,7 @@ fn env(config: &Config, setting: &str, name: &Option<String>) -> Result<String, 
         .as_deref()
         .ok_or_else(|| config.invalid(format!("[destination.auth] needs {setting}")))?;
     std::env::var(name).map_err(|_| {
-        if looks_like_a_variable(name) {
+        if crate::config::looks_like_a_variable(name) {
             config.invalid(format!(
                 "[destination.auth] {setting} names the environment variable {name}, which is not set"
             ))
@@ -77,18 +77,6 @@ fn env(config: &Config, setting: &str, name: &Option<String>) -> Result<String, 
             ))
         }
     })
-}
-
-/// Whether `name` looks like an environment variable's name as people write them: capitals,
-/// digits and underscores, not starting with a digit, at most 128 long. A secret key (mixed
-/// case, `/` and `+`) or a token never does.
-fn looks_like_a_variable(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 128
 }
 
 fn base_credentials(

@@ -1,0 +1,212 @@
+//! `kinesync sync` over a model in PostgreSQL (a real server on loopback, started by the test
+//! kit): the backfill, a run after one `UPDATE`, `DELETE` and `INSERT` that sends exactly those
+//! changes, and the connection's password nowhere in what kinesync prints or keeps.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kinesync_testkit::postgres::{PASSWORD, postgres};
+
+/// The variable the configs name for the connection string.
+const URL_VARIABLE: &str = "KINESYNC_TEST_WAREHOUSE_URL";
+
+fn config(dir: &Path, source: &str) -> std::path::PathBuf {
+    let path = dir.join("kinesync.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[source]
+format = "postgres"
+connection_env = "{URL_VARIABLE}"
+primary_key = "id"
+{source}
+
+[payload]
+mode = "template"
+template = '{{"id": {{{{ row.id }}}}, "email": "{{{{ row.email }}}}", "score": {{{{ row.score }}}}, "tags": {{{{ row.tags }}}}, "event": "{{{{ event }}}}", "was": {{{{ previous.score }}}}}}'
+
+[keys]
+partition_key = "email"
+
+[destination]
+stream = "users"
+simulated = {{ shards = 2 }}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn sync(config: &Path, url: &str, extra: &[&str]) -> (Output, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["sync", "--config"])
+        .arg(config)
+        .args(extra)
+        .env(URL_VARIABLE, url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!text.contains(PASSWORD), "the password leaked: {text}");
+    (output, text)
+}
+
+/// Every file under `dir`, read whole, holds no `needle`.
+fn assert_nowhere_in(dir: &Path, needle: &str) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            assert_nowhere_in(&path, needle);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds the password",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_postgres_model_syncs_then_sends_exactly_what_changed() {
+    let pg = postgres();
+    let db = pg.new_database("warehouse_sync");
+    pg.psql(
+        &db,
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text NOT NULL, score numeric(30,2), tags text[]);
+         INSERT INTO users SELECT g, 'user' || g || '@example.com', g * 1.25, ARRAY['t' || (g % 3)]
+           FROM generate_series(1, 2000) AS g;
+         UPDATE users SET score = 12345678901234567890.01 WHERE id = 7;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), r#"table = "public.users""#);
+    let url = pg.url(&db);
+    let report = dir.path().join("report.json");
+    let report_arg = report.to_str().unwrap();
+
+    let (output, text) = sync(&config, &url, &["--report", report_arg]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("records acknowledged 2000 of 2000"), "{text}");
+
+    // One UPDATE of 1% of the rows, a DELETE, an INSERT.
+    pg.psql(
+        &db,
+        "UPDATE users SET score = score + 1 WHERE id % 100 = 0;
+         DELETE FROM users WHERE id IN (3, 4);
+         INSERT INTO users VALUES (5001, 'new@example.com', 1.5, '{}');",
+    );
+    let (output, text) = sync(&config, &url, &["--report", report_arg]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let events = &report["events"];
+    assert_eq!(
+        (
+            &events["added"],
+            &events["changed"],
+            &events["removed"],
+            &events["unchanged"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(20),
+            &serde_json::json!(2),
+            &serde_json::json!(1978)
+        ),
+        "{report}"
+    );
+    assert_eq!(report["records"]["acknowledged"], 23, "{report}");
+    assert_nowhere_in(dir.path(), PASSWORD);
+
+    // The third run finds nothing to send.
+    let (output, text) = sync(&config, &url, &[]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("nothing to send") || text.contains("records acknowledged 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_postgres_model_previews_its_exact_values() {
+    let pg = postgres();
+    let db = pg.new_database("warehouse_preview");
+    pg.psql(
+        &db,
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text, score numeric(30,2), tags text[]);
+         INSERT INTO users VALUES (1, 'ada@example.com', 12345678901234567890.01, '{a,b}');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        r#"query = "SELECT id, email, score, tags FROM users""#,
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["preview", "--config"])
+        .arg(&config)
+        .env(URL_VARIABLE, pg.url(&db))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(r#""score":12345678901234567890.01"#)
+            && stdout.contains(r#""tags":["a","b"]"#),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_connection_setting_is_refused_with_what_to_do_and_no_secret() {
+    let pg = postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), r#"table = "public.users""#);
+    // The variable is not set.
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["sync", "--config"])
+        .arg(&config)
+        .env_remove(URL_VARIABLE)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text.contains(URL_VARIABLE) && text.contains("not set"),
+        "{text}"
+    );
+    // The connection string itself where the variable's name goes: refused, not echoed.
+    let url = pg.url("postgres");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(URL_VARIABLE, &url),
+    )
+    .unwrap();
+    let (output, text) = sync(&config, &url, &[]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text.contains("connection_env must name an environment variable"),
+        "{text}"
+    );
+    // A wrong password: the user is named, the password is not.
+    let config = self::config(dir.path(), r#"table = "public.users""#);
+    let wrong = url.replace(PASSWORD, "wrong-password");
+    let (output, text) = sync(&config, &wrong, &[]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text.contains(r#"authentication failed for user "kinesync""#)
+            && !text.contains("wrong-password"),
+        "{text}"
+    );
+}
