@@ -621,6 +621,18 @@ fn without_secret(line: &str) -> String {
     }
 }
 
+/// Whether `name` looks like an environment variable's name as people write them: capitals,
+/// digits and underscores, not starting with a digit, at most 128 long. A secret key (mixed
+/// case, `/` and `+`) or a token never does.
+pub(crate) fn looks_like_a_variable(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 128
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,16 +695,4 @@ mod tests {
         assert_eq!(shared.shard_records_per_second, 250.0);
         assert_eq!(shared.shard_bytes_per_second, 1000.0);
     }
-}
-
-/// Whether `name` looks like an environment variable's name as people write them: capitals,
-/// digits and underscores, not starting with a digit, at most 128 long. A secret key (mixed
-/// case, `/` and `+`) or a token never does.
-pub(crate) fn looks_like_a_variable(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 128
 }
