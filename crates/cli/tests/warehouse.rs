@@ -210,3 +210,34 @@ fn a_bad_connection_setting_is_refused_with_what_to_do_and_no_secret() {
         "{text}"
     );
 }
+
+#[test]
+fn the_warehouse_example_loads_and_previews() {
+    let pg = postgres();
+    let db = pg.new_database("warehouse_example");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/warehouse");
+    let schema = std::fs::read_to_string(example.join("schema.sql")).unwrap();
+    pg.psql(&db, &schema);
+    // The role the example grants to can read the model (given a password here to log in).
+    pg.psql(&db, "ALTER ROLE kinesync_reader PASSWORD 'reader-secret'");
+    let url = format!("postgres://kinesync_reader:reader-secret@127.0.0.1:{}/{db}", pg.port());
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["preview", "--config"])
+        .arg(example.join("kinesync.toml"))
+        .env("WAREHOUSE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(
+        stdout.contains(r#""lifetime_value":1234.5"#)
+            && stdout.contains(r#""first_tag":null"#)
+            && stdout.contains(r#""country":"GB""#)
+            && stdout.contains(r#""updated_at":"2026-11-30T09:00:00+00:00""#)
+            && stdout.contains(r#""plan":"free""#),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("reader-secret") && !stderr.contains("reader-secret"));
+}
