@@ -220,7 +220,7 @@ fn the_warehouse_example_loads_and_previews() {
     pg.psql(&db, &schema);
     // The role the example grants to can read the model (given a password here to log in).
     pg.psql(&db, "ALTER ROLE kinesync_reader PASSWORD 'reader-secret'");
-    let url = format!("postgres://kinesync_reader:reader-secret@127.0.0.1:{}/{db}", pg.port());
+    let url = pg.url_as("kinesync_reader", "reader-secret", &db);
     let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
         .args(["preview", "--config"])
         .arg(example.join("kinesync.toml"))

@@ -207,10 +207,7 @@ fn connection_errors_name_the_place_and_never_the_password() {
         "{refused}"
     );
     let wrong = open_error(&PostgresSpec::new(
-        Connection::new(format!(
-            "postgres://kinesync:not-{PASSWORD}@127.0.0.1:{}/postgres",
-            pg.port()
-        )),
+        Connection::new(pg.url_as("kinesync", &format!("not-{PASSWORD}"), "postgres")),
         "SELECT 1 AS id",
         "id",
     ));
@@ -246,7 +243,7 @@ fn a_connection_lost_mid_read_ends_the_rows_with_its_error() {
         &db,
         "SELECT g AS id FROM generate_series(1, 100000) AS g ORDER BY g",
     );
-    spec.connection = Connection::new(format!("{}?application_name=kinesync-lost", pg.url(&db)));
+    spec.connection = Connection::new(format!("{}&application_name=kinesync-lost", pg.url(&db)));
     let mut source = PostgresSource::open(&spec).unwrap();
     let first = source.next().unwrap().unwrap();
     assert_eq!(first.row.values()[0], Value::Int(1));
@@ -284,6 +281,52 @@ fn a_null_primary_key_is_that_rows_error_and_the_rest_go_on() {
     let error = rows[1].as_ref().unwrap_err().to_string();
     assert!(
         error.contains("query row 2") && error.contains("primary key"),
+        "{error}"
+    );
+}
+
+/// Whether the source's own connection uses TLS, as the server sees it.
+fn uses_tls(url: String) -> Result<Value, String> {
+    let spec = PostgresSpec::new(
+        Connection::new(url),
+        "SELECT 1 AS id, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        "id",
+    );
+    let mut source = PostgresSource::open(&spec).map_err(|e| e.to_string())?;
+    let row = source.next().unwrap().unwrap();
+    Ok(row.row.values()[1].clone())
+}
+
+#[test]
+fn tls_verifies_the_server_against_the_roots_given() {
+    let pg = postgres();
+    // Trusting the server's CA (sslrootcert): TLS, verified.
+    assert_eq!(uses_tls(pg.url("postgres")), Ok(Value::Bool(true)));
+    // libpq's verify-full is taken, and verifies the same way.
+    assert_eq!(
+        uses_tls(format!("{}&sslmode=verify-full", pg.url("postgres"))),
+        Ok(Value::Bool(true))
+    );
+    // The CA unknown (the system's roots do not hold it): refused, saying what to give.
+    let untrusted = format!(
+        "postgres://kinesync:{PASSWORD}@127.0.0.1:{}/postgres",
+        pg.port()
+    );
+    let error = uses_tls(untrusted.clone()).unwrap_err();
+    assert!(
+        error.contains("sslrootcert") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(!error.contains(PASSWORD), "{error}");
+    // Without TLS, on purpose.
+    assert_eq!(
+        uses_tls(format!("{untrusted}?sslmode=disable")),
+        Ok(Value::Bool(false))
+    );
+    // A root file that is not there says so.
+    let error = uses_tls(format!("{untrusted}?sslrootcert=/nonexistent/ca.pem")).unwrap_err();
+    assert!(
+        error.contains("cannot read sslrootcert /nonexistent/ca.pem"),
         "{error}"
     );
 }

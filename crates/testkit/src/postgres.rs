@@ -30,6 +30,7 @@ const LAUNCHER: &str = include_str!("postgres_launcher.py");
 #[derive(Debug)]
 pub struct Postgres {
     server: Server,
+    ca_file: PathBuf,
 }
 
 impl Postgres {
@@ -38,11 +39,23 @@ impl Postgres {
         self.server.port
     }
 
-    /// A connection URL for `database` (with the password).
+    /// The certificate of the CA that signed the server's: what a client trusts to verify it.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// A connection URL for `database` (with the password), trusting the server's CA, so that
+    /// the connection is TLS, verified.
     pub fn url(&self, database: &str) -> String {
+        self.url_as(USER, PASSWORD, database)
+    }
+
+    /// A connection URL as `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
         format!(
-            "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{database}",
-            self.port()
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}?sslrootcert={}",
+            self.port(),
+            self.ca_file.display()
         )
     }
 
@@ -84,10 +97,25 @@ pub fn postgres() -> &'static Postgres {
         fs::create_dir_all(&dir).expect("create the test cache");
         let launcher = dir.join("launch.py");
         fs::write(&launcher, LAUNCHER).expect("write the postgres launcher");
+        let openssl = Command::new("openssl").arg("version").output();
+        assert!(
+            openssl.is_ok_and(|o| o.status.success()),
+            "the tests need `openssl` (to make the server's TLS certificate), which was not found or does not run: install OpenSSL (for example `apt-get install openssl`)"
+        );
+        let ca_file = std::env::temp_dir().join(format!(
+            "kinesync-test-postgres-ca-{}.pem",
+            std::process::id()
+        ));
         let mut command = Command::new("python3");
-        command.arg(&launcher).arg(&bin).arg(USER).arg(PASSWORD);
+        command
+            .arg(&launcher)
+            .arg(&bin)
+            .arg(USER)
+            .arg(PASSWORD)
+            .arg(&ca_file);
         Postgres {
             server: start(command, "postgres"),
+            ca_file,
         }
     })
 }

@@ -3,7 +3,10 @@
 # once the server accepts connections, and stops it (and removes the cluster) when its stdin
 # closes, which happens when the test process ends, however it ends.
 #
-# usage: python3 postgres_launcher.py BINDIR USER PASSWORD
+# The server speaks TLS too, with a certificate for 127.0.0.1 signed by a CA made here, whose
+# certificate is written to CA_FILE for clients to trust.
+#
+# usage: python3 postgres_launcher.py BINDIR USER PASSWORD CA_FILE
 import os
 import pwd
 import shutil
@@ -13,7 +16,7 @@ import sys
 import tempfile
 import time
 
-bindir, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
+bindir, user, password, ca_file = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 # initdb and postgres refuse to run as root: run them as a system user.
 run_as = {}
@@ -44,6 +47,25 @@ subprocess.run(
     check=True, stdout=subprocess.DEVNULL, cwd=tmp, **run_as)
 os.remove(pwfile)
 
+# A CA, and a certificate for 127.0.0.1 it signs.
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, cwd=tmp,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3",
+        "-subj", "/CN=kinesync test CA")
+openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+with open(os.path.join(tmp, "server.ext"), "w") as f:
+    f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "3", "-extfile", "server.ext")
+os.chmod(os.path.join(tmp, "server.key"), 0o600)
+if run_as:
+    for name in ("server.key", "server.crt"):
+        os.chown(os.path.join(tmp, name), run_as["user"], run_as["group"])
+shutil.copy(os.path.join(tmp, "ca.pem"), ca_file)
+
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 port = s.getsockname()[1]
@@ -51,7 +73,9 @@ s.close()
 server = subprocess.Popen(
     [os.path.join(bindir, "postgres"), "-D", data, "-p", str(port), "-k", tmp,
      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-     "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+     "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+     "-c", "ssl=on", "-c", "ssl_cert_file=" + os.path.join(tmp, "server.crt"),
+     "-c", "ssl_key_file=" + os.path.join(tmp, "server.key")],
     stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server.log"), "w"), cwd=tmp, **run_as)
 
 deadline = time.monotonic() + 60
@@ -69,3 +93,4 @@ sys.stdin.read()
 server.terminate()
 server.wait()
 shutil.rmtree(tmp, ignore_errors=True)
+os.remove(ca_file)

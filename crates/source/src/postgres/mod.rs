@@ -1,5 +1,6 @@
 //! A model in PostgreSQL: a query's rows, streamed through a cursor, each value mapped to the
-//! payload's values exactly.
+//! payload's values exactly. This file opens the query and reads its rows; `connection.rs`
+//! reaches the server, `values.rs` maps the types.
 //!
 //! Where it sits: warehouse → **this source** → the engine's reader thread → diff. Like the
 //! file sources, it is an iterator read on a thread of its own; it never holds the whole
@@ -16,14 +17,25 @@
 //!
 //! The connection string holds a password: it is never printed; errors name the host, port,
 //! user and database.
+//!
+//! TLS is rustls's, and always verifies the server's certificate against the system's roots
+//! plus the file `sslrootcert` (or `PGSSLROOTCERT`) names: `sslmode=prefer` (the default)
+//! uses TLS when the server offers it, `require` (and libpq's `verify-ca`, `verify-full`)
+//! refuses a server without it, `disable` never uses it.
+
+mod connection;
+mod values;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kinesync_payload::{Row, Schema, Value};
-use postgres::types::{Kind, Type};
-use postgres::{Client, Config, NoTls, SimpleQueryMessage, SimpleQueryRow};
+use postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
+
+pub use self::connection::Connection;
+use self::connection::{config, connect_error, describe, tls};
+use self::values::{Conversion, conversion, convert, quoted};
 
 use crate::{Locator, RowSource, SourceError, SourceRow};
 
@@ -32,26 +44,6 @@ pub const FETCH_ROWS: usize = 10_000;
 
 /// The cursor's name.
 const CURSOR: &str = "kinesync_model";
-
-/// Connection settings as libpq takes them: a URL (`postgres://user@host:5432/db`) or
-/// `key=value` pairs. What they leave out comes from libpq's environment variables (`PGHOST`,
-/// `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`). It may
-/// hold a password, so it is never printed, `Debug` included.
-#[derive(Clone)]
-pub struct Connection(String);
-
-impl Connection {
-    /// Settings from `text` (a URL or `key=value` pairs; empty for the environment's alone).
-    pub fn new(text: impl Into<String>) -> Self {
-        Self(text.into())
-    }
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Connection(<not shown: may hold a password>)")
-    }
-}
 
 /// What to read: where, the query, and its primary key.
 #[derive(Debug, Clone)]
@@ -80,48 +72,6 @@ impl PostgresSpec {
             statement_timeout: None,
         }
     }
-}
-
-/// How one column's text becomes a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Conversion {
-    Integer,
-    Numeric,
-    Float,
-    Bool,
-    Text,
-    Json,
-}
-
-/// The conversion for a column of type `ty`, and the SQL that writes `column` (already
-/// quoted) in its form; `None` for a type not mapped.
-fn conversion(ty: &Type, column: &str) -> Option<(Conversion, String)> {
-    if let Kind::Array(_) = ty.kind() {
-        return Some((Conversion::Json, format!("to_json({column})::text")));
-    }
-    let same = column.to_owned();
-    Some(match *ty {
-        Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => (Conversion::Integer, same),
-        Type::NUMERIC => (Conversion::Numeric, same),
-        Type::FLOAT4 | Type::FLOAT8 => (Conversion::Float, same),
-        Type::BOOL => (Conversion::Bool, same),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::CHAR | Type::UUID => {
-            (Conversion::Text, same)
-        }
-        // ISO 8601, as JSON writes them: `2026-11-30`, `2026-11-30T21:04:19.5`, and with the
-        // session in UTC, `2026-11-30T21:04:19.5+00:00`.
-        Type::DATE | Type::TIMESTAMP | Type::TIMESTAMPTZ => {
-            (Conversion::Text, format!("to_json({column}) #>> '{{}}'"))
-        }
-        Type::JSON | Type::JSONB => (Conversion::Json, format!("{column}::text")),
-        _ if ty.name() == "citext" => (Conversion::Text, same),
-        _ => return None,
-    })
-}
-
-/// `name` as a quoted SQL identifier.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The rows of a query, streamed from a PostgreSQL server.
@@ -166,15 +116,17 @@ impl PostgresSource {
     }
 
     fn open_here(spec: &PostgresSpec) -> Result<Self, SourceError> {
-        let config = config(&spec.connection)?;
+        let (config, root_cert) = config(&spec.connection)?;
         let place = describe(&config);
         let error = |message: String| SourceError::Postgres {
             location: place.clone(),
             message,
         };
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| error(connect_error(&config, &e)))?;
+        let mut client = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => config.connect(NoTls),
+            _ => config.connect(tls(root_cert.as_deref()).map_err(error)?),
+        }
+        .map_err(|e| error(connect_error(&config, &e)))?;
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'; ",
         );
@@ -286,41 +238,6 @@ impl PostgresSource {
     }
 }
 
-/// A column's text as its value.
-fn convert(conversion: Conversion, text: &str) -> Result<Value, String> {
-    match conversion {
-        Conversion::Integer => text
-            .parse()
-            .map(Value::Int)
-            .map_err(|_| format!("{text:?} is not an integer")),
-        Conversion::Numeric => numeric(text),
-        Conversion::Float => match text.parse::<f64>() {
-            Ok(f) if f.is_finite() => Ok(Value::Float(f)),
-            _ => Err(format!(
-                "{text:?} is not a finite number: JSON has none, so every source refuses it"
-            )),
-        },
-        Conversion::Bool => match text {
-            "t" => Ok(Value::Bool(true)),
-            "f" => Ok(Value::Bool(false)),
-            other => Err(format!("{other:?} is not a boolean")),
-        },
-        Conversion::Text => Ok(Value::String(text.to_owned())),
-        Conversion::Json => Value::from_json_exact(text).map_err(|e| e.to_string()),
-    }
-}
-
-/// A `numeric` as its exact value: an integer of any size and a fraction of any precision
-/// digit for digit ([`Value::Decimal`] where no 64-bit type holds it exactly).
-fn numeric(text: &str) -> Result<Value, String> {
-    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
-        return Err(format!(
-            "{text:?} is not a finite number: JSON has none, so every source refuses it"
-        ));
-    }
-    Value::from_json_exact(text).map_err(|_| format!("{text:?} is not a number"))
-}
-
 impl Iterator for PostgresSource {
     type Item = Result<SourceRow, SourceError>;
 
@@ -362,99 +279,6 @@ impl RowSource for PostgresSource {
 
     fn locator(&self) -> Locator {
         Locator::query_rows(&self.place)
-    }
-}
-
-/// The settings of `connection`, with libpq's environment variables filling in what it leaves
-/// out.
-fn config(connection: &Connection) -> Result<Config, SourceError> {
-    let mut config: Config = if connection.0.trim().is_empty() {
-        Config::new()
-    } else {
-        connection.0.parse().map_err(|e: postgres::Error| {
-            // The parser's message quotes no value, only what it expected.
-            SourceError::Postgres {
-                location: "the Postgres connection string".to_owned(),
-                message: format!(
-                    "{e} (a URL postgres://user@host:5432/database, or key=value pairs)"
-                ),
-            }
-        })?
-    };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if config.get_hosts().is_empty() {
-        config.host(&env("PGHOST").unwrap_or_else(|| "localhost".to_owned()));
-    }
-    if config.get_ports().is_empty()
-        && let Some(port) = env("PGPORT").and_then(|p| p.parse().ok())
-    {
-        config.port(port);
-    }
-    if config.get_user().is_none() {
-        let user = env("PGUSER")
-            .or_else(|| env("USER"))
-            .unwrap_or_else(|| "postgres".to_owned());
-        config.user(&user);
-    }
-    if config.get_password().is_none()
-        && let Some(password) = env("PGPASSWORD")
-    {
-        config.password(password);
-    }
-    if config.get_dbname().is_none()
-        && let Some(database) = env("PGDATABASE")
-    {
-        config.dbname(&database);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name(&env("PGAPPNAME").unwrap_or_else(|| "kinesync".to_owned()));
-    }
-    if config.get_connect_timeout().is_none() {
-        let seconds = env("PGCONNECT_TIMEOUT")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30);
-        config.connect_timeout(Duration::from_secs(seconds));
-    }
-    Ok(config)
-}
-
-/// `postgres://user@host:port/database`, never with the password.
-fn describe(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(host)) => host.clone(),
-        #[cfg(unix)]
-        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("?");
-    let database = config.get_dbname().unwrap_or(user);
-    format!("postgres://{user}@{host}:{port}/{database}")
-}
-
-/// Why connecting failed, in words that say what to check.
-fn connect_error(config: &Config, error: &postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return match db.code().code() {
-            "28P01" | "28000" => format!(
-                "authentication failed for user {:?}: check the user and password (the password is not shown)",
-                config.get_user().unwrap_or("?")
-            ),
-            "3D000" => format!("{}: check the database name", db.message()),
-            _ => db.message().to_owned(),
-        };
-    }
-    let io =
-        std::error::Error::source(error).and_then(|source| source.downcast_ref::<std::io::Error>());
-    match io.map(std::io::Error::kind) {
-        Some(std::io::ErrorKind::ConnectionRefused) => {
-            "connection refused: is the server running, and listening on that host and port?"
-                .to_owned()
-        }
-        Some(std::io::ErrorKind::TimedOut) => {
-            "no answer within the connect timeout: check the host, port and firewall".to_owned()
-        }
-        _ => format!("cannot connect: {error}"),
     }
 }
 
