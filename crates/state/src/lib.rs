@@ -15,7 +15,8 @@
 //! atomic, so a crash at any point leaves only rows the stream acknowledged (all of them but
 //! the last few batches still queued for writing, which the next run sends again).
 //!
-//! Two stores: [`SqliteStore`] (a file; the default) and [`MemoryStore`] (tests). Keys are
+//! Three stores: [`SqliteStore`] (a file; the default), [`PostgresStore`] (tables in the
+//! warehouse, beside a Postgres model) and [`MemoryStore`] (tests). Keys are
 //! the primary key's JSON text (`42`, `"u-1"`), so `1` and `"1"` stay different keys.
 //!
 //! The SQLite store loads nothing whole: lookups go chunk by chunk, and the walk over keys
@@ -23,10 +24,12 @@
 
 mod lock;
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub use lock::LockHolder;
 pub use memory::MemoryStore;
+pub use postgres::{POSTGRES_SCHEMA_VERSION, PostgresStore};
 pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 
 /// The version of the SQLite schema this build writes and reads.
@@ -202,6 +205,14 @@ pub enum StateError {
         path: String,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// PostgreSQL refused or failed (a state kept in the warehouse).
+    #[error("state store {place}: {message}")]
+    Postgres {
+        /// The server and database (never the password), and the table.
+        place: String,
+        /// What went wrong, and what to do.
+        message: String,
     },
     /// The thread writing the store could not start, or stopped.
     #[error("state store {path}: {message}")]

@@ -22,6 +22,19 @@ impl MemoryStore {
     pub fn snapshot(&self) -> &BTreeMap<String, StoredRow> {
         &self.rows
     }
+
+    /// A store holding `rows` (another store's, to apply changes to as this one does).
+    pub(crate) fn from_rows(rows: BTreeMap<String, StoredRow>) -> Self {
+        Self {
+            rows,
+            ..Self::default()
+        }
+    }
+
+    /// The rows held.
+    pub(crate) fn into_rows(self) -> BTreeMap<String, StoredRow> {
+        self.rows
+    }
 }
 
 impl StateStore for MemoryStore {

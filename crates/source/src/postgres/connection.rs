@@ -25,6 +25,37 @@ impl Connection {
     pub fn new(text: impl Into<String>) -> Self {
         Self(text.into())
     }
+
+    /// A client connected with these settings, and where it is connected
+    /// (`postgres://user@host:port/database`, without the password).
+    ///
+    /// The client blocks on a runtime of its own, which tokio forbids on a thread that drives
+    /// a runtime: connecting happens on a thread of its own, and so must every later call
+    /// made from async code (or inside `tokio::task::block_in_place`).
+    pub fn connect(&self) -> Result<(postgres::Client, String), SourceError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.connect_here())
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// [`connect`](Self::connect), on the calling thread.
+    pub(super) fn connect_here(&self) -> Result<(postgres::Client, String), SourceError> {
+        let (config, root_cert) = config(self)?;
+        let place = describe(&config);
+        let error = |message: String| SourceError::Postgres {
+            location: place.clone(),
+            message,
+        };
+        let client = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => config.connect(postgres::NoTls),
+            _ => config.connect(tls(root_cert.as_deref()).map_err(error)?),
+        }
+        .map_err(|e| error(connect_error(&config, &e)))?;
+        Ok((client, place))
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -36,7 +67,7 @@ impl fmt::Debug for Connection {
 /// The settings of `connection`, with libpq's environment variables filling in what it leaves
 /// out, and the extra root certificate file to trust (`sslrootcert`, which the client's own
 /// parser does not take).
-pub(super) fn config(connection: &Connection) -> Result<(Config, Option<PathBuf>), SourceError> {
+fn config(connection: &Connection) -> Result<(Config, Option<PathBuf>), SourceError> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (text, root_cert) = take_root_cert(connection.0.trim());
     // libpq's `verify-ca` and `verify-full`: every TLS connection here verifies the server.
@@ -163,7 +194,7 @@ fn percent_decoded(text: &str) -> String {
 }
 
 /// rustls, trusting the system's roots and those of `root_cert`.
-pub(super) fn tls(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, String> {
+fn tls(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, String> {
     let mut roots = rustls::RootCertStore::empty();
     // A system root that does not parse is passed over, as libpq does.
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -197,7 +228,7 @@ pub(super) fn tls(root_cert: Option<&Path>) -> Result<MakeRustlsConnect, String>
 }
 
 /// `postgres://user@host:port/database`, never with the password.
-pub(super) fn describe(config: &Config) -> String {
+fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(host)) => host.clone(),
         #[cfg(unix)]
@@ -211,7 +242,7 @@ pub(super) fn describe(config: &Config) -> String {
 }
 
 /// Why connecting failed, in words that say what to check.
-pub(super) fn connect_error(config: &Config, error: &postgres::Error) -> String {
+fn connect_error(config: &Config, error: &postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return match db.code().code() {
             "28P01" | "28000" => format!(

@@ -31,10 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesync_payload::{Row, Schema, Value};
-use postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
+use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 pub use self::connection::Connection;
-use self::connection::{config, connect_error, describe, tls};
 use self::values::{Conversion, conversion, convert, quoted};
 
 use crate::{Locator, RowSource, SourceError, SourceRow};
@@ -116,17 +115,11 @@ impl PostgresSource {
     }
 
     fn open_here(spec: &PostgresSpec) -> Result<Self, SourceError> {
-        let (config, root_cert) = config(&spec.connection)?;
-        let place = describe(&config);
+        let (mut client, place) = spec.connection.connect_here()?;
         let error = |message: String| SourceError::Postgres {
             location: place.clone(),
             message,
         };
-        let mut client = match config.get_ssl_mode() {
-            postgres::config::SslMode::Disable => config.connect(NoTls),
-            _ => config.connect(tls(root_cert.as_deref()).map_err(error)?),
-        }
-        .map_err(|e| error(connect_error(&config, &e)))?;
         let mut setup = String::from(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'; ",
         );

@@ -1,0 +1,391 @@
+//! The state kept in the warehouse: a sync's rows and values in two tables of a PostgreSQL
+//! schema, next to the model they describe.
+//!
+//! Where it sits: beside the engine, like the SQLite store, for syncs whose model is in
+//! PostgreSQL. Keeping the state in the warehouse is what lets a later run compute the diff
+//! there (the model joined with the state on the primary key).
+//!
+//! Tables, in the schema the caller names, for the sync named `name`:
+//! - `kinesync_<name>_rows (key text COLLATE "C" PRIMARY KEY, fingerprint bytea, row bytea,
+//!   doubt bytea)`: each key's last acknowledged (or in-doubt) version, as the SQLite store
+//!   keeps it;
+//! - `kinesync_<name>_meta (name text PRIMARY KEY, value text)`: the schema version, the
+//!   baseline, and the caller's values (prefixed `caller.`).
+//!
+//! Every commit is one transaction: the stored versions of the keys it touches are read, the
+//! changes applied to them in order exactly as [`MemoryStore`](crate::MemoryStore) applies
+//! them, and the result written back with one `DELETE` and one `INSERT ... ON CONFLICT`: so a
+//! crash at any point leaves the state with what the stream acknowledged, and no more.
+//!
+//! One sync at a time: the store holds a session-level advisory lock on its tables' name for as
+//! long as it is open; a second run finds it taken and stops with [`StateError::Locked`].
+//!
+//! The client blocks on a runtime of its own, which tokio forbids on a thread driving a
+//! runtime; every call is made on a thread of its own, so the store works from anywhere.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use postgres::Client;
+
+use crate::memory::MemoryStore;
+use crate::{Change, Doubt, Fingerprint, Seen, StateError, StateStore, StoredRow};
+
+/// The version of the tables this build writes and reads.
+pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
+
+/// A sync's state in PostgreSQL.
+pub struct PostgresStore {
+    /// Behind a mutex so that the trait's `&self` lookups can use it too.
+    client: Mutex<Client>,
+    /// `postgres://user@host:port/database`, for messages.
+    place: String,
+    rows: String,
+    meta: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("place", &self.place)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `work` on a thread of its own (see the module's docs).
+fn apart<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+impl PostgresStore {
+    /// Runs `work` with the client, on a thread of its own.
+    fn with_client<T: Send>(&self, work: impl FnOnce(&mut Client) -> T + Send) -> T {
+        let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        let client: &mut Client = &mut client;
+        apart(move || work(client))
+    }
+}
+
+/// `name` as a quoted SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PostgresStore {
+    /// The state of the sync `name` in `schema`, over `client` (connected to `place`): the
+    /// schema and tables are created if missing (which needs `CREATE` on the database, or on
+    /// the schema when it exists), and the sync's lock is taken.
+    pub fn open(
+        client: Client,
+        place: impl Into<String>,
+        schema: &str,
+        name: &str,
+    ) -> Result<Self, StateError> {
+        let place = place.into();
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 40
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !valid(schema) || !valid(name) {
+            return Err(StateError::Postgres {
+                place,
+                message: format!(
+                    "the state's schema {schema:?} and name {name:?} must each be 1 to 40 letters, digits or underscores"
+                ),
+            });
+        }
+        let store = Self {
+            client: Mutex::new(client),
+            rows: format!(
+                "{}.{}",
+                quoted(schema),
+                quoted(&format!("kinesync_{name}_rows"))
+            ),
+            meta: format!(
+                "{}.{}",
+                quoted(schema),
+                quoted(&format!("kinesync_{name}_meta"))
+            ),
+            place,
+        };
+        let lock_key = format!("kinesync state {schema}.{name}");
+        // Under a lock of its own: two syncs creating the same schema at once would collide.
+        let setup = format!(
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtextextended('kinesync state setup', 0));
+             CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {rows} (key text COLLATE \"C\" PRIMARY KEY, fingerprint bytea NOT NULL, row bytea NOT NULL, doubt bytea);
+             CREATE TABLE IF NOT EXISTS {meta} (name text PRIMARY KEY, value text NOT NULL);
+             COMMIT;",
+            schema = quoted(schema),
+            rows = store.rows,
+            meta = store.meta,
+        );
+        let meta = store.meta.clone();
+        let result: Result<(bool, Option<String>), postgres::Error> = store.with_client(|client| {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                    &[&lock_key],
+                )?
+                .get(0);
+            if !locked {
+                return Ok((false, None));
+            }
+            client.batch_execute(&setup)?;
+            let version: Option<String> = client
+                .query_opt(
+                    &format!("SELECT value FROM {meta} WHERE name = 'schema_version'"),
+                    &[],
+                )?
+                .map(|row| row.get(0));
+            if version.is_none() {
+                client.execute(
+                    &format!(
+                        "INSERT INTO {meta} VALUES ('schema_version', $1) ON CONFLICT DO NOTHING"
+                    ),
+                    &[&POSTGRES_SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Ok((true, version))
+        });
+        let (locked, version) = result.map_err(|e| store.error(&e))?;
+        if !locked {
+            return Err(StateError::Locked {
+                path: format!("{} ({})", store.place, store.rows),
+                holder: None,
+            });
+        }
+        if let Some(found) = version.and_then(|v| v.parse::<i64>().ok())
+            && found != POSTGRES_SCHEMA_VERSION
+        {
+            return Err(StateError::SchemaVersion {
+                path: format!("{} ({})", store.place, store.rows),
+                found,
+                expected: POSTGRES_SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    fn error(&self, error: &postgres::Error) -> StateError {
+        let message = match error.as_db_error() {
+            Some(db) if db.code().code() == "42501" => format!(
+                "{} (the state needs CREATE on the database or its schema, and to own its tables: see the README)",
+                db.message()
+            ),
+            Some(db) => db.message().to_owned(),
+            None if error.is_closed() => "the connection to the warehouse was lost".to_owned(),
+            None => error.to_string(),
+        };
+        StateError::Postgres {
+            place: format!("{} ({})", self.place, self.rows),
+            message,
+        }
+    }
+
+    /// The stored rows of `keys`.
+    fn stored(&mut self, keys: &[String]) -> Result<BTreeMap<String, StoredRow>, StateError> {
+        let query = format!(
+            "SELECT key, fingerprint, row, doubt FROM {} WHERE key = ANY($1)",
+            self.rows
+        );
+        let rows = self.with_client(|client| client.query(&query, &[&keys]));
+        let rows = rows.map_err(|e| self.error(&e))?;
+        let mut found = BTreeMap::new();
+        for row in rows {
+            let key: String = row.get(0);
+            let fingerprint: &[u8] = row.get(1);
+            let doubt: Option<&[u8]> = row.get(3);
+            let fingerprint = fingerprint
+                .try_into()
+                .map(Fingerprint::from_be_bytes)
+                .map_err(|_| self.corrupt(&key))?;
+            let doubt = match doubt {
+                Some(blob) => Some(Doubt::from_blob(blob).ok_or_else(|| self.corrupt(&key))?),
+                None => None,
+            };
+            found.insert(
+                key,
+                StoredRow {
+                    fingerprint,
+                    row: row.get(2),
+                    doubt,
+                },
+            );
+        }
+        Ok(found)
+    }
+
+    fn corrupt(&self, key: &str) -> StateError {
+        StateError::Postgres {
+            place: format!("{} ({})", self.place, self.rows),
+            message: format!("the stored row of key {key} is not one kinesync wrote"),
+        }
+    }
+
+    fn meta_value(&self, name: &str) -> Result<Option<String>, StateError> {
+        let query = format!("SELECT value FROM {} WHERE name = $1", self.meta);
+        let row = self.with_client(|client| client.query_opt(&query, &[&name]));
+        Ok(row.map_err(|e| self.error(&e))?.map(|r| r.get(0)))
+    }
+
+    fn set_meta_value(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        let query = format!(
+            "INSERT INTO {} VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            self.meta
+        );
+        let done = self.with_client(|client| client.execute(&query, &[&name, &value]));
+        done.map(|_| ()).map_err(|e| self.error(&e))
+    }
+}
+
+impl StateStore for PostgresStore {
+    fn has_baseline(&self) -> Result<bool, StateError> {
+        Ok(self.meta_value("baseline")?.is_some())
+    }
+
+    fn set_baseline(&mut self) -> Result<(), StateError> {
+        self.set_meta_value("baseline", "true")
+    }
+
+    fn seen(&mut self, keys: &[String]) -> Result<Vec<Option<Seen>>, StateError> {
+        let stored = self.stored(keys)?;
+        Ok(keys
+            .iter()
+            .map(|k| stored.get(k).map(StoredRow::seen))
+            .collect())
+    }
+
+    fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let stored = self.stored(keys)?;
+        Ok(keys
+            .iter()
+            .map(|k| stored.get(k).map(|r| r.row.clone()))
+            .collect())
+    }
+
+    fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (query, after) = match after {
+            Some(after) => (
+                format!(
+                    "SELECT key FROM {} WHERE key > $1 ORDER BY key LIMIT $2",
+                    self.rows
+                ),
+                after.to_owned(),
+            ),
+            None => (
+                format!(
+                    "SELECT key FROM {} WHERE $1 = $1 ORDER BY key LIMIT $2",
+                    self.rows
+                ),
+                String::new(),
+            ),
+        };
+        let rows = self.with_client(|client| client.query(&query, &[&after, &limit]));
+        Ok(rows
+            .map_err(|e| self.error(&e))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<String> = changes.iter().map(|c| c.key().to_owned()).collect();
+        keys.sort();
+        keys.dedup();
+        let rows_table = self.rows.clone();
+        let result: Result<Result<(), StateError>, postgres::Error> = self.with_client(|client| {
+            let mut transaction = client.transaction()?;
+            let select = format!(
+                "SELECT key, fingerprint, row, doubt FROM {rows_table} WHERE key = ANY($1) FOR UPDATE"
+            );
+            let mut before = BTreeMap::new();
+            for row in transaction.query(&select, &[&keys])? {
+                let key: String = row.get(0);
+                let fingerprint: &[u8] = row.get(1);
+                let doubt: Option<&[u8]> = row.get(3);
+                let (Ok(fingerprint), Some(doubt)) = (
+                    <[u8; 16]>::try_from(fingerprint),
+                    doubt.map(Doubt::from_blob).map_or(Some(None), |d| d.map(Some)),
+                ) else {
+                    return Ok(Err(StateError::Postgres {
+                        place: rows_table.clone(),
+                        message: format!("the stored row of key {key} is not one kinesync wrote"),
+                    }));
+                };
+                before.insert(
+                    key,
+                    StoredRow {
+                        fingerprint: Fingerprint::from_be_bytes(fingerprint),
+                        row: row.get(2),
+                        doubt,
+                    },
+                );
+            }
+            // The changes applied in order, exactly as the in-memory store applies them.
+            let mut after = MemoryStore::from_rows(before);
+            if let Err(e) = after.commit(changes) {
+                return Ok(Err(e));
+            }
+            let after = after.into_rows();
+            let deleted: Vec<&String> = keys.iter().filter(|k| !after.contains_key(*k)).collect();
+            if !deleted.is_empty() {
+                transaction.execute(
+                    &format!("DELETE FROM {rows_table} WHERE key = ANY($1)"),
+                    &[&deleted],
+                )?;
+            }
+            if !after.is_empty() {
+                let mut upsert_keys = Vec::with_capacity(after.len());
+                let mut fingerprints = Vec::with_capacity(after.len());
+                let mut stored_rows = Vec::with_capacity(after.len());
+                let mut doubts: Vec<Option<Vec<u8>>> = Vec::with_capacity(after.len());
+                for (key, row) in after {
+                    upsert_keys.push(key);
+                    fingerprints.push(row.fingerprint.to_be_bytes().to_vec());
+                    stored_rows.push(row.row);
+                    doubts.push(row.doubt.map(|d| d.to_blob().to_vec()));
+                }
+                transaction.execute(
+                    &format!(
+                        "INSERT INTO {rows_table} (key, fingerprint, row, doubt)
+                         SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])
+                         ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                           row = EXCLUDED.row, doubt = EXCLUDED.doubt"
+                    ),
+                    &[&upsert_keys, &fingerprints, &stored_rows, &doubts],
+                )?;
+            }
+            transaction.commit()?;
+            Ok(Ok(()))
+        });
+        result.map_err(|e| self.error(&e))?
+    }
+
+    fn key_count(&self) -> Result<usize, StateError> {
+        let query = format!("SELECT count(*) FROM {}", self.rows);
+        let row = self.with_client(|client| client.query_one(&query, &[]));
+        let count: i64 = row.map_err(|e| self.error(&e))?.get(0);
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    fn meta(&mut self, name: &str) -> Result<Option<String>, StateError> {
+        self.meta_value(&format!("caller.{name}"))
+    }
+
+    fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        self.set_meta_value(&format!("caller.{name}"), value)
+    }
+}

@@ -1,0 +1,237 @@
+//! The state kept in PostgreSQL (a real server on loopback, started by the test kit) behaves
+//! as the in-memory store does: lookups, walking the keys, commits applied in order and
+//! atomically, keys in doubt; it persists, and one sync at a time holds it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kinesync_source::Connection;
+use kinesync_state::{
+    Change, Doubt, MemoryStore, PostgresStore, Seen, StateError, StateStore, Unanswered,
+};
+use kinesync_testkit::postgres::{PASSWORD, postgres};
+use proptest::prelude::*;
+
+/// A database shared by the tests of this file; each test uses stores of its own names.
+fn database() -> &'static str {
+    static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DATABASE.get_or_init(|| postgres().new_database("state_stores"))
+}
+
+fn open(name: &str) -> Result<PostgresStore, StateError> {
+    let (client, place) = Connection::new(postgres().url(database()))
+        .connect()
+        .unwrap_or_else(|e| panic!("{e}"));
+    PostgresStore::open(client, place, "kinesync_state", name)
+}
+
+/// A name no other test uses.
+fn fresh(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn upsert(key: &str, fingerprint: u128) -> Change {
+    Change::Upsert {
+        key: key.into(),
+        fingerprint,
+        row: format!("{{\"k\":{key:?}}}").into_bytes(),
+    }
+}
+
+fn keys(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn it_keeps_what_was_acknowledged_and_persists() {
+    let name = fresh("basics");
+    let mut store = open(&name).unwrap();
+    assert!(!store.has_baseline().unwrap());
+    store
+        .commit(vec![
+            upsert("1", 11),
+            upsert("\"a\"", 22),
+            upsert("3", u128::MAX),
+        ])
+        .unwrap();
+    store.set_baseline().unwrap();
+    assert_eq!(store.key_count().unwrap(), 3);
+    assert_eq!(
+        store.seen(&keys(&["3", "1", "9"])).unwrap(),
+        vec![
+            Some(Seen::Acknowledged(u128::MAX)),
+            Some(Seen::Acknowledged(11)),
+            None
+        ]
+    );
+    let all = store.keys_after(None, 10).unwrap();
+    assert_eq!(
+        all,
+        keys(&["\"a\"", "1", "3"]),
+        "byte order, as the in-memory store"
+    );
+    assert_eq!(store.keys_after(Some(&all[0]), 1).unwrap(), all[1..2]);
+    store
+        .commit(vec![Change::Delete { key: "3".into() }, upsert("1", 12)])
+        .unwrap();
+    store.set_meta("columns", "[[\"id\"]]").unwrap();
+    store.set_meta("columns", "[[\"id\",\"v\"]]").unwrap();
+    assert_eq!(
+        store.meta("baseline").unwrap(),
+        None,
+        "the store's own are not a caller's"
+    );
+    drop(store);
+
+    let mut reopened = open(&name).unwrap();
+    assert!(reopened.has_baseline().unwrap());
+    assert_eq!(reopened.key_count().unwrap(), 2);
+    assert_eq!(
+        reopened.seen(&keys(&["1", "3"])).unwrap(),
+        vec![Some(Seen::Acknowledged(12)), None]
+    );
+    assert_eq!(
+        reopened.meta("columns").unwrap().as_deref(),
+        Some("[[\"id\",\"v\"]]")
+    );
+    assert_eq!(
+        reopened.rows(&keys(&["\"a\""])).unwrap(),
+        vec![Some(b"{\"k\":\"\\\"a\\\"\"}".to_vec())]
+    );
+}
+
+#[test]
+fn one_sync_at_a_time_holds_the_state() {
+    let name = fresh("locked");
+    let first = open(&name).unwrap();
+    let error = open(&name).expect_err("the second is refused").to_string();
+    assert!(
+        error.contains("in use") && error.contains(&format!("kinesync_{name}_rows")),
+        "{error}"
+    );
+    assert!(!error.contains(PASSWORD));
+    // Another sync's state is free.
+    open(&fresh("other")).unwrap();
+    drop(first);
+    open(&name).expect("free once the first is closed");
+}
+
+#[test]
+fn a_bad_name_is_refused_before_anything_is_created() {
+    let error = open("users; DROP TABLE x").unwrap_err().to_string();
+    assert!(error.contains("letters, digits or underscores"), "{error}");
+}
+
+#[test]
+fn keys_in_doubt_are_kept_until_settled() {
+    let mut store = open(&fresh("doubt")).unwrap();
+    let doubt = |event| Doubt {
+        event,
+        record_id: 42,
+    };
+    store.commit(vec![upsert("1", 7), upsert("2", 8)]).unwrap();
+    store
+        .commit(vec![
+            Change::InDoubt {
+                key: "1".into(),
+                doubt: doubt(Unanswered::Changed),
+                sent: Some((70, b"{\"sent\":70}".to_vec())),
+            },
+            Change::InDoubt {
+                key: "2".into(),
+                doubt: doubt(Unanswered::Removed),
+                sent: None,
+            },
+        ])
+        .unwrap();
+    let asked = keys(&["1", "2", "3"]);
+    assert_eq!(
+        store.seen(&asked).unwrap(),
+        vec![
+            Some(Seen::InDoubt(doubt(Unanswered::Changed))),
+            Some(Seen::InDoubt(doubt(Unanswered::Removed))),
+            None
+        ]
+    );
+    store
+        .commit(vec![
+            Change::Settle { key: "1".into() },
+            Change::Delete { key: "2".into() },
+        ])
+        .unwrap();
+    assert_eq!(
+        store.seen(&asked).unwrap(),
+        vec![Some(Seen::Acknowledged(70)), None, None]
+    );
+    assert_eq!(
+        store.rows(&keys(&["1"])).unwrap(),
+        vec![Some(b"{\"sent\":70}".to_vec())]
+    );
+}
+
+/// Keys of every kind: integers, strings, odd characters, the empty key.
+const KEYS: &[&str] = &[
+    "0",
+    "1",
+    "10",
+    "9",
+    "-1",
+    "1.5",
+    "\"1\"",
+    "\"a\"",
+    "\"\"",
+    "true",
+    "\u{1}5",
+    "\u{1f}",
+    "",
+    "é",
+    "\u{10ffff}",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever the changes, the Postgres store and the in-memory store end up the same.
+    #[test]
+    fn it_agrees_with_the_in_memory_store(
+        ops in prop::collection::vec((0usize..KEYS.len(), 0u8..11, any::<u128>()), 0..80),
+        size in 1usize..30,
+    ) {
+        let mut memory = MemoryStore::new();
+        let mut store = open(&fresh("agree")).unwrap();
+        for chunk in ops.chunks(size) {
+            let changes: Vec<Change> = chunk
+                .iter()
+                .map(|(k, op, fp)| {
+                    let key = KEYS[*k];
+                    let doubt = |event| Doubt { event, record_id: *fp };
+                    match op {
+                        0 | 1 => Change::Delete { key: key.into() },
+                        2 => Change::InDoubt { key: key.into(), doubt: doubt(Unanswered::Added), sent: Some((*fp, fp.to_string().into_bytes())) },
+                        3 => Change::InDoubt { key: key.into(), doubt: doubt(Unanswered::Changed), sent: Some((*fp, fp.to_string().into_bytes())) },
+                        4 => Change::InDoubt { key: key.into(), doubt: doubt(Unanswered::Removed), sent: None },
+                        5 => Change::Settle { key: key.into() },
+                        _ => upsert(key, *fp),
+                    }
+                })
+                .collect();
+            memory.commit(changes.clone()).unwrap();
+            store.commit(changes).unwrap();
+        }
+        let all = keys(KEYS);
+        let asked: Vec<String> = all.iter().chain(all.iter().rev()).cloned().collect();
+        prop_assert_eq!(memory.seen(&asked).unwrap(), store.seen(&asked).unwrap());
+        prop_assert_eq!(memory.rows(&asked).unwrap(), store.rows(&asked).unwrap());
+        prop_assert_eq!(memory.key_count().unwrap(), store.key_count().unwrap());
+        prop_assert_eq!(memory.keys_after(None, 100).unwrap(), store.keys_after(None, 100).unwrap());
+        let mut walked = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.keys_after(after.as_deref(), 4).unwrap();
+            if page.is_empty() { break; }
+            after = page.last().cloned();
+            walked.extend(page);
+        }
+        prop_assert_eq!(walked, memory.keys_after(None, 100).unwrap());
+    }
+}
