@@ -241,3 +241,89 @@ fn the_warehouse_example_loads_and_previews() {
     );
     assert!(!stdout.contains("reader-secret") && !stderr.contains("reader-secret"));
 }
+
+#[test]
+fn the_state_kept_in_the_warehouse_syncs_locks_dry_runs_and_resets() {
+    let pg = postgres();
+    let db = pg.new_database("warehouse_state");
+    pg.psql(
+        &db,
+        "CREATE TABLE users (id int8 PRIMARY KEY, email text NOT NULL, score numeric(30,2), tags text[]);
+         INSERT INTO users SELECT g, 'user' || g || '@example.com', g, '{}' FROM generate_series(1, 500) AS g;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), r#"table = "users""#);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "\n[sync]\nstate_schema = \"kinesync\"\n",
+    )
+    .unwrap();
+    let url = pg.url(&db);
+    let tables = || {
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'kinesync'",
+        )
+        .trim()
+        .to_owned()
+    };
+
+    // A dry run before any run: nothing is created in the warehouse.
+    let (output, text) = sync(&config, &url, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert_eq!(tables(), "0", "a dry run creates nothing");
+
+    let (output, text) = sync(&config, &url, &[]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("records acknowledged 500 of 500"), "{text}");
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM kinesync.kinesync_users_rows")
+            .trim(),
+        "500",
+        "the state is in the warehouse"
+    );
+    assert!(
+        !dir.path().join("kinesync-state.db").exists(),
+        "no local state file"
+    );
+
+    pg.psql(&db, "UPDATE users SET score = score + 1 WHERE id <= 5");
+    let report = dir.path().join("report.json");
+    let (output, text) = sync(&config, &url, &["--report", report.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["events"]["changed"], 5, "{report}");
+    assert_eq!(report["records"]["acknowledged"], 5, "{report}");
+
+    // One sync at a time: a run finds the state held by another and stops before reading.
+    let (client, place) = kinesync::source::Connection::new(url.clone())
+        .connect()
+        .unwrap();
+    let held = kinesync::state::PostgresStore::open(client, place, "kinesync", "users").unwrap();
+    let (output, text) = sync(&config, &url, &[]);
+    assert_ne!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("in use"), "{text}");
+    drop(held);
+
+    // Reset forgets it; the next run sends every row again.
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["reset", "--yes", "--config"])
+        .arg(&config)
+        .env(URL_VARIABLE, &url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("500 rows forgotten") && !text.contains(PASSWORD),
+        "{text}"
+    );
+    let (output, text) = sync(&config, &url, &[]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("records acknowledged 500 of 500"), "{text}");
+}

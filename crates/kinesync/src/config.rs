@@ -70,7 +70,7 @@ pub struct SourceConfig {
     pub primary_key: String,
     /// `ndjson`, `csv` or `sqlite` when the extension does not say; `postgres` for a model in
     /// PostgreSQL.
-    pub format: Option<ModelFormat>,
+    pub format: Option<crate::model::ModelFormat>,
     /// The query a SQLite or Postgres model runs, e.g. `SELECT * FROM users`.
     pub query: Option<String>,
     /// Instead of a query, the Postgres table (or view) whose rows are the model, e.g.
@@ -89,52 +89,6 @@ pub struct SourceConfig {
     pub types: std::collections::BTreeMap<String, kinesync_source::ColumnType>,
 }
 
-/// What kind of model `[source]` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFormat {
-    /// One JSON object a line.
-    Ndjson,
-    /// Comma-separated values with a header row.
-    Csv,
-    /// A SQLite database and a query.
-    Sqlite,
-    /// A PostgreSQL query or table.
-    Postgres,
-}
-
-impl SourceConfig {
-    /// What to open, for a model file, with the path resolved against the config file's
-    /// directory.
-    pub fn spec(&self, config: &Config) -> Result<kinesync_source::SourceSpec, Error> {
-        let path = self.path.as_ref().ok_or_else(|| {
-            config.invalid("[source] has no path: name the model's file or SQLite database, or set format = \"postgres\"")
-        })?;
-        Ok(self.spec_of(config.resolve(path)))
-    }
-
-    /// What to open, the model being the file at `path` (already resolved).
-    pub fn spec_of(&self, path: PathBuf) -> kinesync_source::SourceSpec {
-        kinesync_source::SourceSpec {
-            path,
-            primary_key: self.primary_key.clone(),
-            format: match self.format {
-                Some(ModelFormat::Ndjson) => Some(kinesync_source::Format::Ndjson),
-                Some(ModelFormat::Csv) => Some(kinesync_source::Format::Csv),
-                Some(ModelFormat::Sqlite) => Some(kinesync_source::Format::Sqlite),
-                Some(ModelFormat::Postgres) | None => None,
-            },
-            query: self.query.clone(),
-            types: self.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        }
-    }
-
-    /// Whether the model is in PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        self.format == Some(ModelFormat::Postgres) || self.connection_env.is_some()
-    }
-}
-
 /// `[sync]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +99,12 @@ pub struct SyncConfig {
     pub initial: Option<InitialConfig>,
     /// The SQLite state file (default: `kinesync-state.db` beside the config file).
     pub state: Option<PathBuf>,
+    /// Keep the state in the warehouse instead, in this schema of the Postgres model's
+    /// database (created if missing), in tables named after `state_name`.
+    pub state_schema: Option<String>,
+    /// The name of this sync's state tables in `state_schema` (default: the stream's name):
+    /// set it when two syncs feed one stream.
+    pub state_name: Option<String>,
     /// The directory past runs' reports and debugger logs are kept in (default:
     /// `kinesync-runs` beside the config file).
     pub runs: Option<PathBuf>,

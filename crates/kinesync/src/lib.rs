@@ -264,6 +264,9 @@ fn state_store(
     dry_run: bool,
     run_id: Option<&str>,
 ) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
+    if let Some(schema) = &config.sync.state_schema {
+        return model::warehouse_state(config, schema, dry_run);
+    }
     let path = config.state_path();
     if config
         .sync

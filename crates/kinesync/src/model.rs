@@ -8,9 +8,60 @@ use std::path::Path;
 use std::time::Duration;
 
 use kinesync_source::{Connection, PostgresSource, PostgresSpec, RowSource};
+use kinesync_state::{MemoryStore, PostgresStore, StateStore};
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
 
 use crate::Error;
 use crate::config::{Config, SourceConfig};
+
+/// What kind of model `[source]` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// One JSON object a line.
+    Ndjson,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// A SQLite database and a query.
+    Sqlite,
+    /// A PostgreSQL query or table.
+    Postgres,
+}
+
+impl SourceConfig {
+    /// What to open, for a model file, with the path resolved against the config file's
+    /// directory.
+    pub fn spec(&self, config: &Config) -> Result<kinesync_source::SourceSpec, Error> {
+        let path = self.path.as_ref().ok_or_else(|| {
+            config.invalid("[source] has no path: name the model's file or SQLite database, or set format = \"postgres\"")
+        })?;
+        Ok(self.spec_of(config.resolve(path)))
+    }
+
+    /// What to open, the model being the file at `path` (already resolved).
+    pub fn spec_of(&self, path: PathBuf) -> kinesync_source::SourceSpec {
+        kinesync_source::SourceSpec {
+            path,
+            primary_key: self.primary_key.clone(),
+            format: match self.format {
+                Some(ModelFormat::Ndjson) => Some(kinesync_source::Format::Ndjson),
+                Some(ModelFormat::Csv) => Some(kinesync_source::Format::Csv),
+                Some(ModelFormat::Sqlite) => Some(kinesync_source::Format::Sqlite),
+                Some(ModelFormat::Postgres) | None => None,
+            },
+            query: self.query.clone(),
+            types: self.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+
+    /// Whether the model is in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.format == Some(ModelFormat::Postgres) || self.connection_env.is_some()
+    }
+}
 
 /// The model of `config`'s `[source]`.
 pub fn open(config: &Config) -> Result<Box<dyn RowSource>, Error> {
@@ -65,23 +116,91 @@ fn postgres_spec(config: &Config, source: &SourceConfig) -> Result<PostgresSpec,
             ));
         }
     };
-    let connection = match &source.connection_env {
-        None => Connection::new(""),
-        Some(name) if !crate::config::looks_like_a_variable(name) => {
-            // Not echoed: a connection string put here by mistake may hold a password.
-            return Err(config.invalid(
-                "[source] connection_env must name an environment variable (such as WAREHOUSE_URL), not hold the connection string itself; the value is not shown",
-            ));
-        }
-        Some(name) => Connection::new(std::env::var(name).map_err(|_| {
-            config.invalid(format!(
-                "[source] connection_env names {name}, which is not set: export it with the connection string (postgres://user@host:5432/database)"
-            ))
-        })?),
-    };
+    let connection = connection(config, source)?;
     let mut spec = PostgresSpec::new(connection, query, source.primary_key.clone());
     spec.statement_timeout = source.statement_timeout_seconds.map(Duration::from_secs);
     Ok(spec)
+}
+
+/// The Postgres connection settings of `[source]`: the string in the variable
+/// `connection_env` names (never echoed), or libpq's `PG*` variables alone.
+fn connection(config: &Config, source: &SourceConfig) -> Result<Connection, Error> {
+    match &source.connection_env {
+        None => Ok(Connection::new("")),
+        Some(name) if !crate::config::looks_like_a_variable(name) => {
+            // Not echoed: a connection string put here by mistake may hold a password.
+            Err(config.invalid(
+                "[source] connection_env must name an environment variable (such as WAREHOUSE_URL), not hold the connection string itself; the value is not shown",
+            ))
+        }
+        Some(name) => Ok(Connection::new(std::env::var(name).map_err(|_| {
+            config.invalid(format!(
+                "[source] connection_env names {name}, which is not set: export it with the connection string (postgres://user@host:5432/database)"
+            ))
+        })?)),
+    }
+}
+
+/// The state `[sync] state_schema` keeps in the warehouse: tables in the Postgres model's
+/// database. A dry run reads it as it is (an empty state when no run made it yet), writes
+/// nothing and takes no lock.
+pub(crate) fn warehouse_state(
+    config: &Config,
+    schema: &str,
+    dry_run: bool,
+) -> Result<Box<dyn StateStore>, Error> {
+    let (client, place, name) = warehouse_connection(config)?;
+    if dry_run {
+        return Ok(
+            match PostgresStore::open_read_only(client, place, schema, &name)? {
+                Some(store) => Box::new(store),
+                None => Box::new(MemoryStore::new()),
+            },
+        );
+    }
+    Ok(Box::new(PostgresStore::open(client, place, schema, &name)?))
+}
+
+/// The state `[sync] state_schema` keeps in the warehouse, opened to write (and locked);
+/// `None` when the config keeps its state in a SQLite file.
+pub fn open_warehouse_state(config: &Config) -> Result<Option<PostgresStore>, Error> {
+    let Some(schema) = &config.sync.state_schema else {
+        return Ok(None);
+    };
+    let (client, place, name) = warehouse_connection(config)?;
+    Ok(Some(PostgresStore::open(client, place, schema, &name)?))
+}
+
+/// A client for the warehouse state, where it is, and the state's name.
+fn warehouse_connection(config: &Config) -> Result<(postgres::Client, String, String), Error> {
+    let source = config.source()?;
+    if !source.is_postgres() {
+        return Err(config.invalid(
+            "[sync] state_schema keeps the state in the Postgres model's database, and [source] is not a Postgres model: remove state_schema (the state then lives in a SQLite file)",
+        ));
+    }
+    if config.sync.state.is_some() {
+        return Err(config.invalid(
+            "[sync] has both state (a SQLite file) and state_schema (tables in the warehouse): keep one",
+        ));
+    }
+    let name = match &config.sync.state_name {
+        Some(name) => name.clone(),
+        None => config
+            .destination()?
+            .stream
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    };
+    let (client, place) = connection(config, source)?.connect()?;
+    Ok((client, place, name))
 }
 
 /// `table` as a quoted SQL name: `schema.name` or `name`, each part an identifier.

@@ -36,8 +36,11 @@ pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
 
 /// A sync's state in PostgreSQL.
 pub struct PostgresStore {
-    /// Behind a mutex so that the trait's `&self` lookups can use it too.
-    client: Mutex<Client>,
+    /// Behind a mutex so that the trait's `&self` lookups can use it too; taken only by
+    /// `drop`.
+    client: Mutex<Option<Client>>,
+    /// Opened for a dry run: read, never written.
+    read_only: bool,
     /// `postgres://user@host:port/database`, for messages.
     place: String,
     rows: String,
@@ -67,8 +70,21 @@ impl PostgresStore {
     /// Runs `work` with the client, on a thread of its own.
     fn with_client<T: Send>(&self, work: impl FnOnce(&mut Client) -> T + Send) -> T {
         let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        let client: &mut Client = &mut client;
+        let client: &mut Client = client.as_mut().expect("the client is taken only by drop");
         apart(move || work(client))
+    }
+}
+
+impl Drop for PostgresStore {
+    /// Closing the connection blocks too: on a thread of its own (which also releases the
+    /// sync's lock, held by the session).
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        apart(move || drop(client));
     }
 }
 
@@ -87,7 +103,34 @@ impl PostgresStore {
         schema: &str,
         name: &str,
     ) -> Result<Self, StateError> {
-        let place = place.into();
+        Self::open_as(client, place.into(), schema, name, false)
+    }
+
+    /// The state of the sync `name` in `schema` for a dry run: read as it is, never written,
+    /// no lock taken, nothing created; `None` when its tables do not exist (no run yet).
+    pub fn open_read_only(
+        client: Client,
+        place: impl Into<String>,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<Self>, StateError> {
+        let store = Self::open_as(client, place.into(), schema, name, true)?;
+        let exists = format!(
+            "SELECT to_regclass('{}') IS NOT NULL",
+            store.rows.replace('\'', "''")
+        );
+        let found = store.with_client(|client| client.query_one(&exists, &[]));
+        let found: bool = found.map_err(|e| store.error(&e))?.get(0);
+        Ok(found.then_some(store))
+    }
+
+    fn open_as(
+        client: Client,
+        place: String,
+        schema: &str,
+        name: &str,
+        read_only: bool,
+    ) -> Result<Self, StateError> {
         let valid = |part: &str| {
             !part.is_empty()
                 && part.len() <= 40
@@ -102,7 +145,8 @@ impl PostgresStore {
             });
         }
         let store = Self {
-            client: Mutex::new(client),
+            client: Mutex::new(Some(client)),
+            read_only,
             rows: format!(
                 "{}.{}",
                 quoted(schema),
@@ -128,6 +172,9 @@ impl PostgresStore {
             rows = store.rows,
             meta = store.meta,
         );
+        if read_only {
+            return Ok(store);
+        }
         let meta = store.meta.clone();
         let result: Result<(bool, Option<String>), postgres::Error> = store.with_client(|client| {
             let locked: bool = client
@@ -237,7 +284,37 @@ impl PostgresStore {
         Ok(row.map_err(|e| self.error(&e))?.map(|r| r.get(0)))
     }
 
+    /// Forgets everything the sync sent (its rows, its baseline, its values): the next run is
+    /// a first run. One transaction, under the sync's lock.
+    pub fn clear(&mut self) -> Result<(), StateError> {
+        self.writable()?;
+        let statements = format!(
+            "BEGIN; TRUNCATE {rows}; DELETE FROM {meta} WHERE name <> 'schema_version'; COMMIT;",
+            rows = self.rows,
+            meta = self.meta
+        );
+        let done = self.with_client(|client| client.batch_execute(&statements));
+        done.map_err(|e| self.error(&e))
+    }
+
+    /// Where the state is: `postgres://user@host:port/database (schema.table)`.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.place, self.rows)
+    }
+
+    /// Refuses a write to a store opened for a dry run.
+    fn writable(&self) -> Result<(), StateError> {
+        if self.read_only {
+            return Err(StateError::Postgres {
+                place: format!("{} ({})", self.place, self.rows),
+                message: "opened read-only for a dry run, so it cannot be written".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn set_meta_value(&mut self, name: &str, value: &str) -> Result<(), StateError> {
+        self.writable()?;
         let query = format!(
             "INSERT INTO {} VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             self.meta
@@ -302,6 +379,7 @@ impl StateStore for PostgresStore {
         if changes.is_empty() {
             return Ok(());
         }
+        self.writable()?;
         let mut keys: Vec<String> = changes.iter().map(|c| c.key().to_owned()).collect();
         keys.sort();
         keys.dedup();

@@ -85,6 +85,11 @@ fn it_keeps_what_was_acknowledged_and_persists() {
 
     let mut reopened = open(&name).unwrap();
     assert!(reopened.has_baseline().unwrap());
+    assert!(
+        reopened
+            .describe()
+            .contains(&format!("kinesync_{name}_rows"))
+    );
     assert_eq!(reopened.key_count().unwrap(), 2);
     assert_eq!(
         reopened.seen(&keys(&["1", "3"])).unwrap(),
@@ -98,6 +103,11 @@ fn it_keeps_what_was_acknowledged_and_persists() {
         reopened.rows(&keys(&["\"a\""])).unwrap(),
         vec![Some(b"{\"k\":\"\\\"a\\\"\"}".to_vec())]
     );
+    // Cleared: a first run again.
+    reopened.clear().unwrap();
+    assert!(!reopened.has_baseline().unwrap());
+    assert_eq!(reopened.key_count().unwrap(), 0);
+    assert_eq!(reopened.meta("columns").unwrap(), None);
 }
 
 #[test]
@@ -234,4 +244,41 @@ proptest! {
         }
         prop_assert_eq!(walked, memory.keys_after(None, 100).unwrap());
     }
+}
+
+#[test]
+fn a_dry_run_reads_the_state_as_it_is_and_writes_nothing() {
+    let connect = || {
+        Connection::new(postgres().url(database()))
+            .connect()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let name = fresh("dry");
+    let (client, place) = connect();
+    assert!(
+        PostgresStore::open_read_only(client, place, "kinesync_state", &name)
+            .unwrap()
+            .is_none(),
+        "no tables yet: nothing to read, and nothing created"
+    );
+    let exists = postgres().psql(
+        database(),
+        &format!("SELECT to_regclass('kinesync_state.kinesync_{name}_rows') IS NULL"),
+    );
+    assert_eq!(exists.trim(), "t");
+    let mut store = open(&name).unwrap();
+    store.commit(vec![upsert("1", 5)]).unwrap();
+    // Read-only beside a run holding the lock: a dry run takes none.
+    let (client, place) = connect();
+    let mut dry = PostgresStore::open_read_only(client, place, "kinesync_state", &name)
+        .unwrap()
+        .expect("the tables exist");
+    assert_eq!(
+        dry.seen(&keys(&["1"])).unwrap(),
+        vec![Some(Seen::Acknowledged(5))]
+    );
+    let error = dry.commit(vec![upsert("2", 6)]).unwrap_err().to_string();
+    assert!(error.contains("read-only for a dry run"), "{error}");
+    assert!(dry.set_baseline().is_err());
+    drop(store);
 }

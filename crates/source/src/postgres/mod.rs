@@ -75,7 +75,8 @@ impl PostgresSpec {
 
 /// The rows of a query, streamed from a PostgreSQL server.
 pub struct PostgresSource {
-    client: Client,
+    /// Taken only by `drop`.
+    client: Option<Client>,
     schema: Arc<Schema>,
     conversions: Vec<Conversion>,
     /// `postgres://user@host:port/database`: where, without the password.
@@ -176,7 +177,7 @@ impl PostgresSource {
             .batch_execute(&declare)
             .map_err(|e| error(query_error(query, &e)))?;
         Ok(Self {
-            client,
+            client: Some(client),
             schema,
             conversions,
             place,
@@ -189,13 +190,16 @@ impl PostgresSource {
 
     /// The next rows from the cursor; an empty batch at the end.
     fn fetch(&mut self) -> Result<Vec<SimpleQueryRow>, SourceError> {
-        let messages =
-            self.client
-                .simple_query(&self.fetch)
-                .map_err(|e| SourceError::Postgres {
-                    location: format!("{}, query row {}", self.place, self.row + 1),
-                    message: read_error(&e),
-                })?;
+        let client = self
+            .client
+            .as_mut()
+            .expect("the client is taken only by drop");
+        let messages = client
+            .simple_query(&self.fetch)
+            .map_err(|e| SourceError::Postgres {
+                location: format!("{}, query row {}", self.place, self.row + 1),
+                message: read_error(&e),
+            })?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {
@@ -250,7 +254,9 @@ impl Iterator for PostgresSource {
                 Ok(rows) if rows.is_empty() => {
                     self.done = true;
                     // The snapshot is no longer needed; a failure here changes nothing read.
-                    self.client.batch_execute("COMMIT").ok();
+                    if let Some(client) = self.client.as_mut() {
+                        client.batch_execute("COMMIT").ok();
+                    }
                     return None;
                 }
                 Ok(rows) => self.batch = rows.into_iter(),
@@ -262,6 +268,18 @@ impl Iterator for PostgresSource {
                 }
             }
         }
+    }
+}
+
+impl Drop for PostgresSource {
+    /// Closing the connection blocks on the client's own runtime, which tokio forbids on a
+    /// thread driving a runtime: it is closed on a thread of its own, wherever the source is
+    /// dropped.
+    fn drop(&mut self) {
+        let client = self.client.take();
+        std::thread::scope(|scope| {
+            scope.spawn(move || drop(client));
+        });
     }
 }
 
