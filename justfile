@@ -21,7 +21,7 @@ bench-payload:
     cargo bench -p kinesync-payload --bench render
 
 # All benchmarks.
-bench: bench-payload bench-sync bench-pacing bench-aggregation bench-process
+bench: bench-payload bench-sync bench-pacing bench-aggregation bench-process bench-warehouse
 
 # Review changed template snapshots (needs `cargo install cargo-insta`).
 snapshots:
@@ -46,3 +46,8 @@ bench-aggregation:
 # The `kinesync sync` process end to end from a 1M-row NDJSON model: rows/s and peak memory.
 bench-process:
     bash scripts/bench-process.sh
+
+# The reference rows in a PostgreSQL table (the machine's server, started by the script): backfill
+# and 1% changed, local state and state in the warehouse, beside the same rows from a file.
+bench-warehouse rows="1000000":
+    bash scripts/bench-warehouse.sh {{rows}}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Whole-process benchmark: times `kinesync sync` (the release binary, as a user runs it) from an
-# NDJSON model of the reference rows into a simulated 4-shard stream with SQLite state: a
-# backfill, then a run with 1% of the rows changed. Prints rows/s, seconds and peak memory
+# NDJSON model of the reference rows into a simulated 4-shard stream without limits (a paced
+# one would measure the stream), with SQLite state: a backfill, then a run with 1% of the rows
+# changed. Prints rows/s, seconds and peak memory
 # (maximum resident set size, from /usr/bin/time) for each payload mode.
 #
 #   scripts/bench-process.sh [ROWS] [MODES]      # defaults: 1000000 "template mapping"
@@ -61,7 +62,7 @@ for mode in $modes; do
     {
         printf '[source]\npath = "model.ndjson"\nprimary_key = "id"\n\n'
         payload "$mode"
-        printf '\n[destination]\nstream = "bench"\nsimulated = { shards = 4 }\n'
+        printf '\n[destination]\nstream = "bench"\nsimulated = { shards = 4, unlimited = true }\n'
     } >"$work/kinesync.toml"
     read -r backfill_s backfill_kib < <(timed_sync)
     grep -q "added $rows" "$work/out" || { cat "$work/out" >&2; exit 1; }

@@ -20,7 +20,9 @@ INSERT INTO analytics.users (id, email, plan, lifetime, tags, attributes, update
 ON CONFLICT (id) DO NOTHING;
 
 -- What kinesync needs to read the model: to connect, to see the schema, to select the table.
--- (With the sync state kept in its local SQLite file, it writes nothing to the warehouse.)
+-- (With the sync state kept in its local SQLite file, it writes nothing to the warehouse.
+-- With `[sync] state_schema = "kinesync"`, it also creates that schema and its tables: grant
+-- CREATE on the database, as at the end of this file.)
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kinesync_reader') THEN
@@ -29,3 +31,10 @@ BEGIN
 END $$;
 GRANT USAGE ON SCHEMA analytics TO kinesync_reader;
 GRANT SELECT ON analytics.users TO kinesync_reader;
+
+-- Only for the state kept in the warehouse (`[sync] state_schema`): kinesync creates its schema
+-- and tables itself, and owns them.
+DO $$
+BEGIN
+    EXECUTE format('GRANT CREATE ON DATABASE %I TO kinesync_reader', current_database());
+END $$;

@@ -240,6 +240,40 @@ fn the_warehouse_example_loads_and_previews() {
         "{stdout}"
     );
     assert!(!stdout.contains("reader-secret") && !stderr.contains("reader-secret"));
+    // The grants are enough to keep the state in the warehouse too: a sync as the role, with
+    // state_schema, creates it and sends every row.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kinesync.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(example.join("kinesync.toml"))
+            .unwrap()
+            .replace(
+                "state = \"kinesync-state.db\"",
+                "state_schema = \"kinesync\"",
+            ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["sync", "--config"])
+        .arg(&config)
+        .env("WAREHOUSE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("records acknowledged 3 of 3"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'kinesync_users_rows'"
+        )
+        .trim(),
+        "kinesync_reader"
+    );
 }
 
 #[test]

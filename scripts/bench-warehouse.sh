@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Warehouse benchmark: times `kinesync sync` (the release binary) over the reference rows held
+# in a PostgreSQL table, into a simulated 4-shard stream without limits: a backfill, then a run after one
+# UPDATE of 1% of the rows; with the state in the local SQLite file, then in the warehouse
+# (`[sync] state_schema`). The same rows from an NDJSON file run first, as the baseline the
+# Postgres source is compared with. Prints rows/s, seconds and peak memory (maximum resident
+# set size, from /usr/bin/time) of each run.
+#
+#   scripts/bench-warehouse.sh [ROWS]          # default 1000000; the documented run is 10000000
+#   KINESYNC_BIN=path/to/kinesync scripts/bench-warehouse.sh
+#
+# The server is the machine's PostgreSQL (as the tests start it: a new cluster in a temporary
+# directory, on a free loopback port, stopped at the end). Timings vary on a shared machine:
+# compare figures from one run.
+set -euo pipefail
+
+rows=${1:-1000000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if [ -z "${KINESYNC_BIN:-}" ]; then
+    cargo build -q --release -p kinesync-cli
+fi
+cargo build -q --release -p kinesync-fixtures --example gen_rows
+kinesync="${KINESYNC_BIN:-$root/target/release/kinesync}"
+gen_rows="$root/target/release/examples/gen_rows"
+bin=${KINESYNC_POSTGRES_BIN:-$(dirname "$(readlink -f "$(command -v initdb || echo /usr/lib/postgresql/15/bin/initdb)")")}
+
+work=$(mktemp -d)
+chmod 755 "$work"
+password=bench-$RANDOM$RANDOM
+coproc PG { python3 "$root/crates/testkit/src/postgres_launcher.py" "$bin" kinesync "$password" "$work/ca.pem"; }
+trap 'exec {PG[1]}>&-; wait; rm -rf "$work"' EXIT
+read -r _ port <&"${PG[0]}"
+url="postgres://kinesync:$password@127.0.0.1:$port/postgres?sslmode=disable"
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$url" "$@"; }
+
+"$gen_rows" "$rows" "$work/model.ndjson"
+chmod 644 "$work/model.ndjson"
+echo "model: $rows rows, $(du -h "$work/model.ndjson" | cut -f1) of NDJSON; $(nproc) cores; PostgreSQL on 127.0.0.1:$port"
+psql <<SQL
+CREATE TABLE raw (j jsonb);
+\copy raw FROM '$work/model.ndjson' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
+CREATE TABLE users AS SELECT (j->>'id')::int8 AS id, j->>'first_name' AS first_name,
+    j->>'last_name' AS last_name, j->>'email' AS email, (j->>'age')::int4 AS age,
+    ARRAY(SELECT jsonb_array_elements_text(j->'tags')) AS tags, j->>'created_at' AS created_at,
+    j->>'country' AS country, j->>'plan' AS plan, (j->>'score')::float8 AS score,
+    (j->>'active')::bool AS active
+  FROM raw;
+ALTER TABLE users ADD PRIMARY KEY (id);
+DROP TABLE raw;
+VACUUM ANALYZE users;
+SQL
+echo "table: $(psql -A -t -c "SELECT pg_size_pretty(pg_total_relation_size('users'))")"
+
+# One timed run: prints "seconds peak_kib".
+timed_sync() {
+    WAREHOUSE_URL="$url" /usr/bin/time -f "%e %M" -o "$work/time" "$kinesync" sync --config "$work/kinesync.toml" >"$work/out" 2>"$work/err" || {
+        echo "kinesync sync failed:" >&2
+        cat "$work/out" "$work/err" >&2
+        exit 1
+    }
+    grep -q '^complete' "$work/out" || { cat "$work/out" >&2; exit 1; }
+    cat "$work/time"
+}
+
+config() {
+    {
+        printf '%s\n' "$1"
+        printf 'primary_key = "id"\n\n[payload]\nmode = "template"\ntemplate_file = "%s"\n' "$root/fixtures/bench/reference.liquid"
+        printf '\n[destination]\nstream = "bench"\nsimulated = { shards = 4, unlimited = true }\n'
+        printf '\n[sync]\n%s\n' "$2"
+    } >"$work/kinesync.toml"
+}
+
+report() {
+    awk -v name="$1" -v rows="$rows" -v bs="$2" -v bk="$3" -v cs="$4" -v ck="$5" 'BEGIN {
+        printf "%-26s backfill %8.0f rows/s (%6.2f s, peak %4.0f MiB)", name, rows / bs, bs, bk / 1024
+        if (cs != "") printf " | 1%% changed %6.2f s (peak %4.0f MiB)", cs, ck / 1024
+        printf "\n"
+    }'
+}
+
+# The baseline: the same rows from the NDJSON file.
+rm -rf "$work"/kinesync-state.db* "$work/kinesync-runs"
+config "[source]
+path = \"model.ndjson\"" ""
+read -r file_s file_kib < <(timed_sync)
+report "NDJSON file" "$file_s" "$file_kib" "" ""
+
+for state in local warehouse; do
+    rm -rf "$work"/kinesync-state.db* "$work/kinesync-runs"
+    psql -c "DROP SCHEMA IF EXISTS kinesync CASCADE" 2>/dev/null
+    psql -c "UPDATE users SET score = score - 1000 WHERE score >= 1000" >/dev/null
+    if [ "$state" = local ]; then extra=""; else extra='state_schema = "kinesync"'; fi
+    config "[source]
+format = \"postgres\"
+connection_env = \"WAREHOUSE_URL\"
+table = \"users\"" "$extra"
+    read -r backfill_s backfill_kib < <(timed_sync)
+    grep -q "added $rows" "$work/out" || { cat "$work/out" >&2; exit 1; }
+    psql -c "UPDATE users SET score = score + 1000 WHERE id % 100 = 0" >/dev/null
+    read -r changed_s changed_kib < <(timed_sync)
+    grep -q "changed $(( rows / 100 ))" "$work/out" || { cat "$work/out" >&2; exit 1; }
+    report "Postgres, $state state" "$backfill_s" "$backfill_kib" "$changed_s" "$changed_kib"
+done
+awk -v f="$file_s" 'BEGIN { printf "(compare each backfill with the NDJSON file: rows/s of Postgres over rows/s of the file)\n" }'
