@@ -123,7 +123,14 @@ pub(crate) fn sync_command(config: &Path) -> Command {
 /// Runs a [`sync_command`] to the end; it must exit 0. What it printed on stdout.
 #[allow(dead_code)] // not every test file talks to an endpoint
 pub(crate) fn run_to_completion(config: &Path) -> String {
-    let output = sync_command(config).output().unwrap();
+    run_command_to_completion(sync_command(config))
+}
+
+/// Runs `command` (a [`sync_command`], perhaps with more in its environment) to the end; it
+/// must exit 0. What it printed on stdout.
+#[allow(dead_code)] // not every test file talks to an endpoint
+pub(crate) fn run_command_to_completion(mut command: Command) -> String {
+    let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(
         output.status.code(),
