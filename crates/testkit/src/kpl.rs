@@ -10,8 +10,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kinesync_transport::StoredRecord;
 
-use crate::servers::{cache_dir, install_once, require_tool, run};
-
 /// The pinned versions: the library, and what it imports (it imports `six` without declaring
 /// it).
 pub const KPL_AGG_VERSION: &str = "1.2.3";
@@ -70,24 +68,9 @@ pub struct KplUserRecord {
 }
 
 fn python() -> std::path::PathBuf {
-    require_tool(
-        "python3",
-        "install Python 3 with venv and pip (for example `apt-get install python3 python3-venv`)",
-    );
-    let dir = cache_dir().join(format!("aws-kinesis-agg-{KPL_AGG_VERSION}"));
-    install_once(&dir, &REQUIREMENTS.join(" "), |dir| {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(dir),
-            "python3 -m venv",
-        );
-        run(
-            Command::new(dir.join("bin").join("pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check"])
-                .args(REQUIREMENTS),
-            "pip install aws-kinesis-agg",
-        );
-    });
-    dir.join("bin").join("python")
+    crate::servers::python_venv(&format!("aws-kinesis-agg-{KPL_AGG_VERSION}"), &REQUIREMENTS)
+        .join("bin")
+        .join("python")
 }
 
 /// Every user record in `records` (as read back from a stream, in stream order), as AWS's

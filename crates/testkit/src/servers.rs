@@ -91,6 +91,29 @@ pub(crate) fn run(command: &mut Command, what: &str) {
     );
 }
 
+/// A Python virtual environment in the test cache under `name`, with `packages` (pinned)
+/// installed by pip on first use; its directory.
+pub(crate) fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    require_tool(
+        "python3",
+        "install Python 3 with venv and pip (for example `apt-get install python3 python3-venv`)",
+    );
+    let dir = cache_dir().join(name);
+    install_once(&dir, &packages.join(" "), |dir| {
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(dir),
+            "python3 -m venv",
+        );
+        run(
+            Command::new(dir.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(packages),
+            &format!("pip install {}", packages.join(" ")),
+        );
+    });
+    dir
+}
+
 /// Starts `command` (a launcher that prints `LISTENING <port>` and exits when its stdin
 /// closes) and waits, with a deadline, until the port accepts connections.
 pub(crate) fn start(mut command: Command, what: &str) -> Server {
@@ -204,17 +227,10 @@ server.terminate()
 pub fn moto() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        require_tool("python3", "install Python 3 with venv and pip (for example `apt-get install python3 python3-venv`)");
-        let dir = cache_dir().join(format!("moto-{MOTO_VERSION}"));
-        install_once(&dir, &format!("moto[server]=={MOTO_VERSION}"), |dir| {
-            run(Command::new("python3").args(["-m", "venv"]).arg(dir), "python3 -m venv");
-            run(
-                Command::new(dir.join("bin").join("pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check"])
-                    .arg(format!("moto[server]=={MOTO_VERSION}")),
-                "pip install moto[server]",
-            );
-        });
+        let dir = python_venv(
+            &format!("moto-{MOTO_VERSION}"),
+            &[&format!("moto[server]=={MOTO_VERSION}")],
+        );
         let launcher = dir.join("launch.py");
         fs::write(&launcher, MOTO_LAUNCHER).expect("write the moto launcher");
         let mut command = Command::new(dir.join("bin").join("python"));
