@@ -384,13 +384,33 @@ impl StateStore for PostgresStore {
         keys.sort();
         keys.dedup();
         let rows_table = self.rows.clone();
+        // The common commits need no stored row: acknowledgements of marked records (all
+        // settles) clear the marks in place; marks and plain upserts and deletes overwrite
+        // whatever is stored. Only a settle or a removal's mark mixed with other changes
+        // needs the stored versions, to apply the changes to.
+        if changes.iter().all(|c| matches!(c, Change::Settle { .. })) {
+            let update = format!("UPDATE {rows_table} SET doubt = NULL WHERE key = ANY($1)");
+            let done = self.with_client(|client| client.execute(&update, &[&keys]));
+            return done.map(|_| ()).map_err(|e| self.error(&e));
+        }
+        let needs_stored = changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Settle { .. } | Change::InDoubt { sent: None, .. }
+            )
+        });
         let result: Result<Result<(), StateError>, postgres::Error> = self.with_client(|client| {
             let mut transaction = client.transaction()?;
             let select = format!(
                 "SELECT key, fingerprint, row, doubt FROM {rows_table} WHERE key = ANY($1) FOR UPDATE"
             );
+            let stored = if needs_stored {
+                transaction.query(&select, &[&keys])?
+            } else {
+                Vec::new()
+            };
             let mut before = BTreeMap::new();
-            for row in transaction.query(&select, &[&keys])? {
+            for row in stored {
                 let key: String = row.get(0);
                 let fingerprint: &[u8] = row.get(1);
                 let doubt: Option<&[u8]> = row.get(3);
