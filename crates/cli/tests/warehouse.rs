@@ -361,3 +361,37 @@ fn the_state_kept_in_the_warehouse_syncs_locks_dry_runs_and_resets() {
     assert_eq!(output.status.code(), Some(0), "{text}");
     assert!(text.contains("records acknowledged 500 of 500"), "{text}");
 }
+
+#[test]
+fn without_connection_env_libpq_variables_alone_reach_the_server() {
+    let pg = postgres();
+    let db = pg.new_database("pg_variables");
+    pg.psql(&db, "CREATE TABLE users (id int8 PRIMARY KEY, email text, score numeric, tags text[]); INSERT INTO users VALUES (1, 'ada@example.com', 1, '{}');");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), r#"table = "users""#);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&format!("connection_env = \"{URL_VARIABLE}\"\n"), ""),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
+        .args(["preview", "--config"])
+        .arg(&config)
+        .env_remove(URL_VARIABLE)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pg.port().to_string())
+        .env("PGUSER", "kinesync")
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGDATABASE", &db)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", pg.ca_file())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(r#""email":"ada@example.com""#), "{stdout}");
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+}
