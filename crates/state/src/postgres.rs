@@ -12,7 +12,7 @@
 //! - `kinesync_<name>_meta (name text PRIMARY KEY, value text)`: the schema version, the
 //!   baseline, and the caller's values (prefixed `caller.`).
 //!
-//! Every commit is one transaction: the stored versions of the keys it touches are read, the
+//! Every commit is one transaction, written in order: the stored versions of the keys it touches are read, the
 //! changes applied to them in order exactly as [`MemoryStore`](crate::MemoryStore) applies
 //! them, and the result written back with one `DELETE` and one `INSERT ... ON CONFLICT`: so a
 //! crash at any point leaves the state with what the stream acknowledged, and no more.
@@ -20,11 +20,16 @@
 //! One sync at a time: the store holds a session-level advisory lock on its tables' name for as
 //! long as it is open; a second run finds it taken and stops with [`StateError::Locked`].
 //!
-//! The client blocks on a runtime of its own, which tokio forbids on a thread driving a
-//! runtime; every call is made on a thread of its own, so the store works from anywhere.
+//! The connection lives on a thread of its own, which takes the store's work in order: a
+//! lookup waits for its answer (and so sees every commit made before it), a commit does not
+//! (the run goes on sending while it is written, four commits at the most; `flush`
+//! waits for them). The client also blocks on a runtime of its own, which tokio forbids on a
+//! thread driving a runtime: on its own thread, the store works from anywhere.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use postgres::Client;
 
@@ -34,11 +39,22 @@ use crate::{Change, Doubt, Fingerprint, Seen, StateError, StateStore, StoredRow}
 /// The version of the tables this build writes and reads.
 pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
 
+/// Work for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// How many commits may wait for the connection's thread: a run sends on while they are
+/// written (a kill then loses at most these, which the next run sends again).
+const COMMITS_AHEAD: usize = 4;
+
 /// A sync's state in PostgreSQL.
 pub struct PostgresStore {
-    /// Behind a mutex so that the trait's `&self` lookups can use it too; taken only by
-    /// `drop`.
-    client: Mutex<Option<Client>>,
+    /// The connection's thread takes the jobs in order: lookups wait for their answer, and
+    /// so see every commit made before them; commits do not wait. `None` once dropped.
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    /// The first commit that failed: every later call reports it, and no later commit is
+    /// written.
+    failed: Arc<Mutex<Option<String>>>,
     /// Opened for a dry run: read, never written.
     read_only: bool,
     /// `postgres://user@host:port/database`, for messages.
@@ -56,35 +72,69 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Runs `work` on a thread of its own (see the module's docs).
-fn apart<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(work)
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
 impl PostgresStore {
-    /// Runs `work` with the client, on a thread of its own.
-    fn with_client<T: Send>(&self, work: impl FnOnce(&mut Client) -> T + Send) -> T {
-        let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        let client: &mut Client = client.as_mut().expect("the client is taken only by drop");
-        apart(move || work(client))
+    /// Runs `work` with the client on the connection's thread, after every job before it, and
+    /// gives its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Client) -> T + Send + 'static,
+    ) -> Result<T, StateError> {
+        self.check()?;
+        let (answer, answered) = sync_channel(1);
+        self.send(Box::new(move |client| {
+            // The caller waits for the answer; it is gone only if it panicked.
+            answer.send(work(client)).ok();
+        }))?;
+        answered.recv().map_err(|_| self.gone())
+    }
+
+    /// Queues `job` for the connection's thread.
+    fn send(&self, job: Job) -> Result<(), StateError> {
+        let jobs = self.jobs.as_ref().ok_or_else(|| self.gone())?;
+        jobs.send(job).map_err(|_| self.gone())
+    }
+
+    /// Reports an earlier commit that failed.
+    fn check(&self) -> Result<(), StateError> {
+        let failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        match failed.as_ref() {
+            Some(message) => Err(StateError::Postgres {
+                place: self.describe(),
+                message: format!("a commit failed, so nothing later was written: {message}"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn gone(&self) -> StateError {
+        StateError::Postgres {
+            place: self.describe(),
+            message: "the connection's thread stopped".to_owned(),
+        }
     }
 }
 
 impl Drop for PostgresStore {
-    /// Closing the connection blocks too: on a thread of its own (which also releases the
-    /// sync's lock, held by the session).
+    /// Lets the connection's thread write what is queued, then close the connection there
+    /// (closing blocks too, and releases the sync's lock, held by the session).
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        apart(move || drop(client));
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+/// What PostgreSQL's error says, and what to do.
+fn error_message(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) if db.code().code() == "42501" => format!(
+            "{} (the state needs CREATE on the database or its schema, and to own its tables: see the README)",
+            db.message()
+        ),
+        Some(db) => db.message().to_owned(),
+        None if error.is_closed() => "the connection to the warehouse was lost".to_owned(),
+        None => error.to_string(),
     }
 }
 
@@ -119,7 +169,7 @@ impl PostgresStore {
             "SELECT to_regclass('{}') IS NOT NULL",
             store.rows.replace('\'', "''")
         );
-        let found = store.with_client(|client| client.query_one(&exists, &[]));
+        let found = store.call(move |client| client.query_one(&exists, &[]))?;
         let found: bool = found.map_err(|e| store.error(&e))?.get(0);
         Ok(found.then_some(store))
     }
@@ -144,8 +194,23 @@ impl PostgresStore {
                 ),
             });
         }
+        let (jobs, queued) = sync_channel::<Job>(COMMITS_AHEAD);
+        let thread = std::thread::Builder::new()
+            .name("kinesync-postgres-state".into())
+            .spawn(move || {
+                let mut client = client;
+                for job in queued {
+                    job(&mut client);
+                }
+            })
+            .map_err(|e| StateError::Postgres {
+                place: place.clone(),
+                message: format!("cannot start the connection's thread: {e}"),
+            })?;
         let store = Self {
-            client: Mutex::new(Some(client)),
+            jobs: Some(jobs),
+            thread: Some(thread),
+            failed: Arc::default(),
             read_only,
             rows: format!(
                 "{}.{}",
@@ -176,33 +241,34 @@ impl PostgresStore {
             return Ok(store);
         }
         let meta = store.meta.clone();
-        let result: Result<(bool, Option<String>), postgres::Error> = store.with_client(|client| {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                    &[&lock_key],
-                )?
-                .get(0);
-            if !locked {
-                return Ok((false, None));
-            }
-            client.batch_execute(&setup)?;
-            let version: Option<String> = client
-                .query_opt(
-                    &format!("SELECT value FROM {meta} WHERE name = 'schema_version'"),
-                    &[],
-                )?
-                .map(|row| row.get(0));
-            if version.is_none() {
-                client.execute(
+        let result: Result<(bool, Option<String>), postgres::Error> =
+            store.call(move |client| {
+                let locked: bool = client
+                    .query_one(
+                        "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                        &[&lock_key],
+                    )?
+                    .get(0);
+                if !locked {
+                    return Ok((false, None));
+                }
+                client.batch_execute(&setup)?;
+                let version: Option<String> = client
+                    .query_opt(
+                        &format!("SELECT value FROM {meta} WHERE name = 'schema_version'"),
+                        &[],
+                    )?
+                    .map(|row| row.get(0));
+                if version.is_none() {
+                    client.execute(
                     &format!(
                         "INSERT INTO {meta} VALUES ('schema_version', $1) ON CONFLICT DO NOTHING"
                     ),
                     &[&POSTGRES_SCHEMA_VERSION.to_string()],
                 )?;
-            }
-            Ok((true, version))
-        });
+                }
+                Ok((true, version))
+            })?;
         let (locked, version) = result.map_err(|e| store.error(&e))?;
         if !locked {
             return Err(StateError::Locked {
@@ -223,18 +289,9 @@ impl PostgresStore {
     }
 
     fn error(&self, error: &postgres::Error) -> StateError {
-        let message = match error.as_db_error() {
-            Some(db) if db.code().code() == "42501" => format!(
-                "{} (the state needs CREATE on the database or its schema, and to own its tables: see the README)",
-                db.message()
-            ),
-            Some(db) => db.message().to_owned(),
-            None if error.is_closed() => "the connection to the warehouse was lost".to_owned(),
-            None => error.to_string(),
-        };
         StateError::Postgres {
-            place: format!("{} ({})", self.place, self.rows),
-            message,
+            place: self.describe(),
+            message: error_message(error),
         }
     }
 
@@ -244,7 +301,8 @@ impl PostgresStore {
             "SELECT key, fingerprint, row, doubt FROM {} WHERE key = ANY($1)",
             self.rows
         );
-        let rows = self.with_client(|client| client.query(&query, &[&keys]));
+        let keys = keys.to_vec();
+        let rows = self.call(move |client| client.query(&query, &[&keys]))?;
         let rows = rows.map_err(|e| self.error(&e))?;
         let mut found = BTreeMap::new();
         for row in rows {
@@ -280,7 +338,8 @@ impl PostgresStore {
 
     fn meta_value(&self, name: &str) -> Result<Option<String>, StateError> {
         let query = format!("SELECT value FROM {} WHERE name = $1", self.meta);
-        let row = self.with_client(|client| client.query_opt(&query, &[&name]));
+        let name = name.to_owned();
+        let row = self.call(move |client| client.query_opt(&query, &[&name]))?;
         Ok(row.map_err(|e| self.error(&e))?.map(|r| r.get(0)))
     }
 
@@ -293,7 +352,7 @@ impl PostgresStore {
             rows = self.rows,
             meta = self.meta
         );
-        let done = self.with_client(|client| client.batch_execute(&statements));
+        let done = self.call(move |client| client.batch_execute(&statements))?;
         done.map_err(|e| self.error(&e))
     }
 
@@ -319,7 +378,8 @@ impl PostgresStore {
             "INSERT INTO {} VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             self.meta
         );
-        let done = self.with_client(|client| client.execute(&query, &[&name, &value]));
+        let (name, value) = (name.to_owned(), value.to_owned());
+        let done = self.call(move |client| client.execute(&query, &[&name, &value]))?;
         done.map(|_| ()).map_err(|e| self.error(&e))
     }
 }
@@ -367,7 +427,7 @@ impl StateStore for PostgresStore {
                 String::new(),
             ),
         };
-        let rows = self.with_client(|client| client.query(&query, &[&after, &limit]));
+        let rows = self.call(move |client| client.query(&query, &[&after, &limit]))?;
         Ok(rows
             .map_err(|e| self.error(&e))?
             .into_iter()
@@ -375,106 +435,36 @@ impl StateStore for PostgresStore {
             .collect())
     }
 
+    /// Queued for the connection's thread: the run goes on while it is written. A lookup,
+    /// or [`flush`](StateStore::flush), waits for it.
     fn commit(&mut self, changes: Vec<Change>) -> Result<(), StateError> {
         if changes.is_empty() {
             return Ok(());
         }
         self.writable()?;
-        let mut keys: Vec<String> = changes.iter().map(|c| c.key().to_owned()).collect();
-        keys.sort();
-        keys.dedup();
-        let rows_table = self.rows.clone();
-        // The common commits need no stored row: acknowledgements of marked records (all
-        // settles) clear the marks in place; marks and plain upserts and deletes overwrite
-        // whatever is stored. Only a settle or a removal's mark mixed with other changes
-        // needs the stored versions, to apply the changes to.
-        if changes.iter().all(|c| matches!(c, Change::Settle { .. })) {
-            let update = format!("UPDATE {rows_table} SET doubt = NULL WHERE key = ANY($1)");
-            let done = self.with_client(|client| client.execute(&update, &[&keys]));
-            return done.map(|_| ()).map_err(|e| self.error(&e));
-        }
-        let needs_stored = changes.iter().any(|c| {
-            matches!(
-                c,
-                Change::Settle { .. } | Change::InDoubt { sent: None, .. }
-            )
-        });
-        let result: Result<Result<(), StateError>, postgres::Error> = self.with_client(|client| {
-            let mut transaction = client.transaction()?;
-            let select = format!(
-                "SELECT key, fingerprint, row, doubt FROM {rows_table} WHERE key = ANY($1) FOR UPDATE"
-            );
-            let stored = if needs_stored {
-                transaction.query(&select, &[&keys])?
-            } else {
-                Vec::new()
-            };
-            let mut before = BTreeMap::new();
-            for row in stored {
-                let key: String = row.get(0);
-                let fingerprint: &[u8] = row.get(1);
-                let doubt: Option<&[u8]> = row.get(3);
-                let (Ok(fingerprint), Some(doubt)) = (
-                    <[u8; 16]>::try_from(fingerprint),
-                    doubt.map(Doubt::from_blob).map_or(Some(None), |d| d.map(Some)),
-                ) else {
-                    return Ok(Err(StateError::Postgres {
-                        place: rows_table.clone(),
-                        message: format!("the stored row of key {key} is not one kinesync wrote"),
-                    }));
-                };
-                before.insert(
-                    key,
-                    StoredRow {
-                        fingerprint: Fingerprint::from_be_bytes(fingerprint),
-                        row: row.get(2),
-                        doubt,
-                    },
-                );
+        self.check()?;
+        let (rows_table, failed) = (self.rows.clone(), self.failed.clone());
+        self.send(Box::new(move |client| {
+            let mut failed = failed.lock().unwrap_or_else(PoisonError::into_inner);
+            if failed.is_some() {
+                // Nothing after a commit that failed: the state stays a prefix of the
+                // acknowledgements.
+                return;
             }
-            // The changes applied in order, exactly as the in-memory store applies them.
-            let mut after = MemoryStore::from_rows(before);
-            if let Err(e) = after.commit(changes) {
-                return Ok(Err(e));
+            if let Err(message) = apply(client, &rows_table, changes) {
+                *failed = Some(message);
             }
-            let after = after.into_rows();
-            let deleted: Vec<&String> = keys.iter().filter(|k| !after.contains_key(*k)).collect();
-            if !deleted.is_empty() {
-                transaction.execute(
-                    &format!("DELETE FROM {rows_table} WHERE key = ANY($1)"),
-                    &[&deleted],
-                )?;
-            }
-            if !after.is_empty() {
-                let mut upsert_keys = Vec::with_capacity(after.len());
-                let mut fingerprints = Vec::with_capacity(after.len());
-                let mut stored_rows = Vec::with_capacity(after.len());
-                let mut doubts: Vec<Option<Vec<u8>>> = Vec::with_capacity(after.len());
-                for (key, row) in after {
-                    upsert_keys.push(key);
-                    fingerprints.push(row.fingerprint.to_be_bytes().to_vec());
-                    stored_rows.push(row.row);
-                    doubts.push(row.doubt.map(|d| d.to_blob().to_vec()));
-                }
-                transaction.execute(
-                    &format!(
-                        "INSERT INTO {rows_table} (key, fingerprint, row, doubt)
-                         SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])
-                         ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
-                           row = EXCLUDED.row, doubt = EXCLUDED.doubt"
-                    ),
-                    &[&upsert_keys, &fingerprints, &stored_rows, &doubts],
-                )?;
-            }
-            transaction.commit()?;
-            Ok(Ok(()))
-        });
-        result.map_err(|e| self.error(&e))?
+        }))
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        self.call(|_| ())?;
+        self.check()
     }
 
     fn key_count(&self) -> Result<usize, StateError> {
         let query = format!("SELECT count(*) FROM {}", self.rows);
-        let row = self.with_client(|client| client.query_one(&query, &[]));
+        let row = self.call(move |client| client.query_one(&query, &[]))?;
         let count: i64 = row.map_err(|e| self.error(&e))?.get(0);
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
@@ -486,4 +476,101 @@ impl StateStore for PostgresStore {
     fn set_meta(&mut self, name: &str, value: &str) -> Result<(), StateError> {
         self.set_meta_value(&format!("caller.{name}"), value)
     }
+}
+
+/// Applies `changes` to the state in `rows_table`, in one transaction, as the in-memory store
+/// applies them.
+fn apply(client: &mut Client, rows_table: &str, changes: Vec<Change>) -> Result<(), String> {
+    let mut keys: Vec<String> = changes.iter().map(|c| c.key().to_owned()).collect();
+    keys.sort();
+    keys.dedup();
+    // The common commits need no stored row: acknowledgements of marked records (all
+    // settles) clear the marks in place; marks and plain upserts and deletes overwrite
+    // whatever is stored. Only a settle or a removal's mark mixed with other changes
+    // needs the stored versions, to apply the changes to.
+    if changes.iter().all(|c| matches!(c, Change::Settle { .. })) {
+        let update = format!("UPDATE {rows_table} SET doubt = NULL WHERE key = ANY($1)");
+        return client
+            .execute(&update, &[&keys])
+            .map(|_| ())
+            .map_err(|e| error_message(&e));
+    }
+    let needs_stored = changes.iter().any(|c| {
+        matches!(
+            c,
+            Change::Settle { .. } | Change::InDoubt { sent: None, .. }
+        )
+    });
+    let result: Result<Result<(), String>, postgres::Error> = (|| {
+        let mut transaction = client.transaction()?;
+        let select = format!(
+            "SELECT key, fingerprint, row, doubt FROM {rows_table} WHERE key = ANY($1) FOR UPDATE"
+        );
+        let stored = if needs_stored {
+            transaction.query(&select, &[&keys])?
+        } else {
+            Vec::new()
+        };
+        let mut before = BTreeMap::new();
+        for row in stored {
+            let key: String = row.get(0);
+            let fingerprint: &[u8] = row.get(1);
+            let doubt: Option<&[u8]> = row.get(3);
+            let (Ok(fingerprint), Some(doubt)) = (
+                <[u8; 16]>::try_from(fingerprint),
+                doubt
+                    .map(Doubt::from_blob)
+                    .map_or(Some(None), |d| d.map(Some)),
+            ) else {
+                return Ok(Err(format!(
+                    "the stored row of key {key} is not one kinesync wrote"
+                )));
+            };
+            before.insert(
+                key,
+                StoredRow {
+                    fingerprint: Fingerprint::from_be_bytes(fingerprint),
+                    row: row.get(2),
+                    doubt,
+                },
+            );
+        }
+        // The changes applied in order, exactly as the in-memory store applies them.
+        let mut after = MemoryStore::from_rows(before);
+        if let Err(e) = after.commit(changes) {
+            return Ok(Err(e.to_string()));
+        }
+        let after = after.into_rows();
+        let deleted: Vec<&String> = keys.iter().filter(|k| !after.contains_key(*k)).collect();
+        if !deleted.is_empty() {
+            transaction.execute(
+                &format!("DELETE FROM {rows_table} WHERE key = ANY($1)"),
+                &[&deleted],
+            )?;
+        }
+        if !after.is_empty() {
+            let mut upsert_keys = Vec::with_capacity(after.len());
+            let mut fingerprints = Vec::with_capacity(after.len());
+            let mut stored_rows = Vec::with_capacity(after.len());
+            let mut doubts: Vec<Option<Vec<u8>>> = Vec::with_capacity(after.len());
+            for (key, row) in after {
+                upsert_keys.push(key);
+                fingerprints.push(row.fingerprint.to_be_bytes().to_vec());
+                stored_rows.push(row.row);
+                doubts.push(row.doubt.map(|d| d.to_blob().to_vec()));
+            }
+            transaction.execute(
+                &format!(
+                    "INSERT INTO {rows_table} (key, fingerprint, row, doubt)
+                     SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[])
+                     ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                       row = EXCLUDED.row, doubt = EXCLUDED.doubt"
+                ),
+                &[&upsert_keys, &fingerprints, &stored_rows, &doubts],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(Ok(()))
+    })();
+    result.map_err(|e| error_message(&e))?
 }

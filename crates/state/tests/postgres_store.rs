@@ -282,3 +282,28 @@ fn a_dry_run_reads_the_state_as_it_is_and_writes_nothing() {
     assert!(dry.set_baseline().is_err());
     drop(store);
 }
+
+#[test]
+fn a_commit_that_fails_is_reported_and_nothing_after_it_is_written() {
+    let name = fresh("failing");
+    let mut store = open(&name).unwrap();
+    store.commit(vec![upsert("1", 1)]).unwrap();
+    store.flush().unwrap();
+    // The rows' table vanishes under the store (a DBA's mistake): the next commit fails on
+    // the connection's thread, and the run hears of it at its next flush or lookup.
+    postgres().psql(
+        database(),
+        &format!("DROP TABLE kinesync_state.kinesync_{name}_rows"),
+    );
+    store.commit(vec![upsert("2", 2)]).expect("queued");
+    let error = store.flush().unwrap_err().to_string();
+    assert!(
+        error.contains("a commit failed") && error.contains("does not exist"),
+        "{error}"
+    );
+    assert!(
+        store.commit(vec![upsert("3", 3)]).is_err(),
+        "nothing after it"
+    );
+    assert!(store.seen(&keys(&["1"])).is_err());
+}
