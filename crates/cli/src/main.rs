@@ -131,6 +131,7 @@ enum RunsCommand {
 
 fn parse_event(s: &str) -> Result<Event, String> {
     s.parse()
+        .map_err(|e: kinesync::payload::UnknownEvent| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -103,16 +103,24 @@ impl fmt::Display for Event {
     }
 }
 
+/// A name that is not an event's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event {name:?}: expected added, changed or removed")]
+pub struct UnknownEvent {
+    /// The name given.
+    pub name: String,
+}
+
 impl std::str::FromStr for Event {
-    type Err = String;
+    type Err = UnknownEvent;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "added" => Ok(Event::Added),
             "changed" => Ok(Event::Changed),
             "removed" => Ok(Event::Removed),
-            other => Err(format!(
-                "unknown event {other:?}: expected added, changed or removed"
-            )),
+            other => Err(UnknownEvent {
+                name: other.to_owned(),
+            }),
         }
     }
 }

@@ -190,3 +190,20 @@ fn json_values_keep_key_order_and_types_when_read() {
         "beyond u64: a float, as serde_json reads it"
     );
 }
+
+#[test]
+fn event_names_parse_and_an_unknown_one_is_a_typed_error() {
+    use kinesync_payload::UnknownEvent;
+    assert_eq!("changed".parse::<Event>(), Ok(Event::Changed));
+    let error = "gone".parse::<Event>().unwrap_err();
+    assert_eq!(
+        error,
+        UnknownEvent {
+            name: "gone".into()
+        }
+    );
+    assert_eq!(
+        error.to_string(),
+        r#"unknown event "gone": expected added, changed or removed"#
+    );
+}
