@@ -138,6 +138,31 @@ fn error_message(error: &postgres::Error) -> String {
     }
 }
 
+/// The columns a stored row is read with, in the order [`decoded`] reads them.
+const STORED_COLUMNS: &str = "key, fingerprint, row, doubt";
+
+/// A stored row, read back; `Err` with its key for one kinesync did not write.
+fn decoded(row: &postgres::Row) -> Result<(String, StoredRow), String> {
+    let key: String = row.get(0);
+    let fingerprint: &[u8] = row.get(1);
+    let doubt: Option<&[u8]> = row.get(3);
+    let fingerprint = <[u8; 16]>::try_from(fingerprint).map(Fingerprint::from_be_bytes);
+    let doubt = doubt.map(|blob| Doubt::from_blob(blob).ok_or(()));
+    match (fingerprint, doubt.transpose()) {
+        (Ok(fingerprint), Ok(doubt)) => Ok((
+            key,
+            StoredRow {
+                fingerprint,
+                row: row.get(2),
+                doubt,
+            },
+        )),
+        _ => Err(format!(
+            "the stored row of key {key} is not one kinesync wrote"
+        )),
+    }
+}
+
 /// `name` as a quoted SQL identifier.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -272,7 +297,7 @@ impl PostgresStore {
         let (locked, version) = result.map_err(|e| store.error(&e))?;
         if !locked {
             return Err(StateError::Locked {
-                path: format!("{} ({})", store.place, store.rows),
+                path: store.describe(),
                 holder: None,
             });
         }
@@ -280,7 +305,7 @@ impl PostgresStore {
             && found != POSTGRES_SCHEMA_VERSION
         {
             return Err(StateError::SchemaVersion {
-                path: format!("{} ({})", store.place, store.rows),
+                path: store.describe(),
                 found,
                 expected: POSTGRES_SCHEMA_VERSION,
             });
@@ -298,42 +323,20 @@ impl PostgresStore {
     /// The stored rows of `keys`.
     fn stored(&mut self, keys: &[String]) -> Result<BTreeMap<String, StoredRow>, StateError> {
         let query = format!(
-            "SELECT key, fingerprint, row, doubt FROM {} WHERE key = ANY($1)",
+            "SELECT {STORED_COLUMNS} FROM {} WHERE key = ANY($1)",
             self.rows
         );
         let keys = keys.to_vec();
         let rows = self.call(move |client| client.query(&query, &[&keys]))?;
         let rows = rows.map_err(|e| self.error(&e))?;
-        let mut found = BTreeMap::new();
-        for row in rows {
-            let key: String = row.get(0);
-            let fingerprint: &[u8] = row.get(1);
-            let doubt: Option<&[u8]> = row.get(3);
-            let fingerprint = fingerprint
-                .try_into()
-                .map(Fingerprint::from_be_bytes)
-                .map_err(|_| self.corrupt(&key))?;
-            let doubt = match doubt {
-                Some(blob) => Some(Doubt::from_blob(blob).ok_or_else(|| self.corrupt(&key))?),
-                None => None,
-            };
-            found.insert(
-                key,
-                StoredRow {
-                    fingerprint,
-                    row: row.get(2),
-                    doubt,
-                },
-            );
-        }
-        Ok(found)
-    }
-
-    fn corrupt(&self, key: &str) -> StateError {
-        StateError::Postgres {
-            place: format!("{} ({})", self.place, self.rows),
-            message: format!("the stored row of key {key} is not one kinesync wrote"),
-        }
+        rows.iter()
+            .map(|row| {
+                decoded(row).map_err(|message| StateError::Postgres {
+                    place: self.describe(),
+                    message,
+                })
+            })
+            .collect()
     }
 
     fn meta_value(&self, name: &str) -> Result<Option<String>, StateError> {
@@ -365,7 +368,7 @@ impl PostgresStore {
     fn writable(&self) -> Result<(), StateError> {
         if self.read_only {
             return Err(StateError::Postgres {
-                place: format!("{} ({})", self.place, self.rows),
+                place: self.describe(),
                 message: "opened read-only for a dry run, so it cannot be written".to_owned(),
             });
         }
@@ -503,38 +506,17 @@ fn apply(client: &mut Client, rows_table: &str, changes: Vec<Change>) -> Result<
     });
     let result: Result<Result<(), String>, postgres::Error> = (|| {
         let mut transaction = client.transaction()?;
-        let select = format!(
-            "SELECT key, fingerprint, row, doubt FROM {rows_table} WHERE key = ANY($1) FOR UPDATE"
-        );
+        let select =
+            format!("SELECT {STORED_COLUMNS} FROM {rows_table} WHERE key = ANY($1) FOR UPDATE");
         let stored = if needs_stored {
             transaction.query(&select, &[&keys])?
         } else {
             Vec::new()
         };
-        let mut before = BTreeMap::new();
-        for row in stored {
-            let key: String = row.get(0);
-            let fingerprint: &[u8] = row.get(1);
-            let doubt: Option<&[u8]> = row.get(3);
-            let (Ok(fingerprint), Some(doubt)) = (
-                <[u8; 16]>::try_from(fingerprint),
-                doubt
-                    .map(Doubt::from_blob)
-                    .map_or(Some(None), |d| d.map(Some)),
-            ) else {
-                return Ok(Err(format!(
-                    "the stored row of key {key} is not one kinesync wrote"
-                )));
-            };
-            before.insert(
-                key,
-                StoredRow {
-                    fingerprint: Fingerprint::from_be_bytes(fingerprint),
-                    row: row.get(2),
-                    doubt,
-                },
-            );
-        }
+        let before = match stored.iter().map(decoded).collect() {
+            Ok(before) => before,
+            Err(message) => return Ok(Err(message)),
+        };
         // The changes applied in order, exactly as the in-memory store applies them.
         let mut after = MemoryStore::from_rows(before);
         if let Err(e) = after.commit(changes) {

@@ -33,12 +33,7 @@ impl Connection {
     /// a runtime: connecting happens on a thread of its own, and so must every later call
     /// made from async code (or inside `tokio::task::block_in_place`).
     pub fn connect(&self) -> Result<(postgres::Client, String), SourceError> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| self.connect_here())
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        super::off_the_runtime(|| self.connect_here())
     }
 
     /// [`connect`](Self::connect), on the calling thread.

@@ -107,12 +107,7 @@ impl PostgresSource {
     /// code. Reading the rows must happen off the async threads, as the engine's reader thread
     /// does.
     pub fn open(spec: &PostgresSpec) -> Result<Self, SourceError> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| Self::open_here(spec))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        off_the_runtime(|| Self::open_here(spec))
     }
 
     fn open_here(spec: &PostgresSpec) -> Result<Self, SourceError> {
@@ -277,9 +272,7 @@ impl Drop for PostgresSource {
     /// dropped.
     fn drop(&mut self) {
         let client = self.client.take();
-        std::thread::scope(|scope| {
-            scope.spawn(move || drop(client));
-        });
+        off_the_runtime(move || drop(client));
     }
 }
 
@@ -291,6 +284,17 @@ impl RowSource for PostgresSource {
     fn locator(&self) -> Locator {
         Locator::query_rows(&self.place)
     }
+}
+
+/// Runs `work` on a thread of its own and gives its result: the client blocks on a runtime of
+/// its own, which tokio forbids on a thread that drives a runtime.
+pub(super) fn off_the_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Why the query failed: PostgreSQL's message, its place in the query, and its hint.
