@@ -57,10 +57,10 @@ impl Iterator for OneTenant {
         let i = self.rows.next()?;
         let mut values = model::row(i, 0).into_values();
         values.push(Value::from("acme"));
-        Some(Ok(SourceRow {
-            line: i as u64 + 1,
-            row: kinesync_payload::Row::new(values),
-        }))
+        Some(Ok(SourceRow::new(
+            i as u64 + 1,
+            kinesync_payload::Row::new(values),
+        )))
     }
 }
 

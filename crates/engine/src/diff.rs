@@ -157,6 +157,52 @@ impl ModelKeys {
     }
 }
 
+/// Where a run finds the keys gone from the model.
+pub(crate) enum Gone {
+    /// In the state's keys less the model's (a model read whole).
+    Walk(ModelKeys),
+    /// Listed by the model itself (a model diffed where it lives).
+    Listed(Listed),
+}
+
+/// The keys gone from the model, as a model diffed where it lives lists them: sorted by hash
+/// (on disk past `keys_in_memory`), as the walk gives them, so a run's memory stays the
+/// same whatever the number.
+pub(crate) struct Listed {
+    keys: Sorter,
+    pub(crate) count: u64,
+}
+
+impl Listed {
+    pub(crate) fn new(keys_in_memory: usize) -> Self {
+        Self {
+            keys: Sorter::new(keys_in_memory),
+            count: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: String) -> Result<(), Error> {
+        self.count += 1;
+        self.keys
+            .push(Key {
+                hash: xxh3_128(key.as_bytes()),
+                line: 0,
+                key,
+            })
+            .map_err(spill_error)
+    }
+
+    /// The keys, in hash order.
+    pub(crate) fn keys(
+        &mut self,
+    ) -> Result<Box<dyn Iterator<Item = Result<String, Error>> + Send + '_>, Error> {
+        let sorted = self.keys.sorted().map_err(spill_error)?;
+        Ok(Box::new(
+            sorted.map(|entry| entry.map(|e| e.key).map_err(spill_error)),
+        ))
+    }
+}
+
 /// The model's keys and the state's, both sorted by hash.
 pub(crate) struct RemovalWalk {
     model: Sorter,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use kinesync_payload::{RowEncoder, Schema};
-use kinesync_source::{Locator, RowSource};
+use kinesync_source::{DeltaItem, DeltaSource, Locator, RowSource};
 use kinesync_state::StateStore;
 use kinesync_transport::{KinesisSink, StreamName};
 
@@ -13,7 +13,7 @@ use crate::codec::RowCodec;
 use crate::definition::{Definition, SyncChange};
 use crate::error::Error;
 use crate::interrupt::Interrupt;
-use crate::prepare::{ModelRow, Prepared, Preparer};
+use crate::prepare::{ModelRow, Preparer, Read};
 use crate::progress::Progress;
 use crate::record::RecordBuilder;
 use crate::report::RunReport;
@@ -247,7 +247,7 @@ impl Engine {
         let locator = source.locator();
         let (codec, preparer) = self.prepare_run()?;
         let prepared = source.map(move |item| match item {
-            Ok(read) => preparer.prepare(read.row, read.line),
+            Ok(read) => preparer.prepare(read).map(Read::Row),
             Err(e) => Err(e.to_string()),
         });
         // A reading thread that dies ends the rows with an error, never silently: rows it
@@ -258,7 +258,32 @@ impl Engine {
                 source,
             })?
             .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string())));
-        self.run_prepared(codec, Some(locator), items).await
+        self.run_prepared(codec, Some(locator), items, false).await
+    }
+
+    /// Runs one sync over a model diffed where it lives ([`DeltaSource`]): only the rows
+    /// that may need sending come, and the keys gone from the model. Everything else is as
+    /// [`run_source`](Self::run_source): events, keys, pacing, commits, the report (whose
+    /// `rows_read` counts the rows that came; `events.unchanged` the rest of the state's
+    /// keys).
+    ///
+    /// The source must have been diffed against this engine's state as it is now (opened
+    /// after the state, with no run between): what it left out is taken as unchanged.
+    pub async fn run_delta(&mut self, source: Box<dyn DeltaSource>) -> Result<RunReport, Error> {
+        let locator = source.locator();
+        let (codec, preparer) = self.prepare_run()?;
+        let prepared = source.map(move |item| match item {
+            Ok(DeltaItem::Row(read)) => preparer.prepare(read).map(Read::Row),
+            Ok(DeltaItem::Removed(key)) => Ok(Read::Removed(key)),
+            Err(e) => Err(e.to_string()),
+        });
+        let items = kinesync_source::read_ahead(prepared)
+            .map_err(|source| Error::Thread {
+                job: "reads the model",
+                source,
+            })?
+            .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string())));
+        self.run_prepared(codec, Some(locator), items, true).await
     }
 
     /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
@@ -278,13 +303,10 @@ impl Engine {
     {
         let (codec, preparer) = self.prepare_run()?;
         let items = rows.into_iter().map(move |item| match item {
-            Ok(row) => {
-                let (row, line) = row.into_parts();
-                preparer.prepare(row, line)
-            }
+            Ok(row) => preparer.prepare(row).map(Read::Row),
             Err(e) => Err(e.to_string()),
         });
-        self.run_prepared(codec, None, items).await
+        self.run_prepared(codec, None, items, false).await
     }
 
     /// [`run`](Self::run) over rows that cannot fail to be read (rows already in memory).
@@ -328,7 +350,8 @@ impl Engine {
         &mut self,
         codec: RowCodec,
         locator: Option<Locator>,
-        rows: impl Iterator<Item = Result<Prepared, String>>,
+        rows: impl Iterator<Item = Result<Read, String>>,
+        delta: bool,
     ) -> Result<RunReport, Error> {
         self.runs += 1;
         let run = Run::start(
@@ -340,6 +363,6 @@ impl Engine {
             std::mem::take(&mut self.sync_changed),
         )
         .await?;
-        run.execute(rows).await
+        run.execute(rows, delta).await
     }
 }

@@ -13,6 +13,12 @@ use crate::record::shrink_if_large;
 pub trait ModelRow {
     /// The row, and its line (0 when unknown).
     fn into_parts(self) -> (Row, u64);
+
+    /// The row's fingerprint as its source computed it, used in place of the engine's own
+    /// (see [`SourceRow::fingerprint`]); `None` (the default) for the engine's.
+    fn fingerprint(&self) -> Option<u128> {
+        None
+    }
 }
 
 impl ModelRow for Row {
@@ -25,6 +31,18 @@ impl ModelRow for SourceRow {
     fn into_parts(self) -> (Row, u64) {
         (self.row, self.line)
     }
+
+    fn fingerprint(&self) -> Option<u128> {
+        self.fingerprint
+    }
+}
+
+/// What the reader hands the run: a prepared row, or (from a model diffed where it lives) a
+/// key gone from the model.
+#[derive(Debug)]
+pub(crate) enum Read {
+    Row(Prepared),
+    Removed(String),
 }
 
 /// One model row, read and fingerprinted.
@@ -38,7 +56,7 @@ pub(crate) struct Prepared {
     pub(crate) row: Row,
     /// The row as the state store keeps it (see [`crate::codec`]).
     pub(crate) stored: Vec<u8>,
-    /// The XXH3-128 of the row as a JSON object.
+    /// The XXH3-128 of the row as a JSON object, or the fingerprint its source computed.
     pub(crate) fingerprint: u128,
 }
 
@@ -62,8 +80,11 @@ pub(crate) struct Preparer {
 
 impl Preparer {
     /// The row prepared, or why it cannot be: a row whose width is not the schema's is an
-    /// error naming its primary key (when it has one), never silently cut or padded.
-    pub(crate) fn prepare(&self, row: Row, line: u64) -> Result<Prepared, String> {
+    /// error naming its primary key (when it has one), never silently cut or padded. With
+    /// `fingerprint`, the row's source computed it.
+    pub(crate) fn prepare(&self, row: impl ModelRow) -> Result<Prepared, String> {
+        let fingerprint = row.fingerprint();
+        let (row, line) = row.into_parts();
         let width = row.values().len();
         if width != self.columns {
             let key = match row.values().get(self.primary_key) {
@@ -75,10 +96,10 @@ impl Preparer {
                 self.columns
             ));
         }
-        Ok(self.prepare_checked(row, line))
+        Ok(self.prepare_checked(row, line, fingerprint))
     }
 
-    fn prepare_checked(&self, row: Row, line: u64) -> Prepared {
+    fn prepare_checked(&self, row: Row, line: u64, fingerprint: Option<u128>) -> Prepared {
         // Encoded into this thread's buffers, then copied out at its exact size: one
         // allocation per row, never a regrowth. The fingerprint is the object's, as it
         // always was, so that rows stored before stored rows lost their names still match.
@@ -87,7 +108,10 @@ impl Preparer {
             stored.clear();
             stored.extend_from_slice(&self.stored_prefix);
             self.encoder.encode_with_values(&row, object, stored);
-            let result = (xxh3_128(object), stored.as_slice().to_vec());
+            let result = (
+                fingerprint.unwrap_or_else(|| xxh3_128(object)),
+                stored.as_slice().to_vec(),
+            );
             shrink_if_large(object);
             shrink_if_large(stored);
             result

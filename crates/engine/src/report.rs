@@ -139,8 +139,14 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// The stream.
     pub stream: String,
-    /// Rows read from the model.
+    /// Rows read from the model. When it was diffed where it lives
+    /// ([`diffed_at_source`](Self::diffed_at_source)), only the rows that came: those that
+    /// may have needed sending.
     pub rows_read: u64,
+    /// Whether the model was diffed where it lives (the warehouse's SQL): rows the state holds
+    /// unchanged never came, and are counted from the state.
+    #[serde(default)]
+    pub diffed_at_source: bool,
     /// Model entries that were not rows at all (a malformed line), skipped.
     pub unreadable_rows: u64,
     /// Changes found.
@@ -270,6 +276,7 @@ impl RunReport {
             duration_ms: 0,
             stream: stream.to_owned(),
             rows_read: 0,
+            diffed_at_source: false,
             unreadable_rows: 0,
             events: EventCounts::default(),
             records: RecordCounts::default(),
@@ -369,8 +376,13 @@ impl RunReport {
             ));
         }
         format!(
-            "{outcome}{notes}\nrows read {} · added {} · changed {} · removed {} · unchanged {}\nrecords acknowledged {} of {} · pending {} · row errors {} · retries {} · throttled {} · calls {} · {:.1} s",
+            "{outcome}{notes}\nrows read {}{} · added {} · changed {} · removed {} · unchanged {}\nrecords acknowledged {} of {} · pending {} · row errors {} · retries {} · throttled {} · calls {} · {:.1} s",
             self.rows_read,
+            if self.diffed_at_source {
+                " (diffed in the warehouse)"
+            } else {
+                ""
+            },
             self.events.added,
             self.events.changed,
             self.events.removed,

@@ -28,12 +28,12 @@ use crate::build::{BuildPool, Built, BuiltRow, ToBuild};
 use crate::codec::RowCodec;
 use crate::commit;
 use crate::definition::{Definition, SyncChange};
-use crate::diff::{DiffContext, Duplicate, ModelKeys, diff_chunk, report_unreadable};
+use crate::diff::{DiffContext, Duplicate, Gone, Listed, ModelKeys, diff_chunk, report_unreadable};
 use crate::engine::Settings;
 use crate::error::Error;
 use crate::estimate::Estimate;
 use crate::pace::Ceiling;
-use crate::prepare::Prepared;
+use crate::prepare::{Prepared, Read};
 use crate::record_id;
 use crate::report::{Outcome, Packing, RunReport, ShardReport};
 use crate::send::{Outbox, OutboxConfig};
@@ -170,14 +170,21 @@ impl<'e> Run<'e> {
     }
 
     /// Runs the model through the stages, then reports.
+    ///
+    /// With `delta`, the rows are only those that may need sending, and the keys gone from
+    /// the model come among them (a model diffed where it lives): rows the state holds and
+    /// that did not come are unchanged.
     pub(crate) async fn execute(
         mut self,
-        mut rows: impl Iterator<Item = Result<Prepared, String>>,
+        mut rows: impl Iterator<Item = Result<Read, String>>,
+        delta: bool,
     ) -> Result<RunReport, Error> {
         let settings = self.settings;
         let first_run = !blocking(&self.state, |s| Ok(s.has_baseline()?)).await?;
         let baseline_only = first_run && settings.initial == Initial::Skip;
         let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
+        let mut listed = delta.then(|| Listed::new(settings.limits.keys_in_memory));
+        self.report.diffed_at_source = delta;
         let mut pool = BuildPool::start(
             settings.records.clone(),
             settings.limits.build_threads,
@@ -185,7 +192,7 @@ impl<'e> Run<'e> {
             self.max_record_bytes,
         )?;
         let mut stop = None;
-        while let Some(chunk) = self.next_chunk(&mut rows) {
+        while let Some(chunk) = self.next_chunk(&mut rows, listed.as_mut())? {
             if settings.interrupt.is_interrupted() {
                 stop = Some(Stop::Interrupted);
                 break;
@@ -223,7 +230,17 @@ impl<'e> Run<'e> {
         // whole model and found keys in the state: a first run too, when one before it was
         // stopped part way (its rows were sent, and some may have left the model since).
         if model_complete && !self.diff.state_was_empty {
-            self.removed(keys, &mut pool, baseline_only).await?;
+            let gone = match listed {
+                Some(listed) => {
+                    // Every key the state had is gone, came with its row, or is unchanged.
+                    self.report.events.unchanged += self
+                        .state_rows
+                        .saturating_sub(listed.count + self.state_rows_in_model);
+                    Gone::Listed(listed)
+                }
+                None => Gone::Walk(keys),
+            };
+            self.removed(gone, &mut pool, baseline_only).await?;
         }
         if matches!(stop, Some(Stop::Interrupted)) {
             // No new call: what waits is pending, the calls in flight finish below.
@@ -251,17 +268,30 @@ impl<'e> Run<'e> {
         Ok(self.into_report(stop, baseline_only))
     }
 
-    /// The next chunk of readable rows (rows that could not be read are reported); `None` at
-    /// the model's end.
+    /// The next chunk of readable rows (rows that could not be read are reported, keys gone
+    /// from the model noted in `listed`); `None` at the model's end.
     fn next_chunk(
         &mut self,
-        rows: &mut impl Iterator<Item = Result<Prepared, String>>,
-    ) -> Option<Vec<Prepared>> {
+        rows: &mut impl Iterator<Item = Result<Read, String>>,
+        mut listed: Option<&mut Listed>,
+    ) -> Result<Option<Vec<Prepared>>, Error> {
         let size = self.settings.limits.chunk_rows;
         let mut chunk = Vec::with_capacity(size);
         for item in rows.by_ref() {
             match item {
-                Ok(read) => chunk.push(read),
+                Ok(Read::Row(read)) => chunk.push(read),
+                Ok(Read::Removed(key)) => match listed.as_deref_mut() {
+                    Some(listed) => listed.push(key)?,
+                    // Only a model diffed where it lives lists removed keys.
+                    None => {
+                        self.report.unreadable_rows += 1;
+                        self.report.row_errors.add(
+                            key,
+                            "unreadable",
+                            "a removed key came from a model read whole".to_owned(),
+                        );
+                    }
+                },
                 Err(e) => {
                     self.report.unreadable_rows += 1;
                     self.report.row_errors.add(String::new(), "unreadable", e);
@@ -271,7 +301,7 @@ impl<'e> Run<'e> {
                 break;
             }
         }
-        (!chunk.is_empty()).then_some(chunk)
+        Ok((!chunk.is_empty()).then_some(chunk))
     }
 
     /// A first run with `initial = "skip"`: the rows become the state, unsent.
@@ -326,7 +356,7 @@ impl<'e> Run<'e> {
     /// run with `initial = "skip"` that was stopped part way): they leave the state unsent.
     async fn removed(
         &mut self,
-        keys: ModelKeys,
+        gone: Gone,
         pool: &mut BuildPool,
         unsent: bool,
     ) -> Result<(), Error> {
@@ -334,7 +364,10 @@ impl<'e> Run<'e> {
         if !unsent {
             // Decided before any is sent: past the share, none is. Every key the state had is
             // in the model or gone, so no pass over the keys is needed to count the gone ones.
-            let removals = self.state_rows.saturating_sub(self.state_rows_in_model);
+            let removals = match &gone {
+                Gone::Walk(_) => self.state_rows.saturating_sub(self.state_rows_in_model),
+                Gone::Listed(listed) => listed.count,
+            };
             let share = self.settings.limits.max_removed_share;
             let allowed = (share * self.state_rows as f64).floor() as u64;
             if removals > allowed && share < 1.0 {
@@ -346,9 +379,20 @@ impl<'e> Run<'e> {
                 return Ok(());
             }
         }
-        let mut walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
+        let mut walk;
+        let mut listed;
+        let gone: Box<dyn Iterator<Item = Result<String, Error>> + Send + '_> = match gone {
+            Gone::Walk(keys) => {
+                walk = blocking(&self.state, move |s| keys.removal_walk(s, page_size)).await?;
+                Box::new(walk.gone()?)
+            }
+            Gone::Listed(keys) => {
+                listed = keys;
+                listed.keys()?
+            }
+        };
         let mut page = Vec::with_capacity(page_size);
-        for key in walk.gone()? {
+        for key in gone {
             page.push(key?);
             if page.len() == page_size {
                 let full = std::mem::replace(&mut page, Vec::with_capacity(page_size));

@@ -375,7 +375,7 @@ impl Iterator for PanickingSource {
         assert!(self.good > 0, "a bug in the source");
         self.good -= 1;
         let row = self.rows.next()?;
-        Some(Ok(kinesync_source::SourceRow { line: 1, row }))
+        Some(Ok(kinesync_source::SourceRow::new(1, row)))
     }
 }
 

@@ -174,9 +174,14 @@ pub async fn run_config(
     options: RunOptions,
 ) -> Result<(engine::RunReport, destination::Destination), Error> {
     // The state first: a run that another run holds it from stops before it reads anything.
-    let state = state_store(config, options.dry_run, options.run_id.as_deref())?;
-    let source = model::open(config)?;
-    let records = records_for(config, source.schema())?;
+    let (state, diff_against) = state_store(config, options.dry_run, options.run_id.as_deref())?;
+    // The diff runs in the warehouse when the state is there, except on a resync (every row
+    // goes again: there is nothing to leave in the warehouse).
+    let model = match diff_against.filter(|_| !options.resync) {
+        Some(state_rows) => model::open_diffed(config, &state_rows)?,
+        None => model::Model::Whole(model::open(config)?),
+    };
+    let records = records_for(config, model.schema())?;
     let observer = options
         .call_log
         .clone()
@@ -248,7 +253,10 @@ pub async fn run_config(
         run = options.run_id.as_deref().unwrap_or("dry run"),
         "sync starting"
     );
-    let report = engine.run_source(source).await;
+    let report = match model {
+        model::Model::Whole(source) => engine.run_source(source).await,
+        model::Model::Diffed(source) => engine.run_delta(source).await,
+    };
     if let Some(log) = &options.call_log {
         log.flush();
     }
@@ -259,14 +267,25 @@ pub async fn run_config(
 /// either: with none there yet, it diffs against an empty store. Nor does it upgrade a state
 /// file an older kinesync wrote: it reads it as it is, and takes no lock (it only reads). A
 /// run takes the store's lock: one sync at a time per state.
+///
+/// With it, for a state in the warehouse, the table a diff there joins the model with.
 fn state_store(
     config: &Config,
     dry_run: bool,
     run_id: Option<&str>,
-) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
+) -> Result<(Box<dyn kinesync_state::StateStore>, Option<String>), Error> {
     if let Some(schema) = &config.sync.state_schema {
         return model::warehouse_state(config, schema, dry_run);
     }
+    Ok((state_file(config, dry_run, run_id)?, None))
+}
+
+/// The `[sync] state` file (see [`state_store`]).
+fn state_file(
+    config: &Config,
+    dry_run: bool,
+    run_id: Option<&str>,
+) -> Result<Box<dyn kinesync_state::StateStore>, Error> {
     let path = config.state_path();
     if config
         .sync

@@ -7,7 +7,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kinesync_source::{Connection, PostgresSource, PostgresSpec, RowSource};
+use std::sync::Arc;
+
+use kinesync_payload::Schema;
+use kinesync_source::{
+    Connection, DeltaSource, DiffPlace, PostgresDelta, PostgresSource, PostgresSpec, RowSource,
+};
 use kinesync_state::{MemoryStore, PostgresStore, StateStore};
 
 use std::path::PathBuf;
@@ -63,6 +68,53 @@ impl SourceConfig {
     }
 }
 
+/// A model as a run reads it.
+pub enum Model {
+    /// Every row, diffed by kinesync.
+    Whole(Box<dyn RowSource>),
+    /// Diffed where it lives: only the rows that may need sending, and the keys gone.
+    Diffed(Box<dyn DeltaSource>),
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Whole(_) => "Model::Whole",
+            Self::Diffed(_) => "Model::Diffed",
+        })
+    }
+}
+
+impl Model {
+    /// The model's columns and primary key.
+    pub fn schema(&self) -> &Arc<Schema> {
+        match self {
+            Self::Whole(source) => source.schema(),
+            Self::Diffed(source) => source.schema(),
+        }
+    }
+}
+
+/// The Postgres model of `config`'s `[source]`, diffed in the warehouse against the state
+/// table `state_rows` (see [`PostgresDelta`]); read whole when the diff cannot run there
+/// (a key whose type the join cannot match), with a warning saying why.
+pub fn open_diffed(config: &Config, state_rows: &str) -> Result<Model, Error> {
+    let spec = postgres_spec(config, config.source()?)?;
+    Ok(match PostgresDelta::open(&spec, state_rows)? {
+        DiffPlace::Warehouse(delta) => {
+            tracing::debug!(
+                statement = delta.statement(),
+                "the diff runs in the warehouse"
+            );
+            Model::Diffed(Box::new(delta))
+        }
+        DiffPlace::Kinesync { source, why } => {
+            tracing::warn!("the diff runs in kinesync, over the whole model: {why}");
+            Model::Whole(Box::new(source))
+        }
+    })
+}
+
 /// The model of `config`'s `[source]`.
 pub fn open(config: &Config) -> Result<Box<dyn RowSource>, Error> {
     let source = config.source()?;
@@ -102,9 +154,15 @@ fn postgres_spec(config: &Config, source: &SourceConfig) -> Result<PostgresSpec,
             "[source.types] applies to CSV models only; Postgres columns carry their own types (cast in the query to change one)",
         ));
     }
+    let mut whole_table = None;
     let query = match (&source.query, &source.table) {
         (Some(query), None) => query.clone(),
-        (None, Some(table)) => format!("SELECT * FROM {}", table_name(config, table)?),
+        (None, Some(table)) => {
+            let table = table_name(config, table)?;
+            let query = format!("SELECT * FROM {table}");
+            whole_table = Some(table);
+            query
+        }
         (Some(_), Some(_)) => {
             return Err(config.invalid(
                 "[source] has both query and table: keep one (table = \"schema.name\" reads it whole)",
@@ -119,6 +177,7 @@ fn postgres_spec(config: &Config, source: &SourceConfig) -> Result<PostgresSpec,
     let connection = connection(config, source)?;
     let mut spec = PostgresSpec::new(connection, query, source.primary_key.clone());
     spec.statement_timeout = source.statement_timeout_seconds.map(Duration::from_secs);
+    spec.table = whole_table;
     Ok(spec)
 }
 
@@ -144,21 +203,25 @@ fn connection(config: &Config, source: &SourceConfig) -> Result<Connection, Erro
 /// The state `[sync] state_schema` keeps in the warehouse: tables in the Postgres model's
 /// database. A dry run reads it as it is (an empty state when no run made it yet), writes
 /// nothing and takes no lock.
+///
+/// With it, the table a diff in the warehouse joins the model with, once a first run has
+/// recorded its baseline (until then every row is sent, and the model is read whole).
 pub(crate) fn warehouse_state(
     config: &Config,
     schema: &str,
     dry_run: bool,
-) -> Result<Box<dyn StateStore>, Error> {
+) -> Result<(Box<dyn StateStore>, Option<String>), Error> {
     let (client, place, name) = warehouse_connection(config)?;
-    if dry_run {
-        return Ok(
-            match PostgresStore::open_read_only(client, place, schema, &name)? {
-                Some(store) => Box::new(store),
-                None => Box::new(MemoryStore::new()),
-            },
-        );
-    }
-    Ok(Box::new(PostgresStore::open(client, place, schema, &name)?))
+    let store = if dry_run {
+        match PostgresStore::open_read_only(client, place, schema, &name)? {
+            Some(store) => store,
+            None => return Ok((Box::new(MemoryStore::new()), None)),
+        }
+    } else {
+        PostgresStore::open(client, place, schema, &name)?
+    };
+    let diff_against = store.has_baseline()?.then(|| store.rows_table().to_owned());
+    Ok((Box::new(store), diff_against))
 }
 
 /// The state `[sync] state_schema` keeps in the warehouse, opened to write (and locked);

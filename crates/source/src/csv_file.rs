@@ -260,7 +260,7 @@ impl<R: Read + Send> Iterator for CsvSource<R> {
                     check_key(
                         &self.schema,
                         || self.locator().at(line),
-                        SourceRow { line, row },
+                        SourceRow::new(line, row),
                     )
                 }))
             }

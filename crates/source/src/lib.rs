@@ -46,7 +46,9 @@ use kinesync_payload::{Row, Schema, SchemaError, Value};
 pub use background::{BackgroundSource, ReadAhead, ReaderStopped, read_ahead};
 pub use csv_file::CsvSource;
 pub use ndjson::{NdjsonSource, scan_columns};
-pub use postgres::{Connection, FETCH_ROWS, PostgresSource, PostgresSpec};
+pub use postgres::{
+    Connection, DiffPlace, FETCH_ROWS, PostgresDelta, PostgresSource, PostgresSpec,
+};
 pub use sqlite::SqliteSource;
 
 /// Why a source could not be read, with the file and line (or query row) it concerns.
@@ -237,11 +239,57 @@ pub enum SourceError {
 
 /// A row read from a source, with where it was read.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SourceRow {
     /// The 1-based line (files) or row of the query's result (SQLite) the row came from.
     pub line: u64,
     /// The row.
     pub row: Row,
+    /// The row's fingerprint as the source computed it, used in place of the engine's own:
+    /// a Postgres model's rows are fingerprinted by the server (see [`PostgresSource`]), so
+    /// that the state's fingerprints are the ones a diff in the warehouse compares. `None`
+    /// for the other sources.
+    pub fingerprint: Option<u128>,
+}
+
+impl SourceRow {
+    /// `row`, read at `line` (0 when unknown).
+    pub fn new(line: u64, row: Row) -> Self {
+        Self {
+            line,
+            row,
+            fingerprint: None,
+        }
+    }
+
+    /// The row with the fingerprint its source computed.
+    pub fn with_fingerprint(mut self, fingerprint: u128) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+}
+
+/// What a model diffed in the warehouse gives: the rows that may need sending, and the keys
+/// that left it (see [`DeltaSource`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeltaItem {
+    /// A model row whose key the state lacks, whose fingerprint differs from the state's, or
+    /// whose last record is in doubt.
+    Row(SourceRow),
+    /// A key the state has and the model no longer does.
+    Removed(String),
+}
+
+/// A model whose diff against the state ran where the model lives: only the rows that may
+/// need sending come, and the keys gone from the model, each once. Rows the state holds
+/// unchanged never leave the warehouse. Read from a snapshot taken while the sync held its
+/// state's lock, so that what the state held then is what the diff compared with.
+pub trait DeltaSource: Iterator<Item = Result<DeltaItem, SourceError>> + Send {
+    /// The model's columns and primary key.
+    fn schema(&self) -> &Arc<Schema>;
+
+    /// How to name the place of a row in messages.
+    fn locator(&self) -> Locator;
 }
 
 /// Says where a row numbered by [`SourceRow::line`] is, for messages about it.

@@ -116,10 +116,10 @@ impl<R: BufRead> NdjsonSource<R> {
             };
             let columns = object.0.iter().map(|(k, _)| k.clone()).collect();
             source.schema = source.schema_of(columns, primary_key)?;
-            source.first = Some(SourceRow {
+            source.first = Some(SourceRow::new(
                 line,
-                row: Row::new(object.0.into_iter().map(|(_, v)| v).collect()),
-            });
+                Row::new(object.0.into_iter().map(|(_, v)| v).collect()),
+            ));
             return Ok(source);
         }
     }
@@ -399,10 +399,7 @@ impl<R: BufRead + Send> Iterator for NdjsonSource<R> {
         let read = match self.first.take() {
             Some(first) => Ok(first),
             None => match self.next_line() {
-                Ok(true) => self.row().map(|row| SourceRow {
-                    line: self.line,
-                    row,
-                }),
+                Ok(true) => self.row().map(|row| SourceRow::new(self.line, row)),
                 Ok(false) => return None,
                 Err(e) => {
                     self.failed = true;

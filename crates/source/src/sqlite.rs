@@ -173,10 +173,7 @@ fn convert(
     check_key(
         schema,
         || locator.at(line),
-        SourceRow {
-            line,
-            row: Row::new(values),
-        },
+        SourceRow::new(line, Row::new(values)),
     )
 }
 

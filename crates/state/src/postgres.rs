@@ -359,6 +359,12 @@ impl PostgresStore {
         done.map_err(|e| self.error(&e))
     }
 
+    /// The table of the rows, quoted and schema-qualified (`"kinesync"."kinesync_users_rows"`):
+    /// what a diff in the warehouse joins the model with.
+    pub fn rows_table(&self) -> &str {
+        &self.rows
+    }
+
     /// Where the state is: `postgres://user@host:port/database (schema.table)`.
     pub fn describe(&self) -> String {
         format!("{} ({})", self.place, self.rows)

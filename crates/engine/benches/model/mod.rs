@@ -60,10 +60,7 @@ impl Iterator for Generated {
 
     fn next(&mut self) -> Option<Self::Item> {
         let i = self.rows.next()?;
-        Some(Ok(SourceRow {
-            line: i as u64 + 1,
-            row: row(i, self.generation),
-        }))
+        Some(Ok(SourceRow::new(i as u64 + 1, row(i, self.generation))))
     }
 }
 

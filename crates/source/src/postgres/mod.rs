@@ -24,6 +24,7 @@
 //! refuses a server without it, `disable` never uses it.
 
 mod connection;
+mod delta;
 mod values;
 
 use std::fmt;
@@ -34,6 +35,7 @@ use kinesync_payload::{Row, Schema, Value};
 use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 pub use self::connection::Connection;
+pub use self::delta::{DiffPlace, PostgresDelta};
 use self::values::{Conversion, conversion, convert, quoted};
 
 use crate::{Locator, RowSource, SourceError, SourceRow};
@@ -55,6 +57,10 @@ pub struct PostgresSpec {
     pub primary_key: String,
     /// The longest one statement (the query's preparation, a fetch) may run; none by default.
     pub statement_timeout: Option<Duration>,
+    /// The table the query reads whole (`"public"."users"`, quoted), when the model is one: a
+    /// diff in the warehouse trusts a unique index on its key column instead of counting
+    /// the keys (see [`PostgresDelta`]).
+    pub table: Option<String>,
 }
 
 impl PostgresSpec {
@@ -69,11 +75,16 @@ impl PostgresSpec {
             query: query.into(),
             primary_key: primary_key.into(),
             statement_timeout: None,
+            table: None,
         }
     }
 }
 
 /// The rows of a query, streamed from a PostgreSQL server.
+///
+/// Each row's fingerprint is computed by the server (the MD5 of the row's text, after its
+/// columns' names and types), so that a state written from these rows can later be diffed in
+/// the warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
     /// Taken only by `drop`.
     client: Option<Client>,
@@ -84,9 +95,13 @@ pub struct PostgresSource {
     batch: std::vec::IntoIter<SimpleQueryRow>,
     /// Rows handed out so far.
     row: u64,
+    /// Bytes of the values read so far.
+    bytes: u64,
     /// The cursor gave its last row, or a fetch failed: nothing more comes.
     done: bool,
     fetch: String,
+    /// Whether the cursor is the diff's (rows and removed keys) or the whole model's.
+    delta: bool,
 }
 
 impl fmt::Debug for PostgresSource {
@@ -98,26 +113,36 @@ impl fmt::Debug for PostgresSource {
     }
 }
 
-impl PostgresSource {
-    /// Connects, checks the query and its columns' types, and opens the cursor; no row is
-    /// read yet.
-    ///
-    /// The client blocks on a runtime of its own, which tokio forbids on a thread that drives
-    /// a runtime; so opening happens on a thread of its own, and may be called from async
-    /// code. Reading the rows must happen off the async threads, as the engine's reader thread
-    /// does.
-    pub fn open(spec: &PostgresSpec) -> Result<Self, SourceError> {
-        off_the_runtime(|| Self::open_here(spec))
-    }
+/// A prepared model query: its columns, and the SQL that reads each one.
+struct Prepared {
+    client: Client,
+    place: String,
+    /// The query, trimmed of a final `;`.
+    query: String,
+    schema: Arc<Schema>,
+    conversions: Vec<Conversion>,
+    /// Each column's SQL over the alias [`CURSOR`].
+    projection: Vec<String>,
+    /// The key column's type.
+    key_type: postgres::types::Type,
+    /// The SQL of a row's fingerprint (hex MD5 text), over the row's alias `alias`.
+    fingerprint_prefix: String,
+}
 
-    fn open_here(spec: &PostgresSpec) -> Result<Self, SourceError> {
+impl Prepared {
+    /// Connects, sets the session up and prepares the query (which checks it and gives its
+    /// columns' types without running it); a column of a type not mapped is an error naming
+    /// it and the cast to write.
+    fn open(spec: &PostgresSpec) -> Result<Self, SourceError> {
         let (mut client, place) = spec.connection.connect_here()?;
         let error = |message: String| SourceError::Postgres {
             location: place.clone(),
             message,
         };
+        // One text form for every value, whatever the server's defaults: the rows'
+        // fingerprints (computed from their text) must not change with the session.
         let mut setup = String::from(
-            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'; ",
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'; SET standard_conforming_strings = on; SET bytea_output = 'hex'; ",
         );
         if let Some(timeout) = spec.statement_timeout {
             setup.push_str(&format!(
@@ -128,10 +153,15 @@ impl PostgresSource {
         client
             .batch_execute(&setup)
             .map_err(|e| error(query_error(&spec.query, &e)))?;
-        let query = spec.query.trim().trim_end_matches(';').trim_end();
+        let query = spec
+            .query
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .to_owned();
         let statement = client
-            .prepare(query)
-            .map_err(|e| error(query_error(query, &e)))?;
+            .prepare(&query)
+            .map_err(|e| error(query_error(&query, &e)))?;
         let names: Vec<String> = statement
             .columns()
             .iter()
@@ -146,8 +176,10 @@ impl PostgresSource {
         let mut conversions = Vec::with_capacity(names.len());
         let mut projection = Vec::with_capacity(names.len());
         let mut unmapped = Vec::new();
+        let mut described = String::from("kinesync 1");
         for column in statement.columns() {
             let name = quoted(column.name());
+            described.push_str(&format!(" {name} {}", column.type_().name()));
             match conversion(column.type_(), &format!("{CURSOR}.{name}")) {
                 Some((conversion, sql)) => {
                     conversions.push(conversion);
@@ -164,23 +196,134 @@ impl PostgresSource {
         if !unmapped.is_empty() {
             return Err(error(unmapped.join("; ")));
         }
-        let declare = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; DECLARE {CURSOR} NO SCROLL CURSOR FOR SELECT {} FROM ({query}) AS {CURSOR}",
-            projection.join(", ")
-        );
-        client
-            .batch_execute(&declare)
-            .map_err(|e| error(query_error(query, &e)))?;
+        let key_type = statement.columns()[schema.primary_key_index()]
+            .type_()
+            .clone();
         Ok(Self {
-            client: Some(client),
+            client,
+            place,
+            query,
             schema,
             conversions,
-            place,
+            projection,
+            key_type,
+            // The columns' names and types come first, so that a renamed column or a new
+            // type changes every fingerprint, as it changes every message.
+            fingerprint_prefix: literal(&format!("{described}\n")),
+        })
+    }
+
+    /// The SQL of the fingerprint of the row aliased `alias`: the hex MD5 of its text, after
+    /// the columns' names and types.
+    fn fingerprint(&self, alias: &str) -> String {
+        format!("md5({} || ROW({alias}.*)::text)", self.fingerprint_prefix)
+    }
+
+    /// Opens the cursor over `select` in a read-only snapshot (after running `first` in it,
+    /// when given), and gives the source that reads it.
+    fn declare(
+        mut self,
+        select: &str,
+        delta: bool,
+        first: impl FnOnce(&mut Client) -> Result<(), SourceError>,
+    ) -> Result<PostgresSource, SourceError> {
+        let error = |e: &postgres::Error| SourceError::Postgres {
+            location: self.place.clone(),
+            message: query_error(&self.query, e),
+        };
+        self.client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(|e| error(&e))?;
+        first(&mut self.client)?;
+        self.client
+            .batch_execute(&format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {select}"))
+            .map_err(|e| error(&e))?;
+        Ok(PostgresSource {
+            client: Some(self.client),
+            schema: self.schema,
+            conversions: self.conversions,
+            place: self.place,
             batch: Vec::new().into_iter(),
             row: 0,
+            bytes: 0,
             done: false,
             fetch: format!("FETCH {FETCH_ROWS} FROM {CURSOR}"),
+            delta,
         })
+    }
+}
+
+/// `text` as an SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+impl PostgresSource {
+    /// Connects, checks the query and its columns' types, and opens the cursor; no row is
+    /// read yet.
+    ///
+    /// The client blocks on a runtime of its own, which tokio forbids on a thread that drives
+    /// a runtime; so opening happens on a thread of its own, and may be called from async
+    /// code. Reading the rows must happen off the async threads, as the engine's reader thread
+    /// does.
+    pub fn open(spec: &PostgresSpec) -> Result<Self, SourceError> {
+        off_the_runtime(|| Self::whole(Prepared::open(spec)?))
+    }
+
+    /// The cursor over every row of the prepared query.
+    fn whole(prepared: Prepared) -> Result<Self, SourceError> {
+        let select = format!(
+            "SELECT {}, {} FROM ({}) AS {CURSOR}",
+            prepared.projection.join(", "),
+            prepared.fingerprint(CURSOR),
+            prepared.query
+        );
+        prepared.declare(&select, false, |_| Ok(()))
+    }
+
+    /// Rows read so far, and the bytes of their values.
+    pub fn read_so_far(&self) -> (u64, u64) {
+        (self.row, self.bytes)
+    }
+
+    /// The next row of the cursor, fetching when the last batch is used up; `None` at the end.
+    fn next_fetched(&mut self) -> Option<Result<SimpleQueryRow, SourceError>> {
+        loop {
+            if let Some(row) = self.batch.next() {
+                self.row += 1;
+                self.bytes += (0..row.len())
+                    .map(|i| row.get(i).map_or(0, str::len) as u64)
+                    .sum::<u64>();
+                return Some(Ok(row));
+            }
+            if self.done {
+                return None;
+            }
+            match self.fetch() {
+                Ok(rows) if rows.is_empty() => {
+                    self.done = true;
+                    tracing::info!(
+                        model = %self.place,
+                        rows = self.row,
+                        bytes = self.bytes,
+                        diff = if self.delta { "in the warehouse" } else { "by kinesync" },
+                        "model read"
+                    );
+                    // The snapshot is no longer needed; a failure here changes nothing read.
+                    if let Some(client) = self.client.as_mut() {
+                        client.batch_execute("COMMIT").ok();
+                    }
+                    return None;
+                }
+                Ok(rows) => self.batch = rows.into_iter(),
+                Err(e) => {
+                    // A connection lost mid-read ends the rows with its error: the engine
+                    // then decides nothing about removed rows.
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 
     /// The next rows from the cursor; an empty batch at the end.
@@ -204,18 +347,27 @@ impl PostgresSource {
             .collect())
     }
 
-    /// The values of one fetched row.
-    fn values(&self, row: &SimpleQueryRow) -> Result<Row, SourceError> {
-        let mut values = Vec::with_capacity(self.conversions.len());
+    /// An error about the row just read.
+    fn row_error(&self, message: String) -> SourceError {
+        SourceError::Postgres {
+            location: format!("{}, query row {}", self.place, self.row),
+            message,
+        }
+    }
+
+    /// The model row of one fetched row, with the fingerprint the server computed.
+    fn source_row(&self, row: &SimpleQueryRow) -> Result<SourceRow, SourceError> {
+        let columns = self.conversions.len();
+        let mut values = Vec::with_capacity(columns);
         for (index, conversion) in self.conversions.iter().enumerate() {
             let value = match row.get(index) {
                 None => Value::Null,
-                Some(text) => {
-                    convert(*conversion, text).map_err(|message| SourceError::Postgres {
-                        location: format!("{}, query row {}", self.place, self.row),
-                        message: format!("column {:?}: {message}", self.schema.columns()[index]),
-                    })?
-                }
+                Some(text) => convert(*conversion, text).map_err(|message| {
+                    self.row_error(format!(
+                        "column {:?}: {message}",
+                        self.schema.columns()[index]
+                    ))
+                })?,
             };
             values.push(value);
         }
@@ -226,7 +378,11 @@ impl PostgresSource {
                 column: self.schema.columns()[key].clone(),
             });
         }
-        Ok(Row::new(values))
+        let fingerprint = row
+            .get(columns)
+            .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+            .ok_or_else(|| self.row_error("the server gave no fingerprint".to_owned()))?;
+        Ok(SourceRow::new(self.row, Row::new(values)).with_fingerprint(fingerprint))
     }
 }
 
@@ -234,35 +390,9 @@ impl Iterator for PostgresSource {
     type Item = Result<SourceRow, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(row) = self.batch.next() {
-                self.row += 1;
-                return Some(self.values(&row).map(|row| SourceRow {
-                    line: self.row,
-                    row,
-                }));
-            }
-            if self.done {
-                return None;
-            }
-            match self.fetch() {
-                Ok(rows) if rows.is_empty() => {
-                    self.done = true;
-                    // The snapshot is no longer needed; a failure here changes nothing read.
-                    if let Some(client) = self.client.as_mut() {
-                        client.batch_execute("COMMIT").ok();
-                    }
-                    return None;
-                }
-                Ok(rows) => self.batch = rows.into_iter(),
-                Err(e) => {
-                    // A connection lost mid-read ends the rows with its error: the engine
-                    // then decides nothing about removed rows.
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
+        debug_assert!(!self.delta, "a diff's cursor is read by PostgresDelta");
+        let row = self.next_fetched()?;
+        Some(row.and_then(|row| self.source_row(&row)))
     }
 }
 
@@ -288,7 +418,7 @@ impl RowSource for PostgresSource {
 
 /// Runs `work` on a thread of its own and gives its result: the client blocks on a runtime of
 /// its own, which tokio forbids on a thread that drives a runtime.
-pub(super) fn off_the_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+fn off_the_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         scope
             .spawn(work)

@@ -1,0 +1,230 @@
+//! The diff in the warehouse: the model query joined with the state's table on the primary
+//! key, in one statement, so that only the rows that may need sending (added, changed, in
+//! doubt) and the keys gone from the model leave the server.
+//!
+//! The statement, for a model `q` keyed by `id` and the state table `s`:
+//!
+//! ```sql
+//! SELECT <q's columns, each as PostgresSource reads it>, m.fingerprint, m.key,
+//!        CASE WHEN m.present IS NULL THEN s.key END       -- a removed key
+//! FROM (SELECT q.*, md5(<names and types> || ROW(q.*)::text) AS fingerprint,
+//!              to_json(q.id)::text AS key, true AS present
+//!       FROM (<query>) AS q) AS m
+//! FULL JOIN s ON s.key = m.key COLLATE "C"
+//! WHERE m.present IS NULL OR s.key IS NULL OR s.doubt IS NOT NULL
+//!    OR s.fingerprint <> decode(m.fingerprint, 'hex')
+//! ```
+//!
+//! It compares what the state holds with what [`PostgresSource`] would give: the state keeps
+//! each key as its JSON text and the fingerprint the server computed for the row last sent
+//! (every Postgres model's rows carry it, whichever store keeps the state). So the join is
+//! exact only for keys whose JSON text the server writes as kinesync does: integers, text
+//! and UUIDs. A key of another type is diffed by kinesync, the model read whole
+//! ([`DiffPlace::Kinesync`]); and every row that comes back has its key checked against the
+//! server's text, so that a mismatch stops the run instead of sending wrong removals.
+//!
+//! A key read twice would hide in the join (two rows equal to the stored one come back as
+//! none). A model that is a table with a unique index on its key column cannot have one; any
+//! other model's keys are counted first, in the same snapshot, and a duplicate stops the run
+//! before anything is sent.
+
+use std::fmt;
+use std::sync::Arc;
+
+use kinesync_payload::Schema;
+use postgres::types::Type;
+
+use super::{CURSOR, PostgresSource, PostgresSpec, Prepared, off_the_runtime, query_error, quoted};
+use crate::{DeltaItem, DeltaSource, Locator, SourceError};
+
+/// The key types whose JSON text the server writes as kinesync does.
+const JOINABLE_KEYS: [Type; 6] = [
+    Type::INT2,
+    Type::INT4,
+    Type::INT8,
+    Type::TEXT,
+    Type::VARCHAR,
+    Type::UUID,
+];
+
+/// Where a sync's diff runs.
+#[derive(Debug)]
+pub enum DiffPlace {
+    /// In the warehouse: only what may need sending comes.
+    Warehouse(PostgresDelta),
+    /// In kinesync, from the whole model: the diff cannot run in the warehouse, for the
+    /// reason given.
+    Kinesync {
+        /// The whole model.
+        source: PostgresSource,
+        /// Why not in the warehouse.
+        why: String,
+    },
+}
+
+/// A Postgres model diffed against the state's table in the warehouse (see the module's
+/// documentation).
+pub struct PostgresDelta {
+    source: PostgresSource,
+    /// The diff's statement.
+    statement: String,
+}
+
+impl fmt::Debug for PostgresDelta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresDelta")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresDelta {
+    /// The model of `spec`, diffed against the state table `state_rows` (its quoted, schema
+    /// qualified name: a [`PostgresStore`]'s rows), read by the same role; or the whole model
+    /// when the diff cannot run there. Like [`PostgresSource::open`], callable from async code.
+    ///
+    /// Open it after the state is opened (and so locked): the diff compares the model with
+    /// the state as it was then.
+    ///
+    /// [`PostgresStore`]: https://docs.rs/kinesync-state
+    pub fn open(spec: &PostgresSpec, state_rows: &str) -> Result<DiffPlace, SourceError> {
+        off_the_runtime(|| Self::open_here(spec, state_rows))
+    }
+
+    fn open_here(spec: &PostgresSpec, state_rows: &str) -> Result<DiffPlace, SourceError> {
+        let mut prepared = Prepared::open(spec)?;
+        if !JOINABLE_KEYS.contains(&prepared.key_type) {
+            let why = format!(
+                "the primary key {:?} is of type {}, whose JSON text the server does not write as kinesync does; cast it in the query (::text or ::int8) to diff in the warehouse",
+                spec.primary_key,
+                prepared.key_type.name()
+            );
+            return Ok(DiffPlace::Kinesync {
+                source: PostgresSource::whole(prepared)?,
+                why,
+            });
+        }
+        let key = format!("to_json(kinesync_row.{})::text", quoted(&spec.primary_key));
+        let unique = match &spec.table {
+            Some(table) => key_is_unique(&mut prepared, table, &spec.primary_key)?,
+            None => false,
+        };
+        let statement = format!(
+            "SELECT {projection}, {CURSOR}.\"kinesync fingerprint\", {CURSOR}.\"kinesync key\",
+                    CASE WHEN {CURSOR}.\"kinesync present\" IS NULL THEN kinesync_state.key END
+             FROM (SELECT kinesync_row.*, {fingerprint} AS \"kinesync fingerprint\",
+                          {key} AS \"kinesync key\", true AS \"kinesync present\"
+                   FROM ({query}) AS kinesync_row) AS {CURSOR}
+             FULL JOIN {state_rows} AS kinesync_state
+               ON kinesync_state.key = {CURSOR}.\"kinesync key\" COLLATE \"C\"
+             WHERE {CURSOR}.\"kinesync present\" IS NULL OR kinesync_state.key IS NULL
+                OR kinesync_state.doubt IS NOT NULL
+                OR kinesync_state.fingerprint <> decode({CURSOR}.\"kinesync fingerprint\", 'hex')",
+            projection = prepared.projection.join(", "),
+            fingerprint = prepared.fingerprint("kinesync_row"),
+            query = prepared.query,
+        );
+        let duplicates = format!(
+            "SELECT k FROM (SELECT {key} AS k FROM ({}) AS kinesync_row) AS keys
+             WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1",
+            prepared.query
+        );
+        let (place, query, primary_key) = (
+            prepared.place.clone(),
+            prepared.query.clone(),
+            spec.primary_key.clone(),
+        );
+        let source = prepared.declare(&statement, true, |client| {
+            if unique {
+                return Ok(());
+            }
+            let found = client
+                .query_opt(&duplicates, &[])
+                .map_err(|e| SourceError::Postgres {
+                    location: place.clone(),
+                    message: query_error(&query, &e),
+                })?;
+            match found {
+                Some(row) => Err(SourceError::Postgres {
+                    location: place,
+                    message: format!(
+                        "primary key {} (column {primary_key:?}) appears more than once in the model; primary keys must be unique. Nothing was sent",
+                        row.get::<_, String>(0)
+                    ),
+                }),
+                None => Ok(()),
+            }
+        })?;
+        Ok(DiffPlace::Warehouse(Self { source, statement }))
+    }
+
+    /// The diff's statement, as the server runs it (to time it alone, say).
+    pub fn statement(&self) -> &str {
+        &self.statement
+    }
+
+    /// Rows read so far (rows that may need sending and removed keys), and the bytes of their
+    /// values.
+    pub fn read_so_far(&self) -> (u64, u64) {
+        self.source.read_so_far()
+    }
+}
+
+/// Whether `table` has a unique index on exactly its column `column` (no expression, no
+/// predicate): then its keys cannot repeat.
+fn key_is_unique(prepared: &mut Prepared, table: &str, column: &str) -> Result<bool, SourceError> {
+    let found = prepared.client.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+           WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
+             AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)",
+        &[&table, &column],
+    );
+    found
+        .map(|row| row.get(0))
+        .map_err(|e| SourceError::Postgres {
+            location: prepared.place.clone(),
+            message: query_error(table, &e),
+        })
+}
+
+impl Iterator for PostgresDelta {
+    type Item = Result<DeltaItem, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let row = match self.source.next_fetched()? {
+            Ok(row) => row,
+            Err(e) => return Some(Err(e)),
+        };
+        let columns = self.source.conversions.len();
+        if let Some(removed) = row.get(columns + 2) {
+            return Some(Ok(DeltaItem::Removed(removed.to_owned())));
+        }
+        let read = match self.source.source_row(&row) {
+            Ok(read) => read,
+            Err(e) => return Some(Err(e)),
+        };
+        // The join matched the server's text of the key; the state holds kinesync's.
+        let ours = read
+            .row
+            .get(self.source.schema.primary_key_index())
+            .to_json_string();
+        let theirs = row.get(columns + 1).unwrap_or_default();
+        if ours != theirs {
+            return Some(Err(self.source.row_error(format!(
+                "the server writes this row's key as {theirs} and kinesync as {ours}, so the diff in the warehouse cannot match it with the state; nothing was decided about removed rows (report this, with the key's type)"
+            ))));
+        }
+        Some(Ok(DeltaItem::Row(read)))
+    }
+}
+
+impl DeltaSource for PostgresDelta {
+    fn schema(&self) -> &Arc<Schema> {
+        &self.source.schema
+    }
+
+    fn locator(&self) -> Locator {
+        Locator::query_rows(&self.source.place)
+    }
+}
