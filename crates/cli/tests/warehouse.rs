@@ -329,6 +329,29 @@ fn the_state_kept_in_the_warehouse_syncs_locks_dry_runs_and_resets() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["events"]["changed"], 5, "{report}");
     assert_eq!(report["records"]["acknowledged"], 5, "{report}");
+    // The diff ran in the warehouse: only the changed rows came.
+    assert_eq!(
+        (&report["diffed_at_source"], &report["rows_read"]),
+        (&serde_json::json!(true), &serde_json::json!(5)),
+        "{report}"
+    );
+    assert_eq!(report["events"]["unchanged"], 495, "{report}");
+    assert!(
+        text.contains("rows read 5 (diffed in the warehouse)"),
+        "{text}"
+    );
+    // A dry run diffs there too, and changes nothing.
+    pg.psql(&db, "DELETE FROM users WHERE id = 9");
+    let (output, text) = sync(&config, &url, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("(diffed in the warehouse)") && text.contains("removed 1"),
+        "{text}"
+    );
+    pg.psql(
+        &db,
+        "INSERT INTO users VALUES (9, 'user9@example.com', 9, '{}')",
+    );
 
     // One sync at a time: a run finds the state held by another and stops before reading.
     let (client, place) = kinesync::source::Connection::new(url.clone())
