@@ -2,9 +2,12 @@
 # Warehouse benchmark: times `kinesync sync` (the release binary) over the reference rows held
 # in a PostgreSQL table, into a simulated 4-shard stream without limits: a backfill, then a run after one
 # UPDATE of 1% of the rows; with the state in the local SQLite file, then in the warehouse
-# (`[sync] state_schema`). The same rows from an NDJSON file run first, as the baseline the
-# Postgres source is compared with. Prints rows/s, seconds and peak memory (maximum resident
-# set size, from /usr/bin/time) of each run.
+# (`[sync] state_schema`, where the diff runs in the warehouse). The same rows from an NDJSON
+# file run first, as the baseline the Postgres source is compared with. Prints rows/s, seconds,
+# bytes read from Postgres (the values of the rows that came, as kinesync logs them) and peak
+# memory (maximum resident set size, from /usr/bin/time) of each run; and, for the state in the
+# warehouse, the time the diff's statement takes alone in psql (the statement as kinesync logs
+# it), to compare the 1% run with.
 #
 #   scripts/bench-warehouse.sh [ROWS]          # default 1000000; the documented run is 10000000
 #   KINESYNC_BIN=path/to/kinesync scripts/bench-warehouse.sh
@@ -53,15 +56,15 @@ VACUUM ANALYZE users;
 SQL
 echo "table: $(psql -A -t -c "SELECT pg_size_pretty(pg_total_relation_size('users'))")"
 
-# One timed run: prints "seconds peak_kib".
+# One timed run: prints "seconds peak_kib bytes_from_postgres".
 timed_sync() {
-    WAREHOUSE_URL="$url" /usr/bin/time -f "%e %M" -o "$work/time" "$kinesync" sync --config "$work/kinesync.toml" >"$work/out" 2>"$work/err" || {
+    RUST_LOG=info,kinesync=debug WAREHOUSE_URL="$url" /usr/bin/time -f "%e %M" -o "$work/time" "$kinesync" sync --config "$work/kinesync.toml" >"$work/out" 2>"$work/err" || {
         echo "kinesync sync failed:" >&2
         cat "$work/out" "$work/err" >&2
         exit 1
     }
     grep -q '^complete' "$work/out" || { cat "$work/out" >&2; exit 1; }
-    cat "$work/time"
+    echo "$(cat "$work/time") $(grep -o 'bytes=[0-9]*' "$work/err" | tail -1 | cut -d= -f2)"
 }
 
 config() {
@@ -74,9 +77,11 @@ config() {
 }
 
 report() {
-    awk -v name="$1" -v rows="$rows" -v bs="$2" -v bk="$3" -v cs="$4" -v ck="$5" 'BEGIN {
-        printf "%-26s backfill %8.0f rows/s (%6.2f s, peak %4.0f MiB)", name, rows / bs, bs, bk / 1024
-        if (cs != "") printf " | 1%% changed %6.2f s (peak %4.0f MiB)", cs, ck / 1024
+    awk -v name="$1" -v rows="$rows" -v bs="$2" -v bk="$3" -v bb="$4" -v cs="$5" -v ck="$6" -v cb="$7" 'BEGIN {
+        printf "%-26s backfill %8.0f rows/s (%6.2f s, peak %4.0f MiB", name, rows / bs, bs, bk / 1024
+        if (bb != "") printf ", %.0f MiB read", bb / 1048576
+        printf ")"
+        if (cs != "") printf " | 1%% changed %6.2f s (peak %4.0f MiB, %.1f MiB read)", cs, ck / 1024, cb / 1048576
         printf "\n"
     }'
 }
@@ -85,8 +90,8 @@ report() {
 rm -rf "$work"/kinesync-state.db* "$work/kinesync-runs"
 config "[source]
 path = \"model.ndjson\"" ""
-read -r file_s file_kib < <(timed_sync)
-report "NDJSON file" "$file_s" "$file_kib" "" ""
+read -r file_s file_kib _ < <(timed_sync)
+report "NDJSON file" "$file_s" "$file_kib" "" "" "" ""
 
 for state in local warehouse; do
     rm -rf "$work"/kinesync-state.db* "$work/kinesync-runs"
@@ -97,11 +102,28 @@ for state in local warehouse; do
 format = \"postgres\"
 connection_env = \"WAREHOUSE_URL\"
 table = \"users\"" "$extra"
-    read -r backfill_s backfill_kib < <(timed_sync)
+    read -r backfill_s backfill_kib backfill_bytes < <(timed_sync)
     grep -q "added $rows" "$work/out" || { cat "$work/out" >&2; exit 1; }
+    if [ "$state" = warehouse ]; then
+        # A run with nothing changed logs the diff's statement; then it is timed alone, as
+        # psql runs it, after the UPDATE (best of three).
+        timed_sync >/dev/null
+        grep -q "changed 0" "$work/out" || { cat "$work/out" >&2; exit 1; }
+        sed -n 's/.*the diff runs in the warehouse: //p' "$work/err" | tail -1 >"$work/diff.sql"
+        [ -s "$work/diff.sql" ] || { echo "no diff statement logged" >&2; cat "$work/err" >&2; exit 1; }
+    fi
     psql -c "UPDATE users SET score = score + 1000 WHERE id % 100 = 0" >/dev/null
-    read -r changed_s changed_kib < <(timed_sync)
+    if [ "$state" = warehouse ]; then
+        psql_s=$(for _ in 1 2 3; do
+            { printf 'SET TimeZone = %s;\n\\timing on\n' "'UTC'"; cat "$work/diff.sql"; printf ';\n'; } |
+                psql -o /dev/null | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1
+        done | sort -n | head -1)
+    fi
+    read -r changed_s changed_kib changed_bytes < <(timed_sync)
     grep -q "changed $(( rows / 100 ))" "$work/out" || { cat "$work/out" >&2; exit 1; }
-    report "Postgres, $state state" "$backfill_s" "$backfill_kib" "$changed_s" "$changed_kib"
+    report "Postgres, $state state" "$backfill_s" "$backfill_kib" "$backfill_bytes" "$changed_s" "$changed_kib" "$changed_bytes"
 done
+awk -v ms="$psql_s" -v s="$changed_s" 'BEGIN {
+    printf "the diff statement alone in psql: %.2f s; the 1%% run with the state in the warehouse took %.2fx that\n", ms / 1000, s * 1000 / ms
+}' 
 awk -v f="$file_s" 'BEGIN { printf "(compare each backfill with the NDJSON file: rows/s of Postgres over rows/s of the file)\n" }'

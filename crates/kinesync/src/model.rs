@@ -102,10 +102,7 @@ pub fn open_diffed(config: &Config, state_rows: &str) -> Result<Model, Error> {
     let spec = postgres_spec(config, config.source()?)?;
     Ok(match PostgresDelta::open(&spec, state_rows)? {
         DiffPlace::Warehouse(delta) => {
-            tracing::debug!(
-                statement = delta.statement(),
-                "the diff runs in the warehouse"
-            );
+            tracing::debug!("the diff runs in the warehouse: {}", delta.statement());
             Model::Diffed(Box::new(delta))
         }
         DiffPlace::Kinesync { source, why } => {

@@ -109,17 +109,18 @@ impl PostgresDelta {
             Some(table) => key_is_unique(&mut prepared, table, &spec.primary_key)?,
             None => false,
         };
+        // One line, so that a log line holds it whole (to time it alone in psql, say).
         let statement = format!(
-            "SELECT {projection}, {CURSOR}.\"kinesync fingerprint\", {CURSOR}.\"kinesync key\",
-                    CASE WHEN {CURSOR}.\"kinesync present\" IS NULL THEN kinesync_state.key END
-             FROM (SELECT kinesync_row.*, {fingerprint} AS \"kinesync fingerprint\",
-                          {key} AS \"kinesync key\", true AS \"kinesync present\"
-                   FROM ({query}) AS kinesync_row) AS {CURSOR}
-             FULL JOIN {state_rows} AS kinesync_state
-               ON kinesync_state.key = {CURSOR}.\"kinesync key\" COLLATE \"C\"
-             WHERE {CURSOR}.\"kinesync present\" IS NULL OR kinesync_state.key IS NULL
-                OR kinesync_state.doubt IS NOT NULL
-                OR kinesync_state.fingerprint <> decode({CURSOR}.\"kinesync fingerprint\", 'hex')",
+            "SELECT {projection}, {CURSOR}.\"kinesync fingerprint\", {CURSOR}.\"kinesync key\", \
+             CASE WHEN {CURSOR}.\"kinesync present\" IS NULL THEN kinesync_state.key END \
+             FROM (SELECT kinesync_row.*, {fingerprint} AS \"kinesync fingerprint\", \
+             {key} AS \"kinesync key\", true AS \"kinesync present\" \
+             FROM ({query}) AS kinesync_row) AS {CURSOR} \
+             FULL JOIN {state_rows} AS kinesync_state \
+             ON kinesync_state.key = {CURSOR}.\"kinesync key\" COLLATE \"C\" \
+             WHERE {CURSOR}.\"kinesync present\" IS NULL OR kinesync_state.key IS NULL \
+             OR kinesync_state.doubt IS NOT NULL \
+             OR kinesync_state.fingerprint <> decode({CURSOR}.\"kinesync fingerprint\", 'hex')",
             projection = prepared.projection.join(", "),
             fingerprint = prepared.fingerprint("kinesync_row"),
             query = prepared.query,

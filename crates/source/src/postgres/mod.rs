@@ -32,6 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesync_payload::{Row, Schema, Value};
+use std::sync::mpsc::{Receiver, sync_channel};
+
 use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 pub use self::connection::Connection;
@@ -86,8 +88,8 @@ impl PostgresSpec {
 /// columns' names and types), so that a state written from these rows can later be diffed in
 /// the warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
-    /// Taken only by `drop`.
-    client: Option<Client>,
+    /// Batches from the fetching thread, which holds the connection.
+    fetched: Receiver<Fetched>,
     schema: Arc<Schema>,
     conversions: Vec<Conversion>,
     /// `postgres://user@host:port/database`: where, without the password.
@@ -99,7 +101,6 @@ pub struct PostgresSource {
     bytes: u64,
     /// The cursor gave its last row, or a fetch failed: nothing more comes.
     done: bool,
-    fetch: String,
     /// Whether the cursor is the diff's (rows and removed keys) or the whole model's.
     delta: bool,
 }
@@ -209,7 +210,7 @@ impl Prepared {
             key_type,
             // The columns' names and types come first, so that a renamed column or a new
             // type changes every fingerprint, as it changes every message.
-            fingerprint_prefix: literal(&format!("{described}\n")),
+            fingerprint_prefix: literal(&format!("{described}: ")),
         })
     }
 
@@ -239,7 +240,7 @@ impl Prepared {
             .batch_execute(&format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {select}"))
             .map_err(|e| error(&e))?;
         Ok(PostgresSource {
-            client: Some(self.client),
+            fetched: fetching(self.client, self.place.clone())?,
             schema: self.schema,
             conversions: self.conversions,
             place: self.place,
@@ -247,10 +248,67 @@ impl Prepared {
             row: 0,
             bytes: 0,
             done: false,
-            fetch: format!("FETCH {FETCH_ROWS} FROM {CURSOR}"),
             delta,
         })
     }
+}
+
+/// What the fetching thread hands over.
+enum Fetched {
+    Rows(Vec<SimpleQueryRow>),
+    /// The cursor's end: every row was fetched.
+    End,
+    Failed(SourceError),
+}
+
+/// Starts the thread that fetches the cursor's rows over `client`, one batch ahead of the
+/// reader: the server computes the next batch while the last one is parsed. The connection
+/// lives and closes on that thread (its client blocks on a runtime of its own, which tokio
+/// forbids on a thread driving a runtime); once the source is dropped, the thread stops at
+/// its next batch.
+fn fetching(mut client: Client, place: String) -> Result<Receiver<Fetched>, SourceError> {
+    let (batches, fetched) = sync_channel(1);
+    let fetch = format!("FETCH {FETCH_ROWS} FROM {CURSOR}");
+    std::thread::Builder::new()
+        .name("kinesync-postgres-fetch".into())
+        .spawn(move || {
+            let mut rows = 0;
+            loop {
+                let batch = match client.simple_query(&fetch) {
+                    Ok(messages) => messages
+                        .into_iter()
+                        .filter_map(|m| match m {
+                            SimpleQueryMessage::Row(row) => Some(row),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                    Err(e) => {
+                        batches
+                            .send(Fetched::Failed(SourceError::Postgres {
+                                location: format!("{place}, query row {}", rows + 1),
+                                message: read_error(&e),
+                            }))
+                            .ok();
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    // The snapshot is no longer needed; a failure here changes nothing read.
+                    client.batch_execute("COMMIT").ok();
+                    batches.send(Fetched::End).ok();
+                    return;
+                }
+                rows += batch.len();
+                if batches.send(Fetched::Rows(batch)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| SourceError::Postgres {
+            location: "the Postgres model".to_owned(),
+            message: format!("cannot start the thread that fetches the rows: {e}"),
+        })?;
+    Ok(fetched)
 }
 
 /// `text` as an SQL string literal.
@@ -299,8 +357,9 @@ impl PostgresSource {
             if self.done {
                 return None;
             }
-            match self.fetch() {
-                Ok(rows) if rows.is_empty() => {
+            match self.fetched.recv() {
+                Ok(Fetched::Rows(rows)) => self.batch = rows.into_iter(),
+                Ok(Fetched::End) => {
                     self.done = true;
                     tracing::info!(
                         model = %self.place,
@@ -309,42 +368,23 @@ impl PostgresSource {
                         diff = if self.delta { "in the warehouse" } else { "by kinesync" },
                         "model read"
                     );
-                    // The snapshot is no longer needed; a failure here changes nothing read.
-                    if let Some(client) = self.client.as_mut() {
-                        client.batch_execute("COMMIT").ok();
-                    }
                     return None;
                 }
-                Ok(rows) => self.batch = rows.into_iter(),
-                Err(e) => {
-                    // A connection lost mid-read ends the rows with its error: the engine
-                    // then decides nothing about removed rows.
+                // A connection lost mid-read ends the rows with its error: the engine then
+                // decides nothing about removed rows.
+                Ok(Fetched::Failed(e)) => {
                     self.done = true;
                     return Some(Err(e));
                 }
+                Err(_) => {
+                    self.done = true;
+                    return Some(Err(self.row_error(
+                        "the thread fetching the rows stopped; nothing was decided about removed rows"
+                            .to_owned(),
+                    )));
+                }
             }
         }
-    }
-
-    /// The next rows from the cursor; an empty batch at the end.
-    fn fetch(&mut self) -> Result<Vec<SimpleQueryRow>, SourceError> {
-        let client = self
-            .client
-            .as_mut()
-            .expect("the client is taken only by drop");
-        let messages = client
-            .simple_query(&self.fetch)
-            .map_err(|e| SourceError::Postgres {
-                location: format!("{}, query row {}", self.place, self.row + 1),
-                message: read_error(&e),
-            })?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => Some(row),
-                _ => None,
-            })
-            .collect())
     }
 
     /// An error about the row just read.
@@ -393,16 +433,6 @@ impl Iterator for PostgresSource {
         debug_assert!(!self.delta, "a diff's cursor is read by PostgresDelta");
         let row = self.next_fetched()?;
         Some(row.and_then(|row| self.source_row(&row)))
-    }
-}
-
-impl Drop for PostgresSource {
-    /// Closing the connection blocks on the client's own runtime, which tokio forbids on a
-    /// thread driving a runtime: it is closed on a thread of its own, wherever the source is
-    /// dropped.
-    fn drop(&mut self) {
-        let client = self.client.take();
-        off_the_runtime(move || drop(client));
     }
 }
 
