@@ -250,15 +250,8 @@ impl Engine {
             Ok(read) => preparer.prepare(read).map(Read::Row),
             Err(e) => Err(e.to_string()),
         });
-        // A reading thread that dies ends the rows with an error, never silently: rows it
-        // never read must not count as removed.
-        let items = kinesync_source::read_ahead(prepared)
-            .map_err(|source| Error::Thread {
-                job: "reads the model",
-                source,
-            })?
-            .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string())));
-        self.run_prepared(codec, Some(locator), items, false).await
+        self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, false)
+            .await
     }
 
     /// Runs one sync over a model diffed where it lives ([`DeltaSource`]): only the rows
@@ -277,13 +270,8 @@ impl Engine {
             Ok(DeltaItem::Removed(key)) => Ok(Read::Removed(key)),
             Err(e) => Err(e.to_string()),
         });
-        let items = kinesync_source::read_ahead(prepared)
-            .map_err(|source| Error::Thread {
-                job: "reads the model",
-                source,
-            })?
-            .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string())));
-        self.run_prepared(codec, Some(locator), items, true).await
+        self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, true)
+            .await
     }
 
     /// Runs one sync over `rows` (the whole model, in order). Transport failures, row errors
@@ -365,4 +353,17 @@ impl Engine {
         .await?;
         run.execute(rows, delta).await
     }
+}
+
+/// `prepared`, read (and so prepared) on a thread of its own. A reading thread that dies ends
+/// the rows with an error, never silently: rows it never read must not count as removed.
+fn read_on_a_thread(
+    prepared: impl Iterator<Item = Result<Read, String>> + Send + 'static,
+) -> Result<impl Iterator<Item = Result<Read, String>>, Error> {
+    Ok(kinesync_source::read_ahead(prepared)
+        .map_err(|source| Error::Thread {
+            job: "reads the model",
+            source,
+        })?
+        .map(|item| item.unwrap_or_else(|stopped| Err(stopped.to_string()))))
 }
