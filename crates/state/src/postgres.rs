@@ -255,7 +255,7 @@ impl PostgresStore {
             "BEGIN;
              SELECT pg_advisory_xact_lock(hashtextextended('kinesync state setup', 0));
              CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE IF NOT EXISTS {rows} (key text COLLATE \"C\" PRIMARY KEY, fingerprint bytea NOT NULL, row bytea NOT NULL, doubt bytea);
+             CREATE TABLE IF NOT EXISTS {rows} (key text COLLATE \"C\" PRIMARY KEY, fingerprint bytea NOT NULL, row bytea NOT NULL, doubt bytea) WITH (fillfactor = 70);
              CREATE TABLE IF NOT EXISTS {meta} (name text PRIMARY KEY, value text NOT NULL);
              COMMIT;",
             schema = quoted(schema),
