@@ -109,7 +109,10 @@ table = \"users\"" "$extra"
         # psql runs it, after the UPDATE (best of three).
         timed_sync >/dev/null
         grep -q "changed 0" "$work/out" || { cat "$work/out" >&2; exit 1; }
-        sed -n 's/.*the diff runs in the warehouse: //p' "$work/err" | tail -1 >"$work/diff.sql"
+        # The statement spans lines, up to the next log line.
+        awk '/the diff runs in the warehouse: / { sub(/.*the diff runs in the warehouse: /, ""); on = 1; print; next }
+             on && /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T/ { on = 0 }
+             on { print }' "$work/err" >"$work/diff.sql"
         [ -s "$work/diff.sql" ] || { echo "no diff statement logged" >&2; cat "$work/err" >&2; exit 1; }
     fi
     psql -c "UPDATE users SET score = score + 1000 WHERE id % 100 = 0" >/dev/null

@@ -121,7 +121,12 @@ async fn the_diff_in_the_warehouse_sends_what_the_diff_in_kinesync_sends() {
             TRICKY_KEYS.join(", ")
         ),
     );
-    let spec = PostgresSpec::new(Connection::new(url.clone()), "SELECT * FROM model", "id");
+    // A query may end with a comment.
+    let spec = PostgresSpec::new(
+        Connection::new(url.clone()),
+        "SELECT * FROM model -- every row",
+        "id",
+    );
     let mut table_spec = spec.clone();
     table_spec.table = Some("\"model\"".to_owned());
 

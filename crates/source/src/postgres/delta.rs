@@ -109,13 +109,13 @@ impl PostgresDelta {
             Some(table) => key_is_unique(&mut prepared, table, &spec.primary_key)?,
             None => false,
         };
-        // One line, so that a log line holds it whole (to time it alone in psql, say).
+        // The query ends its own line: a comment closing it ends there.
         let statement = format!(
             "SELECT {projection}, {CURSOR}.\"kinesync fingerprint\", {CURSOR}.\"kinesync key\", \
              CASE WHEN {CURSOR}.\"kinesync present\" IS NULL THEN kinesync_state.key END \
              FROM (SELECT kinesync_row.*, {fingerprint} AS \"kinesync fingerprint\", \
              {key} AS \"kinesync key\", true AS \"kinesync present\" \
-             FROM ({query}) AS kinesync_row) AS {CURSOR} \
+             FROM ({query}\n) AS kinesync_row) AS {CURSOR} \
              FULL JOIN {state_rows} AS kinesync_state \
              ON kinesync_state.key = {CURSOR}.\"kinesync key\" COLLATE \"C\" \
              WHERE {CURSOR}.\"kinesync present\" IS NULL OR kinesync_state.key IS NULL \
@@ -126,7 +126,7 @@ impl PostgresDelta {
             query = prepared.query,
         );
         let duplicates = format!(
-            "SELECT k FROM (SELECT {key} AS k FROM ({}) AS kinesync_row) AS keys
+            "SELECT k FROM (SELECT {key} AS k FROM ({}\n) AS kinesync_row) AS keys
              WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1",
             prepared.query
         );

@@ -334,7 +334,8 @@ impl PostgresSource {
     /// The cursor over every row of the prepared query.
     fn whole(prepared: Prepared) -> Result<Self, SourceError> {
         let select = format!(
-            "SELECT {}, {} FROM ({}) AS {CURSOR}",
+            // The query ends its own line: a comment closing it ends there.
+            "SELECT {}, {} FROM ({}\n) AS {CURSOR}",
             prepared.projection.join(", "),
             prepared.fingerprint(CURSOR),
             prepared.query
