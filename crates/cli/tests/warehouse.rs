@@ -418,3 +418,36 @@ fn without_connection_env_libpq_variables_alone_reach_the_server() {
     assert!(stdout.contains(r#""email":"ada@example.com""#), "{stdout}");
     assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
 }
+
+#[test]
+fn a_key_the_warehouse_cannot_join_is_diffed_by_kinesync_with_a_warning() {
+    let pg = postgres();
+    let db = pg.new_database("warehouse_numeric_key");
+    pg.psql(
+        &db,
+        "CREATE TABLE users (id numeric(38,0) PRIMARY KEY, email text NOT NULL, score int4, tags text[]);
+         INSERT INTO users SELECT g, 'user' || g || '@example.com', g, '{}' FROM generate_series(1, 50) AS g;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), r#"table = "users""#);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "\n[sync]\nstate_schema = \"kinesync\"\n",
+    )
+    .unwrap();
+    let url = pg.url(&db);
+    let (output, text) = sync(&config, &url, &[]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    pg.psql(&db, "UPDATE users SET score = 0 WHERE id <= 3");
+    let (output, text) = sync(&config, &url, &[]);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    // Read whole, said why, and still exactly the changes.
+    assert!(
+        text.contains("the diff runs in kinesync") && text.contains("numeric"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rows read 50 ·") && text.contains("changed 3"),
+        "{text}"
+    );
+}
