@@ -56,6 +56,14 @@ fn sync(config: &Path, url: &str, extra: &[&str]) -> (Output, String) {
     (output, text)
 }
 
+/// The config of a sync of the table `users` with its state in the warehouse.
+fn warehouse_state_config(dir: &Path) -> std::path::PathBuf {
+    let path = config(dir, r#"table = "users""#);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text + "\n[sync]\nstate_schema = \"kinesync\"\n").unwrap();
+    path
+}
+
 /// Every file under `dir`, read whole, holds no `needle`.
 fn assert_nowhere_in(dir: &Path, needle: &str) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -286,12 +294,7 @@ fn the_state_kept_in_the_warehouse_syncs_locks_dry_runs_and_resets() {
          INSERT INTO users SELECT g, 'user' || g || '@example.com', g, '{}' FROM generate_series(1, 500) AS g;",
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), r#"table = "users""#);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + "\n[sync]\nstate_schema = \"kinesync\"\n",
-    )
-    .unwrap();
+    let config = warehouse_state_config(dir.path());
     let url = pg.url(&db);
     let tables = || {
         pg.psql(
@@ -429,12 +432,7 @@ fn a_key_the_warehouse_cannot_join_is_diffed_by_kinesync_with_a_warning() {
          INSERT INTO users SELECT g, 'user' || g || '@example.com', g, '{}' FROM generate_series(1, 50) AS g;",
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), r#"table = "users""#);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap() + "\n[sync]\nstate_schema = \"kinesync\"\n",
-    )
-    .unwrap();
+    let config = warehouse_state_config(dir.path());
     let url = pg.url(&db);
     let (output, text) = sync(&config, &url, &[]);
     assert_eq!(output.status.code(), Some(0), "{text}");
