@@ -262,7 +262,13 @@ impl Engine {
     ///
     /// The source must have been diffed against this engine's state as it is now (opened
     /// after the state, with no run between): what it left out is taken as unchanged.
+    ///
+    /// An engine built to [`resync`](EngineBuilder::resync) refuses it
+    /// ([`Error::ResyncNeedsWholeModel`]): a resync needs every row.
     pub async fn run_delta(&mut self, source: Box<dyn DeltaSource>) -> Result<RunReport, Error> {
+        if self.settings.resync {
+            return Err(Error::ResyncNeedsWholeModel);
+        }
         let locator = source.locator();
         let (codec, preparer) = self.prepare_run()?;
         let prepared = source.map(move |item| match item {

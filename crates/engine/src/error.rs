@@ -97,6 +97,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// [`crate::Engine::run_delta`] on an engine built to resync: a resync sends every row,
+    /// and a model diffed where it lives leaves the unchanged ones out.
+    #[error(
+        "a resync sends every row of the model, and a model diffed where it lives gives only the changed ones: run the resync with Engine::run_source over the whole model"
+    )]
+    ResyncNeedsWholeModel,
 }
 
 /// Which of a record's keys a column gives.

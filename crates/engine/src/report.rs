@@ -144,7 +144,8 @@ pub struct RunReport {
     /// may have needed sending.
     pub rows_read: u64,
     /// Whether the model was diffed where it lives (the warehouse's SQL): rows the state holds
-    /// unchanged never came, and are counted from the state.
+    /// unchanged never came, and are counted from the state (once the whole diff was read:
+    /// a run that stopped before, or could not read a row, counts none).
     #[serde(default)]
     pub diffed_at_source: bool,
     /// Model entries that were not rows at all (a malformed line), skipped.

@@ -226,6 +226,11 @@ impl<'e> Run<'e> {
         {
             stop = Some(Stop::Duplicate(duplicate));
         }
+        // Asked to stop while the last rows were awaited (a model diffed where it lives may
+        // give nothing for minutes while the warehouse joins): no removal goes out.
+        if stop.is_none() && settings.interrupt.is_interrupted() {
+            stop = Some(Stop::Interrupted);
+        }
         let model_complete = stop.is_none() && self.report.unreadable_rows == 0;
         // Keys the state has and the model lacks are removed rows, on every run that read the
         // whole model and found keys in the state: a first run too, when one before it was

@@ -206,3 +206,111 @@ proptest! {
         })?;
     }
 }
+
+/// Removed keys alone, the run asked to stop as the first is read: the read ends with no row
+/// (so no chunk ever checks), and still no removal goes out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_asked_while_the_diff_is_awaited_sends_no_removal() {
+    let state = Arc::new(Mutex::new(MemoryStore::new()));
+    let model: Model = (0..10).map(|id| (id, 1)).collect();
+    run(state.clone(), &model, false).await;
+
+    struct Stopping {
+        items: std::vec::IntoIter<DeltaItem>,
+        interrupt: kinesync_engine::Interrupt,
+    }
+    impl Iterator for Stopping {
+        type Item = Result<DeltaItem, SourceError>;
+        fn next(&mut self) -> Option<Self::Item> {
+            self.interrupt.interrupt();
+            self.items.next().map(Ok)
+        }
+    }
+    impl DeltaSource for Stopping {
+        fn schema(&self) -> &Arc<Schema> {
+            static SCHEMA: std::sync::OnceLock<Arc<Schema>> = std::sync::OnceLock::new();
+            SCHEMA.get_or_init(schema)
+        }
+        fn locator(&self) -> Locator {
+            Locator::query_rows("warehouse")
+        }
+    }
+    let sink = Arc::new(InMemorySink::new());
+    let stream = StreamName::new("delta").unwrap();
+    sink.create_stream(&stream, StreamConfig::with_shards(1));
+    let interrupt = kinesync_engine::Interrupt::new();
+    let schema = schema();
+    let payload = Payload::compile(
+        &PayloadSpec::template(r#"{"id": {{ row.id }}}"#),
+        schema.clone(),
+    )
+    .unwrap();
+    let mut engine = Engine::builder()
+        .records(RecordBuilder::new(
+            payload,
+            KeySpec::new(&schema, None, None).unwrap(),
+        ))
+        .sink(sink.clone(), stream.clone())
+        .state_shared(state.clone())
+        .interrupt(interrupt.clone())
+        .limits(kinesync_engine::Limits {
+            max_removed_share: 1.0,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let gone = vec![
+        DeltaItem::Removed("3".into()),
+        DeltaItem::Removed("4".into()),
+    ];
+    let report = engine
+        .run_delta(Box::new(Stopping {
+            items: gone.into_iter(),
+            interrupt,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Interrupted);
+    assert!(
+        sink.records(&stream).unwrap().is_empty(),
+        "no removal went out"
+    );
+    assert_eq!(state.lock().unwrap().key_count().unwrap(), 10);
+
+    // And an engine built to resync refuses a delta: a resync needs every row.
+    let mut resync = engine_for_resync(&sink, &stream, state);
+    let error = resync
+        .run_delta(Box::new(Delta {
+            items: Vec::new().into_iter(),
+            schema: schema.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, kinesync_engine::Error::ResyncNeedsWholeModel),
+        "{error}"
+    );
+}
+
+fn engine_for_resync(
+    sink: &Arc<InMemorySink>,
+    stream: &StreamName,
+    state: Arc<Mutex<MemoryStore>>,
+) -> Engine {
+    let schema = schema();
+    let payload = Payload::compile(
+        &PayloadSpec::template(r#"{"id": {{ row.id }}}"#),
+        schema.clone(),
+    )
+    .unwrap();
+    Engine::builder()
+        .records(RecordBuilder::new(
+            payload,
+            KeySpec::new(&schema, None, None).unwrap(),
+        ))
+        .sink(sink.clone(), stream.clone())
+        .state_shared(state)
+        .resync(true)
+        .build()
+        .unwrap()
+}

@@ -285,6 +285,50 @@ fn keys_read_twice_or_of_types_the_join_cannot_match_are_never_diffed_wrong() {
         .to_string();
     assert!(error.contains("primary key 3"), "{error}");
 
+    // A unique index that guarantees nothing is not trusted: one left invalid by a
+    // concurrent build that met the duplicate, or one that child tables escape.
+    pg.psql(&db, "CREATE TABLE invalid AS SELECT * FROM loose");
+    let failed = std::panic::catch_unwind(|| {
+        pg.psql(
+            &db,
+            "CREATE UNIQUE INDEX CONCURRENTLY invalid_id ON invalid (id)",
+        )
+    });
+    assert!(
+        failed.is_err(),
+        "the index cannot be built over the duplicate"
+    );
+    pg.psql(
+        &db,
+        "CREATE TABLE parent (id int8 PRIMARY KEY, amount numeric(38,0));
+         INSERT INTO parent VALUES (1, 1);
+         CREATE TABLE child () INHERITS (parent);
+         INSERT INTO child VALUES (1, 2);",
+    );
+    for table in ["invalid", "parent"] {
+        let mut spec = PostgresSpec::new(
+            Connection::new(url.clone()),
+            format!("SELECT * FROM {table}"),
+            "id",
+        );
+        spec.table = Some(format!("\"{table}\""));
+        let error = PostgresDelta::open(&spec, &rows_table)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("more than once"), "{table}: {error}");
+    }
+
+    // A column named as the statement's own: the model is read whole, saying so.
+    let named = PostgresSpec::new(
+        Connection::new(url.clone()),
+        "SELECT id, amount AS \"kinesync key\" FROM model",
+        "id",
+    );
+    match PostgresDelta::open(&named, &rows_table).unwrap() {
+        DiffPlace::Kinesync { why, .. } => assert!(why.contains("kinesync key"), "{why}"),
+        DiffPlace::Warehouse(_) => panic!("a column named as the statement's own was joined"),
+    }
+
     // A numeric key: the server's JSON of it is not always kinesync's, so the model is read
     // whole, and the reason says which cast to write.
     let numeric = PostgresSpec::new(

@@ -7,7 +7,7 @@
 //! ```sql
 //! SELECT <q's columns, each as PostgresSource reads it>, m.fingerprint, m.key,
 //!        CASE WHEN m.present IS NULL THEN s.key END       -- a removed key
-//! FROM (SELECT q.*, md5(<names and types> || ROW(q.*)::text) AS fingerprint,
+//! FROM (SELECT q.*, md5(<names, how read> || ROW(q.*)::text) AS fingerprint,
 //!              to_json(q.id)::text AS key, true AS present
 //!       FROM (<query>) AS q) AS m
 //! FULL JOIN s ON s.key = m.key COLLATE "C"
@@ -46,6 +46,9 @@ const JOINABLE_KEYS: [Type; 6] = [
     Type::VARCHAR,
     Type::UUID,
 ];
+
+/// The columns the diff's statement adds beside the model's.
+const HELPER_COLUMNS: [&str; 3] = ["kinesync fingerprint", "kinesync key", "kinesync present"];
 
 /// Where a sync's diff runs.
 #[derive(Debug)]
@@ -93,6 +96,20 @@ impl PostgresDelta {
 
     fn open_here(spec: &PostgresSpec, state_rows: &str) -> Result<DiffPlace, SourceError> {
         let mut prepared = Prepared::open(spec)?;
+        if let Some(taken) = prepared
+            .schema
+            .columns()
+            .iter()
+            .find(|c| HELPER_COLUMNS.contains(&c.as_str()))
+        {
+            let why = format!(
+                "the model has a column named {taken:?}, a name the diff's statement uses for its own; rename it in the query to diff in the warehouse"
+            );
+            return Ok(DiffPlace::Kinesync {
+                source: PostgresSource::whole(prepared)?,
+                why,
+            });
+        }
         if !JOINABLE_KEYS.contains(&prepared.key_type) {
             let why = format!(
                 "the primary key {:?} is of type {}, whose JSON text the server does not write as kinesync does; cast it in the query (::text or ::int8) to diff in the warehouse",
@@ -171,14 +188,17 @@ impl PostgresDelta {
     }
 }
 
-/// Whether `table` has a unique index on exactly its column `column` (no expression, no
-/// predicate): then its keys cannot repeat.
+/// Whether `table` has a valid unique index on exactly its column `column` (no expression, no
+/// predicate), and no child tables that index does not cover: then its keys cannot repeat. (A
+/// unique index built `CONCURRENTLY` that failed, on keys that repeat, is left invalid.)
 fn key_is_unique(prepared: &mut Prepared, table: &str, column: &str) -> Result<bool, SourceError> {
     let found = prepared.client.query_one(
         "SELECT EXISTS (SELECT 1 FROM pg_index i
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-           WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
-             AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)",
+           WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid
+             AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL
+             AND a.attname = $2
+             AND NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = i.indrelid))",
         &[&table, &column],
     );
     found

@@ -85,7 +85,7 @@ impl PostgresSpec {
 /// The rows of a query, streamed from a PostgreSQL server.
 ///
 /// Each row's fingerprint is computed by the server (the MD5 of the row's text, after its
-/// columns' names and types), so that a state written from these rows can later be diffed in
+/// columns' names and how each is read), so that a state written from these rows can later be diffed in
 /// the warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
     /// Batches from the fetching thread, which holds the connection.
@@ -180,9 +180,11 @@ impl Prepared {
         let mut described = String::from("kinesync 1");
         for column in statement.columns() {
             let name = quoted(column.name());
-            described.push_str(&format!(" {name} {}", column.type_().name()));
             match conversion(column.type_(), &format!("{CURSOR}.{name}")) {
                 Some((conversion, sql)) => {
+                    // How the value is read, not the type's name: a type change that leaves
+                    // every message as it was (int4 to int8) sends nothing again.
+                    described.push_str(&format!(" {name} {conversion:?}"));
                     conversions.push(conversion);
                     projection.push(sql);
                 }
@@ -208,14 +210,15 @@ impl Prepared {
             conversions,
             projection,
             key_type,
-            // The columns' names and types come first, so that a renamed column or a new
-            // type changes every fingerprint, as it changes every message.
+            // The columns' names and how each is read come first, so that a renamed column,
+            // or one read another way (text for an integer), changes every fingerprint, as it
+            // changes every message.
             fingerprint_prefix: literal(&format!("{described}: ")),
         })
     }
 
     /// The SQL of the fingerprint of the row aliased `alias`: the hex MD5 of its text, after
-    /// the columns' names and types.
+    /// the columns' names and how each is read.
     fn fingerprint(&self, alias: &str) -> String {
         format!("md5({} || ROW({alias}.*)::text)", self.fingerprint_prefix)
     }
