@@ -334,3 +334,24 @@ fn tls_verifies_the_server_against_the_roots_given() {
         "{error}"
     );
 }
+
+#[test]
+fn a_fingerprint_changes_with_the_message_not_with_the_type_alone() {
+    let pg = postgres();
+    let db = pg.new_database("fingerprints");
+    let fingerprint = |query: &str| {
+        let mut source = PostgresSource::open(&spec(&db, query)).unwrap();
+        let row = source.next().unwrap().unwrap();
+        row.fingerprint.expect("the server fingerprints every row")
+    };
+    let int4 = fingerprint("SELECT 7::int4 AS id, 'a'::varchar AS name");
+    // Read the same way, the same message: the same fingerprint.
+    assert_eq!(int4, fingerprint("SELECT 7::int8 AS id, 'a'::text AS name"));
+    // Another message: 7 as a string, another value, another column name.
+    assert_ne!(int4, fingerprint("SELECT 7::text AS id, 'a'::text AS name"));
+    assert_ne!(int4, fingerprint("SELECT 7::int4 AS id, 'b'::text AS name"));
+    assert_ne!(
+        int4,
+        fingerprint("SELECT 7::int4 AS id, 'a'::text AS label")
+    );
+}
