@@ -75,6 +75,15 @@ impl DeltaSource for Delta {
 }
 
 fn engine(sink: &Arc<InMemorySink>, stream: &StreamName, state: Arc<Mutex<MemoryStore>>) -> Engine {
+    builder(sink, stream, state).build().unwrap()
+}
+
+/// An engine's builder: the test's records into `stream`, remembering in `state`.
+fn builder(
+    sink: &Arc<InMemorySink>,
+    stream: &StreamName,
+    state: Arc<Mutex<MemoryStore>>,
+) -> kinesync_engine::EngineBuilder {
     let schema = schema();
     let payload = Payload::compile(
         &PayloadSpec::template(
@@ -90,8 +99,6 @@ fn engine(sink: &Arc<InMemorySink>, stream: &StreamName, state: Arc<Mutex<Memory
         ))
         .sink(sink.clone(), stream.clone())
         .state_shared(state)
-        .build()
-        .unwrap()
 }
 
 /// One run into a stream of its own: the report, and the records sorted.
@@ -239,19 +246,7 @@ async fn a_stop_asked_while_the_diff_is_awaited_sends_no_removal() {
     let stream = StreamName::new("delta").unwrap();
     sink.create_stream(&stream, StreamConfig::with_shards(1));
     let interrupt = kinesync_engine::Interrupt::new();
-    let schema = schema();
-    let payload = Payload::compile(
-        &PayloadSpec::template(r#"{"id": {{ row.id }}}"#),
-        schema.clone(),
-    )
-    .unwrap();
-    let mut engine = Engine::builder()
-        .records(RecordBuilder::new(
-            payload,
-            KeySpec::new(&schema, None, None).unwrap(),
-        ))
-        .sink(sink.clone(), stream.clone())
-        .state_shared(state.clone())
+    let mut engine = builder(&sink, &stream, state.clone())
         .interrupt(interrupt.clone())
         .limits(kinesync_engine::Limits {
             max_removed_share: 1.0,
@@ -278,11 +273,11 @@ async fn a_stop_asked_while_the_diff_is_awaited_sends_no_removal() {
     assert_eq!(state.lock().unwrap().key_count().unwrap(), 10);
 
     // And an engine built to resync refuses a delta: a resync needs every row.
-    let mut resync = engine_for_resync(&sink, &stream, state);
+    let mut resync = builder(&sink, &stream, state).resync(true).build().unwrap();
     let error = resync
         .run_delta(Box::new(Delta {
             items: Vec::new().into_iter(),
-            schema: schema.clone(),
+            schema: schema(),
         }))
         .await
         .unwrap_err();
@@ -290,27 +285,4 @@ async fn a_stop_asked_while_the_diff_is_awaited_sends_no_removal() {
         matches!(error, kinesync_engine::Error::ResyncNeedsWholeModel),
         "{error}"
     );
-}
-
-fn engine_for_resync(
-    sink: &Arc<InMemorySink>,
-    stream: &StreamName,
-    state: Arc<Mutex<MemoryStore>>,
-) -> Engine {
-    let schema = schema();
-    let payload = Payload::compile(
-        &PayloadSpec::template(r#"{"id": {{ row.id }}}"#),
-        schema.clone(),
-    )
-    .unwrap();
-    Engine::builder()
-        .records(RecordBuilder::new(
-            payload,
-            KeySpec::new(&schema, None, None).unwrap(),
-        ))
-        .sink(sink.clone(), stream.clone())
-        .state_shared(state)
-        .resync(true)
-        .build()
-        .unwrap()
 }
