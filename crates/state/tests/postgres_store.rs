@@ -11,6 +11,9 @@ use kinesync_state::{
 use kinesync_testkit::postgres::{PASSWORD, postgres};
 use proptest::prelude::*;
 
+mod common;
+use common::{keys, random_change, upsert, walk_in_order};
+
 /// A database shared by the tests of this file; each test uses stores of its own names.
 fn database() -> &'static str {
     static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -28,18 +31,6 @@ fn open(name: &str) -> Result<PostgresStore, StateError> {
 fn fresh(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-fn upsert(key: &str, fingerprint: u128) -> Change {
-    Change::Upsert {
-        key: key.into(),
-        fingerprint,
-        row: format!("{{\"k\":{key:?}}}").into_bytes(),
-    }
-}
-
-fn keys(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
 }
 
 #[test]
@@ -212,18 +203,7 @@ proptest! {
         for chunk in ops.chunks(size) {
             let changes: Vec<Change> = chunk
                 .iter()
-                .map(|(k, op, fp)| {
-                    let key = KEYS[*k];
-                    let doubt = |event| Doubt { event, record_id: *fp };
-                    match op {
-                        0 | 1 => Change::Delete { key: key.into() },
-                        2 => Change::InDoubt { key: key.into(), doubt: doubt(Unanswered::Added), sent: Some((*fp, fp.to_string().into_bytes())) },
-                        3 => Change::InDoubt { key: key.into(), doubt: doubt(Unanswered::Changed), sent: Some((*fp, fp.to_string().into_bytes())) },
-                        4 => Change::InDoubt { key: key.into(), doubt: doubt(Unanswered::Removed), sent: None },
-                        5 => Change::Settle { key: key.into() },
-                        _ => upsert(key, *fp),
-                    }
-                })
+                .map(|(k, op, fp)| random_change(KEYS[*k], *op, fp))
                 .collect();
             memory.commit(changes.clone()).unwrap();
             store.commit(changes).unwrap();
@@ -234,14 +214,7 @@ proptest! {
         prop_assert_eq!(memory.rows(&asked).unwrap(), store.rows(&asked).unwrap());
         prop_assert_eq!(memory.key_count().unwrap(), store.key_count().unwrap());
         prop_assert_eq!(memory.keys_after(None, 100).unwrap(), store.keys_after(None, 100).unwrap());
-        let mut walked = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.keys_after(after.as_deref(), 4).unwrap();
-            if page.is_empty() { break; }
-            after = page.last().cloned();
-            walked.extend(page);
-        }
+        let walked = walk_in_order(&mut store, 4);
         prop_assert_eq!(walked, memory.keys_after(None, 100).unwrap());
     }
 }

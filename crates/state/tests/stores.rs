@@ -1,10 +1,11 @@
 //! Both stores behave the same: lookups, walking the keys, atomic commits,
 //! and (SQLite) a schema version that is checked.
 
-use kinesync_state::{
-    Change, Doubt, MemoryStore, Seen, SqliteStore, StateError, StateStore, Unanswered,
-};
+use kinesync_state::{Change, MemoryStore, Seen, SqliteStore, StateError, StateStore, Unanswered};
 use proptest::prelude::*;
+
+mod common;
+use common::{doubt, in_doubt, keys, random_change, upsert, walk_in_order};
 
 /// The fingerprints of acknowledged keys (a key in doubt fails the test).
 trait Acked {
@@ -24,37 +25,6 @@ impl<S: StateStore + ?Sized> Acked for S {
             })
             .collect()
     }
-}
-
-fn upsert(key: &str, fingerprint: u128) -> Change {
-    Change::Upsert {
-        key: key.into(),
-        fingerprint,
-        row: format!("{{\"k\":{key:?}}}").into_bytes(),
-    }
-}
-
-/// A key marked in doubt, with the row sent (`Some`: the row names the fingerprint given, so
-/// that stores can be compared on it), and a record id made from the key.
-fn in_doubt(key: &str, event: Unanswered, sent: Option<&u128>) -> Change {
-    Change::InDoubt {
-        key: key.into(),
-        doubt: doubt(key, event),
-        sent: sent.map(|fp| (*fp, format!("{{\"sent\":{fp}}}").into_bytes())),
-    }
-}
-
-fn doubt(key: &str, event: Unanswered) -> Doubt {
-    Doubt {
-        event,
-        record_id: key
-            .bytes()
-            .fold(0x7000, |id: u128, b| id.wrapping_mul(31) + u128::from(b)),
-    }
-}
-
-fn keys(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
 }
 
 fn exercise(store: &mut dyn StateStore) {
@@ -306,17 +276,7 @@ fn a_newer_schema_is_refused_with_what_to_do() {
 
 /// Every key of the store, walked `page` keys at a time, sorted.
 fn walk(store: &mut dyn StateStore, page: usize) -> Vec<String> {
-    let mut all: Vec<String> = Vec::new();
-    loop {
-        let next = store
-            .keys_after(all.last().map(String::as_str), page)
-            .unwrap();
-        if next.is_empty() {
-            break;
-        }
-        all.extend(next);
-    }
-    sorted(all)
+    sorted(walk_in_order(store, page))
 }
 
 fn sorted(mut keys: Vec<String>) -> Vec<String> {
@@ -386,17 +346,7 @@ proptest! {
         for chunk in ops.chunks(size) {
             let changes: Vec<Change> = chunk
                 .iter()
-                .map(|(k, op, fp)| {
-                    let key = KEYS[*k];
-                    match op {
-                        0 | 1 => Change::Delete { key: key.into() },
-                        2 => in_doubt(key, Unanswered::Added, Some(fp)),
-                        3 => in_doubt(key, Unanswered::Changed, Some(fp)),
-                        4 => in_doubt(key, Unanswered::Removed, None),
-                        5 => Change::Settle { key: key.into() },
-                        _ => upsert(key, *fp),
-                    }
-                })
+                .map(|(k, op, fp)| random_change(KEYS[*k], *op, fp))
                 .collect();
             memory.commit(changes.clone()).unwrap();
             sqlite.commit(changes).unwrap();
