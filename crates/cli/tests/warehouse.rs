@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use kinesync_testkit::postgres::{PASSWORD, postgres};
 
+mod common;
+
 /// The variable the configs name for the connection string.
 const URL_VARIABLE: &str = "KINESYNC_TEST_WAREHOUSE_URL";
 
@@ -39,19 +41,7 @@ simulated = {{ shards = 2 }}
 }
 
 fn sync(config: &Path, url: &str, extra: &[&str]) -> (Output, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
-        .args(["sync", "--config"])
-        .arg(config)
-        .args(extra)
-        .env(URL_VARIABLE, url)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (output, text) = common::command_with("sync", config, extra, &[(URL_VARIABLE, url)]);
     assert!(!text.contains(PASSWORD), "the password leaked: {text}");
     (output, text)
 }

@@ -24,10 +24,22 @@ pub(crate) fn sync(config: &Path, extra: &[&str]) -> (Output, String) {
 /// (stdout, then stderr).
 #[allow(dead_code)] // not every test file runs a command this way
 pub(crate) fn command(command: &str, config: &Path, extra: &[&str]) -> (Output, String) {
+    command_with(command, config, extra, &[])
+}
+
+/// [`command`], with `env` set for it.
+#[allow(dead_code)] // not every test file runs a command this way
+pub(crate) fn command_with(
+    command: &str,
+    config: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kinesync"))
         .args([command, "--config"])
         .arg(config)
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -32,14 +32,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinesync_payload::{Row, Schema, Value};
-use std::sync::mpsc::{Receiver, sync_channel};
-
 use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 pub use self::connection::Connection;
 pub use self::delta::{DiffPlace, PostgresDelta};
 use self::values::{Conversion, conversion, convert, quoted};
 
+use crate::background::{ReadAhead, produce_handing_over};
 use crate::{Locator, RowSource, SourceError, SourceRow};
 
 /// Rows fetched from the cursor per round trip.
@@ -89,7 +88,7 @@ impl PostgresSpec {
 /// the warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
     /// Batches from the fetching thread, which holds the connection.
-    fetched: Receiver<Fetched>,
+    fetched: ReadAhead<Fetched>,
     schema: Arc<Schema>,
     conversions: Vec<Conversion>,
     /// `postgres://user@host:port/database`: where, without the password.
@@ -256,70 +255,56 @@ impl Prepared {
     }
 }
 
-/// What the fetching thread hands over.
-enum Fetched {
-    Rows(Vec<SimpleQueryRow>),
-    /// The cursor's end: every row was fetched.
-    End,
-    Failed(SourceError),
-}
-
-/// Starts the thread that fetches the cursor's rows over `client`, one batch ahead of the
-/// reader: the server computes the next batch while the last one is parsed. The connection
-/// lives and closes on that thread (its client blocks on a runtime of its own, which tokio
-/// forbids on a thread driving a runtime); once the source is dropped, the thread stops at
-/// its next batch.
-fn fetching(mut client: Client, place: String) -> Result<Receiver<Fetched>, SourceError> {
-    // Handed over, not queued: one batch waits in the thread while the last is parsed (a
-    // queue of one more held 10 to 20 MiB more at the peak of a million-row backfill, at the
-    // same speed).
-    let (batches, fetched) = sync_channel(0);
-    let fetch = format!("FETCH {FETCH_ROWS} FROM {CURSOR}");
-    std::thread::Builder::new()
-        .name("kinesync-postgres-fetch".into())
-        .spawn(move || {
-            let mut rows = 0;
-            loop {
-                let batch = match client.simple_query(&fetch) {
-                    Ok(messages) => messages
-                        .into_iter()
-                        .filter_map(|m| match m {
-                            SimpleQueryMessage::Row(row) => Some(row),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                    Err(e) => {
-                        batches
-                            .send(Fetched::Failed(SourceError::Postgres {
-                                location: format!("{place}, query row {}", rows + 1),
-                                message: read_error(&e),
-                            }))
-                            .ok();
-                        return;
-                    }
-                };
-                if batch.is_empty() {
-                    // The snapshot is no longer needed; a failure here changes nothing read.
-                    client.batch_execute("COMMIT").ok();
-                    batches.send(Fetched::End).ok();
-                    return;
-                }
-                rows += batch.len();
-                if batches.send(Fetched::Rows(batch)).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(|e| SourceError::Postgres {
-            location: "the Postgres model".to_owned(),
-            message: format!("cannot start the thread that fetches the rows: {e}"),
-        })?;
-    Ok(fetched)
-}
-
 /// `text` as an SQL string literal.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Rows of the cursor, a fetch at a time, or why a fetch failed.
+type Fetched = Result<Vec<SimpleQueryRow>, SourceError>;
+
+/// Starts the thread that fetches the cursor's rows over `client`, one batch ahead of the
+/// reader: the server computes the next batch while the last one is parsed. The batch is
+/// handed over, not queued (a queue of one more held 10 to 20 MiB more at the peak of a
+/// million-row backfill, at the same speed). The connection lives and closes on that thread
+/// (its client blocks on a runtime of its own, which tokio forbids on a thread driving a
+/// runtime); once the source is dropped, the thread stops at its next batch.
+fn fetching(mut client: Client, place: String) -> Result<ReadAhead<Fetched>, SourceError> {
+    let fetch = format!("FETCH {FETCH_ROWS} FROM {CURSOR}");
+    produce_handing_over("kinesync-postgres-fetch", 1, 0, move |batches| {
+        let mut rows = 0;
+        loop {
+            let batch: Vec<SimpleQueryRow> = match client.simple_query(&fetch) {
+                Ok(messages) => messages
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => Some(row),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    batches.emit(Err(SourceError::Postgres {
+                        location: format!("{place}, query row {}", rows + 1),
+                        message: read_error(&e),
+                    }));
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                // The snapshot is no longer needed; a failure here changes nothing read.
+                client.batch_execute("COMMIT").ok();
+                return;
+            }
+            rows += batch.len();
+            if !batches.emit(Ok(batch)) {
+                return;
+            }
+        }
+    })
+    .map_err(|e| SourceError::Postgres {
+        location: "the Postgres model".to_owned(),
+        message: format!("cannot start the thread that fetches the rows: {e}"),
+    })
 }
 
 impl PostgresSource {
@@ -364,9 +349,9 @@ impl PostgresSource {
             if self.done {
                 return None;
             }
-            match self.fetched.recv() {
-                Ok(Fetched::Rows(rows)) => self.batch = rows.into_iter(),
-                Ok(Fetched::End) => {
+            match self.fetched.next() {
+                Some(Ok(Ok(rows))) => self.batch = rows.into_iter(),
+                None => {
                     self.done = true;
                     tracing::info!(
                         model = %self.place,
@@ -379,16 +364,15 @@ impl PostgresSource {
                 }
                 // A connection lost mid-read ends the rows with its error: the engine then
                 // decides nothing about removed rows.
-                Ok(Fetched::Failed(e)) => {
+                Some(Ok(Err(e))) => {
                     self.done = true;
                     return Some(Err(e));
                 }
-                Err(_) => {
+                Some(Err(stopped)) => {
                     self.done = true;
-                    return Some(Err(self.row_error(
-                        "the thread fetching the rows stopped; nothing was decided about removed rows"
-                            .to_owned(),
-                    )));
+                    return Some(Err(self.row_error(format!(
+                        "{stopped}; nothing was decided about removed rows"
+                    ))));
                 }
             }
         }
