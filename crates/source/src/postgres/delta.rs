@@ -7,12 +7,12 @@
 //! ```sql
 //! SELECT <q's columns, each as PostgresSource reads it>, m.fingerprint, m.key,
 //!        CASE WHEN m.present IS NULL THEN s.key END       -- a removed key
-//! FROM (SELECT q.*, md5(<names, how read> || ROW(q.*)::text) AS fingerprint,
+//! FROM (SELECT q.*, hashtextextended(<names, how read> || ROW(q.*)::text, 0) AS fingerprint,
 //!              to_json(q.id)::text AS key, true AS present
 //!       FROM (<query>) AS q) AS m
 //! FULL JOIN s ON s.key = m.key COLLATE "C"
 //! WHERE m.present IS NULL OR s.key IS NULL OR s.doubt IS NOT NULL
-//!    OR s.fingerprint <> decode(m.fingerprint, 'hex')
+//!    OR s.fingerprint <> (decode('0000000000000000', 'hex') || int8send(m.fingerprint))
 //! ```
 //!
 //! It compares what the state holds with what [`PostgresSource`] would give: the state keeps
@@ -137,7 +137,7 @@ impl PostgresDelta {
              ON kinesync_state.key = {CURSOR}.\"kinesync key\" COLLATE \"C\" \
              WHERE {CURSOR}.\"kinesync present\" IS NULL OR kinesync_state.key IS NULL \
              OR kinesync_state.doubt IS NOT NULL \
-             OR kinesync_state.fingerprint <> decode({CURSOR}.\"kinesync fingerprint\", 'hex')",
+             OR kinesync_state.fingerprint <> (decode('0000000000000000', 'hex') || int8send({CURSOR}.\"kinesync fingerprint\"))",
             projection = prepared.projection.join(", "),
             fingerprint = prepared.fingerprint("kinesync_row"),
             query = prepared.query,
