@@ -83,9 +83,10 @@ impl PostgresSpec {
 
 /// The rows of a query, streamed from a PostgreSQL server.
 ///
-/// Each row's fingerprint is computed by the server (a 64-bit hash of the row's text, after
-/// its columns' names and how each is read: see [`Prepared::fingerprint`]), so that a state written from these rows can later be diffed in
-/// the warehouse ([`PostgresDelta`]), whichever store kept it.
+/// Each row's fingerprint is computed by the server (`hashtextextended`, the 64-bit hash
+/// PostgreSQL's hash partitioning uses, of the row's text after its columns' names and how
+/// each is read), so that a state written from these rows can later be diffed in the
+/// warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
     /// Batches from the fetching thread, which holds the connection.
     fetched: ReadAhead<Fetched>,
