@@ -355,3 +355,33 @@ fn a_fingerprint_changes_with_the_message_not_with_the_type_alone() {
         fingerprint("SELECT 7::int4 AS id, 'a'::text AS label")
     );
 }
+
+/// A role's or database's own settings (a DBA's time zone, date style or float digits) change
+/// how the server writes a row as text, which the fingerprint hashes; the source sets its own
+/// session, so the same rows keep the same fingerprints and nothing is sent again.
+#[test]
+fn a_fingerprint_does_not_change_with_the_servers_settings() {
+    let pg = postgres();
+    let query = "SELECT 1 AS id, timestamptz '2026-12-01 10:00:00.5+00' AS at, \
+                 date '2026-12-01' AS day, 0.1::float8 + 0.2::float8 AS score, 12.50::numeric AS amount";
+    let read = |database: &str| {
+        let mut source = PostgresSource::open(&spec(database, query)).unwrap();
+        let row = source.next().unwrap().unwrap();
+        (row.row.values().to_vec(), row.fingerprint)
+    };
+    let plain = pg.new_database("fingerprints_plain");
+    let tuned = pg.new_database("fingerprints_tuned");
+    pg.psql(
+        "postgres",
+        "ALTER DATABASE fingerprints_tuned SET TimeZone = 'Asia/Tokyo'; \
+         ALTER DATABASE fingerprints_tuned SET DateStyle = 'SQL, DMY'; \
+         ALTER DATABASE fingerprints_tuned SET extra_float_digits = 0",
+    );
+    assert_eq!(
+        pg.psql(&tuned, "SELECT now()::date::text LIKE '%/%'")
+            .trim(),
+        "t",
+        "the database's own date style is in force"
+    );
+    assert_eq!(read(&plain), read(&tuned));
+}
