@@ -42,9 +42,10 @@ mod sync;
 /// mimalloc, not the system allocator: a sync allocates and frees a few small buffers per row
 /// across two threads (the model reader and the engine), and glibc's malloc spent a third of a
 /// backfill in its own locks and free lists (measured with `perf`; see the README's
-/// performance section). Built without transparent huge pages (`no_thp`): with them, the
-/// kernel backs its heap in 2 MiB pages that stay resident when only a few bytes of each are
-/// used, which added 20 to 40 MiB to a backfill's peak memory and nothing to its speed.
+/// performance section). Built not to ask for transparent huge pages (`no_thp`): given them
+/// (kernels whose THP setting is `madvise`, the usual one, give them when asked), the kernel
+/// backs its heap in 2 MiB pages that stay resident when only a few bytes of each are used,
+/// which added 20 to 40 MiB to a backfill's peak memory and nothing to its speed.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

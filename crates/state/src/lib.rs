@@ -44,7 +44,8 @@ pub use sqlite::{COMMITS_AHEAD, SqliteStore};
 /// upgraded when opened.
 pub const SCHEMA_VERSION: i64 = 3;
 
-/// A 128-bit fingerprint of a row's content.
+/// A 128-bit fingerprint of a row's content: kinesync's XXH3-128 of it, or for a row of a
+/// PostgreSQL model the server's 64-bit hash of it (in the low half).
 pub type Fingerprint = u128;
 
 /// What the store knows of the last record sent for a key.

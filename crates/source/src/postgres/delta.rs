@@ -7,7 +7,8 @@
 //! ```sql
 //! SELECT <q's columns, each as PostgresSource reads it>, m.fingerprint, m.key,
 //!        CASE WHEN m.present IS NULL THEN s.key END       -- a removed key
-//! FROM (SELECT q.*, hashtextextended(<names, how read> || ROW(q.*)::text, 0) AS fingerprint,
+//! FROM (SELECT q.*, hashtextextended((<names, how read> || ROW(q.*)::text) COLLATE "C", 0)
+//!                     AS fingerprint,
 //!              to_json(q.id)::text AS key, true AS present
 //!       FROM (<query>) AS q) AS m
 //! FULL JOIN s ON s.key = m.key COLLATE "C"
