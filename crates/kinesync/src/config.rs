@@ -102,8 +102,8 @@ pub struct SyncConfig {
     /// Keep the state in the warehouse instead, in this schema of the Postgres model's
     /// database (created if missing), in tables named after `state_name`.
     pub state_schema: Option<String>,
-    /// The name of this sync's state tables in `state_schema` (default: the stream's name):
-    /// set it when two syncs feed one stream.
+    /// The name of this sync's state tables in `state_schema` (default: the stream's name,
+    /// then its region for a real stream): set it when two syncs feed one stream.
     pub state_name: Option<String>,
     /// The directory past runs' reports and debugger logs are kept in (default:
     /// `kinesync-runs` beside the config file).

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, DestinationConfig, SourceConfig};
 
 /// What kind of model `[source]` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -246,21 +246,31 @@ fn warehouse_connection(config: &Config) -> Result<(postgres::Client, String, St
     }
     let name = match &config.sync.state_name {
         Some(name) => name.clone(),
-        None => config
-            .destination()?
-            .stream
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect(),
+        None => default_state_name(config.destination()?),
     };
     let (client, place) = connection(config, source)?.connect()?;
     Ok((client, place, name))
+}
+
+/// A sync's state name when `[sync] state_name` is not set: its stream's name, and the
+/// stream's region for a real one, in lowercase letters, digits and `_`. With the region, the
+/// syncs of a multi-region deployment (one config per region, the same stream name in each)
+/// keep their states apart in one warehouse schema: sharing one, the second region's first
+/// run would find the first's baseline, and never send it the rows the first had sent.
+fn default_state_name(destination: &DestinationConfig) -> String {
+    let mut name = destination.stream.clone();
+    if let (None, Some(region)) = (&destination.simulated, &destination.region) {
+        name = format!("{name}_{region}");
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `table` as a quoted SQL name: `schema.name` or `name`, each part an identifier.
@@ -280,4 +290,35 @@ fn table_name(config: &Config, table: &str) -> Result<String, Error> {
         .map(|part| format!("\"{part}\""))
         .collect::<Vec<_>>()
         .join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_state_name;
+    use crate::config::DestinationConfig;
+
+    fn destination(stream: &str, region: Option<&str>, simulated: bool) -> DestinationConfig {
+        let mut text = format!("stream = {stream:?}\n");
+        if let Some(region) = region {
+            text.push_str(&format!("region = {region:?}\n"));
+        }
+        if simulated {
+            text.push_str("simulated = { shards = 1 }\n");
+        }
+        toml::from_str(&text).expect("a destination")
+    }
+
+    /// The same stream name in two regions (one config per region, one warehouse schema)
+    /// gives two states; a simulated stream has no region.
+    #[test]
+    fn the_default_state_name_tells_regions_apart() {
+        let east = default_state_name(&destination("Orders-EU", Some("us-east-1"), false));
+        let west = default_state_name(&destination("Orders-EU", Some("eu-west-1"), false));
+        assert_eq!(east, "orders_eu_us_east_1");
+        assert_eq!(west, "orders_eu_eu_west_1");
+        assert_eq!(
+            default_state_name(&destination("Orders-EU", None, true)),
+            "orders_eu"
+        );
+    }
 }

@@ -113,7 +113,7 @@ impl PostgresDelta {
         }
         if !JOINABLE_KEYS.contains(&prepared.key_type) {
             let why = format!(
-                "the primary key {:?} is of type {}, whose JSON text the server does not write as kinesync does; cast it in the query (::text or ::int8) to diff in the warehouse",
+                "the primary key {:?} is of type {}, whose JSON text the server does not write as kinesync does; to diff in the warehouse, cast it in the query to a type that keeps each key's JSON (::int8 for integers). A cast that changes it (::text makes a number a string; char(n) loses its padding) makes every row look removed and added once",
                 spec.primary_key,
                 prepared.key_type.name()
             );
