@@ -29,8 +29,6 @@ enum Message<T> {
 /// The producing side: batches items for the consuming side.
 pub(crate) struct Emitter<T> {
     batch: Vec<T>,
-    /// Items handed over per message.
-    batch_items: usize,
     sender: SyncSender<Message<T>>,
 }
 
@@ -38,10 +36,10 @@ impl<T> Emitter<T> {
     /// Hands over an item; `false` once the consumer has gone (stop producing).
     pub(crate) fn emit(&mut self, item: T) -> bool {
         self.batch.push(item);
-        if self.batch.len() < self.batch_items {
+        if self.batch.len() < BATCH_ITEMS {
             return true;
         }
-        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_items));
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ITEMS));
         self.sender.send(Message::Items(full)).is_ok()
     }
 
@@ -111,25 +109,12 @@ pub(crate) fn produce<T: Send + 'static>(
     name: &str,
     produce: impl FnOnce(&mut Emitter<T>) + Send + 'static,
 ) -> std::io::Result<ReadAhead<T>> {
-    produce_handing_over(name, BATCH_ITEMS, BATCHES_AHEAD, produce)
-}
-
-/// [`produce`], handing over `batch_items` at a time with up to `ahead` batches waiting (0: each
-/// is handed over only when the consumer asks; items that are whole batches already, such as
-/// a database's fetches, go one at a time).
-pub(crate) fn produce_handing_over<T: Send + 'static>(
-    name: &str,
-    batch_items: usize,
-    ahead: usize,
-    produce: impl FnOnce(&mut Emitter<T>) + Send + 'static,
-) -> std::io::Result<ReadAhead<T>> {
-    let (sender, messages) = sync_channel(ahead);
+    let (sender, messages) = sync_channel(BATCHES_AHEAD);
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
             let mut emitter = Emitter {
-                batch: Vec::with_capacity(batch_items),
-                batch_items,
+                batch: Vec::with_capacity(BATCH_ITEMS),
                 sender,
             };
             produce(&mut emitter);

@@ -33,6 +33,7 @@ mod background;
 mod csv_file;
 mod ndjson;
 mod postgres;
+mod spool;
 mod sqlite;
 
 use std::fmt;
@@ -46,9 +47,7 @@ use kinesync_payload::{Row, Schema, SchemaError, Value};
 pub use background::{BackgroundSource, ReadAhead, ReaderStopped, read_ahead};
 pub use csv_file::CsvSource;
 pub use ndjson::{NdjsonSource, scan_columns};
-pub use postgres::{
-    Connection, DiffPlace, FETCH_ROWS, PostgresDelta, PostgresSource, PostgresSpec,
-};
+pub use postgres::{Connection, DiffPlace, PostgresDelta, PostgresSource, PostgresSpec};
 pub use sqlite::SqliteSource;
 
 /// Why a source could not be read, with the file and line (or query row) it concerns.

@@ -4,8 +4,11 @@
 //!
 //! Where it sits: warehouse → **this source** → the engine's reader thread → diff. Like the
 //! file sources, it is an iterator read on a thread of its own; it never holds the whole
-//! result: rows come [`FETCH_ROWS`] at a time from a cursor, in one read-only transaction, so
-//! the model is read as one snapshot however long the read takes.
+//! result: the rows come through one `COPY ... TO STDOUT` in a read-only transaction (so the
+//! model is read as one snapshot), drained as fast as the server sends them into a spool (see
+//! `spool.rs`), so that the statement ends when the server is done, however long the sync
+//! then takes. One statement run to its end is also what lets the server plan it in parallel,
+//! which it never does for a cursor.
 //!
 //! How values arrive exactly: before anything is read, the query is prepared (which checks it
 //! and gives its columns' types without running it) and each column is given the SQL that
@@ -24,28 +27,35 @@
 //! refuses a server without it, `disable` never uses it.
 
 mod connection;
+mod copy_text;
 mod delta;
 mod values;
 
 use std::fmt;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kinesync_payload::{Row, Schema, Value};
-use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
+use postgres::Client;
 
 pub use self::connection::Connection;
+use self::copy_text::TextRow;
 pub use self::delta::{DiffPlace, PostgresDelta};
 use self::values::{Conversion, conversion, convert, quoted};
 
-use crate::background::{ReadAhead, produce_handing_over};
+use crate::spool::{SpoolReader, spool};
 use crate::{Locator, RowSource, SourceError, SourceRow};
 
-/// Rows fetched from the cursor per round trip.
-pub const FETCH_ROWS: usize = 10_000;
+/// Bytes of rows the spool keeps in memory while the sync has not reached them; more wait in
+/// a temporary file (in `TMPDIR`).
+const ROWS_IN_MEMORY: usize = 8 * 1024 * 1024;
 
-/// The cursor's name.
-const CURSOR: &str = "kinesync_model";
+/// Bytes taken from the server at a time.
+const CHUNK: u64 = 256 * 1024;
+
+/// The model's alias in the statements kinesync runs.
+const ALIAS: &str = "kinesync_model";
 
 /// What to read: where, the query, and its primary key.
 #[derive(Debug, Clone)]
@@ -56,7 +66,8 @@ pub struct PostgresSpec {
     pub query: String,
     /// The column that identifies a row.
     pub primary_key: String,
-    /// The longest one statement (the query's preparation, a fetch) may run; none by default.
+    /// The longest one statement may run (the query's preparation; the read of its rows, which
+    /// the server runs at its own pace, not the sync's); none by default.
     pub statement_timeout: Option<Duration>,
     /// The table the query reads whole (`"public"."users"`, quoted), when the model is one: a
     /// diff in the warehouse trusts a unique index on its key column instead of counting
@@ -88,20 +99,21 @@ impl PostgresSpec {
 /// each is read), so that a state written from these rows can later be diffed in the
 /// warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
-    /// Batches from the fetching thread, which holds the connection.
-    fetched: ReadAhead<Fetched>,
+    /// The rows as `COPY` writes them, from the thread that holds the connection.
+    rows: BufReader<SpoolReader<String>>,
+    /// The line being read.
+    line: Vec<u8>,
     schema: Arc<Schema>,
     conversions: Vec<Conversion>,
     /// `postgres://user@host:port/database`: where, without the password.
     place: String,
-    batch: std::vec::IntoIter<SimpleQueryRow>,
     /// Rows handed out so far.
     row: u64,
     /// Bytes of the values read so far.
     bytes: u64,
-    /// The cursor gave its last row, or a fetch failed: nothing more comes.
+    /// The rows ended, or their read failed: nothing more comes.
     done: bool,
-    /// Whether the cursor is the diff's (rows and removed keys) or the whole model's.
+    /// Whether the rows are the diff's (rows and removed keys) or the whole model's.
     delta: bool,
 }
 
@@ -122,7 +134,7 @@ struct Prepared {
     query: String,
     schema: Arc<Schema>,
     conversions: Vec<Conversion>,
-    /// Each column's SQL over the alias [`CURSOR`].
+    /// Each column's SQL over the alias [`ALIAS`].
     projection: Vec<String>,
     /// The key column's type.
     key_type: postgres::types::Type,
@@ -181,7 +193,7 @@ impl Prepared {
         let mut described = String::from("kinesync 1");
         for column in statement.columns() {
             let name = quoted(column.name());
-            match conversion(column.type_(), &format!("{CURSOR}.{name}")) {
+            match conversion(column.type_(), &format!("{ALIAS}.{name}")) {
                 Some((conversion, sql)) => {
                     // How the value is read, not the type's name: a type change that leaves
                     // every message as it was (int4 to int8) sends nothing again.
@@ -236,31 +248,27 @@ impl Prepared {
         )
     }
 
-    /// Opens the cursor over `select` in a read-only snapshot (after running `first` in it,
-    /// when given), and gives the source that reads it.
+    /// Runs `select` in a read-only snapshot (after running `first` in it), and gives the
+    /// source that reads its rows.
     fn declare(
         mut self,
         select: &str,
         delta: bool,
         first: impl FnOnce(&mut Client) -> Result<(), SourceError>,
     ) -> Result<PostgresSource, SourceError> {
-        let error = |e: &postgres::Error| SourceError::Postgres {
-            location: self.place.clone(),
-            message: query_error(&self.query, e),
-        };
         self.client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .map_err(|e| error(&e))?;
+            .map_err(|e| SourceError::Postgres {
+                location: self.place.clone(),
+                message: query_error(&self.query, &e),
+            })?;
         first(&mut self.client)?;
-        self.client
-            .batch_execute(&format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {select}"))
-            .map_err(|e| error(&e))?;
         Ok(PostgresSource {
-            fetched: fetching(self.client, self.place.clone())?,
+            rows: BufReader::with_capacity(CHUNK as usize, copying(self.client, select)?),
+            line: Vec::new(),
             schema: self.schema,
             conversions: self.conversions,
             place: self.place,
-            batch: Vec::new().into_iter(),
             row: 0,
             bytes: 0,
             done: false,
@@ -274,51 +282,62 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Rows of the cursor, a fetch at a time, or why a fetch failed.
-type Fetched = Result<Vec<SimpleQueryRow>, SourceError>;
+/// Starts the thread that runs `COPY (select) TO STDOUT` over `client` (in the transaction
+/// begun there) and drains its rows into a spool, as fast as the server sends them; the
+/// transaction ends with the statement. The connection lives and closes on that thread (its
+/// client blocks on a runtime of its own, which tokio forbids on a thread driving a runtime);
+/// once the source is dropped, the thread stops at its next chunk.
+fn copying(mut client: Client, select: &str) -> Result<SpoolReader<String>, SourceError> {
+    let (mut spooled, rows) = spool(ROWS_IN_MEMORY);
+    let statement = format!("COPY ({select}) TO STDOUT");
+    std::thread::Builder::new()
+        .name("kinesync-postgres-copy".to_owned())
+        .spawn(move || {
+            let end = copy_rows(&mut client, &statement, &mut spooled);
+            spooled.finish(end);
+        })
+        .map_err(|e| SourceError::Postgres {
+            location: "the Postgres model".to_owned(),
+            message: format!("cannot start the thread that reads the rows: {e}"),
+        })?;
+    Ok(rows)
+}
 
-/// Starts the thread that fetches the cursor's rows over `client`, one batch ahead of the
-/// reader: the server computes the next batch while the last one is parsed. The batch is
-/// handed over, not queued (a queue of one more held 10 to 20 MiB more at the peak of a
-/// million-row backfill, at the same speed). The connection lives and closes on that thread
-/// (its client blocks on a runtime of its own, which tokio forbids on a thread driving a
-/// runtime); once the source is dropped, the thread stops at its next batch.
-fn fetching(mut client: Client, place: String) -> Result<ReadAhead<Fetched>, SourceError> {
-    let fetch = format!("FETCH {FETCH_ROWS} FROM {CURSOR}");
-    produce_handing_over("kinesync-postgres-fetch", 1, 0, move |batches| {
-        let mut rows = 0;
-        loop {
-            let batch: Vec<SimpleQueryRow> = match client.simple_query(&fetch) {
-                Ok(messages) => messages
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        SimpleQueryMessage::Row(row) => Some(row),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(e) => {
-                    batches.emit(Err(SourceError::Postgres {
-                        location: format!("{place}, query row {}", rows + 1),
-                        message: read_error(&e),
-                    }));
-                    return;
-                }
-            };
-            if batch.is_empty() {
-                // The snapshot is no longer needed; a failure here changes nothing read.
-                client.batch_execute("COMMIT").ok();
-                return;
+/// Runs `statement` and keeps its rows in `spooled`; `Err` with what went wrong.
+fn copy_rows(
+    client: &mut Client,
+    statement: &str,
+    spooled: &mut crate::spool::SpoolWriter<String>,
+) -> Result<(), String> {
+    let mut copy = client.copy_out(statement).map_err(|e| read_error(&e))?;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK as usize);
+        // A chunk short of full is the last: the reader must not be read past its end.
+        let last = match (&mut copy).take(CHUNK).read_to_end(&mut chunk) {
+            Ok(read) => (read as u64) < CHUNK,
+            Err(e) => {
+                return Err(match e.get_ref().and_then(|e| e.downcast_ref()) {
+                    Some(e) => read_error(e),
+                    None => format!("{e}; nothing was decided about removed rows"),
+                });
             }
-            rows += batch.len();
-            if !batches.emit(Ok(batch)) {
-                return;
+        };
+        match spooled.write(chunk) {
+            Ok(true) if last => break,
+            Ok(true) => {}
+            // The source was dropped: nothing more is wanted.
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                return Err(format!(
+                    "cannot keep the rows not yet sent in a temporary file: {e}; nothing was decided about removed rows"
+                ));
             }
         }
-    })
-    .map_err(|e| SourceError::Postgres {
-        location: "the Postgres model".to_owned(),
-        message: format!("cannot start the thread that fetches the rows: {e}"),
-    })
+    }
+    drop(copy);
+    // The snapshot is no longer needed; a failure here changes nothing read.
+    client.batch_execute("COMMIT").ok();
+    Ok(())
 }
 
 impl PostgresSource {
@@ -337,9 +356,9 @@ impl PostgresSource {
     fn whole(prepared: Prepared) -> Result<Self, SourceError> {
         let select = format!(
             // The query ends its own line: a comment closing it ends there.
-            "SELECT {}, {} FROM ({}\n) AS {CURSOR}",
+            "SELECT {}, {} FROM ({}\n) AS {ALIAS}",
             prepared.projection.join(", "),
-            prepared.fingerprint(CURSOR),
+            prepared.fingerprint(ALIAS),
             prepared.query
         );
         prepared.declare(&select, false, |_| Ok(()))
@@ -350,23 +369,25 @@ impl PostgresSource {
         (self.row, self.bytes)
     }
 
-    /// The next row of the cursor, fetching when the last batch is used up; `None` at the end.
-    fn next_fetched(&mut self) -> Option<Result<SimpleQueryRow, SourceError>> {
-        loop {
-            if let Some(row) = self.batch.next() {
-                self.row += 1;
-                self.bytes += (0..row.len())
-                    .map(|i| row.get(i).map_or(0, str::len) as u64)
-                    .sum::<u64>();
-                return Some(Ok(row));
-            }
-            if self.done {
-                return None;
-            }
-            match self.fetched.next() {
-                Some(Ok(Ok(rows))) => self.batch = rows.into_iter(),
-                None => {
-                    self.done = true;
+    /// The next row, as the server wrote it; `None` at the end.
+    fn next_text_row(&mut self) -> Option<Result<TextRow, SourceError>> {
+        if self.done {
+            return None;
+        }
+        self.line.clear();
+        let read = self.rows.read_until(b'\n', &mut self.line);
+        if let Err(e) = read {
+            self.done = true;
+            return Some(Err(self.row_error(format!(
+                "cannot read back the rows kept in a temporary file: {e}; nothing was decided about removed rows"
+            ))));
+        }
+        if self.line.pop() != Some(b'\n') {
+            // The end: of the rows, or of what came before an error.
+            self.done = true;
+            let location = format!("{}, query row {}", self.place, self.row + 1);
+            let message = match self.rows.get_mut().end() {
+                Some(Ok(())) if self.line.is_empty() => {
                     tracing::info!(
                         model = %self.place,
                         rows = self.row,
@@ -376,20 +397,22 @@ impl PostgresSource {
                     );
                     return None;
                 }
+                Some(Ok(())) => "the rows ended part way through a row; nothing was decided about removed rows".to_owned(),
                 // A connection lost mid-read ends the rows with its error: the engine then
                 // decides nothing about removed rows.
-                Some(Ok(Err(e))) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                Some(Err(stopped)) => {
-                    self.done = true;
-                    return Some(Err(self.row_error(format!(
-                        "{stopped}; nothing was decided about removed rows"
-                    ))));
-                }
-            }
+                Some(Err(message)) => message,
+                None => "the thread reading the model stopped before the end; nothing was decided about removed rows".to_owned(),
+            };
+            return Some(Err(SourceError::Postgres { location, message }));
         }
+        self.row += 1;
+        Some(match TextRow::parse(&self.line) {
+            Ok(row) => {
+                self.bytes += row.value_bytes() as u64;
+                Ok(row)
+            }
+            Err(message) => Err(self.row_error(message)),
+        })
     }
 
     /// An error about the row just read.
@@ -401,7 +424,7 @@ impl PostgresSource {
     }
 
     /// The model row of one fetched row, with the fingerprint the server computed.
-    fn source_row(&self, row: &SimpleQueryRow) -> Result<SourceRow, SourceError> {
+    fn source_row(&self, row: &TextRow) -> Result<SourceRow, SourceError> {
         let columns = self.conversions.len();
         let mut values = Vec::with_capacity(columns);
         for (index, conversion) in self.conversions.iter().enumerate() {
@@ -444,7 +467,7 @@ impl Iterator for PostgresSource {
 
     fn next(&mut self) -> Option<Self::Item> {
         debug_assert!(!self.delta, "a diff's cursor is read by PostgresDelta");
-        let row = self.next_fetched()?;
+        let row = self.next_text_row()?;
         Some(row.and_then(|row| self.source_row(&row)))
     }
 }
