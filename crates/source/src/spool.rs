@@ -1,5 +1,5 @@
-//! Bytes that one thread receives and another reads, the receiving side never waiting for the
-//! reading side: up to a limit in memory, beyond it in a temporary file.
+//! Bytes that one thread receives and another reads, the receiving side not waiting for the
+//! reading side: up to a limit in memory, beyond it in a temporary file (up to a cap).
 //!
 //! Why: a Postgres model is read with one `COPY` statement. Were the server made to wait
 //! until the sync is ready for more rows (a stream that takes 1,000 records a second per shard
@@ -7,8 +7,9 @@
 //! warehouse all that time (which keeps vacuum from cleaning up), and a statement timeout
 //! counting the sync's waits instead of the server's work. Drained as fast as the server
 //! sends, the statement ends when the server is done; the rows the sync has not reached wait
-//! here, in the file once they outgrow memory (so memory stays flat, and the disk holds at
-//! most the model's text).
+//! here, in the file once they outgrow memory (so memory stays flat). The file has a cap: a
+//! backlog beyond it makes the receiving side wait after all (a disk is not filled, nor a
+//! `TMPDIR` in memory, by a model larger than the cap).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -51,6 +52,7 @@ impl<E> Shared<E> {
 pub(crate) struct SpoolWriter<E> {
     shared: Arc<Shared<E>>,
     memory_limit: usize,
+    file_limit: u64,
 }
 
 /// The reading side: the bytes in order, then `Ok(0)`; [`end`](Self::end) then tells how the
@@ -61,8 +63,9 @@ pub(crate) struct SpoolReader<E> {
     at: usize,
 }
 
-/// A spool keeping up to `memory_limit` bytes in memory.
-pub(crate) fn spool<E>(memory_limit: usize) -> (SpoolWriter<E>, SpoolReader<E>) {
+/// A spool keeping up to `memory_limit` bytes in memory, and up to `file_limit` more in its
+/// file.
+pub(crate) fn spool<E>(memory_limit: usize, file_limit: u64) -> (SpoolWriter<E>, SpoolReader<E>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             chunks: VecDeque::new(),
@@ -80,6 +83,7 @@ pub(crate) fn spool<E>(memory_limit: usize) -> (SpoolWriter<E>, SpoolReader<E>) 
         SpoolWriter {
             shared: shared.clone(),
             memory_limit,
+            file_limit,
         },
         SpoolReader {
             shared,
@@ -90,31 +94,42 @@ pub(crate) fn spool<E>(memory_limit: usize) -> (SpoolWriter<E>, SpoolReader<E>) 
 }
 
 impl<E> SpoolWriter<E> {
-    /// Keeps `chunk` for the reader; `Ok(false)` once the reader has gone (stop receiving).
-    /// An error is the file's (the disk full, say).
+    /// Keeps `chunk` for the reader, waiting only while the file is full; `Ok(false)` once
+    /// the reader has gone (stop receiving). An error is the file's (the disk full, say).
     pub(crate) fn write(&mut self, chunk: Vec<u8>) -> io::Result<bool> {
         if chunk.is_empty() {
             return Ok(true);
         }
         let mut state = self.shared.lock();
-        if state.reader_gone {
-            return Ok(false);
+        loop {
+            if state.reader_gone {
+                return Ok(false);
+            }
+            let file_unread = state.written > state.read;
+            if !file_unread && state.in_memory + chunk.len() <= self.memory_limit {
+                state.in_memory += chunk.len();
+                state.chunks.push_back(chunk);
+                break;
+            }
+            // Always room for one chunk, however small the cap.
+            if !file_unread || state.written - state.read + chunk.len() as u64 <= self.file_limit {
+                let at = state.written;
+                let file = match &mut state.file {
+                    Some(file) => file,
+                    none => none.insert(tempfile::tempfile()?),
+                };
+                file.seek(SeekFrom::Start(at))?;
+                file.write_all(&chunk)?;
+                state.written += chunk.len() as u64;
+                break;
+            }
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
-        let file_unread = state.written > state.read;
-        if !file_unread && state.in_memory + chunk.len() <= self.memory_limit {
-            state.in_memory += chunk.len();
-            state.chunks.push_back(chunk);
-        } else {
-            let at = state.written;
-            let file = match &mut state.file {
-                Some(file) => file,
-                none => none.insert(tempfile::tempfile()?),
-            };
-            file.seek(SeekFrom::Start(at))?;
-            file.write_all(&chunk)?;
-            state.written += chunk.len() as u64;
-        }
-        self.shared.changed.notify_one();
+        self.shared.changed.notify_all();
         Ok(true)
     }
 
@@ -128,7 +143,7 @@ impl<E> SpoolWriter<E> {
 impl<E> Drop for SpoolWriter<E> {
     fn drop(&mut self) {
         self.shared.lock().writer_gone = true;
-        self.shared.changed.notify_one();
+        self.shared.changed.notify_all();
     }
 }
 
@@ -153,16 +168,19 @@ impl<E> SpoolReader<E> {
                 let unread = usize::try_from(state.written - state.read).unwrap_or(usize::MAX);
                 let at = state.read;
                 let file = state.file.as_mut().expect("bytes written to the file");
+                let mut chunk = vec![0; unread.min(FILE_READ)];
                 file.seek(SeekFrom::Start(at))?;
-                self.current.resize(unread.min(FILE_READ), 0);
-                file.read_exact(&mut self.current)?;
-                self.at = 0;
-                state.read += self.current.len() as u64;
+                file.read_exact(&mut chunk)?;
+                state.read += chunk.len() as u64;
                 if state.read == state.written {
                     // All read: the file is written again from its start.
                     state.read = 0;
                     state.written = 0;
                 }
+                self.current = chunk;
+                self.at = 0;
+                // The writer may be waiting for room in the file.
+                self.shared.changed.notify_all();
                 return Ok(true);
             }
             if state.writer_gone {
@@ -192,6 +210,7 @@ impl<E> Read for SpoolReader<E> {
 impl<E> Drop for SpoolReader<E> {
     fn drop(&mut self) {
         self.shared.lock().reader_gone = true;
+        self.shared.changed.notify_all();
     }
 }
 
@@ -201,10 +220,10 @@ mod tests {
 
     use super::*;
 
-    /// Writes `chunks` from a thread, `read_every` chunks at a time on this side: the bytes
-    /// come back in order, whatever went to memory and whatever to the file.
-    fn round_trip(chunks: Vec<Vec<u8>>, memory_limit: usize) -> Vec<u8> {
-        let (mut writer, mut reader) = spool::<String>(memory_limit);
+    /// Writes `chunks` from a thread while this one reads: the bytes come back in order,
+    /// whatever went to memory and whatever to the file (the writer waiting when it is full).
+    fn round_trip(chunks: Vec<Vec<u8>>, memory_limit: usize, file_limit: u64) -> Vec<u8> {
+        let (mut writer, mut reader) = spool::<String>(memory_limit, file_limit);
         let writing = std::thread::spawn(move || {
             for chunk in chunks {
                 assert!(writer.write(chunk).unwrap());
@@ -219,8 +238,8 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_never_waits_and_what_outgrows_memory_goes_through_the_file() {
-        let (mut writer, mut reader) = spool::<String>(10);
+    fn the_writer_does_not_wait_until_the_file_is_full_too() {
+        let (mut writer, mut reader) = spool::<String>(10, 1000);
         // Nothing is read while 1,000 bytes are written: 10 stay in memory.
         for i in 0..100u8 {
             assert!(writer.write(vec![i; 10]).unwrap());
@@ -244,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_writer_gone_without_finishing_ends_the_bytes_without_an_end() {
-        let (mut writer, mut reader) = spool::<String>(10);
+        let (mut writer, mut reader) = spool::<String>(10, 10);
         writer.write(b"abc".to_vec()).unwrap();
         drop(writer);
         let mut read = Vec::new();
@@ -254,10 +273,13 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_gone_stops_the_writer() {
-        let (mut writer, reader) = spool::<String>(10);
+    fn a_reader_gone_stops_the_writer_even_one_waiting_for_room() {
+        let (mut writer, reader) = spool::<String>(1, 1);
+        assert!(writer.write(b"a".to_vec()).unwrap(), "in memory");
+        assert!(writer.write(b"b".to_vec()).unwrap(), "in the file");
+        let waiting = std::thread::spawn(move || writer.write(b"c".to_vec()).unwrap());
         drop(reader);
-        assert!(!writer.write(b"abc".to_vec()).unwrap());
+        assert!(!waiting.join().unwrap(), "told to stop");
     }
 
     proptest! {
@@ -265,9 +287,10 @@ mod tests {
         fn bytes_come_back_in_order(
             chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..60),
             memory_limit in 0usize..100,
+            file_limit in 0u64..200,
         ) {
             let expected: Vec<u8> = chunks.concat();
-            prop_assert_eq!(round_trip(chunks, memory_limit), expected);
+            prop_assert_eq!(round_trip(chunks, memory_limit, file_limit), expected);
         }
     }
 }

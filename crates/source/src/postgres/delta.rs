@@ -5,25 +5,29 @@
 //! The statement, for a model `q` keyed by `id` and the state table `s`:
 //!
 //! ```sql
-//! SELECT <q's columns, each as PostgresSource reads it>, m.fingerprint, m.key, NULL
+//! SELECT <q's columns, each as PostgresSource reads it>, m.fingerprint, m.key,
+//!        CASE WHEN m.present IS NULL THEN s.key END       -- a removed key
 //! FROM (SELECT q.*, hashtextextended((<names, how read> || ROW(q.*)::text) COLLATE "C", 0)
 //!                     AS fingerprint,
-//!              to_json(q.id)::text AS key
+//!              to_json(q.id)::text AS key, true AS present
 //!       FROM (<query>) AS q) AS m
-//! LEFT JOIN s ON s.key = m.key COLLATE "C"
-//! WHERE s.key IS NULL OR s.doubt IS NOT NULL
+//! FULL JOIN s ON s.key = m.key COLLATE "C"
+//! WHERE m.present IS NULL OR s.key IS NULL OR s.doubt IS NOT NULL
 //!    OR s.fingerprint <> (decode('0000000000000000', 'hex') || int8send(m.fingerprint))
-//! UNION ALL                                              -- the removed keys
-//! SELECT NULL, ..., s.key FROM s
-//! WHERE NOT EXISTS (SELECT FROM (<query>) AS q WHERE to_json(q.id)::text COLLATE "C" = s.key)
 //! ```
 //!
-//! Two joins rather than one full join: PostgreSQL (before 16) runs a full join on one core,
-//! and these two in parallel (measured on 2 cores over 10M rows: 17 s instead of 31 s); the
-//! second reads only the model's keys (for a table, its key's index). The statement runs to
-//! its end in one `COPY`, which the server may plan in parallel (it never does for a cursor);
-//! and since its planner cannot know how few rows pass the filter, it would price every row as
-//! crossing between its processes: the transaction sets `parallel_tuple_cost` to 0.01, a tenth of its default.
+//! For a table with a unique index on its key, two joins instead: the same rows through a
+//! `LEFT JOIN`, then `UNION ALL` the state's keys the table's keys lack (`NOT EXISTS`, over the
+//! key's index). PostgreSQL (before 16) runs a full join on one core and these two in parallel
+//! (measured on 2 cores over 10M rows: 17 s instead of 31 s). Any other model keeps the full
+//! join, which runs its query once: run twice, a query with `LIMIT`, `random()` or another
+//! volatile part could give two sets of rows, and a row of one missing from the other would
+//! be sent as removed.
+//!
+//! The statement runs to its end in one `COPY`, which the server may plan in parallel (it
+//! never does for a cursor); and since its planner cannot know how few rows pass the filter,
+//! it would price every row as crossing between its processes: the transaction sets
+//! `parallel_tuple_cost` to 0.01, a tenth of its default.
 //!
 //! It compares what the state holds with what [`PostgresSource`] would give: the state keeps
 //! each key as its JSON text and the fingerprint the server computed for the row last sent
@@ -58,7 +62,7 @@ const JOINABLE_KEYS: [Type; 6] = [
 ];
 
 /// The columns the diff's statement adds beside the model's.
-const HELPER_COLUMNS: [&str; 2] = ["kinesync fingerprint", "kinesync key"];
+const HELPER_COLUMNS: [&str; 3] = ["kinesync fingerprint", "kinesync key", "kinesync present"];
 
 /// Where a sync's diff runs.
 #[derive(Debug)]
@@ -136,24 +140,11 @@ impl PostgresDelta {
             Some(table) => key_is_unique(&mut prepared, table, &spec.primary_key)?,
             None => false,
         };
-        // The query ends its own line: a comment closing it ends there.
-        let statement = format!(
-            "SELECT {projection}, {ALIAS}.\"kinesync fingerprint\", {ALIAS}.\"kinesync key\", NULL::text \
-             FROM (SELECT kinesync_row.*, {fingerprint} AS \"kinesync fingerprint\", \
-             {key} AS \"kinesync key\" FROM ({query}\n) AS kinesync_row) AS {ALIAS} \
-             LEFT JOIN {state_rows} AS kinesync_state \
-             ON kinesync_state.key = {ALIAS}.\"kinesync key\" COLLATE \"C\" \
-             WHERE kinesync_state.key IS NULL OR kinesync_state.doubt IS NOT NULL \
-             OR kinesync_state.fingerprint <> (decode('0000000000000000', 'hex') || int8send({ALIAS}.\"kinesync fingerprint\")) \
-             UNION ALL \
-             SELECT {nulls}, NULL, NULL, kinesync_state.key FROM {state_rows} AS kinesync_state \
-             WHERE NOT EXISTS (SELECT FROM ({query}\n) AS kinesync_row \
-             WHERE {key} COLLATE \"C\" = kinesync_state.key)",
-            projection = prepared.projection.join(", "),
-            nulls = vec!["NULL"; prepared.projection.len()].join(", "),
-            fingerprint = prepared.fingerprint("kinesync_row"),
-            query = prepared.query,
-        );
+        let statement = if unique {
+            two_joins(&prepared, &key, state_rows)
+        } else {
+            full_join(&prepared, &key, state_rows)
+        };
         let duplicates = format!(
             "SELECT k FROM (SELECT {key} AS k FROM ({}\n) AS kinesync_row) AS keys
              WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1 LIMIT 1",
@@ -205,6 +196,61 @@ impl PostgresDelta {
     pub fn read_so_far(&self) -> (u64, u64) {
         self.source.read_so_far()
     }
+}
+
+/// From `FROM` on, what both forms of the statement share: the model's rows (with each one's
+/// fingerprint and key's text) `join`ed with the state's, kept when they may need sending
+/// (added, changed, in doubt) or when `also` (a condition, `OR`) holds.
+fn rows_to_send(
+    prepared: &Prepared,
+    key: &str,
+    state_rows: &str,
+    join: &str,
+    also: &str,
+) -> String {
+    // The query ends its own line: a comment closing it ends there.
+    format!(
+        "FROM (SELECT kinesync_row.*, {fingerprint} AS \"kinesync fingerprint\", \
+         {key} AS \"kinesync key\", true AS \"kinesync present\" \
+         FROM ({query}\n) AS kinesync_row) AS {ALIAS} \
+         {join} JOIN {state_rows} AS kinesync_state \
+         ON kinesync_state.key = {ALIAS}.\"kinesync key\" COLLATE \"C\" \
+         WHERE {also}kinesync_state.key IS NULL OR kinesync_state.doubt IS NOT NULL \
+         OR kinesync_state.fingerprint <> (decode('0000000000000000', 'hex') || int8send({ALIAS}.\"kinesync fingerprint\"))",
+        fingerprint = prepared.fingerprint("kinesync_row"),
+        query = prepared.query,
+    )
+}
+
+/// The statement for a table with a unique key: the rows to send, then the state's keys the
+/// table's keys lack (two joins the server runs in parallel; the table read twice in one
+/// snapshot gives the same rows both times).
+fn two_joins(prepared: &Prepared, key: &str, state_rows: &str) -> String {
+    format!(
+        "SELECT {projection}, {ALIAS}.\"kinesync fingerprint\", {ALIAS}.\"kinesync key\", NULL::text \
+         {rows} \
+         UNION ALL \
+         SELECT {nulls}, NULL, NULL, kinesync_state.key FROM {state_rows} AS kinesync_state \
+         WHERE NOT EXISTS (SELECT FROM ({query}\n) AS kinesync_row \
+         WHERE {key} COLLATE \"C\" = kinesync_state.key)",
+        projection = prepared.projection.join(", "),
+        rows = rows_to_send(prepared, key, state_rows, "LEFT", ""),
+        nulls = vec!["NULL"; prepared.projection.len()].join(", "),
+        query = prepared.query,
+    )
+}
+
+/// The statement for any other model: one full join, so that the query runs once (run twice,
+/// a query with `LIMIT`, `random()` or another volatile part could give two sets of rows, and
+/// a row of one missing from the other would be sent as removed).
+fn full_join(prepared: &Prepared, key: &str, state_rows: &str) -> String {
+    let removed = format!("{ALIAS}.\"kinesync present\" IS NULL OR ");
+    let rows = rows_to_send(prepared, key, state_rows, "FULL", &removed);
+    format!(
+        "SELECT {projection}, {ALIAS}.\"kinesync fingerprint\", {ALIAS}.\"kinesync key\", \
+         CASE WHEN {ALIAS}.\"kinesync present\" IS NULL THEN kinesync_state.key END {rows}",
+        projection = prepared.projection.join(", "),
+    )
 }
 
 /// Whether `table` has a valid unique index on exactly its column `column` (no expression, no

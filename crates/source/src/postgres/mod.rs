@@ -1,4 +1,4 @@
-//! A model in PostgreSQL: a query's rows, streamed through a cursor, each value mapped to the
+//! A model in PostgreSQL: a query's rows, streamed through `COPY`, each value mapped to the
 //! payload's values exactly. This file opens the query and reads its rows; `connection.rs`
 //! reaches the server, `values.rs` maps the types.
 //!
@@ -50,6 +50,9 @@ use crate::{Locator, RowSource, SourceError, SourceRow};
 /// Bytes of rows the spool keeps in memory while the sync has not reached them; more wait in
 /// a temporary file (in `TMPDIR`).
 const ROWS_IN_MEMORY: usize = 8 * 1024 * 1024;
+
+/// Bytes of rows the spool's file holds at most: beyond them, the server waits for the sync.
+const ROWS_ON_DISK: u64 = 1024 * 1024 * 1024;
 
 /// Bytes taken from the server at a time.
 const CHUNK: u64 = 256 * 1024;
@@ -288,7 +291,7 @@ fn literal(text: &str) -> String {
 /// client blocks on a runtime of its own, which tokio forbids on a thread driving a runtime);
 /// once the source is dropped, the thread stops at its next chunk.
 fn copying(mut client: Client, select: &str) -> Result<SpoolReader<String>, SourceError> {
-    let (mut spooled, rows) = spool(ROWS_IN_MEMORY);
+    let (mut spooled, rows) = spool(ROWS_IN_MEMORY, ROWS_ON_DISK);
     let statement = format!("COPY ({select}) TO STDOUT");
     std::thread::Builder::new()
         .name("kinesync-postgres-copy".to_owned())
@@ -313,15 +316,16 @@ fn copy_rows(
     loop {
         let mut chunk = Vec::with_capacity(CHUNK as usize);
         // A chunk short of full is the last: the reader must not be read past its end.
-        let last = match (&mut copy).take(CHUNK).read_to_end(&mut chunk) {
-            Ok(read) => (read as u64) < CHUNK,
-            Err(e) => {
-                return Err(match e.get_ref().and_then(|e| e.downcast_ref()) {
-                    Some(e) => read_error(e),
-                    None => format!("{e}; nothing was decided about removed rows"),
-                });
-            }
-        };
+        let read = (&mut copy).take(CHUNK).read_to_end(&mut chunk);
+        if let Err(e) = read {
+            // The rows before the error are the sync's too: its place is then the right row.
+            spooled.write(chunk).ok();
+            return Err(match e.get_ref().and_then(|e| e.downcast_ref()) {
+                Some(e) => read_error(e),
+                None => format!("{e}; nothing was decided about removed rows"),
+            });
+        }
+        let last = (chunk.len() as u64) < CHUNK;
         match spooled.write(chunk) {
             Ok(true) if last => break,
             Ok(true) => {}
@@ -335,14 +339,14 @@ fn copy_rows(
         }
     }
     drop(copy);
-    // The snapshot is no longer needed; a failure here changes nothing read.
+    // The snapshot is no longer needed; a failure here changes nothing read (the server
+    // reports a statement's errors, its parallel workers' too, before the end of its rows).
     client.batch_execute("COMMIT").ok();
     Ok(())
 }
 
 impl PostgresSource {
-    /// Connects, checks the query and its columns' types, and opens the cursor; no row is
-    /// read yet.
+    /// Connects, checks the query and its columns' types, and starts the read of its rows.
     ///
     /// The client blocks on a runtime of its own, which tokio forbids on a thread that drives
     /// a runtime; so opening happens on a thread of its own, and may be called from async
@@ -352,7 +356,7 @@ impl PostgresSource {
         off_the_runtime(|| Self::whole(Prepared::open(spec)?))
     }
 
-    /// The cursor over every row of the prepared query.
+    /// Every row of the prepared query.
     fn whole(prepared: Prepared) -> Result<Self, SourceError> {
         let select = format!(
             // The query ends its own line: a comment closing it ends there.
@@ -376,16 +380,20 @@ impl PostgresSource {
         }
         self.line.clear();
         let read = self.rows.read_until(b'\n', &mut self.line);
+        let location = || format!("{}, query row {}", self.place, self.row + 1);
         if let Err(e) = read {
             self.done = true;
-            return Some(Err(self.row_error(format!(
-                "cannot read back the rows kept in a temporary file: {e}; nothing was decided about removed rows"
-            ))));
+            return Some(Err(SourceError::Postgres {
+                location: location(),
+                message: format!(
+                    "cannot read back the rows kept in a temporary file: {e}; nothing was decided about removed rows"
+                ),
+            }));
         }
         if self.line.pop() != Some(b'\n') {
             // The end: of the rows, or of what came before an error.
             self.done = true;
-            let location = format!("{}, query row {}", self.place, self.row + 1);
+            let location = location();
             let message = match self.rows.get_mut().end() {
                 Some(Ok(())) if self.line.is_empty() => {
                     tracing::info!(
@@ -466,7 +474,7 @@ impl Iterator for PostgresSource {
     type Item = Result<SourceRow, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        debug_assert!(!self.delta, "a diff's cursor is read by PostgresDelta");
+        debug_assert!(!self.delta, "a diff's rows are read by PostgresDelta");
         let row = self.next_text_row()?;
         Some(row.and_then(|row| self.source_row(&row)))
     }
