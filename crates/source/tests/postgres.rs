@@ -126,17 +126,15 @@ fn numerics_come_out_digit_for_digit_whatever_their_precision() {
     assert!(error.contains("not a finite number"), "{error}");
 }
 
-/// Waits, in the server, until no connection named `application` is in a statement or a
-/// transaction (a minute at most).
-fn wait_until_idle(database: &str, application: &str) {
+/// Waits, in the server, until `condition` (SQL) holds, a minute at most.
+fn wait_until(database: &str, condition: &str) {
     postgres().psql(
         database,
         &format!(
             "DO $$ DECLARE deadline timestamptz := clock_timestamp() + interval '60 s'; BEGIN
-               WHILE EXISTS (SELECT FROM pg_stat_activity
-                             WHERE application_name = '{application}' AND state <> 'idle') LOOP
+               WHILE NOT ({condition}) LOOP
                  IF clock_timestamp() > deadline THEN
-                   RAISE EXCEPTION 'the model''s statement is still running';
+                   RAISE EXCEPTION 'still not: %', $c${condition}$c$;
                  END IF;
                  PERFORM pg_sleep(0.05);
                  -- A transaction sees one snapshot of the activity unless it asks again.
@@ -145,6 +143,13 @@ fn wait_until_idle(database: &str, application: &str) {
              END $$"
         ),
     );
+}
+
+/// Whether no connection named `application` is in a statement or a transaction.
+fn idle(application: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = '{application}' AND state <> 'idle')"
+    )
 }
 
 #[test]
@@ -163,7 +168,7 @@ fn the_server_is_done_before_the_rows_are_read_and_they_come_in_query_order() {
     assert_eq!(first.row.values()[0], Value::Int(1));
     // The statement and its snapshot end while the sync has read one row: the server is not
     // kept waiting (and holding back vacuum) for as long as the stream takes.
-    wait_until_idle(&db, "kinesync-drain");
+    wait_until(&db, &idle("kinesync-drain"));
     let mut expected = 1;
     for row in source.by_ref() {
         let row = row.unwrap();
@@ -267,6 +272,29 @@ fn a_statement_timeout_stops_a_slow_query_and_says_so() {
     let text = error.to_string();
     assert!(text.contains("statement timeout"), "{text}");
     assert!(source.next().is_none(), "nothing more after the error");
+}
+
+#[test]
+fn a_read_given_up_stops_the_servers_statement() {
+    let pg = postgres();
+    let db = pg.new_database("given_up");
+    // A statement that takes three minutes (a minute a row: the sleep is per row).
+    let mut spec = spec(
+        &db,
+        "SELECT g AS id FROM generate_series(1, 3) AS g WHERE (SELECT true FROM pg_sleep(60 + 0 * g))",
+    );
+    spec.connection = Connection::new(format!(
+        "{}&application_name=kinesync-given-up",
+        pg.url(&db)
+    ));
+    let source = PostgresSource::open(&spec).unwrap();
+    wait_until(
+        &db,
+        "EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'kinesync-given-up' AND state = 'active')",
+    );
+    drop(source);
+    // Stopped well within the minute the wait allows, not minutes later.
+    wait_until(&db, &idle("kinesync-given-up"));
 }
 
 #[test]

@@ -53,6 +53,28 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Asks the server to stop the statement running on the connection `token` is of (a read
+    /// the sync no longer wants), over a connection of its own, as securely as the first; a
+    /// request that fails changes nothing (the statement then ends on its own). Blocks: call
+    /// it off the async threads.
+    pub(super) fn cancel(&self, token: &postgres::CancelToken) {
+        let Ok((config, root_cert)) = config(self) else {
+            return;
+        };
+        let cancelled = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => token.cancel_query(postgres::NoTls),
+            _ => match tls(root_cert.as_deref()) {
+                Ok(tls) => token.cancel_query(tls),
+                Err(_) => return,
+            },
+        };
+        if let Err(e) = cancelled {
+            tracing::debug!(error = %e, "the model's statement could not be cancelled");
+        }
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Connection(<not shown: may hold a password>)")

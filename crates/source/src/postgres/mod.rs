@@ -118,6 +118,23 @@ pub struct PostgresSource {
     done: bool,
     /// Whether the rows are the diff's (rows and removed keys) or the whole model's.
     delta: bool,
+    /// Stops the statement on the server, if the source is dropped before its end.
+    cancel: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for PostgresSource {
+    /// A read given up (a preview that wanted a few rows, a run that failed) stops the server
+    /// at once, rather than when its next rows come (a diff may compute for a while first).
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take().filter(|_| !self.done) {
+            // Its client blocks on a runtime of its own, which tokio forbids on a thread
+            // driving a runtime.
+            std::thread::Builder::new()
+                .name("kinesync-postgres-cancel".to_owned())
+                .spawn(cancel)
+                .ok();
+        }
+    }
 }
 
 impl fmt::Debug for PostgresSource {
@@ -132,6 +149,8 @@ impl fmt::Debug for PostgresSource {
 /// A prepared model query: its columns, and the SQL that reads each one.
 struct Prepared {
     client: Client,
+    /// Where the client is connected: what a cancel request goes to.
+    connection: Connection,
     place: String,
     /// The query, trimmed of a final `;`.
     query: String,
@@ -220,6 +239,7 @@ impl Prepared {
             .clone();
         Ok(Self {
             client,
+            connection: spec.connection.clone(),
             place,
             query,
             schema,
@@ -266,6 +286,7 @@ impl Prepared {
                 message: query_error(&self.query, &e),
             })?;
         first(&mut self.client)?;
+        let (token, connection) = (self.client.cancel_token(), self.connection);
         Ok(PostgresSource {
             rows: BufReader::with_capacity(CHUNK as usize, copying(self.client, select)?),
             line: Vec::new(),
@@ -276,6 +297,7 @@ impl Prepared {
             bytes: 0,
             done: false,
             delta,
+            cancel: Some(Box::new(move || connection.cancel(&token))),
         })
     }
 }
