@@ -187,6 +187,8 @@ const KEYS: &[&str] = &[
     "",
     "é",
     "\u{10ffff}",
+    // The tag of the literal settles send their keys in, and a quote.
+    "\"$kinesync$'\"",
 ];
 
 proptest! {
