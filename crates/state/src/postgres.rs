@@ -278,6 +278,14 @@ impl PostgresStore {
                     return Ok((false, None));
                 }
                 client.batch_execute(&setup)?;
+                // A mark must be on the server's disk before its record goes out: a server
+                // (or role) that commits asynchronously by default does not for this session.
+                let commits: String = client
+                    .query_one("SELECT current_setting('synchronous_commit')", &[])?
+                    .get(0);
+                if commits == "off" {
+                    client.batch_execute("SET synchronous_commit = on")?;
+                }
                 let version: Option<String> = client
                     .query_opt(
                         &format!("SELECT value FROM {meta} WHERE name = 'schema_version'"),
@@ -519,9 +527,13 @@ fn apply(client: &mut Client, rows_table: &str, changes: Vec<Change>) -> Result<
     // whatever is stored. Only a settle or a removal's mark mixed with other changes
     // needs the stored versions, to apply the changes to.
     if changes.iter().all(|c| matches!(c, Change::Settle { .. })) {
-        return client
-            .batch_execute(&settle_statement(rows_table, &keys))
-            .map_err(|e| error_message(&e));
+        let settled = client.batch_execute(&settle_statement(rows_table, &keys));
+        if settled.is_err() {
+            // The server skipped the rest, COMMIT too: the transaction must not stay open
+            // (aborted) under the next job.
+            client.batch_execute("ROLLBACK").ok();
+        }
+        return settled.map_err(|e| error_message(&e));
     }
     let needs_stored = changes.iter().any(|c| {
         matches!(

@@ -34,6 +34,7 @@ mod values;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kinesync_payload::{Row, Schema, Value};
@@ -120,19 +121,35 @@ pub struct PostgresSource {
     delta: bool,
     /// Stops the statement on the server, if the source is dropped before its end.
     cancel: Option<Box<dyn FnOnce() + Send>>,
+    /// Set by the thread that reads the rows once the statement has ended on the server.
+    statement_ended: Arc<AtomicBool>,
 }
+
+/// The longest a source dropped before its end waits for its cancel request to reach the
+/// server (a process that exits at once would otherwise never send it).
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for PostgresSource {
     /// A read given up (a preview that wanted a few rows, a run that failed) stops the server
     /// at once, rather than when its next rows come (a diff may compute for a while first).
     fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take().filter(|_| !self.done) {
-            // Its client blocks on a runtime of its own, which tokio forbids on a thread
-            // driving a runtime.
-            std::thread::Builder::new()
-                .name("kinesync-postgres-cancel".to_owned())
-                .spawn(cancel)
-                .ok();
+        let Some(cancel) = self.cancel.take() else {
+            return;
+        };
+        if self.done || self.statement_ended.load(Ordering::Acquire) {
+            return;
+        }
+        // On a thread of its own: its client blocks on a runtime of its own, which tokio
+        // forbids on a thread driving a runtime.
+        let (sent, waited) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("kinesync-postgres-cancel".to_owned())
+            .spawn(move || {
+                cancel();
+                sent.send(()).ok();
+            });
+        if spawned.is_ok() {
+            waited.recv_timeout(CANCEL_WAIT).ok();
         }
     }
 }
@@ -287,8 +304,10 @@ impl Prepared {
             })?;
         first(&mut self.client)?;
         let (token, connection) = (self.client.cancel_token(), self.connection);
+        let statement_ended = Arc::new(AtomicBool::new(false));
+        let rows = copying(self.client, select, statement_ended.clone())?;
         Ok(PostgresSource {
-            rows: BufReader::with_capacity(CHUNK as usize, copying(self.client, select)?),
+            rows: BufReader::with_capacity(CHUNK as usize, rows),
             line: Vec::new(),
             schema: self.schema,
             conversions: self.conversions,
@@ -298,6 +317,7 @@ impl Prepared {
             done: false,
             delta,
             cancel: Some(Box::new(move || connection.cancel(&token))),
+            statement_ended,
         })
     }
 }
@@ -312,13 +332,18 @@ fn literal(text: &str) -> String {
 /// transaction ends with the statement. The connection lives and closes on that thread (its
 /// client blocks on a runtime of its own, which tokio forbids on a thread driving a runtime);
 /// once the source is dropped, the thread stops at its next chunk.
-fn copying(mut client: Client, select: &str) -> Result<SpoolReader<String>, SourceError> {
+fn copying(
+    mut client: Client,
+    select: &str,
+    ended: Arc<AtomicBool>,
+) -> Result<SpoolReader<String>, SourceError> {
     let (mut spooled, rows) = spool(ROWS_IN_MEMORY, ROWS_ON_DISK);
     let statement = format!("COPY ({select}) TO STDOUT");
     std::thread::Builder::new()
         .name("kinesync-postgres-copy".to_owned())
         .spawn(move || {
             let end = copy_rows(&mut client, &statement, &mut spooled);
+            ended.store(true, Ordering::Release);
             spooled.finish(end);
         })
         .map_err(|e| SourceError::Postgres {
