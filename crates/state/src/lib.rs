@@ -48,6 +48,10 @@ pub const SCHEMA_VERSION: i64 = 3;
 /// PostgreSQL model the server's 64-bit hash of it (in the low half).
 pub type Fingerprint = u128;
 
+/// What the store knows of a key's last record, and the row it holds for the key
+/// ([`StateStore::seen_with_rows`]).
+pub type SeenRow = (Seen, Vec<u8>);
+
 /// What the store knows of the last record sent for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
@@ -276,6 +280,15 @@ pub trait StateStore: Send {
     /// The rows last acknowledged for `keys`, in order.
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError>;
 
+    /// [`seen`](Self::seen) and [`rows`](Self::rows) of `keys` together, in order (what a
+    /// removal needs): one lookup where the store can (the Postgres store reads each key once
+    /// instead of twice).
+    fn seen_with_rows(&mut self, keys: &[String]) -> Result<Vec<Option<SeenRow>>, StateError> {
+        let seen = self.seen(keys)?;
+        let rows = self.rows(keys)?;
+        Ok(seen.into_iter().zip(rows).map(|(s, r)| s.zip(r)).collect())
+    }
+
     /// Up to `limit` keys of the store after `after`, in the store's own order of keys (the
     /// same from call to call): how a run walks the whole store, page after page, each page
     /// starting after the last key of the one before, to find the keys its model no longer
@@ -323,6 +336,10 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
 
     fn rows(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         (**self).rows(keys)
+    }
+
+    fn seen_with_rows(&mut self, keys: &[String]) -> Result<Vec<Option<SeenRow>>, StateError> {
+        (**self).seen_with_rows(keys)
     }
 
     fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {

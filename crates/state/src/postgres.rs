@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use postgres::Client;
 
 use crate::memory::MemoryStore;
-use crate::{Change, Doubt, Fingerprint, Seen, StateError, StateStore, StoredRow};
+use crate::{Change, Doubt, Fingerprint, Seen, SeenRow, StateError, StateStore, StoredRow};
 
 /// The version of the tables this build writes and reads.
 pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
@@ -423,6 +423,15 @@ impl StateStore for PostgresStore {
         Ok(keys
             .iter()
             .map(|k| stored.get(k).map(|r| r.row.clone()))
+            .collect())
+    }
+
+    fn seen_with_rows(&mut self, keys: &[String]) -> Result<Vec<Option<SeenRow>>, StateError> {
+        let stored = self.stored(keys)?;
+        // A key asked twice is answered twice.
+        Ok(keys
+            .iter()
+            .map(|k| stored.get(k).map(|r| (r.seen(), r.row.clone())))
             .collect())
     }
 

@@ -214,6 +214,10 @@ proptest! {
         let asked: Vec<String> = all.iter().chain(all.iter().rev()).cloned().collect();
         prop_assert_eq!(memory.seen(&asked).unwrap(), store.seen(&asked).unwrap());
         prop_assert_eq!(memory.rows(&asked).unwrap(), store.rows(&asked).unwrap());
+        prop_assert_eq!(
+            memory.seen_with_rows(&asked).unwrap(),
+            store.seen_with_rows(&asked).unwrap()
+        );
         prop_assert_eq!(memory.key_count().unwrap(), store.key_count().unwrap());
         prop_assert_eq!(memory.keys_after(None, 100).unwrap(), store.keys_after(None, 100).unwrap());
         let walked = walk_in_order(&mut store, 4);

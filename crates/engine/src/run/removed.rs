@@ -90,15 +90,15 @@ impl Run<'_> {
             self.commit_unsent(deletes(gone)).await?;
             return Ok(Vec::new());
         }
-        let (gone, rows, seen) = blocking(&self.state, move |s| {
-            let rows = s.rows(&gone)?;
-            let seen = s.seen(&gone)?;
-            Ok((gone, rows, seen))
+        let (gone, stored) = blocking(&self.state, move |s| {
+            let stored = s.seen_with_rows(&gone)?;
+            Ok((gone, stored))
         })
         .await?;
         let mut to_build = Vec::with_capacity(gone.len());
-        for ((key, stored), seen) in gone.into_iter().zip(rows).zip(seen) {
-            match stored.and_then(|s| self.diff.codec.decode(settings.schema(), &s)) {
+        for (key, stored) in gone.into_iter().zip(stored) {
+            let seen = stored.as_ref().map(|(seen, _)| *seen);
+            match stored.and_then(|(_, row)| self.diff.codec.decode(settings.schema(), &row)) {
                 Some(row) => to_build.push(ToBuild {
                     row,
                     event: Event::Removed,
