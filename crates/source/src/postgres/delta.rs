@@ -9,7 +9,7 @@
 //!        CASE WHEN m.present IS NULL THEN s.key END       -- a removed key
 //! FROM (SELECT q.*, hashtextextended((<names, how read> || ROW(q.*)::text) COLLATE "C", 0)
 //!                     AS fingerprint,
-//!              to_json(q.id)::text AS key, true AS present
+//!              to_json(q.id)::text AS key, true AS present   -- q.id::text for integers
 //!       FROM (<query>) AS q) AS m
 //! FULL JOIN s ON s.key = m.key COLLATE "C"
 //! WHERE m.present IS NULL OR s.key IS NULL OR s.doubt IS NOT NULL
@@ -135,7 +135,15 @@ impl PostgresDelta {
                 why,
             });
         }
-        let key = format!("to_json(kinesync_row.{})::text", quoted(&spec.primary_key));
+        // An integer's JSON is its decimal text, which `::text` writes for half the cost
+        // (measured over 5M keys: 0.43 s against 0.88 to 0.99 s); the join pays it for
+        // every key, twice for a table.
+        let column = format!("kinesync_row.{}", quoted(&spec.primary_key));
+        let key = if [Type::INT2, Type::INT4, Type::INT8].contains(&prepared.key_type) {
+            format!("{column}::text")
+        } else {
+            format!("to_json({column})::text")
+        };
         let unique = match &spec.table {
             Some(table) => key_is_unique(&mut prepared, table, &spec.primary_key)?,
             None => false,
