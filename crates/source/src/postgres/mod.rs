@@ -478,7 +478,7 @@ impl PostgresSource {
         }
     }
 
-    /// The model row of one fetched row, with the fingerprint the server computed.
+    /// The model row of one row read, with the fingerprint the server computed.
     fn source_row(&self, row: &TextRow) -> Result<SourceRow, SourceError> {
         let columns = self.conversions.len();
         let mut values = Vec::with_capacity(columns);
