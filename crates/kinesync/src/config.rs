@@ -81,7 +81,9 @@ pub struct SourceConfig {
     /// those variables alone. The config names the variable, never the string, which may hold a
     /// password.
     pub connection_env: Option<String>,
-    /// The longest one Postgres statement may run, in seconds (default: no limit).
+    /// The longest one Postgres statement may run, in seconds (default: no limit). The model's
+    /// rows are read with one statement, drained as fast as the server sends them (up to 1 GiB
+    /// waiting on disk), so it measures the server's work rather than the sync's.
     pub statement_timeout_seconds: Option<u64>,
     /// CSV column types: `[source.types]` with `age = "integer"` (integer, float, boolean,
     /// json, string).
