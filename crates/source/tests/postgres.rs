@@ -10,6 +10,16 @@ fn spec(database: &str, query: &str) -> PostgresSpec {
     PostgresSpec::new(Connection::new(postgres().url(database)), query, "id")
 }
 
+/// `query`'s rows in `database`, read by a connection named `application` (to find it in
+/// `pg_stat_activity`).
+fn named_spec(database: &str, query: &str, application: &str) -> PostgresSpec {
+    let url = format!(
+        "{}&application_name={application}",
+        postgres().url(database)
+    );
+    PostgresSpec::new(Connection::new(url), query, "id")
+}
+
 fn read_all(spec: &PostgresSpec) -> Vec<Vec<Value>> {
     PostgresSource::open(spec)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -161,8 +171,7 @@ fn the_server_is_done_before_the_rows_are_read_and_they_come_in_query_order() {
     let query = format!(
         "SELECT g AS id, repeat('x', 200) || g AS name FROM generate_series(1, {n}) AS g ORDER BY g"
     );
-    let mut spec = spec(&db, &query);
-    spec.connection = Connection::new(format!("{}&application_name=kinesync-drain", pg.url(&db)));
+    let spec = named_spec(&db, &query, "kinesync-drain");
     let mut source = PostgresSource::open(&spec).unwrap();
     let first = source.next().unwrap().unwrap();
     assert_eq!(first.row.values()[0], Value::Int(1));
@@ -279,14 +288,11 @@ fn a_read_given_up_stops_the_servers_statement() {
     let pg = postgres();
     let db = pg.new_database("given_up");
     // A statement that takes three minutes (a minute a row: the sleep is per row).
-    let mut spec = spec(
+    let spec = named_spec(
         &db,
         "SELECT g AS id FROM generate_series(1, 3) AS g WHERE (SELECT true FROM pg_sleep(60 + 0 * g))",
+        "kinesync-given-up",
     );
-    spec.connection = Connection::new(format!(
-        "{}&application_name=kinesync-given-up",
-        pg.url(&db)
-    ));
     let source = PostgresSource::open(&spec).unwrap();
     wait_until(
         &db,
@@ -302,12 +308,12 @@ fn a_connection_lost_mid_read_ends_the_rows_with_its_error() {
     let pg = postgres();
     let db = pg.new_database("lost");
     // The last row keeps the statement running, so that the connection is lost mid-read.
-    let mut spec = spec(
+    let spec = named_spec(
         &db,
         "SELECT g AS id, CASE WHEN g = 100000 THEN pg_sleep(60)::text END AS slept
          FROM generate_series(1, 100000) AS g",
+        "kinesync-lost",
     );
-    spec.connection = Connection::new(format!("{}&application_name=kinesync-lost", pg.url(&db)));
     let mut source = PostgresSource::open(&spec).unwrap();
     let first = source.next().unwrap().unwrap();
     assert_eq!(first.row.values()[0], Value::Int(1));
