@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The most bytes read back from the file at once.
@@ -55,8 +55,8 @@ pub(crate) struct SpoolWriter<E> {
     file_limit: u64,
 }
 
-/// The reading side: the bytes in order, then `Ok(0)`; [`end`](Self::end) then tells how the
-/// writing side ended.
+/// The reading side ([`Read`], and [`BufRead`] over its own chunks): the bytes in order, then
+/// the end; [`end`](Self::end) then tells how the writing side ended.
 pub(crate) struct SpoolReader<E> {
     shared: Arc<Shared<E>>,
     current: Vec<u8>,
@@ -197,13 +197,25 @@ impl<E> SpoolReader<E> {
 
 impl<E> Read for SpoolReader<E> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.current.len() && !self.refill()? {
-            return Ok(0);
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
+    }
+}
+
+/// The reader's own chunk is its buffer: no second copy of the bytes.
+impl<E> BufRead for SpoolReader<E> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.at == self.current.len() && !self.refill()? {
+            return Ok(&[]);
+        }
+        Ok(&self.current[self.at..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.at = (self.at + amount).min(self.current.len());
     }
 }
 

@@ -163,7 +163,7 @@ impl PostgresDelta {
             prepared.query.clone(),
             spec.primary_key.clone(),
         );
-        let source = prepared.declare(&statement, true, |client| {
+        let source = prepared.start_read(&statement, true, |client| {
             // Few rows leave the diff, which its planner cannot know (see the module's docs).
             client
                 .batch_execute("SET LOCAL parallel_tuple_cost = 0.01")

@@ -32,7 +32,7 @@ mod delta;
 mod values;
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -104,7 +104,7 @@ impl PostgresSpec {
 /// warehouse ([`PostgresDelta`]), whichever store kept it.
 pub struct PostgresSource {
     /// The rows as `COPY` writes them, from the thread that holds the connection.
-    rows: BufReader<SpoolReader<String>>,
+    rows: SpoolReader<String>,
     /// The line being read.
     line: Vec<u8>,
     schema: Arc<Schema>,
@@ -290,7 +290,7 @@ impl Prepared {
 
     /// Runs `select` in a read-only snapshot (after running `first` in it), and gives the
     /// source that reads its rows.
-    fn declare(
+    fn start_read(
         mut self,
         select: &str,
         delta: bool,
@@ -305,9 +305,8 @@ impl Prepared {
         first(&mut self.client)?;
         let (token, connection) = (self.client.cancel_token(), self.connection);
         let statement_ended = Arc::new(AtomicBool::new(false));
-        let rows = copying(self.client, select, statement_ended.clone())?;
         Ok(PostgresSource {
-            rows: BufReader::with_capacity(CHUNK as usize, rows),
+            rows: copying(self.client, select, statement_ended.clone())?,
             line: Vec::new(),
             schema: self.schema,
             conversions: self.conversions,
@@ -412,7 +411,7 @@ impl PostgresSource {
             prepared.fingerprint(ALIAS),
             prepared.query
         );
-        prepared.declare(&select, false, |_| Ok(()))
+        prepared.start_read(&select, false, |_| Ok(()))
     }
 
     /// Rows read so far, and the bytes of their values.
@@ -441,7 +440,7 @@ impl PostgresSource {
             // The end: of the rows, or of what came before an error.
             self.done = true;
             let location = location();
-            let message = match self.rows.get_mut().end() {
+            let message = match self.rows.end() {
                 Some(Ok(())) if self.line.is_empty() => {
                     tracing::info!(
                         model = %self.place,
