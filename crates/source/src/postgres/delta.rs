@@ -17,10 +17,10 @@
 //! ```
 //!
 //! For a table with a unique index on its key, two joins instead: the same rows through a
-//! `LEFT JOIN`, then `UNION ALL` the state's keys the table's keys lack (`NOT EXISTS`: a hash
-//! anti join, the table's keys read as their JSON text). PostgreSQL (before 16) runs a full join on one core and these two in parallel
-//! (measured on 2 cores over 10M rows: 17 s instead of 31 s). Any other model keeps the full
-//! join, which runs its query once: run twice, a query with `LIMIT`, `random()` or another
+//! `LEFT JOIN`, then `UNION ALL` the state's keys the table's keys lack (`NOT EXISTS`, an anti
+//! join over the table's keys as their JSON text). PostgreSQL (before 16) runs a full join on
+//! one core and these two in parallel (measured on 2 cores over 10M rows: 17 s instead of
+//! 31 s). Any other model keeps the full join, which runs its query once: run twice, a query with `LIMIT`, `random()` or another
 //! volatile part could give two sets of rows, and a row of one missing from the other would
 //! be sent as removed.
 //!
