@@ -17,7 +17,7 @@ use crate::prepare::{ModelRow, Preparer, Read};
 use crate::progress::Progress;
 use crate::record::RecordBuilder;
 use crate::report::RunReport;
-use crate::run::Run;
+use crate::run::{Delta, Run};
 use crate::settings::{Aggregation, Events, Initial, Limits};
 use crate::store::{self, SharedState};
 
@@ -250,8 +250,13 @@ impl Engine {
             Ok(read) => preparer.prepare(read).map(Read::Row),
             Err(e) => Err(e.to_string()),
         });
-        self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, false)
-            .await
+        self.run_prepared(
+            codec,
+            Some(locator),
+            read_on_a_thread(prepared)?,
+            Delta::Whole,
+        )
+        .await
     }
 
     /// Runs one sync over a model diffed where it lives ([`DeltaSource`]): only the rows
@@ -270,13 +275,15 @@ impl Engine {
             return Err(Error::ResyncNeedsWholeModel);
         }
         let locator = source.locator();
+        let watermark = source.watermark();
         let (codec, preparer) = self.prepare_run()?;
         let prepared = source.map(move |item| match item {
             Ok(DeltaItem::Row(read)) => preparer.prepare(read).map(Read::Row),
             Ok(DeltaItem::Removed(key)) => Ok(Read::Removed(key)),
             Err(e) => Err(e.to_string()),
         });
-        self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, true)
+        let delta = Delta::Diffed { watermark };
+        self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, delta)
             .await
     }
 
@@ -300,7 +307,7 @@ impl Engine {
             Ok(row) => preparer.prepare(row).map(Read::Row),
             Err(e) => Err(e.to_string()),
         });
-        self.run_prepared(codec, None, items, false).await
+        self.run_prepared(codec, None, items, Delta::Whole).await
     }
 
     /// [`run`](Self::run) over rows that cannot fail to be read (rows already in memory).
@@ -345,7 +352,7 @@ impl Engine {
         codec: RowCodec,
         locator: Option<Locator>,
         rows: impl Iterator<Item = Result<Read, String>>,
-        delta: bool,
+        delta: Delta,
     ) -> Result<RunReport, Error> {
         self.runs += 1;
         let run = Run::start(

@@ -82,6 +82,7 @@ mod send;
 mod settings;
 mod sorted_keys;
 mod store;
+mod watermark;
 
 pub use codec::last_sent_rows;
 pub use definition::SyncChange;
@@ -100,3 +101,4 @@ pub use settings::{
     MIN_AGGREGATE_BYTES,
 };
 pub use store::SharedState;
+pub use watermark::diff_watermark;

@@ -38,8 +38,20 @@ use crate::report::{Outcome, Packing, RunReport, ShardReport};
 use crate::send::{Outbox, OutboxConfig};
 use crate::settings::Initial;
 use crate::store::{SharedState, blocking};
+use crate::watermark;
 
 mod removed;
+
+/// How a run's rows were diffed.
+pub(crate) enum Delta {
+    /// The whole model, by kinesync.
+    Whole,
+    /// Where the model lives: only the rows that may need sending, and the keys gone; with
+    /// the mark to keep if the run completes ([`DeltaSource::watermark`]).
+    ///
+    /// [`DeltaSource::watermark`]: kinesync_source::DeltaSource::watermark
+    Diffed { watermark: Option<String> },
+}
 
 /// Why the model phase stopped early.
 enum Stop {
@@ -178,10 +190,18 @@ impl<'e> Run<'e> {
     pub(crate) async fn execute(
         mut self,
         mut rows: impl Iterator<Item = Result<Read, String>>,
-        delta: bool,
+        delta: Delta,
     ) -> Result<RunReport, Error> {
         let settings = self.settings;
         let first_run = !blocking(&self.state, |s| Ok(s.has_baseline()?)).await?;
+        // The last run's mark describes the state until this run changes it.
+        if !settings.dry_run {
+            blocking(&self.state, |s| Ok(watermark::forget(s)?)).await?;
+        }
+        let (delta, watermark) = match delta {
+            Delta::Whole => (false, None),
+            Delta::Diffed { watermark } => (true, watermark),
+        };
         let baseline_only = first_run && settings.initial == Initial::Skip;
         let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
         let mut listed = delta.then(|| Listed::new(settings.limits.keys_in_memory));
@@ -271,7 +291,12 @@ impl<'e> Run<'e> {
             Ok(commit::close_run(s, record_baseline)?)
         })
         .await?;
-        Ok(self.into_report(stop, baseline_only))
+        let state = self.state.clone();
+        let report = self.into_report(stop, baseline_only);
+        if let Some(mark) = watermark.filter(|_| !settings.dry_run && watermark::earned(&report)) {
+            blocking(&state, move |s| Ok(watermark::keep(s, &mark)?)).await?;
+        }
+        Ok(report)
     }
 
     /// The next chunk of readable rows (rows that could not be read are reported, keys gone

@@ -174,11 +174,16 @@ pub async fn run_config(
     options: RunOptions,
 ) -> Result<(engine::RunReport, destination::Destination), Error> {
     // The state first: a run that another run holds it from stops before it reads anything.
-    let (state, diff_against) = state_store(config, options.dry_run, options.run_id.as_deref())?;
+    let (mut state, diff_against) =
+        state_store(config, options.dry_run, options.run_id.as_deref())?;
     // The diff runs in the warehouse when the state is there, except on a resync (every row
-    // goes again: there is nothing to leave in the warehouse).
+    // goes again: there is nothing to leave in the warehouse); from the last complete run's
+    // mark, when it left one.
     let model = match diff_against.filter(|_| !options.resync) {
-        Some(state_rows) => model::open_diffed(config, &state_rows)?,
+        Some(state_rows) => {
+            let since = engine::diff_watermark(&mut *state)?;
+            model::open_diffed(config, &state_rows, since.as_deref())?
+        }
         None => model::Model::Whole(model::open(config)?),
     };
     let records = records_for(config, model.schema())?;

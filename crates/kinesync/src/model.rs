@@ -96,12 +96,16 @@ impl Model {
 }
 
 /// The Postgres model of `config`'s `[source]`, diffed in the warehouse against the state
-/// table `state_rows` (see [`PostgresDelta`]); read whole when the diff cannot run there
+/// table `state_rows` (see [`PostgresDelta`]), from the mark the last complete run left
+/// (`since`, see [`PostgresDelta::open_since`]); read whole when the diff cannot run there
 /// (a key whose type the join cannot match), with a warning saying why.
-pub fn open_diffed(config: &Config, state_rows: &str) -> Result<Model, Error> {
+pub fn open_diffed(config: &Config, state_rows: &str, since: Option<&str>) -> Result<Model, Error> {
     let spec = postgres_spec(config, config.source()?)?;
-    Ok(match PostgresDelta::open(&spec, state_rows)? {
+    Ok(match PostgresDelta::open_since(&spec, state_rows, since)? {
         DiffPlace::Warehouse(delta) => {
+            if delta.since_last_complete_run() {
+                tracing::info!("the diff reads only the rows written since the last complete run");
+            }
             tracing::debug!("the diff runs in the warehouse: {}", delta.statement());
             Model::Diffed(Box::new(delta))
         }

@@ -289,6 +289,14 @@ pub trait DeltaSource: Iterator<Item = Result<DeltaItem, SourceError>> + Send {
 
     /// How to name the place of a row in messages.
     fn locator(&self) -> Locator;
+
+    /// What to keep in the state if the run over this diff completes (every row sent or
+    /// moved on, none in error, nothing pending), for the next diff to start from: for a
+    /// Postgres table, the snapshot it read (see [`PostgresDelta::open_since`]). `None`:
+    /// nothing. The engine forgets the last one whenever a run starts.
+    fn watermark(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Says where a row numbered by [`SourceRow::line`] is, for messages about it.

@@ -48,7 +48,9 @@ use std::sync::Arc;
 use kinesync_payload::Schema;
 use postgres::types::Type;
 
-use super::{ALIAS, PostgresSource, PostgresSpec, Prepared, off_the_runtime, query_error, quoted};
+use super::{
+    ALIAS, PostgresSource, PostgresSpec, Prepared, off_the_runtime, query_error, quoted, watermark,
+};
 use crate::{DeltaItem, DeltaSource, Locator, SourceError};
 
 /// The key types whose JSON text the server writes as kinesync does.
@@ -83,8 +85,8 @@ pub enum DiffPlace {
 /// documentation).
 pub struct PostgresDelta {
     source: PostgresSource,
-    /// The diff's statement.
-    statement: String,
+    /// The diff's statement, and the mark to keep for the next.
+    plan: watermark::Plan,
 }
 
 impl fmt::Debug for PostgresDelta {
@@ -105,10 +107,27 @@ impl PostgresDelta {
     ///
     /// [`PostgresStore`]: https://docs.rs/kinesync-state
     pub fn open(spec: &PostgresSpec, state_rows: &str) -> Result<DiffPlace, SourceError> {
-        off_the_runtime(|| Self::open_here(spec, state_rows))
+        Self::open_since(spec, state_rows, None)
     }
 
-    fn open_here(spec: &PostgresSpec, state_rows: &str) -> Result<DiffPlace, SourceError> {
+    /// [`open`](Self::open), given the mark the last complete run left (the engine keeps it
+    /// in the state: `kinesync_engine::diff_watermark`): a table with a unique key then has
+    /// only the rows written since fingerprinted, and its keys matched only when some were
+    /// removed. The diff's [`watermark`](DeltaSource::watermark) is the mark this run leaves
+    /// if it completes.
+    pub fn open_since(
+        spec: &PostgresSpec,
+        state_rows: &str,
+        watermark: Option<&str>,
+    ) -> Result<DiffPlace, SourceError> {
+        off_the_runtime(|| Self::open_here(spec, state_rows, watermark))
+    }
+
+    fn open_here(
+        spec: &PostgresSpec,
+        state_rows: &str,
+        previous: Option<&str>,
+    ) -> Result<DiffPlace, SourceError> {
         let mut prepared = Prepared::open(spec)?;
         if let Some(taken) = prepared
             .schema
@@ -148,10 +167,17 @@ impl PostgresDelta {
             Some(table) => key_is_unique(&mut prepared, table, &spec.primary_key)?,
             None => false,
         };
+        let model = Model::of(&prepared);
         let statement = if unique {
-            two_joins(&prepared, &key, state_rows)
+            two_joins(&model, &model.query, &key, state_rows, true)
         } else {
-            full_join(&prepared, &key, state_rows)
+            full_join(&model, &key, state_rows)
+        };
+        // The statement over a table's fresh rows (see the `watermark` module).
+        let over = |query: &str, removed: bool| two_joins(&model, query, &key, state_rows, removed);
+        let fresh_statement = match (&spec.table, unique) {
+            (Some(table), true) => Some((table.clone(), over)),
+            _ => None,
         };
         let duplicates = format!(
             "SELECT k FROM (SELECT {key} AS k FROM ({}\n) AS kinesync_row) AS keys
@@ -163,7 +189,8 @@ impl PostgresDelta {
             prepared.query.clone(),
             spec.primary_key.clone(),
         );
-        let source = prepared.start_read(&statement, true, |client| {
+        let mut plan = None;
+        let source = prepared.start_read(true, |client| {
             // Few rows leave the diff, which its planner cannot know (see the module's docs).
             client
                 .batch_execute("SET LOCAL parallel_tuple_cost = 0.01")
@@ -171,8 +198,18 @@ impl PostgresDelta {
                     location: place.clone(),
                     message: query_error(&query, &e),
                 })?;
-            if unique {
-                return Ok(());
+            if let Some((table, over)) = &fresh_statement {
+                let statements = watermark::Statements {
+                    full: &statement,
+                    over,
+                    table,
+                    key: &key,
+                    state_rows,
+                };
+                let planned = watermark::plan(client, &place, &statements, previous)?;
+                let read = planned.statement.clone();
+                plan = Some(planned);
+                return Ok(read);
             }
             let found = client
                 .query_opt(&duplicates, &[])
@@ -188,15 +225,26 @@ impl PostgresDelta {
                         row.get::<_, String>(0)
                     ),
                 }),
-                None => Ok(()),
+                None => Ok(statement.clone()),
             }
         })?;
-        Ok(DiffPlace::Warehouse(Self { source, statement }))
+        let plan = plan.unwrap_or(watermark::Plan {
+            statement,
+            watermark: None,
+            since_mark: false,
+        });
+        Ok(DiffPlace::Warehouse(Self { source, plan }))
     }
 
     /// The diff's statement, as the server runs it (to time it alone, say).
     pub fn statement(&self) -> &str {
-        &self.statement
+        &self.plan.statement
+    }
+
+    /// Whether the diff reads only the rows written since the last complete run (see
+    /// [`open_since`](Self::open_since)).
+    pub fn since_last_complete_run(&self) -> bool {
+        self.plan.since_mark
     }
 
     /// Rows read so far (rows that may need sending and removed keys), and the bytes of their
@@ -206,11 +254,32 @@ impl PostgresDelta {
     }
 }
 
+/// What the diff's statements select from the model: its columns as read, each row's
+/// fingerprint, and its query.
+struct Model {
+    /// Each column's SQL over the alias [`ALIAS`].
+    projection: Vec<String>,
+    /// A row's fingerprint over the alias `kinesync_row`.
+    fingerprint: String,
+    query: String,
+}
+
+impl Model {
+    fn of(prepared: &Prepared) -> Self {
+        Self {
+            projection: prepared.projection.clone(),
+            fingerprint: prepared.fingerprint("kinesync_row"),
+            query: prepared.query.clone(),
+        }
+    }
+}
+
 /// From `FROM` on, what both forms of the statement share: the model's rows (with each one's
 /// fingerprint and key's text) `join`ed with the state's, kept when they may need sending
 /// (added, changed, in doubt) or when `also` (a condition, `OR`) holds.
 fn rows_to_send(
-    prepared: &Prepared,
+    model: &Model,
+    query: &str,
     key: &str,
     state_rows: &str,
     join: &str,
@@ -225,39 +294,45 @@ fn rows_to_send(
          ON kinesync_state.key = {ALIAS}.\"kinesync key\" COLLATE \"C\" \
          WHERE {also}kinesync_state.key IS NULL OR kinesync_state.doubt IS NOT NULL \
          OR kinesync_state.fingerprint <> (decode('0000000000000000', 'hex') || int8send({ALIAS}.\"kinesync fingerprint\"))",
-        fingerprint = prepared.fingerprint("kinesync_row"),
-        query = prepared.query,
+        fingerprint = model.fingerprint,
     )
 }
 
-/// The statement for a table with a unique key: the rows to send, then the state's keys the
-/// table's keys lack (two joins the server runs in parallel; the table read twice in one
-/// snapshot gives the same rows both times).
-fn two_joins(prepared: &Prepared, key: &str, state_rows: &str) -> String {
-    format!(
+/// The statement for a table with a unique key: the rows to send, of the rows `query` gives
+/// (the table's, or those written since the last complete run), then, with `removed`, the
+/// state's keys the table's keys lack (two joins the server runs in parallel; the table read
+/// twice in one snapshot gives the same rows both times).
+fn two_joins(model: &Model, query: &str, key: &str, state_rows: &str, removed: bool) -> String {
+    let rows = format!(
         "SELECT {projection}, {ALIAS}.\"kinesync fingerprint\", {ALIAS}.\"kinesync key\", NULL::text \
-         {rows} \
+         {rows}",
+        projection = model.projection.join(", "),
+        rows = rows_to_send(model, query, key, state_rows, "LEFT", ""),
+    );
+    if !removed {
+        return rows;
+    }
+    format!(
+        "{rows} \
          UNION ALL \
          SELECT {nulls}, NULL, NULL, kinesync_state.key FROM {state_rows} AS kinesync_state \
          WHERE NOT EXISTS (SELECT FROM ({query}\n) AS kinesync_row \
          WHERE {key} COLLATE \"C\" = kinesync_state.key)",
-        projection = prepared.projection.join(", "),
-        rows = rows_to_send(prepared, key, state_rows, "LEFT", ""),
-        nulls = vec!["NULL"; prepared.projection.len()].join(", "),
-        query = prepared.query,
+        nulls = vec!["NULL"; model.projection.len()].join(", "),
+        query = model.query,
     )
 }
 
 /// The statement for any other model: one full join, so that the query runs once (run twice,
 /// a query with `LIMIT`, `random()` or another volatile part could give two sets of rows, and
 /// a row of one missing from the other would be sent as removed).
-fn full_join(prepared: &Prepared, key: &str, state_rows: &str) -> String {
+fn full_join(model: &Model, key: &str, state_rows: &str) -> String {
     let removed = format!("{ALIAS}.\"kinesync present\" IS NULL OR ");
-    let rows = rows_to_send(prepared, key, state_rows, "FULL", &removed);
+    let rows = rows_to_send(model, &model.query, key, state_rows, "FULL", &removed);
     format!(
         "SELECT {projection}, {ALIAS}.\"kinesync fingerprint\", {ALIAS}.\"kinesync key\", \
          CASE WHEN {ALIAS}.\"kinesync present\" IS NULL THEN kinesync_state.key END {rows}",
-        projection = prepared.projection.join(", "),
+        projection = model.projection.join(", "),
     )
 }
 
@@ -320,5 +395,9 @@ impl DeltaSource for PostgresDelta {
 
     fn locator(&self) -> Locator {
         Locator::query_rows(&self.source.place)
+    }
+
+    fn watermark(&self) -> Option<String> {
+        self.plan.watermark.clone()
     }
 }

@@ -30,6 +30,7 @@ mod connection;
 mod copy_text;
 mod delta;
 mod values;
+mod watermark;
 
 use std::fmt;
 use std::io::{BufRead, Read};
@@ -288,13 +289,12 @@ impl Prepared {
         )
     }
 
-    /// Runs `select` in a read-only snapshot (after running `first` in it), and gives the
-    /// source that reads its rows.
+    /// Begins a read-only snapshot, runs `first` in it (which gives the statement to read),
+    /// then that statement; gives the source that reads its rows.
     fn start_read(
         mut self,
-        select: &str,
         delta: bool,
-        first: impl FnOnce(&mut Client) -> Result<(), SourceError>,
+        first: impl FnOnce(&mut Client) -> Result<String, SourceError>,
     ) -> Result<PostgresSource, SourceError> {
         self.client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -302,11 +302,11 @@ impl Prepared {
                 location: self.place.clone(),
                 message: query_error(&self.query, &e),
             })?;
-        first(&mut self.client)?;
+        let select = first(&mut self.client)?;
         let (token, connection) = (self.client.cancel_token(), self.connection);
         let statement_ended = Arc::new(AtomicBool::new(false));
         Ok(PostgresSource {
-            rows: copying(self.client, select, statement_ended.clone())?,
+            rows: copying(self.client, &select, statement_ended.clone())?,
             line: Vec::new(),
             schema: self.schema,
             conversions: self.conversions,
@@ -411,7 +411,7 @@ impl PostgresSource {
             prepared.fingerprint(ALIAS),
             prepared.query
         );
-        prepared.start_read(&select, false, |_| Ok(()))
+        prepared.start_read(false, |_| Ok(select))
     }
 
     /// Rows read so far, and the bytes of their values.

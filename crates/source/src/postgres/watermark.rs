@@ -1,0 +1,238 @@
+//! Reading only the rows written since the last complete run, for a table diffed in the
+//! warehouse.
+//!
+//! Every row version PostgreSQL stores carries the id of the transaction that wrote it
+//! (`xmin`), and a transaction that commits after a snapshot was taken has an id at least
+//! that snapshot's `xmin`. So when a run completes (every row of its diff sent and
+//! acknowledged, or moved on unsent as the trigger says, no row in error, nothing pending:
+//! the state then holds exactly the table as the diff's snapshot saw it), its snapshot's
+//! `xmin` marks what the state covers. The next run's diff needs to fingerprint only the rows
+//! written at or after that mark ("fresh"): any other row is a version the state already
+//! holds. Removed rows leave no version behind, so they are counted: the state held the
+//! table's row count then (kept with the mark); every row not fresh is one of those keys, and
+//! so is every fresh row whose key the state has; what is left over is the number of keys
+//! removed since, and only when it is above zero does the diff look for them (the anti join
+//! over every key, as without a mark).
+//!
+//! The mark (a [`Watermark`], kept in the state by the engine) holds only when nothing else
+//! could change what a row reads as: it is tied to the cluster (its system identifier), the
+//! table (its oid: a table renamed into its place is another table), the server's version and
+//! the settings that shape values' text, and the whole diff statement (any column added,
+//! dropped or renamed, or another projection, changes it). Only an ordinary table without
+//! row-level security qualifies, whose columns are all of built-in types (an enum's label can
+//! be renamed, a user type's output redefined, without writing any row) and none a virtual
+//! generated column. The engine forgets the mark when any run starts and keeps the new one
+//! only when that run completes: a run that stopped, failed or left rows pending leaves none,
+//! and the next diff reads the whole table.
+//!
+//! A mark more than 2^30 transactions old is not used (row ids are 32 bits, compared around
+//! a circle); nor one ahead of the server (a cluster restored elsewhere).
+
+use postgres::Client;
+
+use super::query_error;
+use crate::SourceError;
+
+/// What a complete run leaves for the next diff of the same table (see the module's docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Watermark {
+    /// The cluster, table, server, settings and statement the mark holds for, hashed.
+    identity: String,
+    /// The snapshot's `xmin`, with its epoch (a 64-bit transaction id).
+    xmin: i64,
+    /// The table's rows in that snapshot.
+    rows: i64,
+}
+
+impl Watermark {
+    /// The text kept in the state: a version, then the fields.
+    fn to_text(&self) -> String {
+        format!("1 {} {} {}", self.identity, self.xmin, self.rows)
+    }
+
+    /// A mark written by [`to_text`](Self::to_text); `None` for any other text (from an
+    /// older or newer kinesync, say), which the diff then does without.
+    fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split(' ');
+        if fields.next()? != "1" {
+            return None;
+        }
+        let identity = fields.next()?.to_owned();
+        let xmin = fields.next()?.parse().ok()?;
+        let rows = fields.next()?.parse().ok()?;
+        fields.next().is_none().then_some(Self {
+            identity,
+            xmin,
+            rows,
+        })
+    }
+}
+
+/// The oldest mark used, in transactions.
+const MAX_AGE: i64 = 1 << 30;
+
+/// How a table's diff reads: the statement, the mark to keep if the run completes, and
+/// whether only the fresh rows are read.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub statement: String,
+    pub watermark: Option<String>,
+    pub since_mark: bool,
+}
+
+/// The statements a table's diff can run.
+pub(super) struct Statements<'a> {
+    /// The whole diff (every row fingerprinted, every key matched).
+    pub full: &'a str,
+    /// The diff over the rows of the query given, with (`true`) or without the keys the
+    /// table lacks.
+    pub over: &'a dyn Fn(&str, bool) -> String,
+    /// The quoted table.
+    pub table: &'a str,
+    /// A row's key as the state keeps it, over the alias `kinesync_row`.
+    pub key: &'a str,
+    /// The quoted state table.
+    pub state_rows: &'a str,
+}
+
+/// Plans the diff of a table with a unique key, in the read's transaction (whose snapshot
+/// this takes), given the mark the last complete run left, if any.
+pub(super) fn plan(
+    client: &mut Client,
+    place: &str,
+    statements: &Statements<'_>,
+    previous: Option<&str>,
+) -> Result<Plan, SourceError> {
+    let error = |e: postgres::Error| SourceError::Postgres {
+        location: place.to_owned(),
+        message: query_error(statements.table, &e),
+    };
+    let full = Plan {
+        statement: statements.full.to_owned(),
+        watermark: None,
+        since_mark: false,
+    };
+    // Types below 16384 are the server's own (FirstNormalObjectId).
+    let here = client
+        .query_opt(
+            "SELECT txid_snapshot_xmin(s), txid_snapshot_xmax(s),
+               c.relkind = 'r' AND NOT c.relrowsecurity
+                 AND has_function_privilege('pg_control_system()', 'EXECUTE')
+                 AND NOT EXISTS (SELECT FROM pg_attribute a
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                     AND (a.atttypid >= 16384
+                          OR coalesce(to_jsonb(a) ->> 'attgenerated', '') NOT IN ('', 's'))),
+               hashtextextended(concat_ws(' ',
+                 CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                   THEN (SELECT system_identifier FROM pg_control_system())::text END,
+                 c.oid::text, current_setting('server_version_num'),
+                 current_setting('lc_monetary'), $2::text), 0)::text
+             FROM txid_current_snapshot() AS s, pg_class AS c
+             WHERE c.oid = to_regclass($1)",
+            &[&statements.table, &statements.full],
+        )
+        .map_err(error)?;
+    let Some(here) = here else {
+        return Ok(full);
+    };
+    let (xmin, xmax, eligible, identity): (i64, i64, bool, String) =
+        (here.get(0), here.get(1), here.get(2), here.get(3));
+    if !eligible {
+        return Ok(full);
+    }
+    let previous = previous
+        .and_then(Watermark::parse)
+        .filter(|w| w.identity == identity && w.xmin <= xmin && xmax - w.xmin < MAX_AGE);
+    let (table, key, state_rows) = (statements.table, statements.key, statements.state_rows);
+    let Some(previous) = previous else {
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .map_err(error)?
+            .get(0);
+        return Ok(Plan {
+            watermark: Some(
+                Watermark {
+                    identity,
+                    xmin,
+                    rows,
+                }
+                .to_text(),
+            ),
+            ..full
+        });
+    };
+    // `age` counts back from one id fixed for the transaction: a row's is at most the
+    // mark's when the row was written at or after it.
+    let mark = previous.xmin.rem_euclid(1 << 32);
+    let fresh = |alias: &str| format!("age({alias}.xmin) <= age('{mark}'::xid)");
+    // Few rows are fresh, which the planner cannot know: compiling the statements would
+    // cost more than running them.
+    client.batch_execute("SET LOCAL jit = off").map_err(error)?;
+    let counted = client
+        .query_one(
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE {fresh}),
+                   count(*) FILTER (WHERE {fresh} AND EXISTS (SELECT FROM {state_rows} AS kinesync_state
+                     WHERE kinesync_state.key = {key} COLLATE \"C\"))
+                 FROM {table} AS kinesync_row",
+                fresh = fresh("kinesync_row"),
+            ),
+            &[],
+        )
+        .map_err(error)?;
+    let (rows, fresh_rows, fresh_in_state): (i64, i64, i64) =
+        (counted.get(0), counted.get(1), counted.get(2));
+    let watermark = Some(
+        Watermark {
+            identity,
+            xmin,
+            rows,
+        }
+        .to_text(),
+    );
+    // The keys the state held that are neither a row not fresh nor a fresh row it has.
+    let removed = previous.rows - (rows - fresh_rows) - fresh_in_state;
+    if removed < 0 {
+        // More rows than the state held can only be a state changed since (it never is
+        // while a mark is kept): read it all.
+        tracing::warn!(
+            removed,
+            "the table's rows do not add up to the state's, so its diff reads every row"
+        );
+        return Ok(Plan { watermark, ..full });
+    }
+    let fresh_query = format!(
+        "SELECT * FROM {table} AS kinesync_table WHERE {}",
+        fresh("kinesync_table")
+    );
+    Ok(Plan {
+        statement: (statements.over)(&fresh_query, removed > 0),
+        watermark,
+        since_mark: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_reads_back_as_written_and_other_text_reads_as_none() {
+        let mark = Watermark {
+            identity: "-42".to_owned(),
+            xmin: 1 << 40,
+            rows: 10_000_000,
+        };
+        assert_eq!(Watermark::parse(&mark.to_text()), Some(mark));
+        for text in [
+            "",
+            "1",
+            "2 -42 1 1",
+            "1 -42 x 1",
+            "1 -42 1 1 extra",
+            "1 -42 1",
+        ] {
+            assert_eq!(Watermark::parse(text), None, "{text:?}");
+        }
+    }
+}
