@@ -106,7 +106,7 @@ pub fn open_diffed(config: &Config, state_rows: &str, since: Option<&str>) -> Re
             if delta.since_last_complete_run() {
                 tracing::info!("the diff reads only the rows written since the last complete run");
             }
-            tracing::debug!("the diff runs in the warehouse: {}", delta.statement());
+            tracing::debug!("the diff runs in the warehouse: {}", delta.statements());
             Model::Diffed(Box::new(delta))
         }
         DiffPlace::Kinesync { source, why } => {

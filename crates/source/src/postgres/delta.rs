@@ -230,6 +230,7 @@ impl PostgresDelta {
         })?;
         let plan = plan.unwrap_or(watermark::Plan {
             statement,
+            counted: None,
             watermark: None,
             since_mark: false,
         });
@@ -239,6 +240,16 @@ impl PostgresDelta {
     /// The diff's statement, as the server runs it (to time it alone, say).
     pub fn statement(&self) -> &str {
         &self.plan.statement
+    }
+
+    /// Every statement the diff ran that takes the server time, `;` after each, with the
+    /// settings they ran with (to time them alone in psql): the rows written since the last
+    /// complete run counted, when only they are read, then [`statement`](Self::statement).
+    pub fn statements(&self) -> String {
+        match &self.plan.counted {
+            Some(counted) => format!("SET jit = off;\n{counted};\n{};", self.plan.statement),
+            None => format!("{};", self.plan.statement),
+        }
     }
 
     /// Whether the diff reads only the rows written since the last complete run (see

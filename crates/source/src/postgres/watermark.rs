@@ -76,6 +76,8 @@ const MAX_AGE: i64 = 1 << 30;
 #[derive(Debug)]
 pub(super) struct Plan {
     pub statement: String,
+    /// The statement that counted the fresh rows, when only they are read.
+    pub counted: Option<String>,
     pub watermark: Option<String>,
     pub since_mark: bool,
 }
@@ -109,6 +111,7 @@ pub(super) fn plan(
     };
     let full = Plan {
         statement: statements.full.to_owned(),
+        counted: None,
         watermark: None,
         since_mark: false,
     };
@@ -168,18 +171,14 @@ pub(super) fn plan(
     // Few rows are fresh, which the planner cannot know: compiling the statements would
     // cost more than running them.
     client.batch_execute("SET LOCAL jit = off").map_err(error)?;
-    let counted = client
-        .query_one(
-            &format!(
-                "SELECT count(*), count(*) FILTER (WHERE {fresh}),
-                   count(*) FILTER (WHERE {fresh} AND EXISTS (SELECT FROM {state_rows} AS kinesync_state
-                     WHERE kinesync_state.key = {key} COLLATE \"C\"))
-                 FROM {table} AS kinesync_row",
-                fresh = fresh("kinesync_row"),
-            ),
-            &[],
-        )
-        .map_err(error)?;
+    let counting = format!(
+        "SELECT count(*), count(*) FILTER (WHERE {fresh}),
+           count(*) FILTER (WHERE {fresh} AND EXISTS (SELECT FROM {state_rows} AS kinesync_state
+             WHERE kinesync_state.key = {key} COLLATE \"C\"))
+         FROM {table} AS kinesync_row",
+        fresh = fresh("kinesync_row"),
+    );
+    let counted = client.query_one(&counting, &[]).map_err(error)?;
     let (rows, fresh_rows, fresh_in_state): (i64, i64, i64) =
         (counted.get(0), counted.get(1), counted.get(2));
     let watermark = Some(
@@ -207,6 +206,7 @@ pub(super) fn plan(
     );
     Ok(Plan {
         statement: (statements.over)(&fresh_query, removed > 0),
+        counted: Some(counting),
         watermark,
         since_mark: true,
     })
