@@ -54,13 +54,24 @@ fn delta(model: &Model, stored: &BTreeMap<String, StoredRow>) -> Vec<DeltaItem> 
 struct Delta {
     items: std::vec::IntoIter<DeltaItem>,
     schema: Arc<Schema>,
+    /// The mark the diff leaves, if the run completes.
+    watermark: Option<String>,
+    /// An unreadable row after the items.
+    then_unreadable: bool,
 }
 
 impl Iterator for Delta {
     type Item = Result<DeltaItem, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.items.next().map(Ok)
+        match self.items.next() {
+            Some(item) => Some(Ok(item)),
+            None if std::mem::take(&mut self.then_unreadable) => Some(Err(SourceError::Postgres {
+                location: "warehouse".into(),
+                message: "a row that cannot be read".into(),
+            })),
+            None => None,
+        }
     }
 }
 
@@ -71,6 +82,21 @@ impl DeltaSource for Delta {
 
     fn locator(&self) -> Locator {
         Locator::query_rows("warehouse")
+    }
+
+    fn watermark(&self) -> Option<String> {
+        self.watermark.clone()
+    }
+}
+
+impl Delta {
+    fn of(items: Vec<DeltaItem>) -> Self {
+        Self {
+            items: items.into_iter(),
+            schema: schema(),
+            watermark: None,
+            then_unreadable: false,
+        }
     }
 }
 
@@ -113,12 +139,7 @@ async fn run(
     let mut engine = engine(&sink, &stream, state.clone());
     let report = if diffed {
         let items = delta(model, state.lock().unwrap().snapshot());
-        engine
-            .run_delta(Box::new(Delta {
-                items: items.into_iter(),
-                schema: schema(),
-            }))
-            .await
+        engine.run_delta(Box::new(Delta::of(items))).await
     } else {
         engine
             .run_rows(model.iter().map(|(&id, &v)| source_row(id, v)))
@@ -275,14 +296,76 @@ async fn a_stop_asked_while_the_diff_is_awaited_sends_no_removal() {
     // And an engine built to resync refuses a delta: a resync needs every row.
     let mut resync = builder(&sink, &stream, state).resync(true).build().unwrap();
     let error = resync
-        .run_delta(Box::new(Delta {
-            items: Vec::new().into_iter(),
-            schema: schema(),
-        }))
+        .run_delta(Box::new(Delta::of(Vec::new())))
         .await
         .unwrap_err();
     assert!(
         matches!(error, kinesync_engine::Error::ResyncNeedsWholeModel),
         "{error}"
     );
+}
+
+/// The mark a diff leaves ([`DeltaSource::watermark`]) describes the state as the last run
+/// left it: kept only when a diffed run completes, forgotten as any other run starts (a dry
+/// run changes nothing, and keeps it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diffs_mark_is_kept_only_by_a_complete_run_and_forgotten_by_any_other() {
+    let state = Arc::new(Mutex::new(MemoryStore::new()));
+    let sink = Arc::new(InMemorySink::new());
+    let stream = StreamName::new("delta").unwrap();
+    sink.create_stream(&stream, StreamConfig::with_shards(1));
+    let mark = |state: &Arc<Mutex<MemoryStore>>| {
+        kinesync_engine::diff_watermark(&mut *state.lock().unwrap()).unwrap()
+    };
+    let diffed = |model: &Model, watermark: &str, then_unreadable: bool| Delta {
+        watermark: Some(watermark.to_owned()),
+        then_unreadable,
+        ..Delta::of(delta(model, state.lock().unwrap().snapshot()))
+    };
+    let model: Model = (0..5).map(|id| (id, 1)).collect();
+
+    let complete = diffed(&model, "first", false);
+    let report = engine(&sink, &stream, state.clone())
+        .run_delta(Box::new(complete))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(mark(&state).as_deref(), Some("first"));
+
+    // A dry run neither forgets nor replaces it.
+    let dry = diffed(&model, "dry", false);
+    let report = builder(&sink, &stream, state.clone())
+        .dry_run(true)
+        .build()
+        .unwrap()
+        .run_delta(Box::new(dry))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::DryRun);
+    assert_eq!(mark(&state).as_deref(), Some("first"));
+
+    // A run with a row it could not read does not complete: no mark is left.
+    let mut changed = model.clone();
+    changed.insert(9, 1);
+    let partial = diffed(&changed, "partial", true);
+    let report = engine(&sink, &stream, state.clone())
+        .run_delta(Box::new(partial))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Partial);
+    assert_eq!(mark(&state), None);
+
+    // A complete run leaves its own; a run reading the whole model forgets it.
+    let complete = diffed(&changed, "second", false);
+    engine(&sink, &stream, state.clone())
+        .run_delta(Box::new(complete))
+        .await
+        .unwrap();
+    assert_eq!(mark(&state).as_deref(), Some("second"));
+    let report = engine(&sink, &stream, state.clone())
+        .run_rows(changed.iter().map(|(&id, &v)| source_row(id, v)))
+        .await
+        .unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(mark(&state), None);
 }

@@ -230,7 +230,7 @@ impl PostgresDelta {
         })?;
         let plan = plan.unwrap_or(watermark::Plan {
             statement,
-            counted: None,
+            before: None,
             watermark: None,
             since_mark: false,
         });
@@ -246,10 +246,8 @@ impl PostgresDelta {
     /// settings they ran with (to time them alone in psql): the rows written since the last
     /// complete run counted, when only they are read, then [`statement`](Self::statement).
     pub fn statements(&self) -> String {
-        match &self.plan.counted {
-            Some(counted) => format!("SET jit = off;\n{counted};\n{};", self.plan.statement),
-            None => format!("{};", self.plan.statement),
-        }
+        let before = self.plan.before.as_deref().unwrap_or_default();
+        format!("{before}{};", self.plan.statement)
     }
 
     /// Whether the diff reads only the rows written since the last complete run (see
