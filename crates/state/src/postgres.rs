@@ -10,7 +10,10 @@
 //!   doubt bytea)`: each key's last acknowledged (or in-doubt) version, as the SQLite store
 //!   keeps it;
 //! - `kinesync_<name>_meta (name text PRIMARY KEY, value text)`: the schema version, the
-//!   baseline, and the caller's values (prefixed `caller.`).
+//!   baseline, and the caller's values (prefixed `caller.`);
+//! - `kinesync_<name>_marks (batch int8 PRIMARY KEY, keys text[], fingerprints bytea[],
+//!   rows bytea[], doubts bytea[])`: marks in doubt written a batch at a time, until settled
+//!   (see the `marks` module).
 //!
 //! Every commit is one transaction, written in order: the stored versions of the keys it touches are read, the
 //! changes applied to them in order exactly as [`MemoryStore`](crate::MemoryStore) applies
@@ -33,11 +36,16 @@ use std::thread::JoinHandle;
 
 use postgres::Client;
 
+mod marks;
+
+use self::marks::Outstanding;
 use crate::memory::MemoryStore;
 use crate::{Change, Doubt, Fingerprint, Seen, SeenRow, StateError, StateStore, StoredRow};
 
-/// The version of the tables this build writes and reads.
-pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
+/// The version of the tables this build writes and reads. Version 1 had no marks table; a
+/// store of version 1 is upgraded when opened (by creating it), and a build of version 1
+/// refuses a store of version 2, whose marks it would not read.
+pub const POSTGRES_SCHEMA_VERSION: i64 = 2;
 
 /// Work for the connection's thread.
 type Job = Box<dyn FnOnce(&mut Client) + Send>;
@@ -61,6 +69,9 @@ pub struct PostgresStore {
     place: String,
     rows: String,
     meta: String,
+    marks: String,
+    /// The marks written a batch at a time and not settled yet.
+    outstanding: Outstanding,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -104,6 +115,24 @@ impl PostgresStore {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Queues a commit's `write` for the connection's thread; a write that fails is kept, and
+    /// reported by every later call, and nothing after it is written (the state stays a
+    /// prefix of the acknowledgements).
+    fn queue(
+        &self,
+        write: impl FnOnce(&mut Client) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), StateError> {
+        let failed = self.failed.clone();
+        self.send(Box::new(move |client| {
+            let mut failed = failed.lock().unwrap_or_else(PoisonError::into_inner);
+            if failed.is_none()
+                && let Err(message) = write(client)
+            {
+                *failed = Some(message);
+            }
+        }))
     }
 
     fn gone(&self) -> StateError {
@@ -232,7 +261,7 @@ impl PostgresStore {
                 place: place.clone(),
                 message: format!("cannot start the connection's thread: {e}"),
             })?;
-        let store = Self {
+        let mut store = Self {
             jobs: Some(jobs),
             thread: Some(thread),
             failed: Arc::default(),
@@ -247,6 +276,12 @@ impl PostgresStore {
                 quoted(schema),
                 quoted(&format!("kinesync_{name}_meta"))
             ),
+            marks: format!(
+                "{}.{}",
+                quoted(schema),
+                quoted(&format!("kinesync_{name}_marks"))
+            ),
+            outstanding: Outstanding::default(),
             place,
         };
         let lock_key = format!("kinesync state {schema}.{name}");
@@ -257,13 +292,16 @@ impl PostgresStore {
              CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE IF NOT EXISTS {rows} (key text COLLATE \"C\" PRIMARY KEY, fingerprint bytea NOT NULL, row bytea NOT NULL, doubt bytea) WITH (fillfactor = 70);
              CREATE TABLE IF NOT EXISTS {meta} (name text PRIMARY KEY, value text NOT NULL);
+             CREATE TABLE IF NOT EXISTS {marks} (batch int8 PRIMARY KEY, keys text[] NOT NULL,
+               fingerprints bytea[] NOT NULL, rows bytea[] NOT NULL, doubts bytea[] NOT NULL);
              COMMIT;",
             schema = quoted(schema),
             rows = store.rows,
             meta = store.meta,
+            marks = store.marks,
         );
         if read_only {
-            return Ok(store);
+            return Self::read_only_marks(store);
         }
         let meta = store.meta.clone();
         let result: Result<(bool, Option<String>), postgres::Error> =
@@ -309,15 +347,81 @@ impl PostgresStore {
                 holder: None,
             });
         }
-        if let Some(found) = version.and_then(|v| v.parse::<i64>().ok())
-            && found != POSTGRES_SCHEMA_VERSION
-        {
-            return Err(StateError::SchemaVersion {
-                path: store.describe(),
-                found,
-                expected: POSTGRES_SCHEMA_VERSION,
-            });
+        match version.and_then(|v| v.parse::<i64>().ok()) {
+            // Version 1 lacked only the marks table, which the setup created.
+            Some(1) => {
+                store.set_meta_value("schema_version", &POSTGRES_SCHEMA_VERSION.to_string())?
+            }
+            Some(found) if found != POSTGRES_SCHEMA_VERSION => {
+                return Err(StateError::SchemaVersion {
+                    path: store.describe(),
+                    found,
+                    expected: POSTGRES_SCHEMA_VERSION,
+                });
+            }
+            _ => {}
         }
+        store.recover_marks()?;
+        Ok(store)
+    }
+
+    /// Writes the batches of marks an earlier run left (killed, or with records pending) to
+    /// their keys' rows, in one transaction with their rows' deletion (see the `marks`
+    /// module).
+    fn recover_marks(&mut self) -> Result<(), StateError> {
+        let (rows_table, marks_table) = (self.rows.clone(), self.marks.clone());
+        let recovered = self.call(move |client| -> Result<(), String> {
+            let batches = marks::read_batches(client, &marks_table)?;
+            if batches.is_empty() {
+                return Ok(());
+            }
+            let done: Vec<i64> = batches.iter().map(|(batch, _)| *batch).collect();
+            let keys: Vec<String> = batches
+                .iter()
+                .flat_map(|(_, marks)| marks.iter().map(|(key, ..)| key.clone()))
+                .collect();
+            let stored = client
+                .query(
+                    &format!("SELECT {STORED_COLUMNS} FROM {rows_table} WHERE key = ANY($1)"),
+                    &[&keys],
+                )
+                .map_err(|e| error_message(&e))?;
+            let stored = stored.iter().map(decoded).collect::<Result<_, _>>()?;
+            let changes = marks::recovered(batches, &stored);
+            apply(client, &rows_table, &marks_table, changes, &done)
+        })?;
+        recovered.map_err(|message| StateError::Postgres {
+            place: self.describe(),
+            message,
+        })
+    }
+
+    /// A store opened for a dry run keeps the marks it finds in memory, laid over what it
+    /// reads, as a run would write them to their rows first (it writes nothing itself).
+    fn read_only_marks(mut store: Self) -> Result<Self, StateError> {
+        let marks_table = store.marks.clone();
+        let found = store.call(move |client| {
+            let exists: bool = client
+                .query_one(
+                    &format!(
+                        "SELECT to_regclass('{}') IS NOT NULL",
+                        marks_table.replace('\'', "''")
+                    ),
+                    &[],
+                )
+                .map_err(|e| error_message(&e))?
+                .get(0);
+            if exists {
+                marks::read_batches(client, &marks_table)
+            } else {
+                Ok(Vec::new())
+            }
+        })?;
+        let found = found.map_err(|message| StateError::Postgres {
+            place: store.describe(),
+            message,
+        })?;
+        store.outstanding.keep_found(found);
         Ok(store)
     }
 
@@ -334,17 +438,20 @@ impl PostgresStore {
             "SELECT {STORED_COLUMNS} FROM {} WHERE key = ANY($1)",
             self.rows
         );
-        let keys = keys.to_vec();
-        let rows = self.call(move |client| client.query(&query, &[&keys]))?;
+        let asked = keys.to_vec();
+        let rows = self.call(move |client| client.query(&query, &[&asked]))?;
         let rows = rows.map_err(|e| self.error(&e))?;
-        rows.iter()
+        let mut stored = rows
+            .iter()
             .map(|row| {
                 decoded(row).map_err(|message| StateError::Postgres {
                     place: self.describe(),
                     message,
                 })
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.outstanding.overlay(keys, &mut stored);
+        Ok(stored)
     }
 
     fn meta_value(&self, name: &str) -> Result<Option<String>, StateError> {
@@ -359,10 +466,12 @@ impl PostgresStore {
     pub fn clear(&mut self) -> Result<(), StateError> {
         self.writable()?;
         let statements = format!(
-            "BEGIN; TRUNCATE {rows}; DELETE FROM {meta} WHERE name <> 'schema_version'; COMMIT;",
+            "BEGIN; TRUNCATE {rows}, {marks}; DELETE FROM {meta} WHERE name <> 'schema_version'; COMMIT;",
             rows = self.rows,
-            meta = self.meta
+            meta = self.meta,
+            marks = self.marks,
         );
+        self.outstanding = Outstanding::default();
         let done = self.call(move |client| client.batch_execute(&statements))?;
         done.map_err(|e| self.error(&e))
     }
@@ -436,29 +545,30 @@ impl StateStore for PostgresStore {
     }
 
     fn keys_after(&mut self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StateError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (query, after) = match after {
-            Some(after) => (
-                format!(
-                    "SELECT key FROM {} WHERE key > $1 ORDER BY key LIMIT $2",
-                    self.rows
-                ),
-                after.to_owned(),
+        let count = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query = match after {
+            Some(_) => format!(
+                "SELECT key FROM {} WHERE key > $1 ORDER BY key LIMIT $2",
+                self.rows
             ),
-            None => (
-                format!(
-                    "SELECT key FROM {} WHERE $1 = $1 ORDER BY key LIMIT $2",
-                    self.rows
-                ),
-                String::new(),
+            None => format!(
+                "SELECT key FROM {} WHERE $1 = $1 ORDER BY key LIMIT $2",
+                self.rows
             ),
         };
-        let rows = self.call(move |client| client.query(&query, &[&after, &limit]))?;
-        Ok(rows
+        let from = after.unwrap_or_default().to_owned();
+        let rows = self.call(move |client| client.query(&query, &[&from, &count]))?;
+        let mut page: Vec<String> = rows
             .map_err(|e| self.error(&e))?
             .into_iter()
             .map(|r| r.get(0))
-            .collect())
+            .collect();
+        // With the keys only outstanding marks have yet, in the rows' order (their bytes').
+        page.extend(self.outstanding.keys_after(after));
+        page.sort_unstable();
+        page.dedup();
+        page.truncate(limit);
+        Ok(page)
     }
 
     /// Queued for the connection's thread: the run goes on while it is written. A lookup,
@@ -469,18 +579,26 @@ impl StateStore for PostgresStore {
         }
         self.writable()?;
         self.check()?;
-        let (rows_table, failed) = (self.rows.clone(), self.failed.clone());
-        self.send(Box::new(move |client| {
-            let mut failed = failed.lock().unwrap_or_else(PoisonError::into_inner);
-            if failed.is_some() {
-                // Nothing after a commit that failed: the state stays a prefix of the
-                // acknowledgements.
-                return;
-            }
-            if let Err(message) = apply(client, &rows_table, changes) {
-                *failed = Some(message);
-            }
-        }))
+        let (rows_table, marks_table) = (self.rows.clone(), self.marks.clone());
+        // A call's marks, then its settles: a batch's row, then each key's row once.
+        if let Some(batch) = self.outstanding.mark(&changes) {
+            return self.queue(move |client| {
+                batch
+                    .write(client, &marks_table)
+                    .map_err(|e| error_message(&e))
+            });
+        }
+        if let Some(settled) = self.outstanding.settle(&changes) {
+            return self.queue(move |client| {
+                settled
+                    .write(client, &rows_table, &marks_table)
+                    .map_err(|e| error_message(&e))
+            });
+        }
+        // Anything else is applied to the rows as stored, the outstanding marks first.
+        let (mut all, done) = self.outstanding.drain();
+        all.extend(changes);
+        self.queue(move |client| apply(client, &rows_table, &marks_table, all, &done))
     }
 
     fn flush(&mut self) -> Result<(), StateError> {
@@ -489,8 +607,14 @@ impl StateStore for PostgresStore {
     }
 
     fn key_count(&self) -> Result<usize, StateError> {
-        let query = format!("SELECT count(*) FROM {}", self.rows);
-        let row = self.call(move |client| client.query_one(&query, &[]))?;
+        // With the keys only outstanding marks have yet.
+        let query = format!(
+            "SELECT (SELECT count(*) FROM {rows}) + (SELECT count(*) FROM unnest($1::text[]) AS k(key)
+               WHERE NOT EXISTS (SELECT FROM {rows} AS r WHERE r.key = k.key))",
+            rows = self.rows
+        );
+        let outstanding = self.outstanding.keys();
+        let row = self.call(move |client| client.query_one(&query, &[&outstanding]))?;
         let count: i64 = row.map_err(|e| self.error(&e))?.get(0);
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
@@ -526,8 +650,15 @@ fn settle_statement(rows_table: &str, keys: &[String]) -> String {
 }
 
 /// Applies `changes` to the state in `rows_table`, in one transaction, as the in-memory store
-/// applies them.
-fn apply(client: &mut Client, rows_table: &str, changes: Vec<Change>) -> Result<(), String> {
+/// applies them, and deletes the batches `done` of `marks_table` in it (their marks being
+/// among the changes).
+fn apply(
+    client: &mut Client,
+    rows_table: &str,
+    marks_table: &str,
+    changes: Vec<Change>,
+    done: &[i64],
+) -> Result<(), String> {
     let mut keys: Vec<String> = changes.iter().map(|c| c.key().to_owned()).collect();
     keys.sort();
     keys.dedup();
@@ -535,7 +666,7 @@ fn apply(client: &mut Client, rows_table: &str, changes: Vec<Change>) -> Result<
     // settles) clear the marks in place; marks and plain upserts and deletes overwrite
     // whatever is stored. Only a settle or a removal's mark mixed with other changes
     // needs the stored versions, to apply the changes to.
-    if changes.iter().all(|c| matches!(c, Change::Settle { .. })) {
+    if done.is_empty() && changes.iter().all(|c| matches!(c, Change::Settle { .. })) {
         let settled = client.batch_execute(&settle_statement(rows_table, &keys));
         if settled.is_err() {
             // The server skipped the rest, COMMIT too: the transaction must not stay open
@@ -552,6 +683,12 @@ fn apply(client: &mut Client, rows_table: &str, changes: Vec<Change>) -> Result<
     });
     let result: Result<Result<(), String>, postgres::Error> = (|| {
         let mut transaction = client.transaction()?;
+        if !done.is_empty() {
+            transaction.execute(
+                &format!("DELETE FROM {marks_table} WHERE batch = ANY($1)"),
+                &[&done],
+            )?;
+        }
         let select =
             format!("SELECT {STORED_COLUMNS} FROM {rows_table} WHERE key = ANY($1) FOR UPDATE");
         let stored = if needs_stored {

@@ -225,6 +225,117 @@ proptest! {
     }
 }
 
+/// What `store` answers for every key of [`KEYS`], to compare with another store.
+fn answers(store: &mut dyn StateStore) -> impl PartialEq + std::fmt::Debug {
+    let all = keys(KEYS);
+    (
+        store.seen_with_rows(&all).unwrap(),
+        store.key_count().unwrap(),
+        walk_in_order(store, 3),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A run's commits, as the engine makes them: a call's records marked in doubt at once (a
+    /// batch), then settled in parts as calls are acknowledged, some never; now and then
+    /// another commit (an upsert, a removal), and the store dropped with marks outstanding and
+    /// opened again (a killed run, or records left pending). After every step the store
+    /// answers as the in-memory store given the same commits: a mark not settled is a key in
+    /// doubt, with the version it sent, through every reopen.
+    #[test]
+    fn marks_written_a_batch_at_a_time_answer_as_if_written_one_by_one(
+        steps in prop::collection::vec(
+            (0u8..8, prop::collection::vec((0usize..KEYS.len(), any::<u128>(), any::<bool>()), 1..7)),
+            1..24,
+        ),
+    ) {
+        let name = fresh("batches");
+        let mut memory = MemoryStore::new();
+        let mut store = open(&name).unwrap();
+        for (kind, picks) in steps {
+            let changes: Vec<Change> = match kind {
+                // A call's marks: distinct keys, each with the version it sends.
+                0..=2 => {
+                    let mut seen = std::collections::BTreeSet::new();
+                    picks
+                        .iter()
+                        .filter(|(k, ..)| seen.insert(*k))
+                        .map(|(k, fp, changed)| {
+                            let event = if *changed { Unanswered::Changed } else { Unanswered::Added };
+                            common::in_doubt(KEYS[*k], event, Some(fp))
+                        })
+                        .collect()
+                }
+                // Acknowledgements: settles of some keys (in doubt or not).
+                3..=5 => picks.iter().map(|(k, ..)| Change::Settle { key: KEYS[*k].into() }).collect(),
+                // Another commit.
+                6 => picks.iter().map(|(k, fp, delete)| {
+                    if *delete { Change::Delete { key: KEYS[*k].into() } } else { upsert(KEYS[*k], *fp) }
+                }).collect(),
+                // A kill: the store dropped (its queued commits written) and opened again.
+                _ => {
+                    drop(store);
+                    store = open(&name).unwrap();
+                    Vec::new()
+                }
+            };
+            memory.commit(changes.clone()).unwrap();
+            store.commit(changes).unwrap();
+            prop_assert_eq!(answers(&mut memory), answers(&mut store));
+        }
+        drop(store);
+        let mut reopened = open(&name).unwrap();
+        prop_assert_eq!(answers(&mut memory), answers(&mut reopened));
+    }
+}
+
+/// A state of version 1 (no marks table) is upgraded when opened, keeping its rows; one of a
+/// version this build does not know is refused.
+#[test]
+fn a_state_of_the_version_before_is_upgraded_and_a_newer_one_refused() {
+    let name = fresh("upgrade");
+    let mut store = open(&name).unwrap();
+    store.commit(vec![upsert("1", 7)]).unwrap();
+    drop(store);
+    let tables = format!("kinesync_state.kinesync_{name}");
+    let version = |value: &str| {
+        postgres().psql(
+            database(),
+            &format!("UPDATE {tables}_meta SET value = '{value}' WHERE name = 'schema_version'"),
+        );
+    };
+    postgres().psql(database(), &format!("DROP TABLE {tables}_marks"));
+    version("1");
+    let mut store = open(&name).unwrap();
+    store
+        .commit(vec![common::in_doubt("2", Unanswered::Added, Some(&9))])
+        .unwrap();
+    store
+        .commit(vec![Change::Settle { key: "2".into() }])
+        .unwrap();
+    assert_eq!(
+        store.seen(&keys(&["1", "2"])).unwrap(),
+        vec![Some(Seen::Acknowledged(7)), Some(Seen::Acknowledged(9))]
+    );
+    drop(store);
+    let stored = postgres().psql(
+        database(),
+        &format!("SELECT value FROM {tables}_meta WHERE name = 'schema_version'"),
+    );
+    assert_eq!(stored.trim(), "2");
+    version("3");
+    match open(&name) {
+        Err(StateError::SchemaVersion {
+            found: 3,
+            expected: 2,
+            ..
+        }) => {}
+        other => panic!("a newer state was not refused: {other:?}"),
+    }
+}
+
 #[test]
 fn a_dry_run_reads_the_state_as_it_is_and_writes_nothing() {
     let connect = || {

@@ -1,0 +1,341 @@
+//! Marks in doubt written a batch at a time: the commit that marks a call's records in doubt
+//! writes one row of `kinesync_<name>_marks` (the batch's keys, and the versions and record
+//! ids sent, as arrays) instead of one row of the state per record; the acknowledgement that
+//! settles them writes each key's row once, as acknowledged, and deletes the batch's row once
+//! every key of it is settled. So each record sent costs the state one row written, not two
+//! (a backfill's state work is about 40% less: see the README).
+//!
+//! What the store answers is what it would be with every mark written to its key's row: the
+//! batches not settled yet are kept in memory too, and lay over what lookups read. Any other
+//! commit, and any walk or count of the keys, first writes the outstanding marks to their
+//! rows, as one mark a row (the store's general path), in the same transaction as the batches'
+//! rows are deleted.
+//!
+//! A batch's row left behind (kinesync killed, or records still pending when the run ended)
+//! is written to its keys' rows when the store next opens: each key in doubt with the version
+//! the mark sent, except a key whose row already holds that very version acknowledged (the
+//! stream acknowledged it, and the settle was written).
+
+use std::collections::{BTreeMap, HashMap};
+
+use postgres::Client;
+
+use crate::{Change, Doubt, Fingerprint, StoredRow};
+
+/// A record marked in doubt and not settled yet.
+#[derive(Debug, Clone)]
+struct Mark {
+    batch: i64,
+    fingerprint: Fingerprint,
+    row: Vec<u8>,
+    doubt: Doubt,
+}
+
+impl Mark {
+    fn stored(&self) -> StoredRow {
+        StoredRow {
+            fingerprint: self.fingerprint,
+            row: self.row.clone(),
+            doubt: Some(self.doubt),
+        }
+    }
+
+    fn change(self, key: String) -> Change {
+        Change::InDoubt {
+            key,
+            doubt: self.doubt,
+            sent: Some((self.fingerprint, self.row)),
+        }
+    }
+}
+
+/// The batches of marks written and not settled, by key.
+#[derive(Debug, Default)]
+pub(super) struct Outstanding {
+    marks: HashMap<String, Mark>,
+    /// Keys not settled yet, by batch.
+    left: HashMap<i64, usize>,
+    /// The last batch's number.
+    last: i64,
+}
+
+/// A batch of marks to write: one row of the marks table.
+pub(super) struct MarkBatch {
+    batch: i64,
+    keys: Vec<String>,
+    fingerprints: Vec<Vec<u8>>,
+    rows: Vec<Vec<u8>>,
+    doubts: Vec<Vec<u8>>,
+}
+
+/// Keys settled: their rows, written as acknowledged, and the batches all settled.
+pub(super) struct Settled {
+    keys: Vec<String>,
+    fingerprints: Vec<Vec<u8>>,
+    rows: Vec<Vec<u8>>,
+    done: Vec<i64>,
+}
+
+impl Outstanding {
+    /// `changes` as one batch, when each marks a version sent of a key not outstanding, no
+    /// key twice; `None` otherwise (the store's general path then writes them).
+    pub(super) fn mark(&mut self, changes: &[Change]) -> Option<MarkBatch> {
+        let mut keys = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::InDoubt {
+                    key, sent: Some(_), ..
+                } if !self.marks.contains_key(key) => keys.push(key.as_str()),
+                _ => return None,
+            }
+        }
+        keys.sort_unstable();
+        if keys.windows(2).any(|pair| pair[0] == pair[1]) {
+            return None;
+        }
+        self.last += 1;
+        let batch = self.last;
+        let mut written = MarkBatch {
+            batch,
+            keys: Vec::with_capacity(changes.len()),
+            fingerprints: Vec::with_capacity(changes.len()),
+            rows: Vec::with_capacity(changes.len()),
+            doubts: Vec::with_capacity(changes.len()),
+        };
+        for change in changes {
+            if let Change::InDoubt {
+                key,
+                doubt,
+                sent: Some((fingerprint, row)),
+            } = change
+            {
+                written.keys.push(key.clone());
+                written
+                    .fingerprints
+                    .push(fingerprint.to_be_bytes().to_vec());
+                written.rows.push(row.clone());
+                written.doubts.push(doubt.to_blob().to_vec());
+                let mark = Mark {
+                    batch,
+                    fingerprint: *fingerprint,
+                    row: row.clone(),
+                    doubt: *doubt,
+                };
+                self.marks.insert(key.clone(), mark);
+            }
+        }
+        self.left.insert(batch, changes.len());
+        Some(written)
+    }
+
+    /// `changes` as settles of outstanding marks, when each settles one, no key twice;
+    /// `None` otherwise.
+    pub(super) fn settle(&mut self, changes: &[Change]) -> Option<Settled> {
+        let mut keys = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::Settle { key } if self.marks.contains_key(key) => keys.push(key.as_str()),
+                _ => return None,
+            }
+        }
+        keys.sort_unstable();
+        if keys.windows(2).any(|pair| pair[0] == pair[1]) {
+            return None;
+        }
+        let mut settled = Settled {
+            keys: Vec::with_capacity(keys.len()),
+            fingerprints: Vec::with_capacity(keys.len()),
+            rows: Vec::with_capacity(keys.len()),
+            done: Vec::new(),
+        };
+        for key in keys {
+            let mark = self.marks.remove(key).expect("checked");
+            let left = self
+                .left
+                .get_mut(&mark.batch)
+                .expect("a mark's batch is counted");
+            *left -= 1;
+            if *left == 0 {
+                self.left.remove(&mark.batch);
+                settled.done.push(mark.batch);
+            }
+            settled.keys.push(key.to_owned());
+            settled
+                .fingerprints
+                .push(mark.fingerprint.to_be_bytes().to_vec());
+            settled.rows.push(mark.row);
+        }
+        Some(settled)
+    }
+
+    /// Every outstanding mark, as the changes that write it to its key's row, and the batches
+    /// whose rows go with them; none is outstanding after.
+    pub(super) fn drain(&mut self) -> (Vec<Change>, Vec<i64>) {
+        let mut marks: Vec<(String, Mark)> = self.marks.drain().collect();
+        marks.sort_by(|a, b| a.0.cmp(&b.0));
+        let changes = marks
+            .into_iter()
+            .map(|(key, mark)| mark.change(key))
+            .collect();
+        let mut batches: Vec<i64> = self.left.drain().map(|(batch, _)| batch).collect();
+        batches.sort_unstable();
+        (changes, batches)
+    }
+
+    /// The outstanding keys after `after` (all with `None`).
+    pub(super) fn keys_after<'a>(
+        &'a self,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = String> + 'a {
+        self.marks
+            .keys()
+            .filter(move |key| after.is_none_or(|after| key.as_str() > after))
+            .cloned()
+    }
+
+    /// The outstanding keys.
+    pub(super) fn keys(&self) -> Vec<String> {
+        self.marks.keys().cloned().collect()
+    }
+
+    /// Lays the outstanding marks of `keys` over their rows as read.
+    pub(super) fn overlay(&self, keys: &[String], stored: &mut BTreeMap<String, StoredRow>) {
+        for key in keys {
+            if let Some(mark) = self.marks.get(key) {
+                stored.insert(key.clone(), mark.stored());
+            }
+        }
+    }
+
+    /// Keeps the batches a store opened for a dry run found (it writes nothing, so lays them
+    /// over what it reads).
+    pub(super) fn keep_found(
+        &mut self,
+        found: Vec<(i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>)>,
+    ) {
+        for (batch, marks) in found {
+            for (key, doubt, fingerprint, row) in marks {
+                if let Some(earlier) = self.marks.insert(
+                    key,
+                    Mark {
+                        batch,
+                        fingerprint,
+                        row,
+                        doubt,
+                    },
+                ) {
+                    *self.left.entry(earlier.batch).or_default() -= 1;
+                }
+                *self.left.entry(batch).or_default() += 1;
+            }
+        }
+    }
+}
+
+impl MarkBatch {
+    /// Writes the batch's row (committed durably, as the session commits).
+    pub(super) fn write(
+        &self,
+        client: &mut Client,
+        marks_table: &str,
+    ) -> Result<(), postgres::Error> {
+        client.execute(
+            &format!(
+                "INSERT INTO {marks_table} (batch, keys, fingerprints, rows, doubts) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            &[&self.batch, &self.keys, &self.fingerprints, &self.rows, &self.doubts],
+        )?;
+        Ok(())
+    }
+}
+
+impl Settled {
+    /// Writes the settled keys' rows as acknowledged and deletes the batches all settled, in
+    /// one statement (so one transaction and one round trip), committed asynchronously (see
+    /// the store's settle): a settle lost to a crash of the server leaves its batch's row,
+    /// which the next open writes as doubts.
+    pub(super) fn write(
+        &self,
+        client: &mut Client,
+        rows_table: &str,
+        marks_table: &str,
+    ) -> Result<(), postgres::Error> {
+        client.execute(
+            &format!(
+                "WITH done AS (DELETE FROM {marks_table} WHERE batch = ANY($4::int8[]))
+                 INSERT INTO {rows_table} (key, fingerprint, row, doubt)
+                 SELECT k, f, r, NULL FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u(k, f, r)
+                 WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                   row = EXCLUDED.row, doubt = NULL"
+            ),
+            &[&self.keys, &self.fingerprints, &self.rows, &self.done],
+        )?;
+        Ok(())
+    }
+}
+
+/// The batches of marks in `marks_table`, oldest first, each mark with its key; `Err` with
+/// what is wrong for a row kinesync did not write.
+pub(super) fn read_batches(
+    client: &mut Client,
+    marks_table: &str,
+) -> Result<Vec<(i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>)>, String> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT batch, keys, fingerprints, rows, doubts FROM {marks_table} ORDER BY batch"
+            ),
+            &[],
+        )
+        .map_err(|e| super::error_message(&e))?;
+    let mut batches = Vec::with_capacity(rows.len());
+    for row in rows {
+        let batch: i64 = row.get(0);
+        let keys: Vec<String> = row.get(1);
+        let fingerprints: Vec<Vec<u8>> = row.get(2);
+        let sent: Vec<Vec<u8>> = row.get(3);
+        let doubts: Vec<Vec<u8>> = row.get(4);
+        let bad = || format!("the marks of batch {batch} are not ones kinesync wrote");
+        if [fingerprints.len(), sent.len(), doubts.len()] != [keys.len(); 3] {
+            return Err(bad());
+        }
+        let mut marks = Vec::with_capacity(keys.len());
+        for (((key, fingerprint), row), doubt) in
+            keys.into_iter().zip(fingerprints).zip(sent).zip(doubts)
+        {
+            let fingerprint = <[u8; 16]>::try_from(fingerprint.as_slice())
+                .map(Fingerprint::from_be_bytes)
+                .map_err(|_| bad())?;
+            let doubt = Doubt::from_blob(&doubt).ok_or_else(bad)?;
+            marks.push((key, doubt, fingerprint, row));
+        }
+        batches.push((batch, marks));
+    }
+    Ok(batches)
+}
+
+/// The changes that write the marks `batches` left to their keys' rows, given those rows as
+/// stored: each key in doubt with the version sent, except one whose row holds that version
+/// acknowledged already (its settle was written).
+pub(super) fn recovered(
+    batches: Vec<(i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>)>,
+    stored: &BTreeMap<String, StoredRow>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (_, marks) in batches {
+        for (key, doubt, fingerprint, row) in marks {
+            let settled = stored
+                .get(&key)
+                .is_some_and(|s| s.doubt.is_none() && s.fingerprint == fingerprint && s.row == row);
+            if !settled {
+                changes.push(Change::InDoubt {
+                    key,
+                    doubt,
+                    sent: Some((fingerprint, row)),
+                });
+            }
+        }
+    }
+    changes
+}
