@@ -289,16 +289,35 @@ pub(crate) struct Diffed {
 
 /// Sorts a chunk into events against the store, and moves the store on to the changes the
 /// trigger does not send. Blocking: the run calls it on tokio's blocking pool.
+///
+/// `diffed_at_source`: the rows are those a diff where the model lives found may need sending
+/// (most are changed), so each key's stored row is read with its state, in one lookup, rather
+/// than the changed ones' in a second.
 pub(crate) fn diff_chunk(
     state: &mut dyn StateStore,
     chunk: Vec<Prepared>,
     context: &DiffContext,
+    diffed_at_source: bool,
 ) -> Result<Diffed, Error> {
+    let mut read_with_state: Option<Vec<Option<Vec<u8>>>> = None;
     let known = if context.state_was_empty {
         vec![None; chunk.len()]
     } else {
         let keys: Vec<String> = chunk.iter().map(|r| r.key.clone()).collect();
-        state.seen(&keys)?
+        if diffed_at_source {
+            let (known, rows) = state
+                .seen_with_rows(&keys)?
+                .into_iter()
+                .map(|found| match found {
+                    Some((seen, row)) => (Some(seen), Some(row)),
+                    None => (None, None),
+                })
+                .unzip();
+            read_with_state = Some(rows);
+            known
+        } else {
+            state.seen(&keys)?
+        }
     };
     let events: Vec<Option<Event>> = chunk
         .iter()
@@ -315,7 +334,11 @@ pub(crate) fn diff_chunk(
         })
         .collect();
     let mut stored: Vec<Option<Vec<u8>>> = vec![None; chunk.len()];
-    if !wanted.is_empty() {
+    if let Some(mut rows) = read_with_state {
+        for i in wanted {
+            stored[i] = rows[i].take();
+        }
+    } else if !wanted.is_empty() {
         let keys: Vec<String> = wanted.iter().map(|&i| chunk[i].key.clone()).collect();
         for (i, row) in wanted.into_iter().zip(state.rows(&keys)?) {
             stored[i] = row;

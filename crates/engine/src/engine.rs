@@ -276,13 +276,17 @@ impl Engine {
         }
         let locator = source.locator();
         let watermark = source.watermark();
+        let state_keys = source.state_keys();
         let (codec, preparer) = self.prepare_run()?;
         let prepared = source.map(move |item| match item {
             Ok(DeltaItem::Row(read)) => preparer.prepare(read).map(Read::Row),
             Ok(DeltaItem::Removed(key)) => Ok(Read::Removed(key)),
             Err(e) => Err(e.to_string()),
         });
-        let delta = Delta::Diffed { watermark };
+        let delta = Delta::Diffed {
+            watermark,
+            state_keys,
+        };
         self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, delta)
             .await
     }
@@ -362,6 +366,10 @@ impl Engine {
             locator,
             self.runs,
             std::mem::take(&mut self.sync_changed),
+            match &delta {
+                Delta::Diffed { state_keys, .. } => *state_keys,
+                Delta::Whole => None,
+            },
         )
         .await?;
         run.execute(rows, delta).await

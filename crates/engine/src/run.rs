@@ -50,7 +50,11 @@ pub(crate) enum Delta {
     /// the mark to keep if the run completes ([`DeltaSource::watermark`]).
     ///
     /// [`DeltaSource::watermark`]: kinesync_source::DeltaSource::watermark
-    Diffed { watermark: Option<String> },
+    Diffed {
+        watermark: Option<String>,
+        /// How many keys the state holds, when the diff knows it.
+        state_keys: Option<u64>,
+    },
 }
 
 /// Why the model phase stopped early.
@@ -95,7 +99,8 @@ pub(crate) struct Run<'e> {
 }
 
 impl<'e> Run<'e> {
-    /// Describes the stream and sets the run up.
+    /// Describes the stream and sets the run up; `state_keys`: how many keys the state holds,
+    /// when the diff knows it (counted otherwise).
     pub(crate) async fn start(
         settings: &'e Settings,
         state: SharedState,
@@ -103,6 +108,7 @@ impl<'e> Run<'e> {
         locator: Option<Locator>,
         run_number: u64,
         sync_changed: Vec<SyncChange>,
+        state_keys: Option<u64>,
     ) -> Result<Run<'e>, Error> {
         settings.progress.reset();
         let clock = Instant::now();
@@ -150,7 +156,10 @@ impl<'e> Run<'e> {
             description.shards.clone(),
             settings.progress.clone(),
         );
-        let state_rows = blocking(&state, |s| Ok(s.key_count()? as u64)).await?;
+        let state_rows = match state_keys {
+            Some(known) => known,
+            None => blocking(&state, |s| Ok(s.key_count()? as u64)).await?,
+        };
         // A store with nothing in it has nothing to look up.
         let state_was_empty = state_rows == 0;
         let diff = Arc::new(DiffContext {
@@ -200,7 +209,7 @@ impl<'e> Run<'e> {
         }
         let (delta, watermark) = match delta {
             Delta::Whole => (false, None),
-            Delta::Diffed { watermark } => (true, watermark),
+            Delta::Diffed { watermark, .. } => (true, watermark),
         };
         let baseline_only = first_run && settings.initial == Initial::Skip;
         let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
@@ -229,7 +238,8 @@ impl<'e> Run<'e> {
                 continue;
             }
             let context = self.diff.clone();
-            let diffed = blocking(&self.state, move |s| diff_chunk(s, chunk, &context)).await?;
+            let diffed =
+                blocking(&self.state, move |s| diff_chunk(s, chunk, &context, delta)).await?;
             self.report.events.add(&diffed.events);
             self.state_rows_in_model += diffed.in_state;
             for key in diffed.unreadable {

@@ -233,6 +233,7 @@ impl PostgresDelta {
             before: None,
             watermark: None,
             since_mark: false,
+            state_keys: None,
         });
         Ok(DiffPlace::Warehouse(Self { source, plan }))
     }
@@ -408,5 +409,9 @@ impl DeltaSource for PostgresDelta {
 
     fn watermark(&self) -> Option<String> {
         self.plan.watermark.clone()
+    }
+
+    fn state_keys(&self) -> Option<u64> {
+        self.plan.state_keys
     }
 }

@@ -95,6 +95,8 @@ pub(super) struct Plan {
     pub before: Option<String>,
     pub watermark: Option<String>,
     pub since_mark: bool,
+    /// The keys the state holds, when only the fresh rows are read (the mark's row count).
+    pub state_keys: Option<u64>,
 }
 
 /// The statements a table's diff can run.
@@ -129,6 +131,7 @@ pub(super) fn plan(
         before: None,
         watermark: None,
         since_mark: false,
+        state_keys: None,
     };
     let here = client
         .query_opt(
@@ -243,6 +246,7 @@ pub(super) fn plan(
         before: Some(before),
         watermark,
         since_mark: true,
+        state_keys: u64::try_from(previous.rows).ok(),
     })
 }
 

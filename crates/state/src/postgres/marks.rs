@@ -22,6 +22,9 @@ use postgres::Client;
 
 use crate::{Change, Doubt, Fingerprint, StoredRow};
 
+/// A batch's row as read back: its number, and each mark's key, record id and version sent.
+pub(super) type Batch = (i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>);
+
 /// A record marked in doubt and not settled yet.
 #[derive(Debug, Clone)]
 struct Mark {
@@ -209,10 +212,7 @@ impl Outstanding {
 
     /// Keeps the batches a store opened for a dry run found (it writes nothing, so lays them
     /// over what it reads).
-    pub(super) fn keep_found(
-        &mut self,
-        found: Vec<(i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>)>,
-    ) {
+    pub(super) fn keep_found(&mut self, found: Vec<Batch>) {
         for (batch, marks) in found {
             for (key, doubt, fingerprint, row) in marks {
                 if let Some(earlier) = self.marks.insert(
@@ -277,10 +277,7 @@ impl Settled {
 
 /// The batches of marks in `marks_table`, oldest first, each mark with its key; `Err` with
 /// what is wrong for a row kinesync did not write.
-pub(super) fn read_batches(
-    client: &mut Client,
-    marks_table: &str,
-) -> Result<Vec<(i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>)>, String> {
+pub(super) fn read_batches(client: &mut Client, marks_table: &str) -> Result<Vec<Batch>, String> {
     let rows = client
         .query(
             &format!(
@@ -318,10 +315,7 @@ pub(super) fn read_batches(
 /// The changes that write the marks `batches` left to their keys' rows, given those rows as
 /// stored: each key in doubt with the version sent, except one whose row holds that version
 /// acknowledged already (its settle was written).
-pub(super) fn recovered(
-    batches: Vec<(i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>)>,
-    stored: &BTreeMap<String, StoredRow>,
-) -> Vec<Change> {
+pub(super) fn recovered(batches: Vec<Batch>, stored: &BTreeMap<String, StoredRow>) -> Vec<Change> {
     let mut changes = Vec::new();
     for (_, marks) in batches {
         for (key, doubt, fingerprint, row) in marks {
