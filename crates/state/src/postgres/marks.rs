@@ -210,23 +210,25 @@ impl Outstanding {
         }
     }
 
-    /// Keeps the batches a store opened for a dry run found (it writes nothing, so lays them
-    /// over what it reads).
-    pub(super) fn keep_found(&mut self, found: Vec<Batch>) {
-        for (batch, marks) in found {
-            for (key, doubt, fingerprint, row) in marks {
-                if let Some(earlier) = self.marks.insert(
-                    key,
-                    Mark {
-                        batch,
-                        fingerprint,
-                        row,
-                        doubt,
-                    },
-                ) {
-                    *self.left.entry(earlier.batch).or_default() -= 1;
+    /// Keeps the marks a store opened for a dry run found left behind (as [`recovered`] gives
+    /// them): it writes nothing, so lays them over what it reads, as one batch never written.
+    pub(super) fn keep_found(&mut self, found: Vec<Change>) {
+        for change in found {
+            if let Change::InDoubt {
+                key,
+                doubt,
+                sent: Some((fingerprint, row)),
+            } = change
+            {
+                let mark = Mark {
+                    batch: 0,
+                    fingerprint,
+                    row,
+                    doubt,
+                };
+                if self.marks.insert(key, mark).is_none() {
+                    *self.left.entry(0).or_default() += 1;
                 }
-                *self.left.entry(batch).or_default() += 1;
             }
         }
     }
