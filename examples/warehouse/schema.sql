@@ -33,7 +33,9 @@ GRANT USAGE ON SCHEMA analytics TO kinesync_reader;
 GRANT SELECT ON analytics.users TO kinesync_reader;
 
 -- Only for the state kept in the warehouse (`[sync] state_schema`): kinesync creates its schema
--- and tables itself, and owns them.
+-- and tables itself, and owns them. A `table` model is then diffed from the last complete
+-- run's mark only if the role may run pg_control_system() (the cluster's identity, which
+-- the mark is tied to): every role may, unless that was revoked from PUBLIC.
 DO $$
 BEGIN
     EXECUTE format('GRANT CREATE ON DATABASE %I TO kinesync_reader', current_database());
