@@ -42,7 +42,7 @@ pub(crate) fn close_run(
     store: &mut dyn StateStore,
     record_baseline: bool,
 ) -> Result<(), StateError> {
-    store.flush()?;
+    store.close_run()?;
     if record_baseline {
         store.set_baseline()?;
     }

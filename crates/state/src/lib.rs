@@ -305,6 +305,12 @@ pub trait StateStore: Send {
         Ok(())
     }
 
+    /// Ends a run's commits: [`flush`](Self::flush), and whatever a store keeps aside while a
+    /// run goes on (the Postgres store's marks not settled yet) written to the keys' rows.
+    fn close_run(&mut self) -> Result<(), StateError> {
+        self.flush()
+    }
+
     /// How many keys the store holds.
     fn key_count(&self) -> Result<usize, StateError>;
 
@@ -352,6 +358,10 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
 
     fn flush(&mut self) -> Result<(), StateError> {
         (**self).flush()
+    }
+
+    fn close_run(&mut self) -> Result<(), StateError> {
+        (**self).close_run()
     }
 
     fn key_count(&self) -> Result<usize, StateError> {

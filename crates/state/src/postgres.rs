@@ -138,6 +138,14 @@ impl PostgresStore {
         }))
     }
 
+    /// Writes the outstanding marks to their keys' rows, deleting their batches' rows.
+    fn commit_outstanding(&mut self) -> Result<(), StateError> {
+        self.check()?;
+        let (rows_table, marks_table) = (self.rows.clone(), self.marks.clone());
+        let (marks, done) = self.outstanding.drain();
+        self.queue(move |client| apply(client, &rows_table, &marks_table, marks, &done))
+    }
+
     fn gone(&self) -> StateError {
         StateError::Postgres {
             place: self.describe(),
@@ -354,7 +362,7 @@ impl PostgresStore {
     fn recover_marks(&mut self) -> Result<(), StateError> {
         let (rows_table, marks_table) = (self.rows.clone(), self.marks.clone());
         let recovered = self.call(move |client| -> Result<(), String> {
-            let (changes, done) = left_behind(client, &rows_table, &marks_table)?;
+            let (changes, done) = left_behind(client, &marks_table)?;
             if done.is_empty() {
                 return Ok(());
             }
@@ -369,7 +377,7 @@ impl PostgresStore {
     /// A store opened for a dry run keeps the marks it finds in memory, laid over what it
     /// reads, as a run would write them to their rows first (it writes nothing itself).
     fn read_only_marks(mut store: Self) -> Result<Self, StateError> {
-        let (rows_table, marks_table) = (store.rows.clone(), store.marks.clone());
+        let marks_table = store.marks.clone();
         let found = store.call(move |client| {
             let exists: bool = client
                 .query_one(
@@ -382,7 +390,7 @@ impl PostgresStore {
                 .map_err(|e| error_message(&e))?
                 .get(0);
             if exists {
-                left_behind(client, &rows_table, &marks_table).map(|(changes, _)| changes)
+                left_behind(client, &marks_table).map(|(changes, _)| changes)
             } else {
                 Ok(Vec::new())
             }
@@ -574,6 +582,15 @@ impl StateStore for PostgresStore {
     fn flush(&mut self) -> Result<(), StateError> {
         self.call(|_| ())?;
         self.check()
+    }
+
+    /// The marks not settled by the run's end (records pending) written to their keys' rows
+    /// as doubts, their batches' rows deleted: a batch's row is left only by a kill.
+    fn close_run(&mut self) -> Result<(), StateError> {
+        if !self.read_only && !self.outstanding.is_empty() {
+            self.commit_outstanding()?;
+        }
+        self.flush()
     }
 
     fn key_count(&self) -> Result<usize, StateError> {

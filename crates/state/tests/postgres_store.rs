@@ -225,6 +225,41 @@ proptest! {
     }
 }
 
+/// A batch of marks settled in part: a run's end writes the rest as doubts, exactly; a kill
+/// instead leaves the batch's row, and every key of it goes again.
+#[test]
+fn a_runs_end_keeps_the_settled_part_of_a_batch_and_a_kill_resends_it() {
+    for killed in [false, true] {
+        let name = fresh("batch_end");
+        let mut store = open(&name).unwrap();
+        let marks = vec![
+            common::in_doubt("1", Unanswered::Added, Some(&10)),
+            common::in_doubt("2", Unanswered::Added, Some(&20)),
+        ];
+        store.commit(marks).unwrap();
+        store
+            .commit(vec![Change::Settle { key: "1".into() }])
+            .unwrap();
+        if !killed {
+            store.close_run().unwrap();
+        }
+        drop(store);
+        let mut store = open(&name).unwrap();
+        let first = match killed {
+            true => Seen::InDoubt(common::doubt("1", Unanswered::Added)),
+            false => Seen::Acknowledged(10),
+        };
+        assert_eq!(
+            store.seen(&keys(&["1", "2"])).unwrap(),
+            vec![
+                Some(first),
+                Some(Seen::InDoubt(common::doubt("2", Unanswered::Added)))
+            ],
+            "killed: {killed}"
+        );
+    }
+}
+
 /// What `store` answers for every key of [`KEYS`], to compare with another store.
 fn answers(store: &mut dyn StateStore) -> impl PartialEq + std::fmt::Debug {
     let all = keys(KEYS);
@@ -235,25 +270,68 @@ fn answers(store: &mut dyn StateStore) -> impl PartialEq + std::fmt::Debug {
     )
 }
 
+/// After a kill: every key whose answer differs is one `memory` holds acknowledged, which
+/// `store` has in doubt with the same row and the id of the key's last mark (`marked`) — the
+/// settled part of a batch of marks still in flight, which goes again. `memory` is brought to
+/// the same; `Err` names a key that differs otherwise.
+fn resend_after_a_kill(
+    memory: &mut MemoryStore,
+    store: &mut PostgresStore,
+    marked: &std::collections::HashMap<String, Doubt>,
+) -> Result<(), String> {
+    let all = keys(KEYS);
+    let theirs = store.seen_with_rows(&all).unwrap();
+    let ours = memory.seen_with_rows(&all).unwrap();
+    let mut resent = Vec::new();
+    for ((key, ours), theirs) in all.iter().zip(ours).zip(theirs) {
+        if ours == theirs {
+            continue;
+        }
+        match (&ours, &theirs) {
+            (Some((Seen::Acknowledged(fp), row)), Some((Seen::InDoubt(doubt), their_row)))
+                if row == their_row && marked.get(key) == Some(doubt) =>
+            {
+                resent.push(Change::InDoubt {
+                    key: key.clone(),
+                    doubt: *doubt,
+                    sent: Some((*fp, row.clone())),
+                });
+            }
+            _ => {
+                return Err(format!(
+                    "{key:?}: {ours:?} came back from a kill as {theirs:?}"
+                ));
+            }
+        }
+    }
+    memory.commit(resent).unwrap();
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// A run's commits, as the engine makes them: a call's records marked in doubt at once (a
     /// batch), then settled in parts as calls are acknowledged, some never; now and then
-    /// another commit (an upsert, a removal), and the store dropped with marks outstanding and
-    /// opened again (a killed run, or records left pending). After every step the store
-    /// answers as the in-memory store given the same commits: a mark not settled is a key in
-    /// doubt, with the version it sent, through every reopen.
+    /// another commit (an upsert, a removal); a run's end (the marks not settled written as
+    /// doubts), and the store dropped with marks outstanding and opened again (a killed run).
+    /// After every step the store answers as the in-memory store given the same commits: a
+    /// mark not settled is a key in doubt, with the version it sent, through every reopen;
+    /// after a kill, the settled keys of the batches in flight may be in doubt too (they go
+    /// again), and nothing else differs.
     #[test]
     fn marks_written_a_batch_at_a_time_answer_as_if_written_one_by_one(
         steps in prop::collection::vec(
-            (0u8..8, prop::collection::vec((0usize..KEYS.len(), any::<u128>(), any::<bool>()), 1..7)),
+            (0u8..9, prop::collection::vec((0usize..KEYS.len(), any::<u128>(), any::<bool>()), 1..7)),
             1..24,
         ),
     ) {
         let name = fresh("batches");
         let mut memory = MemoryStore::new();
         let mut store = open(&name).unwrap();
+        let mut marked = std::collections::HashMap::new();
+        // Nothing committed since a run's end: a kill then resends nothing.
+        let mut closed = false;
         for (kind, picks) in steps {
             let changes: Vec<Change> = match kind {
                 // A call's marks: distinct keys, each with the version it sends.
@@ -274,19 +352,38 @@ proptest! {
                 6 => picks.iter().map(|(k, fp, delete)| {
                     if *delete { Change::Delete { key: KEYS[*k].into() } } else { upsert(KEYS[*k], *fp) }
                 }).collect(),
+                // A run's end.
+                7 => {
+                    store.close_run().unwrap();
+                    closed = true;
+                    Vec::new()
+                }
                 // A kill: the store dropped (its queued commits written) and opened again.
                 _ => {
                     drop(store);
                     store = open(&name).unwrap();
+                    if closed {
+                        prop_assert_eq!(answers(&mut memory), answers(&mut store));
+                    }
+                    let resent = resend_after_a_kill(&mut memory, &mut store, &marked);
+                    prop_assert!(resent.is_ok(), "{}", resent.unwrap_err());
                     Vec::new()
                 }
             };
+            closed &= changes.is_empty();
+            for change in &changes {
+                if let Change::InDoubt { key, doubt, .. } = change {
+                    marked.insert(key.clone(), *doubt);
+                }
+            }
             memory.commit(changes.clone()).unwrap();
             store.commit(changes).unwrap();
             prop_assert_eq!(answers(&mut memory), answers(&mut store));
         }
         drop(store);
         let mut reopened = open(&name).unwrap();
+        let resent = resend_after_a_kill(&mut memory, &mut reopened, &marked);
+        prop_assert!(resent.is_ok(), "{}", resent.unwrap_err());
         prop_assert_eq!(answers(&mut memory), answers(&mut reopened));
     }
 }

@@ -11,10 +11,12 @@
 //! rows, as one mark a row (the store's general path), in the same transaction as the batches'
 //! rows are deleted.
 //!
-//! A batch's row left behind (kinesync killed, or records still pending when the run ended)
-//! is written to its keys' rows when the store next opens: each key in doubt with the version
-//! the mark sent, except a key whose row already holds that very version acknowledged (the
-//! stream acknowledged it, and the settle was written).
+//! At a run's end the marks not settled (records pending) are written to their keys' rows as
+//! doubts. A batch's row left behind (kinesync killed) is written to its keys' rows when the
+//! store next opens: every key of it in doubt with the version the mark sent, the settled
+//! ones too (a settle leaves no trace in the batch's row, and a key's row cannot tell it: a
+//! resync sends the version already acknowledged), so the next run sends them again with
+//! their ids.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -196,6 +198,10 @@ impl Outstanding {
             .cloned()
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
     /// The outstanding keys.
     pub(super) fn keys(&self) -> Vec<String> {
         self.marks.keys().cloned().collect()
@@ -314,24 +320,18 @@ pub(super) fn read_batches(client: &mut Client, marks_table: &str) -> Result<Vec
     Ok(batches)
 }
 
-/// The changes that write the marks `batches` left to their keys' rows, given those rows as
-/// stored: each key in doubt with the version sent, except one whose row holds that version
-/// acknowledged already (its settle was written).
-pub(super) fn recovered(batches: Vec<Batch>, stored: &BTreeMap<String, StoredRow>) -> Vec<Change> {
-    let mut changes = Vec::new();
-    for (_, marks) in batches {
-        for (key, doubt, fingerprint, row) in marks {
-            let settled = stored
-                .get(&key)
-                .is_some_and(|s| s.doubt.is_none() && s.fingerprint == fingerprint && s.row == row);
-            if !settled {
-                changes.push(Change::InDoubt {
-                    key,
-                    doubt,
-                    sent: Some((fingerprint, row)),
-                });
-            }
-        }
-    }
-    changes
+/// The changes that write the marks `batches` left to their keys' rows: each key in doubt
+/// with the version sent. Whether a key's settle was written cannot be told from its row (a
+/// resync sends the version already acknowledged), so every key of a batch left behind goes
+/// again, with its id: a kill resends the acknowledged part of the batches in flight too.
+pub(super) fn recovered(batches: Vec<Batch>) -> Vec<Change> {
+    batches
+        .into_iter()
+        .flat_map(|(_, marks)| marks)
+        .map(|(key, doubt, fingerprint, row)| Change::InDoubt {
+            key,
+            doubt,
+            sent: Some((fingerprint, row)),
+        })
+        .collect()
 }

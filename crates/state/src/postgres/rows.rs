@@ -33,30 +33,15 @@ pub(super) fn decoded(row: &postgres::Row) -> Result<(String, StoredRow), String
     }
 }
 
-/// The marks earlier runs left in `marks_table` (see the `marks` module), as the changes that
-/// write them to their keys' rows in `rows_table`, and the batches they came in.
+/// The marks a killed run left in `marks_table` (see the `marks` module), as the changes that
+/// write them to their keys' rows, and the batches they came in.
 pub(super) fn left_behind(
     client: &mut Client,
-    rows_table: &str,
     marks_table: &str,
 ) -> Result<(Vec<Change>, Vec<i64>), String> {
     let batches = marks::read_batches(client, marks_table)?;
-    if batches.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
     let done: Vec<i64> = batches.iter().map(|(batch, _)| *batch).collect();
-    let keys: Vec<String> = batches
-        .iter()
-        .flat_map(|(_, marks)| marks.iter().map(|(key, ..)| key.clone()))
-        .collect();
-    let stored = client
-        .query(
-            &format!("SELECT {STORED_COLUMNS} FROM {rows_table} WHERE key = ANY($1)"),
-            &[&keys],
-        )
-        .map_err(|e| error_message(&e))?;
-    let stored = stored.iter().map(decoded).collect::<Result<_, _>>()?;
-    Ok((marks::recovered(batches, &stored), done))
+    Ok((marks::recovered(batches), done))
 }
 
 /// The statements that settle `keys` (clear their marks), in one round trip: a transaction
