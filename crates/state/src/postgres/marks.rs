@@ -19,6 +19,7 @@
 //! their ids.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use postgres::Client;
 
@@ -32,7 +33,9 @@ pub(super) type Batch = (i64, Vec<(String, Doubt, Fingerprint, Vec<u8>)>);
 struct Mark {
     batch: i64,
     fingerprint: Fingerprint,
-    row: Vec<u8>,
+    /// Shared with the batch's write, and then its settle's: a row is copied once, when
+    /// marked.
+    row: Arc<[u8]>,
     doubt: Doubt,
 }
 
@@ -40,7 +43,7 @@ impl Mark {
     fn stored(&self) -> StoredRow {
         StoredRow {
             fingerprint: self.fingerprint,
-            row: self.row.clone(),
+            row: self.row.to_vec(),
             doubt: Some(self.doubt),
         }
     }
@@ -49,7 +52,7 @@ impl Mark {
         Change::InDoubt {
             key,
             doubt: self.doubt,
-            sent: Some((self.fingerprint, self.row)),
+            sent: Some((self.fingerprint, self.row.to_vec())),
         }
     }
 }
@@ -69,7 +72,7 @@ pub(super) struct MarkBatch {
     batch: i64,
     keys: Vec<String>,
     fingerprints: Vec<Vec<u8>>,
-    rows: Vec<Vec<u8>>,
+    rows: Vec<Arc<[u8]>>,
     doubts: Vec<Vec<u8>>,
 }
 
@@ -77,7 +80,7 @@ pub(super) struct MarkBatch {
 pub(super) struct Settled {
     keys: Vec<String>,
     fingerprints: Vec<Vec<u8>>,
-    rows: Vec<Vec<u8>>,
+    rows: Vec<Arc<[u8]>>,
     done: Vec<i64>,
 }
 
@@ -118,12 +121,13 @@ impl Outstanding {
                 written
                     .fingerprints
                     .push(fingerprint.to_be_bytes().to_vec());
+                let row: Arc<[u8]> = Arc::from(row.as_slice());
                 written.rows.push(row.clone());
                 written.doubts.push(doubt.to_blob().to_vec());
                 let mark = Mark {
                     batch,
                     fingerprint: *fingerprint,
-                    row: row.clone(),
+                    row,
                     doubt: *doubt,
                 };
                 self.marks.insert(key.clone(), mark);
@@ -229,7 +233,7 @@ impl Outstanding {
                 let mark = Mark {
                     batch: 0,
                     fingerprint,
-                    row,
+                    row: row.into(),
                     doubt,
                 };
                 if self.marks.insert(key, mark).is_none() {
@@ -251,7 +255,7 @@ impl MarkBatch {
             &format!(
                 "INSERT INTO {marks_table} (batch, keys, fingerprints, rows, doubts) VALUES ($1, $2, $3, $4, $5)"
             ),
-            &[&self.batch, &self.keys, &self.fingerprints, &self.rows, &self.doubts],
+            &[&self.batch, &self.keys, &self.fingerprints, &slices(&self.rows), &self.doubts],
         )?;
         Ok(())
     }
@@ -277,10 +281,15 @@ impl Settled {
                  ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
                    row = EXCLUDED.row, doubt = NULL"
             ),
-            &[&self.keys, &self.fingerprints, &self.rows, &self.done],
+            &[&self.keys, &self.fingerprints, &slices(&self.rows), &self.done],
         )?;
         Ok(())
     }
+}
+
+/// The rows shared, as the bytes a `bytea[]` parameter takes.
+fn slices(rows: &[Arc<[u8]>]) -> Vec<&[u8]> {
+    rows.iter().map(|row| &**row).collect()
 }
 
 /// The batches of marks in `marks_table`, oldest first, each mark with its key; `Err` with
