@@ -275,18 +275,26 @@ impl Engine {
             return Err(Error::ResyncNeedsWholeModel);
         }
         let locator = source.locator();
-        let watermark = source.watermark();
         let state_keys = source.state_keys();
         let (codec, preparer) = self.prepare_run()?;
-        let prepared = source.map(move |item| match item {
-            Ok(DeltaItem::Row(read)) => preparer.prepare(read).map(Read::Row),
-            Ok(DeltaItem::Removed(key)) => Ok(Read::Removed(key)),
-            Err(e) => Err(e.to_string()),
+        let mut source = source;
+        let mut ended = false;
+        // The mark is asked for once the rows have ended (a diff may count them last).
+        let prepared = std::iter::from_fn(move || {
+            if ended {
+                return None;
+            }
+            Some(match source.next() {
+                Some(Ok(DeltaItem::Row(read))) => preparer.prepare(read).map(Read::Row),
+                Some(Ok(DeltaItem::Removed(key))) => Ok(Read::Removed(key)),
+                Some(Err(e)) => Err(e.to_string()),
+                None => {
+                    ended = true;
+                    return source.watermark().map(|mark| Ok(Read::Watermark(mark)));
+                }
+            })
         });
-        let delta = Delta::Diffed {
-            watermark,
-            state_keys,
-        };
+        let delta = Delta::Diffed { state_keys };
         self.run_prepared(codec, Some(locator), read_on_a_thread(prepared)?, delta)
             .await
     }

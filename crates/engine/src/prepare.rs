@@ -38,11 +38,12 @@ impl ModelRow for SourceRow {
 }
 
 /// What the reader hands the run: a prepared row, or (from a model diffed where it lives) a
-/// key gone from the model.
+/// key gone from the model, or, after the last of them, the mark the diff leaves.
 #[derive(Debug)]
 pub(crate) enum Read {
     Row(Prepared),
     Removed(String),
+    Watermark(String),
 }
 
 /// One model row, read and fingerprinted.

@@ -46,12 +46,11 @@ mod removed;
 pub(crate) enum Delta {
     /// The whole model, by kinesync.
     Whole,
-    /// Where the model lives: only the rows that may need sending, and the keys gone; with
-    /// the mark to keep if the run completes ([`DeltaSource::watermark`]).
+    /// Where the model lives: only the rows that may need sending, and the keys gone; after
+    /// them, the mark to keep if the run completes ([`DeltaSource::watermark`]).
     ///
     /// [`DeltaSource::watermark`]: kinesync_source::DeltaSource::watermark
     Diffed {
-        watermark: Option<String>,
         /// How many keys the state holds, when the diff knows it.
         state_keys: Option<u64>,
     },
@@ -95,6 +94,9 @@ pub(crate) struct Run<'e> {
     run_id: Arc<str>,
     /// Set when the removals were more than the run may send.
     removals_held: Option<Outcome>,
+    /// The mark a model diffed where it lives left after its last row, to keep if the run
+    /// completes.
+    watermark: Option<String>,
     clock: Instant,
 }
 
@@ -187,6 +189,7 @@ impl<'e> Run<'e> {
             to_mark: Vec::new(),
             run_id,
             removals_held: None,
+            watermark: None,
             clock,
         })
     }
@@ -207,10 +210,7 @@ impl<'e> Run<'e> {
         if !settings.dry_run {
             blocking(&self.state, |s| Ok(watermark::forget(s)?)).await?;
         }
-        let (delta, watermark) = match delta {
-            Delta::Whole => (false, None),
-            Delta::Diffed { watermark, .. } => (true, watermark),
-        };
+        let delta = matches!(delta, Delta::Diffed { .. });
         let baseline_only = first_run && settings.initial == Initial::Skip;
         let mut keys = ModelKeys::new(settings.limits.keys_in_memory);
         let mut listed = delta.then(|| Listed::new(settings.limits.keys_in_memory));
@@ -302,6 +302,7 @@ impl<'e> Run<'e> {
         })
         .await?;
         let state = self.state.clone();
+        let watermark = self.watermark.take();
         let report = self.into_report(stop, baseline_only);
         if let Some(mark) = watermark.filter(|_| !settings.dry_run && watermark::earned(&report)) {
             blocking(&state, move |s| Ok(watermark::keep(s, &mark)?)).await?;
@@ -321,6 +322,7 @@ impl<'e> Run<'e> {
         for item in rows.by_ref() {
             match item {
                 Ok(Read::Row(read)) => chunk.push(read),
+                Ok(Read::Watermark(mark)) => self.watermark = Some(mark),
                 Ok(Read::Removed(key)) => match listed.as_deref_mut() {
                     Some(listed) => listed.push(key)?,
                     // Only a model diffed where it lives lists removed keys.

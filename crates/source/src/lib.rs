@@ -292,8 +292,9 @@ pub trait DeltaSource: Iterator<Item = Result<DeltaItem, SourceError>> + Send {
 
     /// What to keep in the state if the run over this diff completes (every row sent or
     /// moved on, none in error, nothing pending), for the next diff to start from: for a
-    /// Postgres table, the snapshot it read (see [`PostgresDelta::open_since`]). `None`:
-    /// nothing. The engine forgets the last one whenever a run starts.
+    /// Postgres table, the snapshot it read and the rows it counted (see
+    /// [`PostgresDelta::open_since`]). `None`: nothing. The engine asks once the iterator has
+    /// ended (a diff may know it only then), and forgets the last one whenever a run starts.
     fn watermark(&self) -> Option<String> {
         None
     }

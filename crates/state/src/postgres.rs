@@ -32,6 +32,7 @@
 //! thread driving a runtime: on its own thread, the store works from anywhere.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -75,6 +76,10 @@ pub struct PostgresStore {
     marks: String,
     /// The marks written a batch at a time and not settled yet.
     outstanding: Outstanding,
+    /// Settles write their rows with `COPY` (see [`marks`]): set while the store believes
+    /// the keys it settles have no row yet (the rows table was empty when opened or
+    /// cleared), cleared by the first settle that finds one.
+    settle_by_copy: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -268,6 +273,7 @@ impl PostgresStore {
                 quoted(&format!("kinesync_{name}_marks"))
             ),
             outstanding: Outstanding::default(),
+            settle_by_copy: Arc::default(),
             place,
         };
         let lock_key = format!("kinesync state {schema}.{name}");
@@ -353,6 +359,10 @@ impl PostgresStore {
             _ => {}
         }
         store.recover_marks()?;
+        let empty = format!("SELECT NOT EXISTS (SELECT FROM {})", store.rows);
+        let empty = store.call(move |client| client.query_one(&empty, &[]))?;
+        let empty: bool = empty.map_err(|e| store.error(&e))?.get(0);
+        store.settle_by_copy.store(empty, Ordering::Relaxed);
         Ok(store)
     }
 
@@ -451,7 +461,9 @@ impl PostgresStore {
         );
         self.outstanding = Outstanding::default();
         let done = self.call(move |client| client.batch_execute(&statements))?;
-        done.map_err(|e| self.error(&e))
+        done.map_err(|e| self.error(&e))?;
+        self.settle_by_copy.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The table of the rows, quoted and schema-qualified (`"kinesync"."kinesync_users_rows"`):
@@ -567,9 +579,10 @@ impl StateStore for PostgresStore {
             });
         }
         if let Some(settled) = self.outstanding.settle(&changes) {
+            let by_copy = self.settle_by_copy.clone();
             return self.queue(move |client| {
                 settled
-                    .write(client, &rows_table, &marks_table)
+                    .write(client, &rows_table, &marks_table, &by_copy)
                     .map_err(|e| error_message(&e))
             });
         }

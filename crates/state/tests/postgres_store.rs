@@ -225,6 +225,47 @@ proptest! {
     }
 }
 
+/// Settles into a state with no rows go in by `COPY` (a backfill); a key settled again, its
+/// row there, makes the `COPY` fail, and the settle is written as an upsert instead, whole:
+/// what the store then holds is each key's last version, acknowledged, on this store and
+/// when opened again.
+#[test]
+fn settles_into_an_empty_state_and_over_keys_it_has_keep_the_last_version() {
+    let name = fresh("copy_settle");
+    let mut store = open(&name).unwrap();
+    let versions = |fingerprint: u128| -> Vec<Change> {
+        ["1", "2", "3"]
+            .iter()
+            .map(|key| common::in_doubt(key, Unanswered::Added, Some(&fingerprint)))
+            .collect()
+    };
+    let settles = |keys: &[&str]| -> Vec<Change> {
+        keys.iter()
+            .map(|key| Change::Settle { key: (*key).into() })
+            .collect()
+    };
+    store.commit(versions(10)).unwrap();
+    store.commit(settles(&["1", "2", "3"])).unwrap();
+    // Again, over rows the state has now: one mark of a key new, two of keys it has.
+    let mut again = versions(20);
+    again.push(common::in_doubt("4", Unanswered::Added, Some(&20)));
+    store.commit(again).unwrap();
+    store.commit(settles(&["4", "1", "3"])).unwrap();
+    store.close_run().unwrap();
+    let expected = vec![
+        Some(Seen::Acknowledged(20)),
+        Some(Seen::InDoubt(common::doubt("2", Unanswered::Added))),
+        Some(Seen::Acknowledged(20)),
+        Some(Seen::Acknowledged(20)),
+    ];
+    let asked = keys(&["1", "2", "3", "4"]);
+    assert_eq!(store.seen(&asked).unwrap(), expected);
+    drop(store);
+    let mut store = open(&name).unwrap();
+    assert_eq!(store.seen(&asked).unwrap(), expected);
+    assert_eq!(store.key_count().unwrap(), 4);
+}
+
 /// A batch of marks settled in part: a run's end writes the rest as doubts, exactly; a kill
 /// instead leaves the batch's row, and every key of it goes again.
 #[test]

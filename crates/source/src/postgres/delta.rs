@@ -49,7 +49,8 @@ use kinesync_payload::Schema;
 use postgres::types::Type;
 
 use super::{
-    ALIAS, PostgresSource, PostgresSpec, Prepared, off_the_runtime, query_error, quoted, watermark,
+    ALIAS, PostgresSource, PostgresSpec, Prepared, Reading, off_the_runtime, query_error, quoted,
+    watermark,
 };
 use crate::{DeltaItem, DeltaSource, Locator, SourceError};
 
@@ -175,6 +176,7 @@ impl PostgresDelta {
         };
         // The statement over a table's fresh rows (see the `watermark` module).
         let over = |query: &str, removed: bool| two_joins(&model, query, &key, state_rows, removed);
+        let removed_keys = removed_keys(&model, &key, state_rows);
         let fresh_statement = match (&spec.table, unique) {
             (Some(table), true) => Some((table.clone(), over)),
             _ => None,
@@ -202,14 +204,18 @@ impl PostgresDelta {
                 let statements = watermark::Statements {
                     full: &statement,
                     over,
+                    removed: &removed_keys,
                     table,
                     key: &key,
                     state_rows,
                 };
-                let planned = watermark::plan(client, &place, &statements, previous)?;
-                let read = planned.statement.clone();
+                let mut planned = watermark::plan(client, &place, &statements, previous)?;
+                let reading = Reading {
+                    select: planned.statement.clone(),
+                    then: planned.then.take(),
+                };
                 plan = Some(planned);
-                return Ok(read);
+                return Ok(reading);
             }
             let found = client
                 .query_opt(&duplicates, &[])
@@ -225,16 +231,13 @@ impl PostgresDelta {
                         row.get::<_, String>(0)
                     ),
                 }),
-                None => Ok(statement.clone()),
+                None => Ok(Reading {
+                    select: statement.clone(),
+                    then: None,
+                }),
             }
         })?;
-        let plan = plan.unwrap_or(watermark::Plan {
-            statement,
-            before: None,
-            watermark: None,
-            since_mark: false,
-            state_keys: None,
-        });
+        let plan = plan.unwrap_or_else(|| watermark::Plan::whole(&statement));
         Ok(DiffPlace::Warehouse(Self { source, plan }))
     }
 
@@ -243,12 +246,16 @@ impl PostgresDelta {
         &self.plan.statement
     }
 
-    /// Every statement the diff ran that takes the server time, `;` after each, with the
-    /// settings they ran with (to time them alone in psql): the rows written since the last
-    /// complete run counted, when only they are read, then [`statement`](Self::statement).
+    /// Every statement the diff runs that takes the server time, `;` after each, with the
+    /// settings they run with (to time them alone in psql): when only the rows written since
+    /// the last complete run are read, the sample that tells how many there are, then
+    /// [`statement`](Self::statement), then the count of the table's rows for the next mark
+    /// (which also tells whether keys were removed: only then does a statement that finds
+    /// them follow).
     pub fn statements(&self) -> String {
         let before = self.plan.before.as_deref().unwrap_or_default();
-        format!("{before}{};", self.plan.statement)
+        let after = self.plan.after.as_deref().unwrap_or_default();
+        format!("{before}{};\n{after}", self.plan.statement)
     }
 
     /// Whether the diff reads only the rows written since the last complete run (see
@@ -322,10 +329,13 @@ fn two_joins(model: &Model, query: &str, key: &str, state_rows: &str, removed: b
     if !removed {
         return rows;
     }
+    format!("{rows} UNION ALL {}", removed_keys(model, key, state_rows))
+}
+
+/// The keys the state has and the table's rows (`model`'s query) lack.
+fn removed_keys(model: &Model, key: &str, state_rows: &str) -> String {
     format!(
-        "{rows} \
-         UNION ALL \
-         SELECT {nulls}, NULL, NULL, kinesync_state.key FROM {state_rows} AS kinesync_state \
+        "SELECT {nulls}, NULL, NULL, kinesync_state.key FROM {state_rows} AS kinesync_state \
          WHERE NOT EXISTS (SELECT FROM ({query}\n) AS kinesync_row \
          WHERE {key} COLLATE \"C\" = kinesync_state.key)",
         nulls = vec!["NULL"; model.projection.len()].join(", "),
@@ -407,8 +417,9 @@ impl DeltaSource for PostgresDelta {
         Locator::query_rows(&self.source.place)
     }
 
+    /// Known once the rows have ended: the rows are counted after the diff's.
     fn watermark(&self) -> Option<String> {
-        self.plan.watermark.clone()
+        watermark::lock(&self.plan.watermark).clone()
     }
 
     fn state_keys(&self) -> Option<u64> {

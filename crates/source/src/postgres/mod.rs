@@ -294,7 +294,7 @@ impl Prepared {
     fn start_read(
         mut self,
         delta: bool,
-        first: impl FnOnce(&mut Client) -> Result<String, SourceError>,
+        first: impl FnOnce(&mut Client) -> Result<Reading, SourceError>,
     ) -> Result<PostgresSource, SourceError> {
         self.client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -302,11 +302,11 @@ impl Prepared {
                 location: self.place.clone(),
                 message: query_error(&self.query, &e),
             })?;
-        let select = first(&mut self.client)?;
+        let reading = first(&mut self.client)?;
         let (token, connection) = (self.client.cancel_token(), self.connection);
         let statement_ended = Arc::new(AtomicBool::new(false));
         Ok(PostgresSource {
-            rows: copying(self.client, &select, statement_ended.clone())?,
+            rows: copying(self.client, reading, statement_ended.clone())?,
             line: Vec::new(),
             schema: self.schema,
             conversions: self.conversions,
@@ -321,27 +321,43 @@ impl Prepared {
     }
 }
 
+/// What a read runs, in its transaction: a `SELECT` whose rows come, then, once they have all
+/// come, `then` (given the client), which may name a second `SELECT` whose rows come after
+/// them (a diff's removed keys, say); `Err` with what went wrong.
+pub(crate) struct Reading {
+    pub(crate) select: String,
+    pub(crate) then: Option<FollowUp>,
+}
+
+/// What runs after a read's first statement (see [`Reading`]).
+pub(crate) type FollowUp = Box<dyn FnOnce(&mut Client) -> Result<Option<String>, String> + Send>;
+
+impl Reading {
+    fn only(select: String) -> Self {
+        Self { select, then: None }
+    }
+}
+
 /// `text` as an SQL string literal.
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Starts the thread that runs `COPY (select) TO STDOUT` over `client` (in the transaction
-/// begun there) and drains its rows into a spool, as fast as the server sends them; the
-/// transaction ends with the statement. The connection lives and closes on that thread (its
-/// client blocks on a runtime of its own, which tokio forbids on a thread driving a runtime);
-/// once the source is dropped, the thread stops at its next chunk.
+/// begun there), then what the reading says follows, and drains their rows into a spool, as
+/// fast as the server sends them; the transaction ends with them. The connection lives and
+/// closes on that thread (its client blocks on a runtime of its own, which tokio forbids on a
+/// thread driving a runtime); once the source is dropped, the thread stops at its next chunk.
 fn copying(
     mut client: Client,
-    select: &str,
+    reading: Reading,
     ended: Arc<AtomicBool>,
 ) -> Result<SpoolReader<String>, SourceError> {
     let (mut spooled, rows) = spool(ROWS_IN_MEMORY, ROWS_ON_DISK);
-    let statement = format!("COPY ({select}) TO STDOUT");
     std::thread::Builder::new()
         .name("kinesync-postgres-copy".to_owned())
         .spawn(move || {
-            let end = copy_rows(&mut client, &statement, &mut spooled);
+            let end = copy_all(&mut client, reading, &mut spooled);
             ended.store(true, Ordering::Release);
             spooled.finish(end);
         })
@@ -352,13 +368,38 @@ fn copying(
     Ok(rows)
 }
 
-/// Runs `statement` and keeps its rows in `spooled`; `Err` with what went wrong.
-fn copy_rows(
+/// Runs the reading's statements in turn, keeping their rows in `spooled`, then ends the
+/// transaction; `Err` with what went wrong.
+fn copy_all(
     client: &mut Client,
-    statement: &str,
+    reading: Reading,
     spooled: &mut crate::spool::SpoolWriter<String>,
 ) -> Result<(), String> {
-    let mut copy = client.copy_out(statement).map_err(|e| read_error(&e))?;
+    let mut whole = copy_rows(client, &reading.select, spooled)?;
+    if whole
+        && let Some(then) = reading.then
+        && let Some(next) = then(client)?
+    {
+        whole = copy_rows(client, &next, spooled)?;
+    }
+    if whole {
+        // The snapshot is no longer needed; a failure here changes nothing read (the server
+        // reports a statement's errors, its parallel workers' too, before the end of its
+        // rows).
+        client.batch_execute("COMMIT").ok();
+    }
+    Ok(())
+}
+
+/// Runs `COPY (select) TO STDOUT` and keeps its rows in `spooled`: `Ok(false)` when the source
+/// was dropped before their end (nothing more is wanted); `Err` with what went wrong.
+fn copy_rows(
+    client: &mut Client,
+    select: &str,
+    spooled: &mut crate::spool::SpoolWriter<String>,
+) -> Result<bool, String> {
+    let statement = format!("COPY ({select}) TO STDOUT");
+    let mut copy = client.copy_out(&statement).map_err(|e| read_error(&e))?;
     loop {
         let mut chunk = Vec::with_capacity(CHUNK as usize);
         // A chunk short of full is the last: the reader must not be read past its end.
@@ -373,10 +414,9 @@ fn copy_rows(
         }
         let last = (chunk.len() as u64) < CHUNK;
         match spooled.write(chunk) {
-            Ok(true) if last => break,
+            Ok(true) if last => return Ok(true),
             Ok(true) => {}
-            // The source was dropped: nothing more is wanted.
-            Ok(false) => return Ok(()),
+            Ok(false) => return Ok(false),
             Err(e) => {
                 return Err(format!(
                     "cannot keep the rows not yet sent in a temporary file: {e}; nothing was decided about removed rows"
@@ -384,11 +424,6 @@ fn copy_rows(
             }
         }
     }
-    drop(copy);
-    // The snapshot is no longer needed; a failure here changes nothing read (the server
-    // reports a statement's errors, its parallel workers' too, before the end of its rows).
-    client.batch_execute("COMMIT").ok();
-    Ok(())
 }
 
 impl PostgresSource {
@@ -411,7 +446,7 @@ impl PostgresSource {
             prepared.fingerprint(ALIAS),
             prepared.query
         );
-        prepared.start_read(false, |_| Ok(select))
+        prepared.start_read(false, |_| Ok(Reading::only(select)))
     }
 
     /// Rows read so far, and the bytes of their values.

@@ -29,9 +29,11 @@
 //! A mark more than 2^30 transactions old is not used (row ids are 32 bits, compared around
 //! a circle); nor one ahead of the server (a cluster restored elsewhere).
 
+use std::sync::{Arc, Mutex};
+
 use postgres::Client;
 
-use super::query_error;
+use super::{FollowUp, query_error, read_error};
 use crate::SourceError;
 
 /// What a complete run leaves for the next diff of the same table (see the module's docs).
@@ -85,18 +87,39 @@ const FEW_FRESH: i64 = 20;
 /// The oldest mark used, in transactions.
 const MAX_AGE: i64 = 1 << 30;
 
-/// How a table's diff reads: the statement, the mark to keep if the run completes, and
-/// whether only the fresh rows are read.
-#[derive(Debug)]
+/// How a table's diff reads: the statement, what runs once its rows have come, the mark to
+/// keep if the run completes, and whether only the fresh rows are read.
 pub(super) struct Plan {
     pub statement: String,
-    /// What ran before it in the transaction (settings, `;` after each, and the statement
-    /// that counted the fresh rows), when only the fresh rows are read: to log.
+    /// What runs before it in the transaction (settings, and the sample that chose how fresh
+    /// rows are joined), `;` after each, when only the fresh rows are read: to log.
     pub before: Option<String>,
-    pub watermark: Option<String>,
+    /// What runs once its rows have come (the count for the next mark), `;` after each: to
+    /// log.
+    pub after: Option<String>,
+    /// That, to run: it may give a second statement, whose rows come after the first's.
+    pub then: Option<FollowUp>,
+    /// The mark to keep if the run completes, once known (the rows counted, after the
+    /// statement's rows).
+    pub watermark: Arc<Mutex<Option<String>>>,
     pub since_mark: bool,
     /// The keys the state holds, when only the fresh rows are read (the mark's row count).
     pub state_keys: Option<u64>,
+}
+
+impl Plan {
+    /// The whole diff, leaving no mark.
+    pub(super) fn whole(statement: &str) -> Self {
+        Self {
+            statement: statement.to_owned(),
+            before: None,
+            after: None,
+            then: None,
+            watermark: Arc::default(),
+            since_mark: false,
+            state_keys: None,
+        }
+    }
 }
 
 /// The statements a table's diff can run.
@@ -106,6 +129,8 @@ pub(super) struct Statements<'a> {
     /// The diff over the rows of the query given, with (`true`) or without the keys the
     /// table lacks.
     pub over: &'a dyn Fn(&str, bool) -> String,
+    /// Only the keys the state has and the table lacks.
+    pub removed: &'a str,
     /// The quoted table.
     pub table: &'a str,
     /// A row's key as the state keeps it, over the alias `kinesync_row`.
@@ -114,8 +139,17 @@ pub(super) struct Statements<'a> {
     pub state_rows: &'a str,
 }
 
+/// About this many of a table's pages are sampled to tell whether few of its rows are fresh.
+const SAMPLED_PAGES: f64 = 256.0;
+
 /// Plans the diff of a table with a unique key, in the read's transaction (whose snapshot
 /// this takes), given the mark the last complete run left, if any.
+///
+/// The rows are counted after the diff's rows have come, while kinesync sends them (the
+/// count is a pass over the table, as long as the diff's own at 1% fresh): so which join
+/// the fresh rows take is chosen from a sample of the table's pages, and the removed keys,
+/// which the count tells of, are looked for by a second statement, whose keys come after the
+/// rows.
 pub(super) fn plan(
     client: &mut Client,
     place: &str,
@@ -125,13 +159,6 @@ pub(super) fn plan(
     let error = |e: postgres::Error| SourceError::Postgres {
         location: place.to_owned(),
         message: query_error(statements.table, &e),
-    };
-    let full = Plan {
-        statement: statements.full.to_owned(),
-        before: None,
-        watermark: None,
-        since_mark: false,
-        state_keys: None,
     };
     let here = client
         .query_opt(
@@ -152,7 +179,8 @@ pub(super) fn plan(
                                         ORDER BY a.attnum)
                         FROM pg_attribute a
                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-                     $2::text), 0)::text
+                     $2::text), 0)::text,
+                   c.relpages::float8
                  FROM txid_current_snapshot() AS s, pg_class AS c
                  WHERE c.oid = to_regclass($1)"
             ),
@@ -160,32 +188,43 @@ pub(super) fn plan(
         )
         .map_err(error)?;
     let Some(here) = here else {
-        return Ok(full);
+        return Ok(Plan::whole(statements.full));
     };
-    let (xmin, xmax, eligible, identity): (i64, i64, bool, String) =
-        (here.get(0), here.get(1), here.get(2), here.get(3));
+    let (xmin, xmax, eligible, identity, pages): (i64, i64, bool, String, f64) = (
+        here.get(0),
+        here.get(1),
+        here.get(2),
+        here.get(3),
+        here.get(4),
+    );
     if !eligible {
-        return Ok(full);
+        return Ok(Plan::whole(statements.full));
     }
     let previous = previous
         .and_then(Watermark::parse)
         .filter(|w| w.identity == identity && w.xmin <= xmin && xmax - w.xmin < MAX_AGE);
     let (table, key, state_rows) = (statements.table, statements.key, statements.state_rows);
+    let watermark: Arc<Mutex<Option<String>>> = Arc::default();
     let Some(previous) = previous else {
-        let rows: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .map_err(error)?
-            .get(0);
+        // The whole diff; its rows counted after, for the next mark.
+        let counting = format!("SELECT count(*) FROM {table}");
+        let slot = watermark.clone();
+        let then: FollowUp = Box::new(move |client| {
+            let counted = client
+                .query_one(&counting, &[])
+                .map_err(|e| read_error(&e))?;
+            let mark = Watermark {
+                identity,
+                xmin,
+                rows: counted.get(0),
+            };
+            *lock(&slot) = Some(mark.to_text());
+            Ok(None)
+        });
         return Ok(Plan {
-            watermark: Some(
-                Watermark {
-                    identity,
-                    xmin,
-                    rows,
-                }
-                .to_text(),
-            ),
-            ..full
+            then: Some(then),
+            watermark,
+            ..Plan::whole(statements.full)
         });
     };
     // `age` counts back from one id fixed for the transaction: a row's is at most the
@@ -195,6 +234,28 @@ pub(super) fn plan(
     // Few rows are fresh, which the planner cannot know: compiling the statements would
     // cost more than running them.
     client.batch_execute("SET LOCAL jit = off").map_err(error)?;
+    // The planner guesses a third of the rows fresh, and would hash the whole state to join
+    // them; a few are joined faster by the state's index (measured on 10M rows, 1% fresh:
+    // 4.2 s hashed, under 1 s by the index). How many are fresh is told by a sample of the
+    // table's pages (its rows in them, a few thousand, not its pages' order).
+    let percent = (100.0 * SAMPLED_PAGES / pages.max(1.0)).min(100.0);
+    let sampling = format!(
+        "SELECT count(*), count(*) FILTER (WHERE {fresh}) \
+         FROM {table} AS kinesync_row TABLESAMPLE SYSTEM ({percent}) REPEATABLE (0)",
+        fresh = fresh("kinesync_row"),
+    );
+    let sampled = client.query_one(&sampling, &[]).map_err(error)?;
+    let (sampled_rows, sampled_fresh): (i64, i64) = (sampled.get(0), sampled.get(1));
+    let mut before = format!("SET jit = off;\n{sampling};\n");
+    let by_index = sampled_fresh * FEW_FRESH <= sampled_rows;
+    if by_index {
+        let joins = "SET enable_hashjoin = off; SET enable_mergejoin = off;";
+        client
+            .batch_execute(&joins.replace("SET ", "SET LOCAL "))
+            .map_err(error)?;
+        before.push_str(joins);
+        before.push('\n');
+    }
     let counting = format!(
         "SELECT count(*), count(*) FILTER (WHERE {fresh}),
            count(*) FILTER (WHERE {fresh} AND EXISTS (SELECT FROM {state_rows} AS kinesync_state
@@ -202,52 +263,71 @@ pub(super) fn plan(
          FROM {table} AS kinesync_row",
         fresh = fresh("kinesync_row"),
     );
-    let counted = client.query_one(&counting, &[]).map_err(error)?;
-    let (rows, fresh_rows, fresh_in_state): (i64, i64, i64) =
-        (counted.get(0), counted.get(1), counted.get(2));
-    let watermark = Some(
-        Watermark {
-            identity,
-            xmin,
-            rows,
-        }
-        .to_text(),
-    );
-    // The keys the state held that are neither a row not fresh nor a fresh row it has.
-    let removed = previous.rows - (rows - fresh_rows) - fresh_in_state;
-    if removed < 0 {
-        // More rows than the state held can only be a state changed since (it never is
-        // while a mark is kept): read it all.
-        tracing::warn!(
-            removed,
-            "the table's rows do not add up to the state's, so its diff reads every row"
-        );
-        return Ok(Plan { watermark, ..full });
-    }
+    let after = format!("{counting};\n");
     let fresh_query = format!(
         "SELECT * FROM {table} AS kinesync_table WHERE {}",
         fresh("kinesync_table")
     );
-    let mut before = format!("SET jit = off;\n{counting};\n");
-    // The planner guesses a third of the rows fresh, and would hash the whole state to join
-    // them; a few are joined faster by the state's index (measured on 10M rows, 1% fresh:
-    // 4.2 s hashed, under 1 s by the index). Not with the removed keys to find: those are
-    // matched with every key of the table, which only a hash or merge join does well.
-    if removed == 0 && fresh_rows <= rows / FEW_FRESH {
-        let by_index = "SET enable_hashjoin = off; SET enable_mergejoin = off;";
-        client
-            .batch_execute(&by_index.replace("SET ", "SET LOCAL "))
-            .map_err(error)?;
-        before.push_str(by_index);
-        before.push('\n');
-    }
+    let stale_query = format!(
+        "SELECT * FROM {table} AS kinesync_table WHERE NOT {}",
+        fresh("kinesync_table")
+    );
+    let (removed_keys, the_rest) = (
+        statements.removed.to_owned(),
+        (statements.over)(&stale_query, true),
+    );
+    let slot = watermark.clone();
+    let then: FollowUp = Box::new(move |client| {
+        let counted = client
+            .query_one(&counting, &[])
+            .map_err(|e| read_error(&e))?;
+        let (rows, fresh_rows, fresh_in_state): (i64, i64, i64) =
+            (counted.get(0), counted.get(1), counted.get(2));
+        *lock(&slot) = Some(
+            Watermark {
+                identity,
+                xmin,
+                rows,
+            }
+            .to_text(),
+        );
+        // The keys the state held that are neither a row not fresh nor a fresh row it has.
+        let removed = previous.rows - (rows - fresh_rows) - fresh_in_state;
+        if removed == 0 {
+            return Ok(None);
+        }
+        if by_index {
+            // Keys matched with every key of the table: a hash or merge join does that well.
+            client
+                .batch_execute("SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on")
+                .map_err(|e| read_error(&e))?;
+        }
+        if removed < 0 {
+            // More rows than the state held can only be a state changed since (it never is
+            // while a mark is kept): the rest of the table is diffed too.
+            tracing::warn!(
+                removed,
+                "the table's rows do not add up to the state's, so its diff reads every row"
+            );
+            return Ok(Some(the_rest));
+        }
+        Ok(Some(removed_keys))
+    });
     Ok(Plan {
-        statement: (statements.over)(&fresh_query, removed > 0),
+        statement: (statements.over)(&fresh_query, false),
         before: Some(before),
+        after: Some(after),
+        then: Some(then),
         watermark,
         since_mark: true,
         state_keys: u64::try_from(previous.rows).ok(),
     })
+}
+
+/// The mark's slot, locked (a thread that panicked holding it left a mark or none).
+pub(super) fn lock(slot: &Mutex<Option<String>>) -> std::sync::MutexGuard<'_, Option<String>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
