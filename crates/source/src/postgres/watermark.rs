@@ -12,7 +12,9 @@
 //! table's row count then (kept with the mark); every row not fresh is one of those keys, and
 //! so is every fresh row whose key the state has; what is left over is the number of keys
 //! removed since, and only when it is above zero does the diff look for them (the anti join
-//! over every key, as without a mark).
+//! over every key, as without a mark). The count runs after the fresh rows have come, in the
+//! same snapshot, while kinesync sends them; the removed keys, when there are any, come after
+//! it, from a statement of their own.
 //!
 //! The mark (a [`Watermark`], kept in the state by the engine) holds only when nothing else
 //! could change what a row reads as: it is tied to the cluster (its system identifier), the
