@@ -248,10 +248,11 @@ impl PostgresDelta {
 
     /// Every statement the diff runs that takes the server time, `;` after each, with the
     /// settings they run with (to time them alone in psql): when only the rows written since
-    /// the last complete run are read, the sample that tells how many there are, then
-    /// [`statement`](Self::statement), then the count of the table's rows for the next mark
-    /// (which also tells whether keys were removed: only then does a statement that finds
-    /// them follow).
+    /// the last complete run are read, the sample that tells how many there are; then
+    /// [`statement`](Self::statement); then, for a table that can keep a mark, the count of
+    /// its rows for the next one, run once the statement's rows have come (from a mark, it
+    /// also tells whether keys were removed: only then does a statement that finds them
+    /// follow).
     pub fn statements(&self) -> String {
         let before = self.plan.before.as_deref().unwrap_or_default();
         let after = self.plan.after.as_deref().unwrap_or_default();

@@ -210,6 +210,7 @@ pub(super) fn plan(
     let Some(previous) = previous else {
         // The whole diff; its rows counted after, for the next mark.
         let counting = format!("SELECT count(*) FROM {table}");
+        let after = format!("{counting};\n");
         let slot = watermark.clone();
         let then: FollowUp = Box::new(move |client| {
             let counted = client
@@ -224,6 +225,7 @@ pub(super) fn plan(
             Ok(None)
         });
         return Ok(Plan {
+            after: Some(after),
             then: Some(then),
             watermark,
             ..Plan::whole(statements.full)
