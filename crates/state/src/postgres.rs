@@ -580,11 +580,8 @@ impl StateStore for PostgresStore {
         }
         if let Some(settled) = self.outstanding.settle(&changes) {
             let by_copy = self.settle_by_copy.clone();
-            return self.queue(move |client| {
-                settled
-                    .write(client, &rows_table, &marks_table, &by_copy)
-                    .map_err(|e| error_message(&e))
-            });
+            return self
+                .queue(move |client| settled.write(client, &rows_table, &marks_table, &by_copy));
         }
         // Anything else is applied to the rows as stored, the outstanding marks first.
         let (mut all, done) = self.outstanding.drain();

@@ -246,6 +246,14 @@ fn settles_into_an_empty_state_and_over_keys_it_has_keep_the_last_version() {
     };
     store.commit(versions(10)).unwrap();
     store.commit(settles(&["1", "2", "3"])).unwrap();
+    let first = keys(&["1", "2", "3"]);
+    assert_eq!(
+        store.seen_with_rows(&first).unwrap(),
+        first
+            .iter()
+            .map(|_| Some((Seen::Acknowledged(10), b"{\"sent\":10}".to_vec())))
+            .collect::<Vec<_>>()
+    );
     // Again, over rows the state has now: one mark of a key new, two of keys it has.
     let mut again = versions(20);
     again.push(common::in_doubt("4", Unanswered::Added, Some(&20)));
