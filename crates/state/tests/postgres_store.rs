@@ -274,6 +274,56 @@ fn settles_into_an_empty_state_and_over_keys_it_has_keep_the_last_version() {
     assert_eq!(store.key_count().unwrap(), 4);
 }
 
+/// A long run keeps the marks table small: each batch's row is stored out of line and deleted
+/// once settled, and the store vacuums the table as it goes (every 128 batches), so later
+/// batches reuse the space of earlier ones rather than growing its files (a 10M-row backfill
+/// otherwise left gigabytes of dead batches for the server's autovacuum).
+#[test]
+fn a_long_run_reuses_the_space_of_its_settled_marks() {
+    let name = fresh("reuse");
+    let mut store = open(&name).unwrap();
+    let (mut client, _) = Connection::new(postgres().url(database()))
+        .connect()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut size = || -> i64 {
+        client
+            .query_one(
+                &format!("SELECT pg_total_relation_size('kinesync_state.kinesync_{name}_marks')"),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // Five rows of 800 bytes: a batch's row too long to keep in its page.
+    let row = vec![b'r'; 800];
+    let mut sizes = Vec::new();
+    for batch in 1..=1024 {
+        let keys: Vec<String> = (0..5).map(|i| format!("{batch}.{i}")).collect();
+        let marks = keys
+            .iter()
+            .map(|key| Change::InDoubt {
+                key: key.clone(),
+                doubt: common::doubt(key, Unanswered::Added),
+                sent: Some((7, row.clone())),
+            })
+            .collect();
+        store.commit(marks).unwrap();
+        let settles = keys.into_iter().map(|key| Change::Settle { key }).collect();
+        store.commit(settles).unwrap();
+        if batch == 256 || batch == 1024 {
+            store.flush().unwrap();
+            sizes.push(size());
+        }
+    }
+    assert!(
+        sizes[1] < sizes[0] * 2,
+        "the marks table grew from {} to {} bytes over four times the batches",
+        sizes[0],
+        sizes[1]
+    );
+    assert_eq!(store.key_count().unwrap(), 5 * 1024);
+}
+
 /// A batch of marks settled in part: a run's end writes the rest as doubts, exactly; a kill
 /// instead leaves the batch's row, and every key of it goes again.
 #[test]
