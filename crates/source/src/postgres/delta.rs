@@ -231,10 +231,7 @@ impl PostgresDelta {
                         row.get::<_, String>(0)
                     ),
                 }),
-                None => Ok(Reading {
-                    select: statement.clone(),
-                    then: None,
-                }),
+                None => Ok(Reading::only(statement.clone())),
             }
         })?;
         let plan = plan.unwrap_or_else(|| watermark::Plan::whole(&statement));
